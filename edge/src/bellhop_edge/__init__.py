@@ -1,0 +1,1 @@
+"""Bellhop edge gateway."""

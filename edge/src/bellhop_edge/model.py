@@ -1,0 +1,146 @@
+"""Domain records of the edge gateway.
+
+Plain frozen dataclasses shared by the store, the rules, the command
+bookkeeping and the APIs; the gRPC servicer and the bridge translate them
+to protobuf at their boundary. Times are Unix milliseconds (int).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bellhop_devices.messages import DeviceKind, EventKind
+
+__all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertState",
+    "CommandResult",
+    "CommandStatus",
+    "Connectivity",
+    "DesiredState",
+    "Device",
+    "DeviceEvent",
+    "DeviceKind",
+    "EventKind",
+    "ReportedState",
+    "Room",
+    "TelemetryPoint",
+]
+
+
+class Connectivity(StrEnum):
+    UNKNOWN = "unknown"
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    room_id: str
+    name: str
+    floor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    device_id: str
+    room_id: str | None
+    kind: DeviceKind | None
+    # False for a device seen on the broker but never registered.
+    registered: bool
+    connectivity: Connectivity = Connectivity.UNKNOWN
+    last_seen: int | None = None
+    firmware: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedState:
+    device_id: str
+    version: int
+    values: Mapping[str, Any]
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    device_id: str
+    version: int
+    values: Mapping[str, Any]
+    updated_at: int
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    device_id: str
+    metric: str
+    ts: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    device_id: str
+    kind: EventKind
+    ts: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class AlertKind(StrEnum):
+    TEMPERATURE_OUT_OF_RANGE = "temperature_out_of_range"
+    GAS = "gas"
+    DOOR_LEFT_OPEN = "door_left_open"
+    BREACH = "breach"
+    BATTERY_LOW = "battery_low"
+    DEVICE_OFFLINE = "device_offline"
+
+
+class AlertSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertState(StrEnum):
+    RAISED = "raised"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    alert_id: str
+    kind: AlertKind
+    severity: AlertSeverity
+    state: AlertState
+    device_id: str
+    room_id: str | None
+    message: str
+    raised_at: int
+    acknowledged_at: int | None = None
+    acknowledged_by: str | None = None
+    note: str | None = None
+    cleared_at: int | None = None
+
+
+class CommandStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command_id: str
+    device_id: str
+    status: CommandStatus
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    completed_at: int | None = None

@@ -1,0 +1,1 @@
+"""Bellhop device protocol v1 and the device simulator."""
