@@ -1,0 +1,160 @@
+"""Who is calling the LAN API: bearer tokens verified on the gateway itself.
+
+Two verifiers, tried in order, both working with the internet down:
+- `LocalTokens`: tokens minted on the gateway (`bellhop edge token create`),
+  kept only as SHA-256 hashes in a file, for staff devices and break-glass.
+- `JwksVerifier`: access tokens issued by the cloud relay, verified against a
+  cached copy of the relay's JWKS (asymmetric keys), with issuer, audience,
+  expiry and token type checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import jwt
+
+from bellhop_edge.broker import write_atomic
+from bellhop_edge.errors import AuthError, PermissionDenied
+
+TOKEN_PREFIX = "bht_"
+
+
+class Role(IntEnum):
+    """Ordered: a higher role may do everything a lower one may."""
+
+    VIEWER = 1
+    STAFF = 2
+    MANAGER = 3
+    ADMIN = 4
+    OWNER = 5
+
+    @classmethod
+    def parse(cls, name: str) -> Role:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise AuthError(f"unknown role {name!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    role: Role
+    source: str
+
+    def require(self, role: Role, action: str) -> None:
+        if self.role < role:
+            raise PermissionDenied(f"{action} needs the {role.name.lower()} role")
+
+
+class Verifier(Protocol):
+    def verify(self, token: str) -> Principal | None:
+        """The principal, None if this verifier does not know the token kind."""
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class LocalTokens:
+    """Gateway-minted tokens, stored hashed in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, dict[str, str]] = {}
+        if path.exists():
+            self._entries = json.loads(path.read_text())
+
+    def create(self, name: str, role: Role) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._entries[_digest(token)] = {"name": name, "role": role.name.lower()}
+        write_atomic(self.path, json.dumps(self._entries, indent=2))
+        return token
+
+    def revoke(self, name: str) -> int:
+        before = len(self._entries)
+        self._entries = {k: v for k, v in self._entries.items() if v["name"] != name}
+        write_atomic(self.path, json.dumps(self._entries, indent=2))
+        return before - len(self._entries)
+
+    def names(self) -> list[tuple[str, str]]:
+        return sorted((v["name"], v["role"]) for v in self._entries.values())
+
+    def verify(self, token: str) -> Principal | None:
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = _digest(token)
+        for known, entry in self._entries.items():
+            if hmac.compare_digest(known, digest):
+                return Principal(entry["name"], Role.parse(entry["role"]), "local")
+        raise AuthError("unknown or revoked token")
+
+
+class JwksVerifier:
+    """Cloud-issued access tokens checked against a cached JWKS."""
+
+    ALGORITHMS: Sequence[str] = ("EdDSA", "ES256")
+
+    def __init__(self, jwks: Mapping[str, Any], *, audience: str, issuer: str | None, hotel_id: str) -> None:
+        self._keys = {
+            key["kid"]: jwt.PyJWK.from_dict(dict(key)) for key in jwks.get("keys", []) if "kid" in key
+        }
+        self._audience = audience
+        self._issuer = issuer
+        self._hotel_id = hotel_id
+
+    @classmethod
+    def from_file(cls, path: Path, **kwargs: Any) -> JwksVerifier:
+        return cls(json.loads(path.read_text()), **kwargs)
+
+    def verify(self, token: str) -> Principal | None:
+        if token.count(".") != 2:
+            return None
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(str(header.get("kid")))
+            if key is None:
+                raise AuthError("token signed by an unknown key")
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(self.ALGORITHMS),
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        if claims.get("token_use", claims.get("typ")) != "access":
+            raise AuthError("not an access token")
+        roles = claims.get("hotel_roles", {})
+        role = roles.get(self._hotel_id) if isinstance(roles, dict) else None
+        if role is None:
+            raise PermissionDenied("token grants no role on this hotel")
+        return Principal(str(claims["sub"]), Role.parse(str(role)), "cloud")
+
+
+class Authenticator:
+    def __init__(self, verifiers: Sequence[Verifier]) -> None:
+        self._verifiers = list(verifiers)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise AuthError("missing authorization metadata (expected 'Bearer <token>')")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("authorization must be 'Bearer <token>'")
+        for verifier in self._verifiers:
+            principal = verifier.verify(token.strip())
+            if principal is not None:
+                return principal
+        raise AuthError("token not recognised")

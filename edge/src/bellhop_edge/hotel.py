@@ -1,0 +1,290 @@
+"""The hotel as the gateway sees it, in memory: a sans-I/O core.
+
+`Hotel` is fed decoded device messages and clock ticks and answers with the
+changes they cause (state, telemetry, events, connectivity). It never
+touches a socket or a database: the gateway's driver persists the changes
+through the store writer, evaluates alert rules on them and fans them out
+to live watchers. Reads of current state are served from here, not SQLite.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bellhop_devices.messages import (
+    Ack,
+    DeviceKind,
+    DeviceMessage,
+    Event,
+    StateReport,
+    Status,
+    Telemetry,
+)
+
+from bellhop_edge.errors import Conflict, NotFound
+from bellhop_edge.model import (
+    Connectivity,
+    DesiredState,
+    Device,
+    DeviceEvent,
+    ReportedState,
+    Room,
+    TelemetryPoint,
+)
+
+
+# Changes the core reports; the driver persists and publishes them.
+@dataclass(frozen=True, slots=True)
+class TelemetryAccepted:
+    points: tuple[TelemetryPoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    state: ReportedState
+
+
+@dataclass(frozen=True, slots=True)
+class EventAccepted:
+    event: DeviceEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectivityChanged:
+    device: Device
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpdated:
+    """Registry facts changed (first sight of an unknown device, firmware)."""
+
+    device: Device
+
+
+@dataclass(frozen=True, slots=True)
+class AckReceived:
+    device_id: str
+    ack: Ack
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    device_id: str
+    detail: str
+
+
+Change = (
+    TelemetryAccepted
+    | StateChanged
+    | EventAccepted
+    | ConnectivityChanged
+    | DeviceUpdated
+    | AckReceived
+    | Rejected
+)
+
+UNKNOWN_DEVICE = "unknown_device"
+
+
+class Hotel:
+    """Registry, current state and liveness of one hotel's devices."""
+
+    def __init__(
+        self,
+        hotel_id: str,
+        *,
+        heartbeat_timeout_ms: int,
+        rooms: Iterable[Room] = (),
+        devices: Iterable[Device] = (),
+        reported: Iterable[ReportedState] = (),
+        desired: Iterable[DesiredState] = (),
+    ) -> None:
+        self.hotel_id = hotel_id
+        self.heartbeat_timeout_ms = heartbeat_timeout_ms
+        self.rooms: dict[str, Room] = {r.room_id: r for r in rooms}
+        self.devices: dict[str, Device] = {d.device_id: d for d in devices}
+        self.reported: dict[str, ReportedState] = {s.device_id: s for s in reported}
+        self.desired: dict[str, DesiredState] = {s.device_id: s for s in desired}
+        # last_seen lives here and is flushed to SQLite periodically, not per message.
+        self.last_seen: dict[str, int] = {
+            d.device_id: d.last_seen for d in self.devices.values() if d.last_seen is not None
+        }
+        self.latest: dict[tuple[str, str], TelemetryPoint] = {}
+        self.rejected: Counter[str] = Counter()
+        self.accepted = 0
+
+    # -- registry -----------------------------------------------------------
+    def upsert_room(self, room: Room) -> Room:
+        self.rooms[room.room_id] = room
+        return room
+
+    def register_device(self, device_id: str, room_id: str, kind: DeviceKind) -> Device:
+        if room_id not in self.rooms:
+            raise NotFound(f"no room {room_id!r}")
+        current = self.devices.get(device_id)
+        device = Device(
+            device_id=device_id,
+            room_id=room_id,
+            kind=kind,
+            registered=True,
+            connectivity=current.connectivity if current else Connectivity.UNKNOWN,
+            last_seen=self.last_seen.get(device_id),
+            firmware=current.firmware if current else None,
+        )
+        self.devices[device_id] = device
+        return device
+
+    def device(self, device_id: str) -> Device:
+        device = self.devices.get(device_id)
+        if device is None:
+            raise NotFound(f"no device {device_id!r}")
+        return replace(device, last_seen=self.last_seen.get(device_id, device.last_seen))
+
+    def registered(self, device_id: str) -> Device:
+        device = self.device(device_id)
+        if not device.registered:
+            raise NotFound(f"device {device_id!r} is not registered (seen on the broker only)")
+        return device
+
+    def list_devices(
+        self, room_id: str | None = None, *, include_unknown: bool = False
+    ) -> list[Device]:
+        return [
+            replace(d, last_seen=self.last_seen.get(d.device_id, d.last_seen))
+            for d in sorted(self.devices.values(), key=lambda d: d.device_id)
+            if (include_unknown or d.registered) and (room_id is None or d.room_id == room_id)
+        ]
+
+    # -- desired state ------------------------------------------------------
+    def set_desired(
+        self,
+        device_id: str,
+        values: dict[str, Any],
+        *,
+        by: str,
+        now: int,
+        expected_version: int = 0,
+    ) -> DesiredState:
+        self.registered(device_id)
+        current = self.desired.get(device_id)
+        version = current.version if current else 0
+        if expected_version and expected_version != version:
+            raise Conflict(
+                f"desired state of {device_id!r} is at version {version}, not {expected_version}"
+            )
+        merged = {**(current.values if current else {}), **values}
+        state = DesiredState(device_id, version + 1, merged, now, by)
+        self.desired[device_id] = state
+        return state
+
+    def delta(self, device_id: str) -> dict[str, Any]:
+        """Desired keys whose reported value differs (or is missing)."""
+        desired = self.desired.get(device_id)
+        if desired is None:
+            return {}
+        reported = self.reported.get(device_id)
+        values = reported.values if reported else {}
+        return {k: v for k, v in desired.values.items() if values.get(k) != v}
+
+    # -- ingest -------------------------------------------------------------
+    def apply(self, message: DeviceMessage, now: int) -> list[Change]:
+        """Apply one decoded device message."""
+        device_id = message.device_id
+        device = self.devices.get(device_id)
+        if device is None or not device.registered:
+            return self._unknown(message, device, now)
+        self.accepted += 1
+        self.last_seen[device_id] = now
+        changes: list[Change] = []
+        if device.connectivity is not Connectivity.ONLINE and not (
+            isinstance(message, Status) and not message.online
+        ):
+            device = replace(device, connectivity=Connectivity.ONLINE)
+            self.devices[device_id] = device
+            changes.append(ConnectivityChanged(replace(device, last_seen=now)))
+        if isinstance(message, Telemetry):
+            points = tuple(
+                TelemetryPoint(device_id, metric, message.ts, value)
+                for metric, value in message.metrics.items()
+            )
+            for point in points:
+                self.latest[(device_id, point.metric)] = point
+            changes.append(TelemetryAccepted(points))
+        elif isinstance(message, StateReport):
+            previous = self.reported.get(device_id)
+            state = ReportedState(
+                device_id,
+                (previous.version if previous else 0) + 1,
+                dict(message.values),
+                message.ts,
+            )
+            self.reported[device_id] = state
+            changes.append(StateChanged(state))
+        elif isinstance(message, Event):
+            changes.append(
+                EventAccepted(DeviceEvent(device_id, message.kind, message.ts, dict(message.data)))
+            )
+        elif isinstance(message, Status):
+            changes += self._status(device, message, now)
+        elif isinstance(message, Ack):
+            changes.append(AckReceived(device_id, message))
+        return changes
+
+    def _status(self, device: Device, message: Status, now: int) -> list[Change]:
+        changes: list[Change] = []
+        if message.firmware and message.firmware != device.firmware:
+            device = replace(device, firmware=message.firmware)
+            self.devices[device.device_id] = device
+            changes.append(DeviceUpdated(device))
+        target = Connectivity.ONLINE if message.online else Connectivity.OFFLINE
+        if device.connectivity is not target:
+            device = replace(device, connectivity=target)
+            self.devices[device.device_id] = device
+            changes.append(ConnectivityChanged(replace(device, last_seen=now)))
+        return changes
+
+    def _unknown(self, message: DeviceMessage, device: Device | None, now: int) -> list[Change]:
+        changes: list[Change] = []
+        if device is None:
+            kind = message.kind if isinstance(message, Status) else None
+            firmware = message.firmware if isinstance(message, Status) else None
+            device = Device(
+                message.device_id, None, kind, registered=False, last_seen=now, firmware=firmware
+            )
+            changes.append(DeviceUpdated(device))
+        if isinstance(message, Status):
+            connectivity = Connectivity.ONLINE if message.online else Connectivity.OFFLINE
+            device = replace(device, connectivity=connectivity, last_seen=now)
+        self.devices[message.device_id] = device
+        self.last_seen[message.device_id] = now
+        self.rejected[UNKNOWN_DEVICE] += 1
+        changes.append(Rejected(UNKNOWN_DEVICE, message.device_id, "device is not registered"))
+        return changes
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+
+    def check_liveness(self, now: int) -> list[ConnectivityChanged]:
+        """Devices silent for longer than the heartbeat timeout go offline."""
+        changes = []
+        limit = now - self.heartbeat_timeout_ms
+        for device_id, device in self.devices.items():
+            if device.registered and device.connectivity is Connectivity.ONLINE:
+                seen = self.last_seen.get(device_id)
+                if seen is not None and seen < limit:
+                    device = replace(device, connectivity=Connectivity.OFFLINE)
+                    self.devices[device_id] = device
+                    changes.append(ConnectivityChanged(replace(device, last_seen=seen)))
+        return changes
+
+    @property
+    def online(self) -> int:
+        return sum(
+            1
+            for d in self.devices.values()
+            if d.registered and d.connectivity is Connectivity.ONLINE
+        )

@@ -1,0 +1,142 @@
+"""The gateway's MQTT link to the hotel's broker (aiomqtt).
+
+Owns one connection with a persistent session (fixed client id, clean
+session off) so the broker queues QoS 1 messages while the gateway is away.
+Reconnects with capped exponential back-off and jitter and resubscribes.
+QoS 1 messages are acknowledged to the broker only when the caller says so,
+after their effects are committed to SQLite: a PUBACK means "stored".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import ssl
+from collections.abc import Callable, Iterator
+
+import aiomqtt
+
+from bellhop_edge.config import MqttConfig
+from bellhop_edge.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[aiomqtt.Message], None]
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    WAITING = "waiting to reconnect"
+    CLOSED = "closed"
+
+
+def backoff(
+    minimum: float, maximum: float, *, factor: float = 2.0, jitter: float = 0.5
+) -> Iterator[float]:
+    """Capped exponential delays with proportional jitter, forever."""
+    delay = minimum
+    while True:
+        yield delay * (1 - jitter * random.random())
+        delay = min(delay * factor, maximum)
+
+
+class MqttLink:
+    """Keeps the gateway connected; hands every message to `on_message`."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        on_state: Callable[[LinkState], None] = lambda _: None,
+        reconnect_delays: Callable[[], Iterator[float]] | None = None,
+    ) -> None:
+        self._config = config
+        self._client_id = client_id
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_state = on_state
+        self._delays = reconnect_delays or (
+            lambda: backoff(config.reconnect_min_s, config.reconnect_max_s)
+        )
+        self._client: aiomqtt.Client | None = None
+        self.state = LinkState.CONNECTING
+        self.connected = asyncio.Event()
+        self.connects = 0
+
+    def _set_state(self, state: LinkState) -> None:
+        self.state = state
+        if state is LinkState.CONNECTED:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        self._on_state(state)
+
+    def _make_client(self) -> aiomqtt.Client:
+        tls_context = None
+        if self._config.tls_ca is not None:
+            tls_context = ssl.create_default_context(cafile=str(self._config.tls_ca))
+        client = aiomqtt.Client(
+            self._config.host,
+            self._config.port,
+            identifier=self._client_id,
+            username=self._config.username,
+            password=self._config.resolved_password(),
+            clean_session=False,
+            keepalive=self._config.keepalive_s,
+            timeout=self._config.connect_timeout_s,
+            tls_context=tls_context,
+            max_inflight_messages=1000,
+        )
+        # aiomqtt has no public switch for manual acknowledgement; paho's is
+        # what lets us send PUBACK only after the message is committed.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def run(self) -> None:
+        """Connect, consume, reconnect; returns only when cancelled."""
+        delays = self._delays()
+        while True:
+            self._set_state(LinkState.CONNECTING)
+            client = self._make_client()
+            try:
+                async with client:
+                    self._client = client
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=1, timeout=self._config.connect_timeout_s)
+                    self.connects += 1
+                    delays = self._delays()
+                    self._set_state(LinkState.CONNECTED)
+                    log.info("connected to broker %s:%s", self._config.host, self._config.port)
+                    async for message in client.messages:
+                        self._on_message(message)
+            except aiomqtt.MqttError as exc:
+                log.warning("broker connection lost: %s", exc)
+            finally:
+                self._client = None
+            self._set_state(LinkState.WAITING)
+            await asyncio.sleep(next(delays))
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Acknowledge a QoS 1 message now that its effects are durable."""
+        client = self._client
+        if client is not None and message.qos > 0:
+            client._client.ack(message.mid, message.qos)
+
+    async def publish(
+        self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False
+    ) -> None:
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise Unavailable("not connected to the broker")
+        try:
+            await client.publish(
+                topic, payload, qos=qos, retain=retain, timeout=self._config.connect_timeout_s
+            )
+        except aiomqtt.MqttError as exc:
+            raise Unavailable(f"publish failed: {exc}") from exc
