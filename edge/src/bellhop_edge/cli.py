@@ -1,0 +1,91 @@
+"""`bellhop edge …` subcommands. Heavy imports stay inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    edge = subparsers.add_parser("edge", help="run and manage the hotel's edge gateway")
+    commands = edge.add_subparsers(dest="edge_command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="run the gateway for one hotel")
+    run.add_argument("--config", type=Path, required=True, help="TOML configuration file")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file and print it")
+    check.add_argument("--config", type=Path, required=True)
+    check.set_defaults(handler=_check)
+
+    token = commands.add_parser("token", help="staff tokens verified by the gateway itself")
+    token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    create = token_commands.add_parser("create", help="mint a token (printed once, stored hashed)")
+    create.add_argument("--config", type=Path, required=True)
+    create.add_argument("--name", required=True, help="who the token is for")
+    create.add_argument(
+        "--role", default="staff", choices=["viewer", "staff", "manager", "admin", "owner"]
+    )
+    create.set_defaults(handler=_token_create)
+    revoke = token_commands.add_parser("revoke", help="revoke every token of a name")
+    revoke.add_argument("--config", type=Path, required=True)
+    revoke.add_argument("--name", required=True)
+    revoke.set_defaults(handler=_token_revoke)
+
+
+def _load(path: Path) -> Any:
+    from bellhop_edge.config import load_config
+    from bellhop_edge.errors import ConfigError
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bellhop_edge.app import run
+
+    config = _load(args.config)
+    logging.basicConfig(
+        level="DEBUG" if args.verbose else config.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(config.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
+    return 0
+
+
+def _tokens(config: Any) -> Any:
+    from bellhop_edge.auth import LocalTokens
+
+    return LocalTokens(config.api.tokens_file or config.data_dir / "staff-tokens.json")
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    from bellhop_edge.auth import Role
+
+    config = _load(args.config)
+    token = _tokens(config).create(args.name, Role.parse(args.role))
+    print(token)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    removed = _tokens(_load(args.config)).revoke(args.name)
+    print(f"revoked {removed} token(s) of {args.name}")
+    return 0 if removed else 1
