@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -87,6 +88,7 @@ class MosquittoBroker:
             port=self.port,
             password_file=self.workdir / "passwd",
             acl_file=self.workdir / "acl",
+            run_as=getpass.getuser(),
         )
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(config + f"log_dest file {self.log_path}\nlog_type all\n")

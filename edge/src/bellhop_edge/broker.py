@@ -139,6 +139,7 @@ def render_config(
     bind: str = "127.0.0.1",
     tls: TlsListener | None = None,
     persistence_dir: Path | None = None,
+    run_as: str | None = None,
 ) -> str:
     """mosquitto.conf: plain MQTT only on `bind` (loopback by default), TLS on the LAN."""
     lines = [
@@ -148,12 +149,16 @@ def render_config(
         f"password_file {password_file}",
         f"acl_file {acl_file}",
         # Commands and acks are small; anything bigger is garbage or abuse.
-        "message_size_limit 65536",
+        "max_packet_size 65536",
         "max_queued_messages 100000",
         f"persistence {'true' if persistence_dir else 'false'}",
     ]
     if persistence_dir is not None:
         lines.append(f"persistence_location {persistence_dir}/")
+    if run_as is not None:
+        # Started as root, Mosquitto drops to this user before reading the
+        # password file and ACL, so they must be readable by it.
+        lines.append(f"user {run_as}")
     lines += ["", f"listener {port} {bind}"]
     if tls is not None:
         lines += [
