@@ -1,0 +1,234 @@
+"""A local broker process with the gateway's generated files.
+
+Used by the demo, the tests and the benchmarks: `MosquittoBroker` runs the
+real Mosquitto on a free loopback port with the password file and ACL that
+`bellhop_edge.broker` renders, so what is tested is what ships. Production
+runs Mosquitto under systemd instead (deploy/).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bellhop_edge import broker
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, *, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+class MosquittoBroker:
+    """One mosquitto process; accounts are rendered by `bellhop_edge.broker`."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self._accounts: dict[str, broker.BrokerAccount] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "mosquitto.log"
+
+    def add_gateway(self, hotel_id: str) -> Credentials:
+        password = broker.generate_password()
+        account = broker.gateway_account(hotel_id, password)
+        self._accounts[account.username] = account
+        self._write_files()
+        return Credentials(account.username, password)
+
+    def add_device(self, hotel_id: str, device_id: str) -> Credentials:
+        password = broker.generate_password()
+        account = broker.device_account(hotel_id, device_id, password)
+        self._accounts[account.username] = account
+        self._write_files()
+        return Credentials(account.username, password)
+
+    def add_devices(self, hotel_id: str, device_ids: list[str]) -> dict[str, Credentials]:
+        """Many devices with one write of the files (a 2,000-device hotel)."""
+        out = {}
+        for device_id in device_ids:
+            password = broker.generate_password()
+            account = broker.device_account(hotel_id, device_id, password)
+            self._accounts[account.username] = account
+            out[device_id] = Credentials(account.username, password)
+        self._write_files()
+        return out
+
+    def remove(self, username: str) -> None:
+        self._accounts.pop(username, None)
+        self._write_files()
+
+    def _write_files(self) -> None:
+        accounts = list(self._accounts.values())
+        broker.write_atomic(self.workdir / "passwd", broker.render_passwd(accounts))
+        broker.write_atomic(self.workdir / "acl", broker.render_acl(accounts))
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads the password file and the ACL."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+
+    def start(self) -> None:
+        self._write_files()
+        config = broker.render_config(
+            port=self.port,
+            password_file=self.workdir / "passwd",
+            acl_file=self.workdir / "acl",
+            run_as=getpass.getuser(),
+        )
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(config + f"log_dest file {self.log_path}\nlog_type all\n")
+        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, generated config
+            [MOSQUITTO, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.host, self.port)
+        except TimeoutError:
+            self.stop()
+            log = self.log_path.read_text() if self.log_path.exists() else ""
+            raise RuntimeError(f"mosquitto did not start:\n{log}") from None
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self._proc is None:
+            return
+        if kill:
+            self._proc.kill()
+        else:
+            self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+
+def require_mosquitto() -> None:
+    if not os.path.exists(MOSQUITTO):
+        raise RuntimeError(
+            "mosquitto is not installed: install it (apt-get install mosquitto) to run these tests"
+        )
+
+
+AMQTT_REQUIREMENT = "amqtt==0.12.1"
+
+
+class EmbeddedBroker:
+    """Fallback for the demo on a machine without Mosquitto: amqtt, loopback only.
+
+    amqtt pins `websockets==15.0.1` exactly, which would pin the bridge's
+    websockets too if it shared our environment; it runs instead as its own
+    process from an isolated tool environment (`uv tool run`), so our lock
+    stays free. It allows anonymous clients and has no ACL: a demo
+    convenience on 127.0.0.1, never a deployment (docs/decisions.md).
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, uv: str | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self._uv = uv or shutil.which("uv")
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "amqtt.log"
+
+    def add_gateway(self, hotel_id: str) -> Credentials | None:
+        return None
+
+    def add_device(self, hotel_id: str, device_id: str) -> Credentials | None:
+        return None
+
+    def add_devices(self, hotel_id: str, device_ids: list[str]) -> dict[str, Credentials]:
+        return {}
+
+    def reload(self) -> None:
+        pass
+
+    def start(self) -> None:
+        if self._uv is None:
+            raise RuntimeError("neither mosquitto nor uv is available to run a broker")
+        conf = self.workdir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: {self.host}:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n"
+            "    allow_anonymous: true\n"
+        )
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed tool, generated config
+                [self._uv, "tool", "run", "--from", AMQTT_REQUIREMENT, "amqtt", "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(self.host, self.port, timeout=120)  # first run downloads amqtt
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"amqtt did not start:\n{self.log_path.read_text()}") from None
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self._proc is None:
+            return
+        if kill:
+            self._proc.kill()
+        else:
+            self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+
+def local_broker(workdir: Path) -> MosquittoBroker | EmbeddedBroker:
+    """Mosquitto when installed, the embedded fallback otherwise."""
+    if shutil.which("mosquitto") or os.path.exists(MOSQUITTO):
+        return MosquittoBroker(workdir)
+    return EmbeddedBroker(workdir)
