@@ -1,0 +1,37 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bellhop_cloud.api.deps import Audience, RelayDep, access_rule
+from bellhop_cloud.api.problems import responses
+from bellhop_cloud.api.schemas import Health, Readiness
+
+router = APIRouter(tags=["operations"])
+PUBLIC = access_rule(Audience.PUBLIC)
+READY_TIMEOUT_S = 2.0
+
+
+@router.get("/healthz", openapi_extra=PUBLIC)
+async def healthz() -> Health:
+    """The process is up and serving (no dependency is checked)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses=responses(503), openapi_extra=PUBLIC)
+async def readyz(relay: RelayDep) -> Readiness:
+    """The database answers within two seconds; a load balancer sends traffic only then."""
+    await relay.store.ping(within_s=READY_TIMEOUT_S)
+    return Readiness(status="ready", database="ok")
+
+
+@router.get(
+    "/metrics",
+    openapi_extra=PUBLIC,
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(relay: RelayDep) -> Response:
+    return Response(generate_latest(relay.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,158 @@
+"""A hotel, its rooms and its devices, as last synced from its gateway."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from bellhop_cloud import hotels
+from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
+from bellhop_cloud.api.problems import responses
+from bellhop_cloud.api.schemas import DeviceOut, DevicePage, HotelOut, RoomOut, RoomPage
+from bellhop_cloud.db.store import utcnow
+from bellhop_cloud.errors import InvalidRequest
+from bellhop_cloud.hotels import Hotel
+from bellhop_cloud.rbac.permissions import Permission
+from bellhop_cloud.relay import Relay
+
+router = APIRouter(tags=["hotels"])
+READ = access_rule(Audience.HOTEL, Permission.READ_STATE)
+HOTEL = responses(401, 404, 422)
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(max_length=200, description="next_cursor of a page")]
+
+
+def hotel_out(hotel: Hotel, relay: Relay, now: datetime) -> HotelOut:
+    window = timedelta(seconds=relay.config.stale_after_s)
+    return HotelOut(
+        id=hotel.hotel_id,
+        org_id=hotel.org_id,
+        name=hotel.name,
+        timezone=hotel.timezone,
+        created_at=hotel.created_at,
+        last_seen=hotel.last_seen,
+        stale=hotels.is_stale(hotel.last_seen, now, window),
+    )
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """Cursors are opaque to clients so the ordering key can change later."""
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("cursor is not one this API returned") from exc
+
+
+@router.get("/v1/hotels/{hotel_id}", responses=HOTEL, openapi_extra=READ)
+async def get_hotel(hotel_id: str, relay: RelayDep, who: CallerDep) -> HotelOut:
+    async with relay.store.read() as conn:
+        hotel, _ = await hotels.access(conn, who.user_id, hotel_id)
+    return hotel_out(hotel, relay, utcnow())
+
+
+@router.get("/v1/hotels/{hotel_id}/rooms", responses=HOTEL, openapi_extra=READ)
+async def list_rooms(
+    hotel_id: str,
+    relay: RelayDep,
+    who: CallerDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> RoomPage:
+    """Rooms you can see, ordered by room id."""
+    after = decode_cursor(cursor)
+    async with relay.store.read() as conn:
+        _, found = await hotels.access(conn, who.user_id, hotel_id)
+        rooms = await hotels.list_rooms(
+            conn, hotel_id, visible=found.visible_rooms(hotel_id), after=after, limit=limit
+        )
+    now = utcnow()
+    window = timedelta(seconds=relay.config.stale_after_s)
+    items = [
+        RoomOut(
+            room_id=r.room_id,
+            name=r.name,
+            floor=r.floor,
+            last_seen=r.last_seen,
+            stale=hotels.is_stale(r.last_seen, now, window),
+        )
+        for r in rooms
+    ]
+    next_cursor = encode_cursor(items[-1].room_id) if len(items) == limit else None
+    return RoomPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/v1/hotels/{hotel_id}/rooms/{room_id}", responses=HOTEL, openapi_extra=READ)
+async def get_room(hotel_id: str, room_id: str, relay: RelayDep, who: CallerDep) -> RoomOut:
+    async with relay.store.read() as conn:
+        _, found = await hotels.access(conn, who.user_id, hotel_id)
+        room = await hotels.get_room(conn, hotel_id, room_id, visible=found.visible_rooms(hotel_id))
+    window = timedelta(seconds=relay.config.stale_after_s)
+    return RoomOut(
+        room_id=room.room_id,
+        name=room.name,
+        floor=room.floor,
+        last_seen=room.last_seen,
+        stale=hotels.is_stale(room.last_seen, utcnow(), window),
+    )
+
+
+def _device_out(device: hotels.Device, now: datetime, window: timedelta) -> DeviceOut:
+    return DeviceOut(
+        device_id=device.device_id,
+        room_id=device.room_id,
+        kind=device.kind,
+        firmware=device.firmware,
+        online=device.online,
+        state=device.state,
+        last_seen=device.last_seen,
+        stale=hotels.is_stale(device.last_seen, now, window),
+    )
+
+
+@router.get("/v1/hotels/{hotel_id}/devices", responses=HOTEL, openapi_extra=READ)
+async def list_devices(
+    hotel_id: str,
+    *,
+    relay: RelayDep,
+    who: CallerDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    room_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> DevicePage:
+    """Devices you can see, ordered by device id; `room_id` filters to one room."""
+    after = decode_cursor(cursor)
+    async with relay.store.read() as conn:
+        _, found = await hotels.access(conn, who.user_id, hotel_id)
+        devices = await hotels.list_devices(
+            conn,
+            hotel_id,
+            visible=found.visible_rooms(hotel_id),
+            room_id=room_id,
+            after=after,
+            limit=limit,
+        )
+    now = utcnow()
+    window = timedelta(seconds=relay.config.stale_after_s)
+    items = [_device_out(d, now, window) for d in devices]
+    next_cursor = encode_cursor(items[-1].device_id) if len(items) == limit else None
+    return DevicePage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/v1/hotels/{hotel_id}/devices/{device_id}", responses=HOTEL, openapi_extra=READ)
+async def get_device(hotel_id: str, device_id: str, relay: RelayDep, who: CallerDep) -> DeviceOut:
+    async with relay.store.read() as conn:
+        _, found = await hotels.access(conn, who.user_id, hotel_id)
+        device = await hotels.get_device(
+            conn, hotel_id, device_id, visible=found.visible_rooms(hotel_id)
+        )
+    return _device_out(device, utcnow(), timedelta(seconds=relay.config.stale_after_s))

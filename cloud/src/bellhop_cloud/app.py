@@ -1,0 +1,61 @@
+"""The FastAPI application of the relay."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from bellhop_cloud import __version__
+from bellhop_cloud.api import (
+    problems,
+    routes_auth,
+    routes_gateways,
+    routes_health,
+    routes_hotels,
+    routes_orgs,
+)
+from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
+from bellhop_cloud.relay import Relay
+
+DESCRIPTION = """\
+Multi-tenant relay between Bellhop hotel gateways and remote managers.
+
+Errors are `application/problem+json` with a stable `code`. Each operation's
+`x-bellhop-access` says who may call it (see docs/cloud-permissions.md).
+"""
+
+
+def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
+    """Build the app. Given `relay`, the caller owns it; otherwise the app opens
+    one at startup and closes it at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if relay is not None:
+            yield
+            return
+        owned = await Relay.open(config, metrics=metrics)
+        app.state.relay = owned
+        try:
+            yield
+        finally:
+            await owned.close()
+
+    app = FastAPI(
+        title="Bellhop cloud relay",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    if relay is not None:
+        app.state.relay = relay
+    metrics = relay.metrics if relay is not None else RelayMetrics()
+    problems.install(app)
+    for module in (routes_health, routes_auth, routes_orgs, routes_hotels, routes_gateways):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,153 @@
+"""Access tokens (short-lived EdDSA JWTs) and opaque one-time secrets.
+
+Access token: header `alg=EdDSA`, `typ=at+jwt`, `kid`; claims `iss`, `aud`,
+`sub` (user id), `iat`, `exp`, `jti` and `token_use="access"`. Nothing but an
+access token passes `verify_access`: refresh and enrolment tokens are opaque
+random strings (stored only as SHA-256 digests) and never parse as JWTs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from bellhop_cloud.auth.keys import SigningKey
+from bellhop_cloud.errors import InvalidToken, TokenExpired
+
+ALGORITHM = "EdDSA"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 media type)
+ACCESS_TOKEN_USE = "access"  # noqa: S105
+REFRESH_PREFIX = "bhr_"
+ENROLMENT_PREFIX = "bhe_"
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "jti", "token_use"]
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by a verified access token."""
+
+    user_id: str
+    token_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedAccessToken:
+    token: str
+    expires_in: int
+
+
+def new_secret(prefix: str) -> str:
+    """An unguessable opaque token (256 bits) with a prefix naming its kind."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> str:
+    """What the store keeps instead of a secret; a fast hash suffices for 256-bit secrets."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class AccessTokens:
+    """Issues and verifies access tokens with one signing key."""
+
+    def __init__(self, key: SigningKey, *, issuer: str, audience: str, ttl_s: int) -> None:
+        self._key = key
+        self._public_key = key.public_key
+        self._issuer = issuer
+        self._audience = audience
+        self._ttl_s = ttl_s
+        # Verifying a signature costs more than the rest of a read; clients
+        # reuse one token for minutes, so remember the ones already verified.
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
+
+    @property
+    def key(self) -> SigningKey:
+        return self._key
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self._key.jwk()]}
+
+    def issue(self, user_id: str, *, now: float | None = None) -> IssuedAccessToken:
+        issued_at = int(time.time() if now is None else now)
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": user_id,
+            "iat": issued_at,
+            "exp": issued_at + self._ttl_s,
+            "jti": secrets.token_urlsafe(12),
+            "token_use": ACCESS_TOKEN_USE,
+        }
+        token = jwt.encode(
+            claims,
+            self._key.private_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self._key.kid, "typ": ACCESS_TOKEN_TYPE},
+        )
+        return IssuedAccessToken(token=token, expires_in=self._ttl_s)
+
+    def verify(self, token: str, *, now: float | None = None) -> Principal:
+        """Return the principal of a valid access token or raise InvalidToken/TokenExpired."""
+        current = time.time() if now is None else now
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at <= current:
+                del self._verified[token]
+                raise TokenExpired
+            return cached
+        principal = self._verify_uncached(token, current)
+        self._verified[token] = principal
+        if len(self._verified) > _CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify_uncached(self, token: str, now: float) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("not a JWT") from exc
+        # Checked before the signature: alg=none, HS256 with the public key as
+        # secret and foreign keys are all turned away here.
+        if header.get("alg") != ALGORITHM or header.get("kid") != self._key.kid:
+            raise InvalidToken("unknown key or algorithm")
+        if header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise InvalidToken("not an access token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": _REQUIRED_CLAIMS, "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(_describe(exc)) from exc
+        if claims.get("token_use") != ACCESS_TOKEN_USE:
+            raise InvalidToken("not an access token")
+        expires_at = claims["exp"]
+        if not isinstance(expires_at, int | float) or expires_at <= now:
+            raise TokenExpired
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("bad subject")
+        return Principal(user_id=subject, token_id=str(claims["jti"]), expires_at=expires_at)
+
+
+def _describe(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "wrong audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "wrong issuer"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim {exc.claim}"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "bad signature"
+    return "malformed token"

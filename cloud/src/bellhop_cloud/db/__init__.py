@@ -1,0 +1,1 @@
+"""Storage: one schema and one migration set for SQLite and PostgreSQL."""

@@ -1,0 +1,171 @@
+"""The relay's tables (SQLAlchemy Core). Migrations in db/migrations must match.
+
+Times are timezone-aware UTC datetimes in Python; SQLite stores them as
+naive ISO strings, which sort correctly because every row uses one format.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            msg = "naive datetime given to the store"
+            raise ValueError(msg)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ID = sa.String(40)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    sa.Column("password_hash", sa.String(400), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("password_changed_at", UtcDateTime, nullable=False),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family_id", ID, nullable=False, index=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("issued_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("used_at", UtcDateTime),
+    sa.Column("revoked_at", UtcDateTime),
+)
+
+organisations = sa.Table(
+    "organisations",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("org_id", ID, sa.ForeignKey("organisations.id"), nullable=False, index=True),
+    sa.Column("user_id", ID, sa.ForeignKey("users.id"), nullable=False, index=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id")),
+    sa.Column("rooms", sa.JSON),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("granted_by", ID, sa.ForeignKey("users.id")),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+hotels = sa.Table(
+    "hotels",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("org_id", ID, sa.ForeignKey("organisations.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen", UtcDateTime),
+)
+
+rooms = sa.Table(
+    "rooms",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("room_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("floor", sa.Integer),
+    sa.Column("last_seen", UtcDateTime),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("room_id", sa.String(64)),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("firmware", sa.String(64)),
+    sa.Column("online", sa.Boolean, nullable=False),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("last_seen", UtcDateTime),
+)
+
+enrolment_tokens = sa.Table(
+    "enrolment_tokens",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("org_id", ID, sa.ForeignKey("organisations.id"), nullable=False),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False, index=True),
+    sa.Column("created_by", ID, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("used_at", UtcDateTime),
+    sa.Column("gateway_id", ID),
+)
+
+gateways = sa.Table(
+    "gateways",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("org_id", ID, sa.ForeignKey("organisations.id"), nullable=False),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("public_key", sa.LargeBinary(32), nullable=False),
+    sa.Column("enrolled_at", UtcDateTime, nullable=False),
+    sa.Column("enrolment_token_id", ID, nullable=False),
+    sa.Column("revoked_at", UtcDateTime),
+    sa.Column("revoked_by", ID, sa.ForeignKey("users.id")),
+    sa.Column("last_seen", UtcDateTime),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("org_id", ID, index=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("actor_id", ID),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_type", sa.String(32)),
+    sa.Column("target_id", sa.String(64)),
+    sa.Column("address", sa.String(64)),
+    sa.Column("detail", sa.JSON, nullable=False),
+)

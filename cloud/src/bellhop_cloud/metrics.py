@@ -1,0 +1,84 @@
+"""Prometheus metrics of one relay, in its own registry (served at /metrics)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bellhop_cloud_http_requests",
+            "HTTP requests answered, by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "bellhop_cloud_http_request_seconds",
+            "Time to answer an HTTP request",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.problems = Counter(
+            "bellhop_cloud_problems",
+            "Error responses, by stable problem code (bad input, auth, permission...)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.auth_failures = Counter(
+            "bellhop_cloud_auth_failures",
+            "Rejected credentials and tokens, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.login_throttled = Counter(
+            "bellhop_cloud_login_throttled",
+            "Login attempts refused by the rate limiter",
+            registry=self.registry,
+        )
+        self.gateways_enrolled = Counter(
+            "bellhop_cloud_gateways_enrolled",
+            "Gateways that exchanged an enrolment token for an identity",
+            registry=self.registry,
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp, metrics: RelayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = _route_template(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+
+def _route_template(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    # Unmatched paths are client-chosen; one label keeps the series bounded.
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,1 @@
+"""Roles, permissions and who may do what where."""
