@@ -1,0 +1,118 @@
+"""Fixtures of the cloud relay tests: a relay on SQLite and on PostgreSQL.
+
+Every test that asks for `relay` (or `api`) runs twice, once per store. The
+PostgreSQL run uses one database per test session (created here, dropped at
+the end) and one schema per test. With CI=true a missing PostgreSQL fails the
+run; elsewhere those tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from bellhop_cloud.app import create_app
+from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.relay import Relay
+from tests.cloud.support import Api
+
+PG_HOST = os.environ.get("BELLHOP_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BELLHOP_TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("BELLHOP_TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("BELLHOP_TEST_PG_DB", "test")
+
+# Cheap hashing keeps the suite fast; production defaults stay RFC 9106 strength.
+FAST_PASSWORDS = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1}
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required in CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({reason})")
+
+
+async def _admin(statement: str) -> None:
+    conn = await asyncpg.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of our own for the whole session, dropped at the end."""
+    name = f"bellhop_test_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _unavailable(f"{type(exc).__name__}: {exc}")
+        raise
+    try:
+        yield name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pg_url(database: str) -> str:
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The store to run on and, for PostgreSQL, the session's database."""
+    if request.param == "sqlite":
+        return "sqlite", None
+    # Requested here, outside any event loop, because it runs asyncio itself.
+    return "postgres", request.getfixturevalue("postgres_database")
+
+
+@pytest.fixture
+async def relay_config(
+    backend: tuple[str, str | None], tmp_path: Path, test_name: str
+) -> RelayConfig:
+    common = {"signing_key_path": tmp_path / "signing-key.pem", **FAST_PASSWORDS}
+    _, database = backend
+    if database is None:
+        return RelayConfig(database_url=f"sqlite:///{tmp_path / 'relay.db'}", **common)
+    schema = "t_" + hashlib.sha256(test_name.encode()).hexdigest()[:16]
+    conn = await asyncpg.connect(pg_url(database), timeout=5)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
+    return RelayConfig(
+        database_url=pg_url(database), database_schema=schema, db_pool_size=4, **common
+    )
+
+
+@pytest.fixture
+async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
+    opened = await Relay.open(relay_config)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(relay.config, relay=relay)
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as http:
+        yield http
+
+
+@pytest.fixture
+def api(client: httpx.AsyncClient, relay: Relay, test_name: str) -> Api:
+    return Api(client, relay, test_name)
