@@ -322,7 +322,7 @@ def _check_name(name: str, where: str) -> None:
         )
 
 
-def _check_number(name: str, value: Any, where: str) -> None:
+def _check_number(name: str, value: Any, where: str, *, ranged: bool = True) -> None:
     kind = type(value)
     if kind is not float and kind is not int:
         raise _fail(
@@ -330,7 +330,7 @@ def _check_number(name: str, value: Any, where: str) -> None:
         )
     if kind is float and not math.isfinite(value):
         raise _fail(RejectReason.NON_FINITE, f"{where} {name} is not a finite number")
-    bounds = METRIC_RANGES.get(name)
+    bounds = METRIC_RANGES.get(name) if ranged else None
     if bounds is None:
         if not -METRIC_LIMIT <= value <= METRIC_LIMIT:
             raise _fail(
@@ -372,8 +372,12 @@ def _metrics(value: Any) -> dict[str, float]:
     return value
 
 
-def _scalars(value: Any, where: str) -> dict[str, JsonValue]:
-    """A flat object of name -> boolean | number | string | null."""
+def _scalars(value: Any, where: str, *, ranged: bool = True) -> dict[str, JsonValue]:
+    """A flat object of name -> boolean | number | string | null.
+
+    `ranged`: known names must lie in their METRIC_RANGES. Command params are
+    not ranged here: the device judges them and answers `bad_params`.
+    """
     if type(value) is not dict:
         raise _fail(RejectReason.WRONG_TYPE, f"{where} must be an object, got {_json_type(value)}")
     if len(value) > MAX_ENTRIES:
@@ -388,7 +392,7 @@ def _scalars(value: Any, where: str) -> dict[str, JsonValue]:
         if kind is str:
             _check_text(item, f"{where}.{name}")
         elif kind is int or kind is float:
-            _check_number(name, item, where)
+            _check_number(name, item, where, ranged=ranged)
         else:
             raise _fail(
                 RejectReason.WRONG_TYPE,
@@ -537,7 +541,7 @@ def decode_command(payload: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Com
     command_id = _command_id(obj)
     name = _str_field(obj, "name")
     _check_name(name, "command")
-    params = _scalars(_require(obj, "params"), "params")
+    params = _scalars(_require(obj, "params"), "params", ranged=False)
     expires_at = _int_field(obj, "expires_at", MAX_TS)
     _check_extras(obj, _COMMAND_KEYS)
     return Command(command_id, name, params, expires_at)
