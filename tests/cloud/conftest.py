@@ -14,14 +14,15 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
-
 from bellhop_cloud.app import create_app
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.relay import Relay
+
 from tests.cloud.support import Api
 
 PG_HOST = os.environ.get("BELLHOP_TEST_PG_HOST", "127.0.0.1")
@@ -81,7 +82,7 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 async def relay_config(
     backend: tuple[str, str | None], tmp_path: Path, test_name: str
 ) -> RelayConfig:
-    common = {"signing_key_path": tmp_path / "signing-key.pem", **FAST_PASSWORDS}
+    common: dict[str, Any] = {"signing_key_path": tmp_path / "signing-key.pem", **FAST_PASSWORDS}
     _, database = backend
     if database is None:
         return RelayConfig(database_url=f"sqlite:///{tmp_path / 'relay.db'}", **common)

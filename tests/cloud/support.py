@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from bellhop_cloud import hotels
 from bellhop_cloud.auth.keys import b64url, raw_public_bytes
 from bellhop_cloud.enrolment import ENROLMENT_CONTEXT
 from bellhop_cloud.relay import Relay
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PASSWORD = "correct horse battery"
 

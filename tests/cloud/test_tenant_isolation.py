@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from bellhop_cloud.auth.keys import SigningKey
 from bellhop_cloud.relay import Relay
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from tests.cloud.support import Api, World, build_world
 
 PUBLIC_ROUTES = {
@@ -152,7 +152,9 @@ async def test_no_route_leaks_to_outsiders_or_forged_tokens(api: Api, relay: Rel
         body = example_body(schema, op)
         where = f"{method} {path}"
 
-        async def call(headers: dict[str, str], *, url: str = url, body: Any = body) -> Any:
+        async def call(
+            headers: dict[str, str], *, method: str = method, url: str = url, body: Any = body
+        ) -> Any:
             return await api.http.request(method, url, json=body, headers=headers)
 
         response = await call({})

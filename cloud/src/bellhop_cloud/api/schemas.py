@@ -14,7 +14,7 @@ from bellhop_cloud.rbac.permissions import Role
 
 Password = Field(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_LENGTH)
 Name = Field(min_length=1, max_length=200)
-Opaque = Field(min_length=1, max_length=200)
+Opaque = Field(min_length=1, max_length=2048)
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:

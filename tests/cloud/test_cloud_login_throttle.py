@@ -1,0 +1,48 @@
+"""Login attempts are limited per account and per address."""
+
+from __future__ import annotations
+
+import httpx
+from bellhop_cloud.app import create_app
+from bellhop_cloud.relay import Relay
+
+from tests.cloud.support import Api, expect
+
+
+async def test_failed_logins_lock_the_account_not_the_address(api: Api, relay: Relay) -> None:
+    ana = await api.account("ana")
+    bob = await api.account("bob")
+    limit = relay.config.login_account_limit
+    for _ in range(limit):
+        wrong = await api.http.post(
+            "/v1/auth/login", json={"email": ana.email, "password": "wrong"}
+        )
+        assert wrong.status_code == 401
+    locked = await api.http.post("/v1/auth/login", json={"email": ana.email, "password": "x"})
+    assert locked.status_code == 429
+    assert locked.json()["code"] == "rate_limited"
+    assert int(locked.headers["retry-after"]) >= 1
+    # Even the right password waits out the window: guessing gets no oracle.
+    right = await api.http.post(
+        "/v1/auth/login", json={"email": ana.email, "password": "correct horse battery"}
+    )
+    assert right.status_code == 429
+    await api.login(bob.email)  # another account from the same address is unaffected
+    metrics = (await api.http.get("/metrics")).text
+    assert "bellhop_cloud_login_throttled_total 2.0" in metrics
+
+
+async def test_one_address_is_limited_across_accounts(api: Api, relay: Relay) -> None:
+    app = create_app(relay.config, relay=relay)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 5000))
+    statuses = []
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as spray:
+        for n in range(relay.config.login_address_limit + 1):
+            response = await spray.post(
+                "/v1/auth/login", json={"email": api.email(f"u{n}"), "password": "guess"}
+            )
+            statuses.append(response.status_code)
+    assert statuses[:-1] == [401] * relay.config.login_address_limit
+    assert statuses[-1] == 429
+    ana = await api.account("ana")  # a different address still logs in
+    expect(await api.http.get("/v1/me", headers=ana.headers), 200)
