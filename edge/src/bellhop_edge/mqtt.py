@@ -26,6 +26,26 @@ log = logging.getLogger(__name__)
 MessageHandler = Callable[[aiomqtt.Message], None]
 
 
+def _dispatching_queue(handler: MessageHandler) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue type whose `put_nowait` hands each message straight to `handler`.
+
+    aiomqtt takes the class of its incoming queue as a parameter. Its message
+    iterator spends a task and an `asyncio.wait` per message; handling each
+    message synchronously as paho delivers it skips both, and the handler
+    itself decides what must be awaited (the commit, for a PUBACK).
+    """
+
+    class DispatchingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            try:
+                handler(item)
+            except Exception:
+                # paho would stop reading the socket if a callback raised.
+                log.exception("message handler failed on %s", item.topic)
+
+    return DispatchingQueue
+
+
 class LinkState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -92,6 +112,7 @@ class MqttLink:
             timeout=self._config.connect_timeout_s,
             tls_context=tls_context,
             max_inflight_messages=1000,
+            queue_type=_dispatching_queue(self._on_message),
         )
         # aiomqtt has no public switch for manual acknowledgement; paho's is
         # what lets us send PUBACK only after the message is committed.
@@ -113,8 +134,10 @@ class MqttLink:
                     delays = self._delays()
                     self._set_state(LinkState.CONNECTED)
                     log.info("connected to broker %s:%s", self._config.host, self._config.port)
-                    async for message in client.messages:
-                        self._on_message(message)
+                    # Messages are dispatched as they arrive; iterating only
+                    # waits for the disconnection, which ends it with MqttError.
+                    async for _ in client.messages:
+                        pass
             except aiomqtt.MqttError as exc:
                 log.warning("broker connection lost: %s", exc)
             finally:

@@ -1,0 +1,386 @@
+"""The gateway: wires the cores (hotel, rules, alerts, commands) to the I/O
+(MQTT link, SQLite writer, gRPC server) and owns every background task.
+
+    async with Gateway(config) as gateway:
+        await gateway.wait_closed()
+
+Ingest path, per MQTT message: decode (codec) -> apply (Hotel) -> rules ->
+alerts -> submit to the single store writer -> acknowledge a QoS 1 message to
+the broker once its batch is committed -> fan out to live watchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import grpc
+
+from bellhop.lan.v1 import lan_pb2
+from bellhop_devices import codec
+from bellhop_devices.errors import DecodeError
+from bellhop_edge import convert
+from bellhop_edge.alerts import AlertBook
+from bellhop_edge.auth import Authenticator, JwksVerifier, LocalTokens, Verifier
+from bellhop_edge.bus import EventBus
+from bellhop_edge.commands import CommandBook, CommandRecord, CommandRequest, CommandService, now_ms
+from bellhop_edge.config import EdgeConfig
+from bellhop_edge.errors import InvalidRequest
+from bellhop_edge.hotel import (
+    AckReceived,
+    Change,
+    ConnectivityChanged,
+    DeviceUpdated,
+    EventAccepted,
+    Hotel,
+    Rejected,
+    StateChanged,
+    TelemetryAccepted,
+)
+from bellhop_edge.model import Alert, AlertState, DesiredState, Room, TelemetryPoint
+from bellhop_edge.mqtt import LinkState, MqttLink
+from bellhop_edge.rules import ClearAlert, RaiseAlert, RuleEngine, RulesConfig
+from bellhop_edge.store import EdgeStore, RetentionPolicy, StoreWriter
+from bellhop_edge import store as store_ops
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectLog:
+    reason: str
+    device_id: str
+
+
+class Gateway:
+    """One hotel's gateway; an async context manager that owns its tasks."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.bus = EventBus()
+        self.started_at = now_ms()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._logged: set[RejectLog] = set()
+        self._closed = asyncio.Event()
+        self.api_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    async def __aenter__(self) -> Gateway:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = EdgeStore.open(config.database_path, synchronous=config.store.synchronous)
+        for room in config.rooms:
+            self.store.upsert_room(Room(room.room_id, room.name or room.room_id, room.floor))
+        self.hotel = Hotel(
+            config.hotel_id,
+            heartbeat_timeout_ms=int(config.liveness.heartbeat_timeout_s * 1000),
+            rooms=self.store.list_rooms(),
+            devices=self.store.list_devices(include_unknown=True),
+            reported=self.store.load_reported(),
+            desired=self.store.load_desired(),
+        )
+        for entry in config.devices:
+            device = self.hotel.register_device(entry.device_id, entry.room_id, entry.kind)
+            self.store.upsert_device(device)
+        self.rules = RuleEngine(_rules_config(config))
+        self.alerts = AlertBook.from_open(self.store.open_alerts())
+        self.writer = StoreWriter(
+            config.database_path,
+            synchronous=config.store.synchronous,
+            max_batch=config.store.batch_max_ops,
+            max_delay_ms=config.store.batch_max_delay_ms,
+        )
+        await self.writer.start()
+        self.commands = CommandService(
+            hotel_id=config.hotel_id,
+            book=CommandBook(max_in_flight=config.commands.max_in_flight),
+            publish=self._publish,
+            load=self.store.get_command,
+            persist=lambda record: self.writer.submit(store_ops.PutCommand(record)),
+            notify=self._command_finished,
+        )
+        self.link = MqttLink(
+            config.mqtt,
+            client_id=config.mqtt.client_id or f"bellhop-gateway-{config.hotel_id}",
+            subscriptions=codec.subscriptions(config.hotel_id),
+            on_message=self._on_message,
+            on_state=self._on_link_state,
+        )
+        from bellhop_edge.api import start_server
+
+        self._server, self.api_port = await start_server(self, self._authenticator())
+        self._spawn(self.link.run(), "mqtt")
+        self._spawn(self._liveness_loop(), "liveness")
+        self._spawn(self._retention_loop(), "retention")
+        self._spawn(self._last_seen_loop(), "last-seen")
+        log.info(
+            "gateway for hotel %s up: %d rooms, %d devices, LAN API on port %d",
+            config.hotel_id,
+            len(self.hotel.rooms),
+            len(self.hotel.list_devices()),
+            self.api_port,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        self.commands.cancel_all()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._flush_last_seen()
+        await self.writer.close()
+        self.store.close()
+        log.info("gateway for hotel %s stopped", self.config.hotel_id)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"gateway-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _authenticator(self) -> Authenticator:
+        api = self.config.api
+        verifiers: list[Verifier] = [
+            LocalTokens(api.tokens_file or self.config.data_dir / "staff-tokens.json")
+        ]
+        if api.jwks_file is not None and api.jwks_file.exists():
+            verifiers.append(
+                JwksVerifier.from_file(
+                    api.jwks_file,
+                    audience=api.jwt_audience,
+                    issuer=api.jwt_issuer,
+                    hotel_id=self.config.hotel_id,
+                )
+            )
+        return Authenticator(verifiers)
+
+    # -- ingest -----------------------------------------------------------------
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        now = now_ms()
+        topic = message.topic.value
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode()
+        try:
+            decoded = codec.decode(
+                topic, bytes(payload), hotel_id=self.config.hotel_id, max_bytes=self.config.mqtt.max_payload_bytes
+            )
+        except DecodeError as exc:
+            self.hotel.reject(exc.reason.value)
+            self._log_reject(exc.reason.value, _device_of(topic), exc.detail)
+            self.link.ack(message)  # garbage is counted, not redelivered forever
+            return
+        changes = self.hotel.apply(decoded, now)
+        self._process(changes, now)
+        if message.qos > 0:
+            self.writer.on_commit(lambda: self.link.ack(message))
+
+    def _process(self, changes: Iterable[Change], now: int) -> None:
+        hotel = self.hotel
+        watched = self.bus.active
+        for change in changes:
+            if isinstance(change, TelemetryAccepted):
+                self.writer.submit(store_ops.PutTelemetry(change.points))
+                for point in change.points:
+                    self._apply_rules(self.rules.on_telemetry(point, now), now)
+                if watched:
+                    room = hotel.devices[change.points[0].device_id].room_id if change.points else None
+                    for point in change.points:
+                        self.bus.publish(lan_pb2.WatchEventsResponse(telemetry=convert.telemetry(point)), room)
+            elif isinstance(change, StateChanged):
+                self.writer.submit(store_ops.PutReported(change.state))
+                self._apply_rules(self.rules.on_state(change.state, now), now)
+                if watched:
+                    self.bus.publish(
+                        lan_pb2.WatchEventsResponse(state=convert.reported(change.state)),
+                        hotel.devices[change.state.device_id].room_id,
+                    )
+            elif isinstance(change, EventAccepted):
+                self.writer.submit(store_ops.PutEvent(change.event))
+                self._apply_rules(self.rules.on_event(change.event, now), now)
+                if watched:
+                    self.bus.publish(
+                        lan_pb2.WatchEventsResponse(device_event=convert.event(change.event)),
+                        hotel.devices[change.event.device_id].room_id,
+                    )
+            elif isinstance(change, ConnectivityChanged):
+                device = change.device
+                self.writer.submit(store_ops.PutDevice(device))
+                self._apply_rules(self.rules.on_connectivity(device.device_id, device.connectivity, now), now)
+                log.info("device %s is %s", device.device_id, device.connectivity.value)
+                if watched:
+                    self.bus.publish(
+                        lan_pb2.WatchEventsResponse(
+                            status=lan_pb2.DeviceStatusChange(
+                                device_id=device.device_id,
+                                connectivity=convert.CONNECTIVITY[device.connectivity],
+                                ts=convert.ts(now),
+                            )
+                        ),
+                        device.room_id,
+                    )
+            elif isinstance(change, DeviceUpdated):
+                self.writer.submit(store_ops.PutDevice(change.device))
+            elif isinstance(change, AckReceived):
+                if not self.commands.on_ack(change.device_id, change.ack):
+                    hotel.reject("unmatched_ack")
+                    self._log_reject("unmatched_ack", change.device_id, f"ack for unknown command {change.ack.id!r}")
+            elif isinstance(change, Rejected):
+                self._log_reject(change.reason, change.device_id, change.detail)
+
+    def _apply_rules(self, actions: Iterable[RaiseAlert | ClearAlert], now: int) -> None:
+        for action in actions:
+            if isinstance(action, RaiseAlert):
+                device = self.hotel.devices.get(action.device_id)
+                alert = self.alerts.raise_(action, device.room_id if device else None, now)
+            else:
+                alert = self.alerts.clear(action.kind, action.device_id, now)
+            if alert is not None:
+                self._alert_changed(alert)
+
+    def _alert_changed(self, alert: Alert) -> None:
+        self.writer.submit(store_ops.PutAlert(alert))
+        log.warning("alert %s %s on %s: %s", alert.kind.value, alert.state.value, alert.device_id, alert.message)
+        self.bus.publish(lan_pb2.WatchEventsResponse(alert=convert.alert(alert)), alert.room_id)
+
+    def _log_reject(self, reason: str, device_id: str, detail: str) -> None:
+        key = RejectLog(reason, device_id)
+        if key not in self._logged and len(self._logged) < 10_000:
+            self._logged.add(key)
+            log.warning("rejected message from %s: %s (%s); counted, logged once", device_id, reason, detail)
+
+    def _on_link_state(self, state: LinkState) -> None:
+        if state is not LinkState.CONNECTED:
+            log.debug("broker link %s", state.value)
+
+    # -- background loops ---------------------------------------------------------
+    async def _liveness_loop(self) -> None:
+        interval = self.config.liveness.check_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            now = now_ms()
+            self._process(self.hotel.check_liveness(now), now)
+            self._apply_rules(self.rules.tick(now), now)
+
+    async def _retention_loop(self) -> None:
+        policy = RetentionPolicy(
+            raw_retention_s=self.config.retention.raw_retention_s,
+            rollup_bucket_s=self.config.retention.rollup_bucket_s,
+            rollup_retention_s=self.config.retention.rollup_retention_s,
+            events_retention_s=self.config.retention.events_retention_s,
+        )
+        while True:
+            await self.writer.apply_retention(policy, now_ms())
+            await asyncio.sleep(self.config.retention.run_every_s)
+
+    async def _last_seen_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self._flush_last_seen()
+
+    def _flush_last_seen(self) -> None:
+        seen = dict(self.hotel.last_seen)
+        if seen:
+            self.writer.submit(store_ops.PutLastSeen(seen))
+
+    # -- operations used by the APIs ---------------------------------------------
+    async def _publish(self, topic: str, payload: bytes, qos: int) -> None:
+        await self.link.publish(topic, payload, qos)
+
+    def _command_finished(self, record: CommandRecord) -> None:
+        device = self.hotel.devices.get(record.request.device_id)
+        self.bus.publish(
+            lan_pb2.WatchEventsResponse(command_result=convert.command_result(record.result)),
+            device.room_id if device else None,
+        )
+
+    async def send_command(self, request: CommandRequest, *, timeout: float) -> CommandRecord:
+        self.hotel.registered(request.device_id)
+        return await self.commands.execute(request, timeout=timeout)
+
+    def set_desired(
+        self, device_id: str, values: dict[str, Any], *, by: str, expected_version: int = 0
+    ) -> DesiredState:
+        if not values:
+            raise InvalidRequest("values must not be empty")
+        state = self.hotel.set_desired(device_id, values, by=by, now=now_ms(), expected_version=expected_version)
+        self.writer.submit(store_ops.PutDesired(state))
+        return state
+
+    def list_alerts(self, states: list[AlertState], room_id: str | None, limit: int) -> list[Alert]:
+        return self.store.list_alerts(states=states or None, room_id=room_id, limit=limit)
+
+    def acknowledge_alert(self, alert_id: str, *, by: str, note: str) -> Alert:
+        alert = self.alerts.acknowledge(alert_id, by, note, now_ms())
+        self._alert_changed(alert)
+        return alert
+
+    async def query_telemetry(
+        self, device_id: str, metric: str, start: int, end: int, limit: int
+    ) -> list[TelemetryPoint]:
+        self.hotel.device(device_id)
+        await self.writer.flush()
+        return await asyncio.to_thread(self.store.query_telemetry, device_id, metric, start, end, limit)
+
+    def status_message(self) -> lan_pb2.GetGatewayStatusResponse:
+        hotel = self.hotel
+        return lan_pb2.GetGatewayStatusResponse(
+            hotel_id=hotel.hotel_id,
+            broker_connected=self.link.connected.is_set(),
+            devices_online=hotel.online,
+            devices_total=len(hotel.list_devices()),
+            rejected=dict(hotel.rejected),
+            accepted=hotel.accepted,
+            started_at=convert.ts(self.started_at),
+        )
+
+
+def _device_of(topic: str) -> str:
+    parts = topic.split("/")
+    return parts[3] if len(parts) > 3 else "?"
+
+
+def _rules_config(config: EdgeConfig) -> RulesConfig:
+    rules = config.rules
+    return RulesConfig(
+        temperature_min_c=rules.temperature_min_c,
+        temperature_max_c=rules.temperature_max_c,
+        temperature_hysteresis_c=rules.temperature_hysteresis_c,
+        gas_ppm_max=rules.gas_ppm_max,
+        door_open_max_s=rules.door_open_max_s,
+        battery_low_pct=rules.battery_low_pct,
+    )
+
+
+async def run(config: EdgeConfig) -> None:
+    """Run a gateway until cancelled (Ctrl-C)."""
+    async with Gateway(config) as gateway:
+        with contextlib.suppress(asyncio.CancelledError):
+            await gateway.wait_closed()

@@ -1,0 +1,138 @@
+"""A running gateway on a real Mosquitto, real SQLite and real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import grpc
+import pytest
+
+from bellhop.lan.v1 import lan_pb2_grpc
+from bellhop_devices import codec
+from bellhop_devices.messages import Channel
+from bellhop_edge.app import Gateway
+from bellhop_edge.auth import LocalTokens, Role
+from bellhop_edge.config import EdgeConfig, load_config
+from tests.support.mosquitto import Credentials, MosquittoBroker
+
+DEVICES = {
+    "r101-thermostat": "thermostat",
+    "r101-door": "door_sensor",
+    "r101-light": "light",
+    "r102-env": "environment_sensor",
+}
+
+
+def gateway_config(
+    tmp_path: Path, hotel_id: str, mosquitto: MosquittoBroker, creds: Credentials, **extra: Any
+) -> EdgeConfig:
+    overrides: dict[str, Any] = {
+        "hotel_id": hotel_id,
+        "data_dir": str(tmp_path / "edge"),
+        "mqtt": {
+            "host": mosquitto.host,
+            "port": mosquitto.port,
+            "username": creds.username,
+            "password": creds.password,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.5,
+        },
+        "api": {"listen": "127.0.0.1:0"},
+        "liveness": {"heartbeat_timeout_s": 2.0, "check_interval_s": 0.1},
+        "store": {"batch_max_delay_ms": 2},
+        "rooms": [{"room_id": "101", "floor": 1}, {"room_id": "102", "floor": 1}],
+        "devices": [
+            {"device_id": d, "room_id": d[1:4], "kind": kind} for d, kind in DEVICES.items()
+        ],
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            overrides[key] = {**overrides.get(key, {}), **value}
+        else:
+            overrides[key] = value
+    return load_config(overrides=overrides)
+
+
+@dataclass
+class FakeDevice:
+    """A device under the test's control: raw MQTT with its own credentials."""
+
+    hotel_id: str
+    device_id: str
+    client: aiomqtt.Client
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    answer: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+
+    async def send(self, channel: Channel, payload: dict[str, Any] | bytes, *, qos: int = 1, retain: bool = False) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        await self.client.publish(codec.topic(self.hotel_id, self.device_id, channel), body, qos=qos, retain=retain)
+
+    async def serve(self) -> None:
+        await self.client.subscribe(codec.topic(self.hotel_id, self.device_id, Channel.CMD), qos=1)
+        async for message in self.client.messages:
+            command = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            self.commands.append(command)
+            reply = {"id": command["id"], "status": "ok", "result": command.get("params", {})}
+            if self.answer is not None:
+                reply = self.answer(command)  # type: ignore[assignment]
+            if reply is not None:
+                await self.send(Channel.ACK, {"v": 1, **reply})
+
+
+@dataclass
+class Harness:
+    gateway: Gateway
+    mosquitto: MosquittoBroker
+    hotel_id: str
+    stub: lan_pb2_grpc.LanServiceStub
+    channel: grpc.aio.Channel
+    token: str
+    viewer_token: str
+    creds: dict[str, Credentials]
+
+    @property
+    def auth(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    @property
+    def viewer(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.viewer_token}"),)
+
+    def device_client(self, device_id: str, **kwargs: Any) -> aiomqtt.Client:
+        c = self.creds[device_id]
+        return aiomqtt.Client(
+            self.mosquitto.host, self.mosquitto.port, username=c.username, password=c.password,
+            identifier=f"{self.hotel_id}-{device_id}", timeout=5, **kwargs,
+        )
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str) -> AsyncIterator[Harness]:
+    gw_creds = mosquitto.add_gateway(hotel_id)
+    creds = mosquitto.add_devices(hotel_id, [*DEVICES, "stranger"])
+    mosquitto.reload()
+    config = gateway_config(tmp_path, hotel_id, mosquitto, gw_creds)
+    tokens = LocalTokens(config.data_dir / "staff-tokens.json")
+    token = tokens.create("alice", Role.STAFF)
+    viewer_token = tokens.create("victor", Role.VIEWER)
+    async with Gateway(config) as gateway:
+        await asyncio.wait_for(gateway.link.connected.wait(), 10)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.api_port}")
+        try:
+            yield Harness(
+                gateway, mosquitto, hotel_id, lan_pb2_grpc.LanServiceStub(channel), channel,
+                token, viewer_token, creds,
+            )
+        finally:
+            await channel.close()
