@@ -50,7 +50,7 @@ def test_hotel_grant_stays_in_its_hotel() -> None:
 
 def test_room_grant_gives_room_powers_only() -> None:
     access = Access.of("org", [grant(Role.STAFF, "h1", rooms=frozenset({"101"}))], NOW)
-    assert access.visible_rooms("h1") == {"101"}
+    assert access.visible_rooms("h1") == frozenset({"101"})
     assert access.can(Permission.SEND_COMMANDS, hotel_id="h1", room_id="101")
     assert not access.can(Permission.SEND_COMMANDS, hotel_id="h1", room_id="102")
     assert not access.can(Permission.READ_STATE, hotel_id="h1")
