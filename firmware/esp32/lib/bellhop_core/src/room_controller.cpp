@@ -1,0 +1,1 @@
+#include "bellhop/room_controller.hpp"
