@@ -39,32 +39,42 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float =
     raise TimeoutError(f"mosquitto did not listen on {port} within {timeout_s} s")
 
 
+def free_port() -> int:
+    return _free_port()
+
+
+@contextlib.contextmanager
+def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Broker]:
+    """A Mosquitto listening on 127.0.0.1:`port`, killed on exit."""
+    if not MOSQUITTO.exists():
+        pytest.fail(f"{MOSQUITTO} is missing: install the mosquitto package")
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 10000\n{extra_conf}",
+        encoding="utf-8",
+    )
+    with (workdir / "mosquitto.log").open("ab") as log:
+        proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=log, stderr=log)
+        try:
+            _wait_listening(port, proc)
+            yield Broker(host="127.0.0.1", port=port)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """Mosquitto on a free loopback port, anonymous clients allowed, no persistence."""
-    if not MOSQUITTO.exists():
-        pytest.fail(f"{MOSQUITTO} is missing: install the mosquitto package")
-    workdir = tmp_path_factory.mktemp("mosquitto")
-    port = _free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 10000\n",
-        encoding="utf-8",
-    )
-    log = (workdir / "mosquitto.log").open("wb")
-    proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=log, stderr=log)
-    try:
-        _wait_listening(port, proc)
-        yield Broker(host="127.0.0.1", port=port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+    with run_mosquitto(
+        tmp_path_factory.mktemp("mosquitto"), _free_port(), "allow_anonymous true\n"
+    ) as running:
+        yield running
 
 
 @pytest.fixture
