@@ -1,0 +1,208 @@
+"""Telemetry history in SQLite: raw points, 5-minute style rollups and their queries.
+
+Each (device, metric) pair is a *series* with a small integer id, so a raw
+point is three numbers `(series_id, ts, value)` in a `WITHOUT ROWID` table
+keyed by `(series_id, ts)`. Integer keys make inserts about three times faster
+and the table far smaller than text keys (measured; see docs/edge-store.md).
+
+Hot-path inserts go through `json_each(?)`: a whole run of points is one
+statement and one `sqlite3_step`, so a writer thread gives the GIL away once
+per run instead of once per row (per-row `executemany` stalls on the GIL when
+the event loop is busy). Everything here takes a connection and does no
+transaction control: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from bellhop_edge.model import TelemetryPoint
+
+__all__ = [
+    "HISTORY_DDL",
+    "OUTBOX_TELEMETRY_KIND",
+    "SeriesIndex",
+    "delete_old_rollups",
+    "insert_points",
+    "query_points",
+    "roll_up",
+]
+
+# The OutboxEvent oneof field number of `telemetry`; the outbox stores kinds by field number.
+OUTBOX_TELEMETRY_KIND = 3
+
+HISTORY_DDL = (
+    """
+    CREATE TABLE series (
+        series_id INTEGER PRIMARY KEY,
+        device_id TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        UNIQUE (device_id, metric)
+    ) STRICT
+    """,
+    """
+    CREATE TABLE telemetry (
+        series_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (series_id, ts)
+    ) STRICT, WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE telemetry_rollup (
+        series_id INTEGER NOT NULL,
+        bucket_start INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        sum REAL NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (series_id, bucket_start)
+    ) STRICT, WITHOUT ROWID
+    """,
+)
+
+_INSERT_RAW = """
+INSERT OR REPLACE INTO telemetry (series_id, ts, value)
+SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) ORDER BY key
+"""
+
+# One outbox row per point, in submission order, in the same transaction.
+_INSERT_OUTBOX = f"""
+INSERT INTO outbox (ts, kind, series_id, point_ts, value)
+SELECT ?2, {OUTBOX_TELEMETRY_KIND}, value ->> 0, value ->> 1, value ->> 2
+FROM json_each(?1) ORDER BY key
+"""  # noqa: S608 - constant
+
+# Rows that arrive late for a bucket that was already rolled up merge into it.
+_ROLL_UP = """
+INSERT INTO telemetry_rollup (series_id, bucket_start, min, max, sum, count)
+SELECT series_id, (ts / ?4) * ?4, min(value), max(value), sum(value), count(*)
+FROM telemetry
+WHERE series_id BETWEEN ?1 AND ?2 AND ts < ?3
+GROUP BY series_id, ts / ?4
+ON CONFLICT (series_id, bucket_start) DO UPDATE SET
+    min = min(min, excluded.min),
+    max = max(max, excluded.max),
+    sum = sum + excluded.sum,
+    count = count + excluded.count
+"""
+
+
+class SeriesIndex:
+    """Maps (device_id, metric) to series ids, creating them on first use.
+
+    One per connection that writes; ids never change once assigned, so the
+    cache needs no invalidation.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._ids: dict[tuple[str, str], int] = {}
+
+    def id_for(self, device_id: str, metric: str) -> int:
+        key = (device_id, metric)
+        series_id = self._ids.get(key)
+        if series_id is None:
+            row = self._conn.execute(
+                "INSERT INTO series (device_id, metric) VALUES (?, ?)"
+                " ON CONFLICT (device_id, metric) DO UPDATE SET metric = metric"
+                " RETURNING series_id",
+                key,
+            ).fetchone()
+            series_id = int(row[0])
+            self._ids[key] = series_id
+        return series_id
+
+    def forget(self) -> None:
+        """Drop the cache after a rollback that may have undone new series."""
+        self._ids.clear()
+
+
+def insert_points(
+    conn: sqlite3.Connection, rows: list[tuple[int, int, float]], *, outbox_ts: int
+) -> None:
+    """Insert raw points and their outbox rows: two statements whatever the count."""
+    if not rows:
+        return
+    payload = json.dumps(rows, separators=(",", ":"))
+    conn.execute(_INSERT_RAW, (payload,))
+    conn.execute(_INSERT_OUTBOX, (payload, outbox_ts))
+
+
+def roll_up(
+    conn: sqlite3.Connection,
+    first_series: int,
+    last_series: int,
+    *,
+    raw_cutoff_ms: int,
+    bucket_ms: int,
+) -> int:
+    """Fold raw points older than `raw_cutoff_ms` of a series range into rollups.
+
+    `raw_cutoff_ms` must be bucket-aligned so that only whole buckets are
+    folded. Returns the number of raw rows folded and deleted.
+    """
+    args = (first_series, last_series, raw_cutoff_ms)
+    conn.execute(_ROLL_UP, (*args, bucket_ms))
+    cursor = conn.execute(
+        "DELETE FROM telemetry WHERE series_id BETWEEN ?1 AND ?2 AND ts < ?3", args
+    )
+    return cursor.rowcount
+
+
+def delete_old_rollups(
+    conn: sqlite3.Connection, first_series: int, last_series: int, *, cutoff_ms: int
+) -> int:
+    cursor = conn.execute(
+        "DELETE FROM telemetry_rollup WHERE series_id BETWEEN ?1 AND ?2 AND bucket_start < ?3",
+        (first_series, last_series, cutoff_ms),
+    )
+    return cursor.rowcount
+
+
+def query_points(
+    conn: sqlite3.Connection,
+    device_id: str,
+    metric: str,
+    *,
+    start_ms: int,
+    end_ms: int,
+    limit: int,
+) -> list[TelemetryPoint]:
+    """Points in `[start_ms, end_ms)`, oldest first, at most `limit`.
+
+    Raw points where they still exist; before the oldest raw point of the
+    series, one point per rollup bucket at the bucket's start with the
+    bucket's average.
+    """
+    row = conn.execute(
+        "SELECT series_id FROM series WHERE device_id = ? AND metric = ?", (device_id, metric)
+    ).fetchone()
+    if row is None or limit <= 0 or end_ms <= start_ms:
+        return []
+    series_id = int(row[0])
+    oldest = conn.execute(
+        "SELECT min(ts) FROM telemetry WHERE series_id = ?", (series_id,)
+    ).fetchone()[0]
+    rollup_end = end_ms if oldest is None else min(end_ms, int(oldest))
+    points = [
+        TelemetryPoint(device_id, metric, int(ts), float(avg))
+        for ts, avg in conn.execute(
+            "SELECT bucket_start, sum / count FROM telemetry_rollup"
+            " WHERE series_id = ? AND bucket_start >= ? AND bucket_start < ?"
+            " ORDER BY bucket_start LIMIT ?",
+            (series_id, start_ms, rollup_end, limit),
+        )
+    ]
+    remaining = limit - len(points)
+    if remaining > 0 and oldest is not None:
+        points.extend(
+            TelemetryPoint(device_id, metric, int(ts), float(value))
+            for ts, value in conn.execute(
+                "SELECT ts, value FROM telemetry WHERE series_id = ? AND ts >= ? AND ts < ?"
+                " ORDER BY ts LIMIT ?",
+                (series_id, max(start_ms, int(oldest)), end_ms, remaining),
+            )
+        )
+    return points
