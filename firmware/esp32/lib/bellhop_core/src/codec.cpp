@@ -38,6 +38,13 @@ std::string_view trim(std::string_view s) {
 
 }  // namespace
 
+bool metric_in_range(std::string_view name, double value) {
+  for (const Range& range : kMetricRanges) {
+    if (range.name == name) return value >= range.low && value <= range.high;
+  }
+  return value >= -kMetricLimit && value <= kMetricLimit;
+}
+
 // Field checks in the order, and with the codes, of the Python codec.
 class FieldReader {
  public:

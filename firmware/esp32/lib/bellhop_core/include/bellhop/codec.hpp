@@ -39,6 +39,12 @@ class Decoder {
   std::size_t used_ = 0;
 };
 
+// Whether `value` is within the protocol's range for a metric (or value)
+// called `name`: the named ranges, else +/-kMetricLimit. A device checks its
+// readings with this, since one value out of range gets a whole telemetry
+// message rejected by the gateway.
+bool metric_in_range(std::string_view name, double value);
+
 // Canonical payloads. Each returns the bytes written to `out`, or 0 when
 // they do not fit in `capacity` (or a number is not finite).
 std::size_t encode(const Telemetry& msg, char* out, std::size_t capacity);
