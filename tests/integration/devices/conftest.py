@@ -51,7 +51,8 @@ def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Br
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
     conf.write_text(
-        f"listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 10000\n{extra_conf}",
+        f"listener {port} 127.0.0.1\npersistence false\nmax_queued_messages 10000\n"
+        f"set_tcp_nodelay true\n{extra_conf}",
         encoding="utf-8",
     )
     with (workdir / "mosquitto.log").open("ab") as log:
@@ -128,7 +129,11 @@ class EdgeListener:
 @pytest.fixture
 async def edge(broker: Broker, hotel_id: str) -> AsyncIterator[EdgeListener]:
     async with aiomqtt.Client(
-        broker.host, broker.port, identifier=f"edge-{hotel_id}", timeout=5
+        broker.host,
+        broker.port,
+        identifier=f"edge-{hotel_id}",
+        timeout=5,
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) as client:
         for topic_filter in codec.subscriptions(hotel_id):
             await client.subscribe(topic_filter, qos=1)

@@ -272,6 +272,8 @@ class SimulatedDevice:
             keepalive=self._keepalive,
             timeout=self._timeout_s,
             tls_params=tls,
+            # Commands and acks are latency-bound small packets: no Nagle delay.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _run(self) -> None:
@@ -379,17 +381,17 @@ class SimulatedDevice:
         self.stats.published += 1
 
     async def _publish_state(self, client: aiomqtt.Client, now: int) -> None:
+        payload = self._changed_state(now)
+        if payload is not None:
+            await self._publish(client, Channel.STATE, payload, qos=1, retain=True)
+
+    def _changed_state(self, now: int) -> bytes | None:
+        """The state payload to publish, if the state changed since the last one."""
         state = self.model.state()
         if state is None or state == self._last_state or self._faults.silent:
-            return
+            return None
         self._last_state = dict(state)
-        await self._publish(
-            client,
-            Channel.STATE,
-            codec.encode(StateReport(self.device_id, now, state)),
-            qos=1,
-            retain=True,
-        )
+        return codec.encode(StateReport(self.device_id, now, state))
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
         loop = asyncio.get_running_loop()
@@ -446,13 +448,14 @@ class SimulatedDevice:
         now = self._clock()
         verdict = self._guard.check(cmd, now)
         ack: Ack | None
+        state: bytes | None = None
         if verdict.kind is codec.VerdictKind.EXECUTE:
             self.stats.commands += 1
             outcome = self.model.execute(cmd, now)
             ack = Ack(self.device_id, cmd.id, outcome.status, outcome.result, outcome.error)
             self._guard.record(ack)
             log.info("%s: %s %s -> %s", self.device_id, cmd.name, cmd.id, outcome.status)
-            await self._publish_state(client, now)
+            state = self._changed_state(now)
         elif verdict.kind is codec.VerdictKind.DUPLICATE:
             self.stats.duplicates += 1
             ack = verdict.ack
@@ -461,13 +464,23 @@ class SimulatedDevice:
             self.stats.expired += 1
             ack = verdict.ack
             log.info("%s: refused expired command %s", self.device_id, cmd.id)
-        if ack is None or self._faults.silent:
-            return
         faults = self._faults
-        if faults.drop_ack_probability and self._rng.random() < faults.drop_ack_probability:
+        if faults.silent:
+            ack = None
+        elif ack is not None and self._rng.random() < faults.drop_ack_probability:
             self.stats.acks_dropped += 1
             log.info("%s: dropping the ack of %s (fault)", self.device_id, cmd.id)
-            return
-        if faults.ack_delay_s:
+            ack = None
+        if ack is not None and faults.ack_delay_s:
+            if state is not None:
+                await self._publish(client, Channel.STATE, state, qos=1, retain=True)
+                state = None
             await asyncio.sleep(faults.ack_delay_s)
-        await self._publish(client, Channel.ACK, codec.encode(ack), qos=1)
+        # State before ack on the wire, without waiting for the state's PUBACK
+        # first: the ack is what the edge's caller is waiting for.
+        publishes = []
+        if state is not None:
+            publishes.append(self._publish(client, Channel.STATE, state, qos=1, retain=True))
+        if ack is not None:
+            publishes.append(self._publish(client, Channel.ACK, codec.encode(ack), qos=1))
+        await asyncio.gather(*publishes)
