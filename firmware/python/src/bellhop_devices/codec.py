@@ -41,8 +41,13 @@ from bellhop_devices.messages import (
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEVICE_CHANNELS",
+    "EXPIRED_ERROR",
     "MAX_DEPTH",
     "MAX_ENTRIES",
+    "MAX_SEQ",
+    "MAX_TEXT_LEN",
+    "MAX_TS",
+    "METRIC_LIMIT",
     "METRIC_RANGES",
     "WILL_PAYLOAD",
     "CommandGuard",
@@ -103,16 +108,12 @@ _ACK_STATUSES: Final = {s.value: s for s in AckStatus}
 _CACHE_LIMIT: Final = 16_384
 
 
-def _fail(reason: RejectReason, detail: str) -> DecodeError:
-    return DecodeError(reason, detail)
-
-
 # --------------------------------------------------------------------- topics
 
 
 def _check_id(value: str, what: str) -> str:
     if _ID.fullmatch(value) is None:
-        raise _fail(
+        raise DecodeError(
             RejectReason.BAD_ID,
             f"{what} {value[:80]!r} is not 1-64 of A-Z a-z 0-9 _ - starting alphanumeric",
         )
@@ -158,19 +159,19 @@ def parse_topic(topic: str, *, hotel_id: str) -> Topic:
         return cached
     parts = topic.split("/")
     if len(parts) != 5 or parts[0] != "hotel" or parts[2] != "device":
-        raise _fail(
+        raise DecodeError(
             RejectReason.BAD_TOPIC,
             f"topic {topic[:120]!r} is not hotel/{{hotel_id}}/device/{{device_id}}/{{channel}}",
         )
     if parts[1] != hotel_id:
-        raise _fail(
+        raise DecodeError(
             RejectReason.FOREIGN_HOTEL,
             f"topic {topic[:120]!r} is outside hotel {hotel_id!r}",
         )
     device_id = _check_id(parts[3], "device id")
     channel = _CHANNELS.get(parts[4])
     if channel is None:
-        raise _fail(RejectReason.UNKNOWN_CHANNEL, f"unknown channel {parts[4][:40]!r}")
+        raise DecodeError(RejectReason.UNKNOWN_CHANNEL, f"unknown channel {parts[4][:40]!r}")
     parsed = Topic(hotel_id, device_id, channel)
     if len(_topic_cache) >= _CACHE_LIMIT:
         _topic_cache.clear()
@@ -209,30 +210,36 @@ _DECODER: Final = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_con
 
 def _load(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if not payload:
-        raise _fail(RejectReason.EMPTY, "empty payload")
+        raise DecodeError(RejectReason.EMPTY, "empty payload")
     if len(payload) > max_bytes:
-        raise _fail(RejectReason.TOO_LARGE, f"{len(payload)} bytes exceeds the {max_bytes} limit")
+        raise DecodeError(
+            RejectReason.TOO_LARGE, f"{len(payload)} bytes exceeds the {max_bytes} limit"
+        )
     try:
         text = payload.decode()
     except UnicodeDecodeError as exc:
-        raise _fail(RejectReason.NOT_UTF8, f"not UTF-8 at byte {exc.start}") from None
+        raise DecodeError(RejectReason.NOT_UTF8, f"not UTF-8 at byte {exc.start}") from None
     try:
         obj = _DECODER.decode(text)
     except _DuplicateKeyError as exc:
-        raise _fail(RejectReason.DUPLICATE_KEY, f"key {str(exc)[:40]!r} appears twice") from None
+        raise DecodeError(
+            RejectReason.DUPLICATE_KEY, f"key {str(exc)[:40]!r} appears twice"
+        ) from None
     except _NonFiniteError as exc:
-        raise _fail(RejectReason.NON_FINITE, f"{exc} is not a finite number") from None
+        raise DecodeError(RejectReason.NON_FINITE, f"{exc} is not a finite number") from None
     except RecursionError:
-        raise _fail(RejectReason.TOO_DEEP, f"nested deeper than {MAX_DEPTH}") from None
+        raise DecodeError(RejectReason.TOO_DEEP, f"nested deeper than {MAX_DEPTH}") from None
     except ValueError as exc:
-        raise _fail(RejectReason.MALFORMED_JSON, str(exc)[:160]) from None
+        raise DecodeError(RejectReason.MALFORMED_JSON, str(exc)[:160]) from None
     if type(obj) is not dict:
-        raise _fail(RejectReason.NOT_OBJECT, f"top level is {_json_type(obj)}, not an object")
+        raise DecodeError(RejectReason.NOT_OBJECT, f"top level is {_json_type(obj)}, not an object")
     v = obj.get("v", PROTOCOL_VERSION)
     if v != PROTOCOL_VERSION or type(v) is not int:
         if type(v) is not int:
-            raise _fail(RejectReason.WRONG_TYPE, f"v must be an integer, got {_json_type(v)}")
-        raise _fail(RejectReason.UNSUPPORTED_VERSION, f"version {v} is not supported (only 1)")
+            raise DecodeError(RejectReason.WRONG_TYPE, f"v must be an integer, got {_json_type(v)}")
+        raise DecodeError(
+            RejectReason.UNSUPPORTED_VERSION, f"version {v} is not supported (only 1)"
+        )
     return obj
 
 
@@ -259,11 +266,11 @@ def _check_extras(obj: dict[str, Any], known: frozenset[str]) -> None:
 
 def _check_any(value: Any, depth: int, where: str) -> None:
     if depth > MAX_DEPTH:
-        raise _fail(RejectReason.TOO_DEEP, f"{where} is nested deeper than {MAX_DEPTH}")
+        raise DecodeError(RejectReason.TOO_DEEP, f"{where} is nested deeper than {MAX_DEPTH}")
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
-            raise _fail(RejectReason.NON_FINITE, f"{where} is not a finite number")
+            raise DecodeError(RejectReason.NON_FINITE, f"{where} is not a finite number")
     elif kind is str:
         _check_text(value, where, limit=None)
     elif kind is dict:
@@ -277,12 +284,14 @@ def _check_any(value: Any, depth: int, where: str) -> None:
 
 def _check_text(value: str, where: str, *, limit: int | None = MAX_TEXT_LEN) -> str:
     if limit is not None and len(value) > limit:
-        raise _fail(RejectReason.TOO_LONG, f"{where} is {len(value)} characters (max {limit})")
+        raise DecodeError(
+            RejectReason.TOO_LONG, f"{where} is {len(value)} characters (max {limit})"
+        )
     if not value.isascii():
         try:
             value.encode()
         except UnicodeEncodeError:
-            raise _fail(
+            raise DecodeError(
                 RejectReason.NOT_UTF8, f"{where} holds an unpaired surrogate escape"
             ) from None
     return value
@@ -295,28 +304,32 @@ def _require(obj: dict[str, Any], key: str) -> Any:
     try:
         return obj[key]
     except KeyError:
-        raise _fail(RejectReason.MISSING_FIELD, f"missing field {key!r}") from None
+        raise DecodeError(RejectReason.MISSING_FIELD, f"missing field {key!r}") from None
 
 
 def _int_field(obj: dict[str, Any], key: str, high: int) -> int:
     value = _require(obj, key)
     if type(value) is not int:
-        raise _fail(RejectReason.WRONG_TYPE, f"{key} must be an integer, got {_json_type(value)}")
+        raise DecodeError(
+            RejectReason.WRONG_TYPE, f"{key} must be an integer, got {_json_type(value)}"
+        )
     if not 0 <= value <= high:
-        raise _fail(RejectReason.OUT_OF_RANGE, f"{key} {value} is outside 0..{high}")
+        raise DecodeError(RejectReason.OUT_OF_RANGE, f"{key} {value} is outside 0..{high}")
     return value
 
 
 def _str_field(obj: dict[str, Any], key: str) -> str:
     value = _require(obj, key)
     if type(value) is not str:
-        raise _fail(RejectReason.WRONG_TYPE, f"{key} must be a string, got {_json_type(value)}")
+        raise DecodeError(
+            RejectReason.WRONG_TYPE, f"{key} must be a string, got {_json_type(value)}"
+        )
     return value
 
 
 def _check_name(name: str, where: str) -> None:
     if _NAME.fullmatch(name) is None:
-        raise _fail(
+        raise DecodeError(
             RejectReason.BAD_NAME,
             f"{where} name {name[:40]!r} is not 1-32 of a-z 0-9 _ starting with a letter",
         )
@@ -325,19 +338,19 @@ def _check_name(name: str, where: str) -> None:
 def _check_number(name: str, value: Any, where: str, *, ranged: bool = True) -> None:
     kind = type(value)
     if kind is not float and kind is not int:
-        raise _fail(
+        raise DecodeError(
             RejectReason.WRONG_TYPE, f"{where} {name} must be a number, got {_json_type(value)}"
         )
     if kind is float and not math.isfinite(value):
-        raise _fail(RejectReason.NON_FINITE, f"{where} {name} is not a finite number")
+        raise DecodeError(RejectReason.NON_FINITE, f"{where} {name} is not a finite number")
     bounds = METRIC_RANGES.get(name) if ranged else None
     if bounds is None:
         if not -METRIC_LIMIT <= value <= METRIC_LIMIT:
-            raise _fail(
+            raise DecodeError(
                 RejectReason.OUT_OF_RANGE, f"{where} {name} {value} is outside +/-{METRIC_LIMIT:g}"
             )
     elif not bounds[0] <= value <= bounds[1]:
-        raise _fail(
+        raise DecodeError(
             RejectReason.OUT_OF_RANGE,
             f"{where} {name} {value} is outside {bounds[0]}..{bounds[1]}",
         )
@@ -349,9 +362,13 @@ _good_names: set[str] = set()
 
 def _metrics(value: Any) -> dict[str, float]:
     if type(value) is not dict:
-        raise _fail(RejectReason.WRONG_TYPE, f"metrics must be an object, got {_json_type(value)}")
+        raise DecodeError(
+            RejectReason.WRONG_TYPE, f"metrics must be an object, got {_json_type(value)}"
+        )
     if len(value) > MAX_ENTRIES:
-        raise _fail(RejectReason.TOO_MANY_ENTRIES, f"{len(value)} metrics (max {MAX_ENTRIES})")
+        raise DecodeError(
+            RejectReason.TOO_MANY_ENTRIES, f"{len(value)} metrics (max {MAX_ENTRIES})"
+        )
     good = _good_names
     ranges = METRIC_RANGES
     for name, number in value.items():
@@ -379,9 +396,11 @@ def _scalars(value: Any, where: str, *, ranged: bool = True) -> dict[str, JsonVa
     not ranged here: the device judges them and answers `bad_params`.
     """
     if type(value) is not dict:
-        raise _fail(RejectReason.WRONG_TYPE, f"{where} must be an object, got {_json_type(value)}")
+        raise DecodeError(
+            RejectReason.WRONG_TYPE, f"{where} must be an object, got {_json_type(value)}"
+        )
     if len(value) > MAX_ENTRIES:
-        raise _fail(
+        raise DecodeError(
             RejectReason.TOO_MANY_ENTRIES, f"{where} has {len(value)} entries (max {MAX_ENTRIES})"
         )
     for name, item in value.items():
@@ -394,7 +413,7 @@ def _scalars(value: Any, where: str, *, ranged: bool = True) -> dict[str, JsonVa
         elif kind is int or kind is float:
             _check_number(name, item, where, ranged=ranged)
         else:
-            raise _fail(
+            raise DecodeError(
                 RejectReason.WRONG_TYPE,
                 f"{where}.{name} must be a boolean, number, string or null, not {_json_type(item)}",
             )
@@ -445,7 +464,9 @@ def decode(
         if payload == WILL_PAYLOAD:
             return Status(device_id, online=False)
         return _decode_status(device_id, _load(payload, max_bytes))
-    raise _fail(RejectReason.WRONG_DIRECTION, f"{channel} is published by the edge, not by devices")
+    raise DecodeError(
+        RejectReason.WRONG_DIRECTION, f"{channel} is published by the edge, not by devices"
+    )
 
 
 def _decode_event(device_id: str, obj: dict[str, Any]) -> Event:
@@ -453,18 +474,18 @@ def _decode_event(device_id: str, obj: dict[str, Any]) -> Event:
     raw_kind = _str_field(obj, "kind")
     kind = _EVENT_KINDS.get(raw_kind)
     if kind is None:
-        raise _fail(RejectReason.INVALID_VALUE, f"unknown event kind {raw_kind[:40]!r}")
+        raise DecodeError(RejectReason.INVALID_VALUE, f"unknown event kind {raw_kind[:40]!r}")
     data = _scalars(obj["data"], "data") if "data" in obj else {}
     required = _EVENT_DATA.get(kind)
     if required is not None:
         key, expected = required
         if key not in data:
-            raise _fail(RejectReason.MISSING_FIELD, f"{kind} event needs data.{key}")
+            raise DecodeError(RejectReason.MISSING_FIELD, f"{kind} event needs data.{key}")
         value = data[key]
         if expected is bool and type(value) is not bool:
-            raise _fail(RejectReason.WRONG_TYPE, f"data.{key} must be a boolean")
+            raise DecodeError(RejectReason.WRONG_TYPE, f"data.{key} must be a boolean")
         if expected is float and (type(value) is bool or value is None or type(value) is str):
-            raise _fail(RejectReason.WRONG_TYPE, f"data.{key} must be a number")
+            raise DecodeError(RejectReason.WRONG_TYPE, f"data.{key} must be a number")
     _check_extras(obj, _EVENT_KEYS)
     return Event(device_id, ts, kind, data)
 
@@ -480,7 +501,7 @@ _EVENT_DATA: Final[Mapping[EventKind, tuple[str, type]]] = {
 def _decode_status(device_id: str, obj: dict[str, Any]) -> Status:
     state = _str_field(obj, "state")
     if state not in ("online", "offline"):
-        raise _fail(
+        raise DecodeError(
             RejectReason.INVALID_VALUE, f"state {state[:40]!r} is neither online nor offline"
         )
     online = state == "online"
@@ -491,11 +512,11 @@ def _decode_status(device_id: str, obj: dict[str, Any]) -> Status:
         raw_kind = _str_field(obj, "kind")
         kind = _DEVICE_KINDS.get(raw_kind)
         if kind is None:
-            raise _fail(RejectReason.INVALID_VALUE, f"unknown device kind {raw_kind[:40]!r}")
+            raise DecodeError(RejectReason.INVALID_VALUE, f"unknown device kind {raw_kind[:40]!r}")
     if online or "firmware" in obj:
         firmware = _str_field(obj, "firmware")
         if _FIRMWARE.fullmatch(firmware) is None:
-            raise _fail(
+            raise DecodeError(
                 RejectReason.INVALID_VALUE,
                 f"firmware {firmware[:40]!r} is not 1-32 of A-Z a-z 0-9 . _ + -",
             )
@@ -506,7 +527,7 @@ def _decode_status(device_id: str, obj: dict[str, Any]) -> Status:
 def _command_id(obj: dict[str, Any]) -> str:
     value = _str_field(obj, "id")
     if _COMMAND_ID.fullmatch(value) is None:
-        raise _fail(
+        raise DecodeError(
             RejectReason.BAD_ID,
             f"command id {value[:80]!r} is not 1-64 of A-Z a-z 0-9 . _ : - starting alphanumeric",
         )
@@ -518,17 +539,17 @@ def _decode_ack(device_id: str, obj: dict[str, Any]) -> Ack:
     raw_status = _str_field(obj, "status")
     status = _ACK_STATUSES.get(raw_status)
     if status is None:
-        raise _fail(RejectReason.INVALID_VALUE, f"unknown ack status {raw_status[:40]!r}")
+        raise DecodeError(RejectReason.INVALID_VALUE, f"unknown ack status {raw_status[:40]!r}")
     result: dict[str, JsonValue] | None = None
     error: str | None = None
     if status is AckStatus.OK:
         if "error" in obj:
-            raise _fail(RejectReason.INVALID_VALUE, "an ok ack carries no error")
+            raise DecodeError(RejectReason.INVALID_VALUE, "an ok ack carries no error")
         if "result" in obj:
             result = _scalars(obj["result"], "result")
     else:
         if "result" in obj:
-            raise _fail(RejectReason.INVALID_VALUE, f"an {status} ack carries no result")
+            raise DecodeError(RejectReason.INVALID_VALUE, f"an {status} ack carries no result")
         if status is AckStatus.ERROR or "error" in obj:
             error = _check_text(_str_field(obj, "error"), "error")
     _check_extras(obj, _ACK_KEYS)
