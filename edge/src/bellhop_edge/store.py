@@ -1155,7 +1155,11 @@ class StoreWriter:
             target=self._run, args=(ready,), name=f"store-writer:{self.path.name}", daemon=True
         )
         self._thread.start()
-        await ready
+        try:
+            await ready
+        except BaseException as exc:
+            self._fatal = exc
+            raise
 
     async def __aenter__(self) -> StoreWriter:
         await self.start()
@@ -1408,6 +1412,7 @@ class _WriterThread:
                 self._applier.apply_batch(batch, now)
         except _OP_ERRORS as exc:
             log.debug("batch failed (%s); retrying op by op", exc)
+            self._applier.rejected_points = rejected_before  # rolled back: counted again
             failures = self._commit_one_by_one(batch, first, now)
         if failures:
             self._applier.series.forget()

@@ -1,0 +1,390 @@
+"""The edge store on real SQLite files: schema, writer, outbox, commands, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bellhop.common.v1 import common_pb2
+from bellhop_edge.commands import CommandRecord, CommandRequest
+from bellhop_edge.model import (
+    Alert,
+    AlertKind,
+    AlertSeverity,
+    AlertState,
+    CommandResult,
+    CommandStatus,
+    Connectivity,
+    DesiredState,
+    Device,
+    DeviceEvent,
+    DeviceKind,
+    EventKind,
+    ReportedState,
+    Room,
+    TelemetryPoint,
+)
+from bellhop_edge.store import (
+    SCHEMA_VERSION,
+    AckOutbox,
+    EdgeStore,
+    InvalidAckError,
+    OutboxKind,
+    PutAlert,
+    PutCommand,
+    PutDesired,
+    PutDevice,
+    PutEvent,
+    PutLastSeen,
+    PutReported,
+    PutTelemetry,
+    RetentionPolicy,
+    SchemaVersionError,
+    StoreWriter,
+    WriteFailedError,
+    WriterClosedError,
+    WriterFullError,
+)
+
+T0 = 1_800_000_000_000  # a fixed "now" in Unix ms
+MIN = 60_000
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "edge.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[EdgeStore]:
+    with EdgeStore.open(db_path) as opened:
+        yield opened
+
+
+def points(device: str, ts: int, **metrics: float) -> PutTelemetry:
+    return PutTelemetry(tuple(TelemetryPoint(device, m, ts, v) for m, v in metrics.items()))
+
+
+def command(cid: str, device: str, status: CommandStatus, **result: object) -> PutCommand:
+    request = CommandRequest(cid, device, "set_setpoint", {"setpoint": 21}, T0 + MIN, "staff")
+    done = None if status is CommandStatus.PENDING else T0 + 5
+    outcome = CommandResult(cid, device, status, result or None, None, done)
+    return PutCommand(CommandRecord(request, outcome, created_at=T0))
+
+
+# -- schema -------------------------------------------------------------------------
+def test_schema_is_versioned_and_reopening_keeps_data(db_path: Path) -> None:
+    with EdgeStore.open(db_path) as store:
+        store.upsert_room(Room("101", "Room 101", 1))
+    with EdgeStore.open(db_path) as store:
+        assert store.list_rooms() == [Room("101", "Room 101", 1)]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_a_database_from_a_newer_gateway_is_refused_untouched(db_path: Path) -> None:
+    EdgeStore.open(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        EdgeStore.open(db_path)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    conn.close()
+
+
+# -- registry and state -------------------------------------------------------------
+async def test_writer_persists_every_record_kind(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev, lost = f"{test_name}-thermo", f"{test_name}-stray"
+    store.upsert_room(Room("101", "Room 101", 1))
+    store.upsert_device(Device(dev, "101", DeviceKind.THERMOSTAT, registered=True))
+    alert = Alert(
+        "a1", AlertKind.BREACH, AlertSeverity.CRITICAL, AlertState.RAISED, dev, "101", "x", T0
+    )
+    async with StoreWriter(db_path) as writer:
+        writer.submit(points(dev, T0, temperature=21.5, setpoint=22.0))
+        writer.submit(PutReported(ReportedState(dev, 3, {"mode": "heat"}, T0)))
+        writer.submit(PutDesired(DesiredState(dev, 2, {"setpoint": 23}, T0, "staff:ana")))
+        writer.submit(PutEvent(DeviceEvent(dev, EventKind.BUTTON, T0, {"press": "short"})))
+        writer.submit(
+            PutDevice(Device(lost, None, None, registered=False, connectivity=Connectivity.ONLINE))
+        )
+        writer.submit(PutLastSeen({dev: T0 + 7, lost: T0 + 9}))
+        writer.submit(PutAlert(alert))
+        await writer.flush()
+
+    assert [d.device_id for d in store.list_devices()] == [dev]
+    assert {d.device_id for d in store.list_devices(include_unknown=True)} == {dev, lost}
+    stray = store.get_device(lost)
+    assert stray is not None
+    assert (stray.registered, stray.connectivity, stray.last_seen) == (
+        False,
+        Connectivity.ONLINE,
+        T0 + 9,
+    )
+    assert store.load_reported()[dev] == ReportedState(dev, 3, {"mode": "heat"}, T0)
+    assert store.load_desired()[dev] == DesiredState(dev, 2, {"setpoint": 23}, T0, "staff:ana")
+    assert store.open_alerts() == [alert]
+    assert store.list_alerts(states=[AlertState.CLEARED]) == []
+    assert store.query_telemetry(dev, "temperature", T0, T0 + 1) == [
+        TelemetryPoint(dev, "temperature", T0, 21.5)
+    ]
+    counts = store.counts()
+    assert (counts.rooms, counts.devices, counts.unknown_devices, counts.open_alerts) == (
+        1,
+        1,
+        1,
+        1,
+    )
+
+
+def test_removing_a_device_drops_its_state_and_tells_the_cloud(
+    store: EdgeStore, test_name: str
+) -> None:
+    dev = f"{test_name}-light"
+    store.upsert_device(Device(dev, "101", DeviceKind.LIGHT, registered=True))
+    store.apply(PutReported(ReportedState(dev, 1, {"on": True}, T0)))
+    store.remove_device(dev)
+    assert store.get_device(dev) is None
+    assert dev not in store.load_reported()
+    last = store.outbox_after(store.outbox_last_seq() - 1)[0].event()
+    assert last.device.device_id == dev
+    assert last.device.registered is False
+
+
+# -- outbox ---------------------------------------------------------------------------
+async def test_outbox_mirrors_writes_in_order_with_gapless_sequence(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    async with StoreWriter(db_path) as writer:
+        writer.submit(points(dev, T0, temperature=20.0, humidity=40.0))
+        writer.submit(PutEvent(DeviceEvent(dev, EventKind.BATTERY, T0 + 1, {"battery": 9})))
+        writer.submit(points(dev, T0 + 2, temperature=20.5))
+        writer.submit(PutDesired(DesiredState(dev, 1, {"x": 1}, T0, "staff")))  # not mirrored
+        await writer.flush()
+
+    entries = store.outbox_after(0)
+    assert [e.seq for e in entries] == [1, 2, 3, 4]
+    assert [e.kind for e in entries] == [
+        OutboxKind.TELEMETRY,
+        OutboxKind.TELEMETRY,
+        OutboxKind.DEVICE_EVENT,
+        OutboxKind.TELEMETRY,
+    ]
+    events = [e.event() for e in entries]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert (events[1].telemetry.metric, events[1].telemetry.value) == ("humidity", 40.0)
+    assert events[1].telemetry.ts.ToMilliseconds() == T0
+    assert events[2].device_event.kind == common_pb2.EVENT_KIND_BATTERY
+    assert events[2].device_event.data["battery"] == 9
+    assert store.outbox_after(2, limit=1)[0].seq == 3
+
+
+async def test_acked_outbox_rows_are_pruned_and_sequences_never_reused(
+    db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    with EdgeStore.open(db_path) as store:
+        store.apply(*(points(dev, T0 + i, temperature=20.0) for i in range(5)))
+        store.ack_outbox(5)
+        with pytest.raises(InvalidAckError):
+            store.ack_outbox(6)
+        store.ack_outbox(3)  # an older, repeated ack does not move it back
+        assert store.outbox_last_acked() == 5
+        report = store.apply_retention(RetentionPolicy(), T0)
+        assert report.outbox_acked_deleted == 5
+        assert store.outbox_after(0) == []
+    with EdgeStore.open(db_path) as store:
+        store.apply(points(dev, T0 + 9, temperature=20.0))
+        assert [e.seq for e in store.outbox_after(store.outbox_last_acked())] == [6]
+        assert store.counts().outbox_pending == 1
+
+
+# -- commands -------------------------------------------------------------------------
+async def test_a_final_command_result_survives_restarts_and_later_writes(
+    db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-thermo"
+    async with StoreWriter(db_path) as writer:
+        writer.submit(command("c1", dev, CommandStatus.PENDING))
+        writer.submit(command("c1", dev, CommandStatus.SUCCEEDED, setpoint=21))
+        # A stale write racing in after the result must not overwrite it.
+        writer.submit(command("c1", dev, CommandStatus.TIMED_OUT))
+        await writer.flush()
+    with EdgeStore.open(db_path) as store:
+        record = store.get_command("c1")
+        assert record is not None
+        assert record.result.status is CommandStatus.SUCCEEDED
+        assert record.result.result == {"setpoint": 21}
+        assert record.request.params == {"setpoint": 21}
+        assert record.request.requested_by == "staff"
+        assert store.get_command("nope") is None
+        results = [e.event() for e in store.outbox_after(0)]
+        assert [r.command_result.command_id for r in results] == ["c1"]
+
+
+# -- writer behaviour -------------------------------------------------------------------
+async def test_a_bad_op_fails_alone_and_the_rest_of_its_batch_commits(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    async with StoreWriter(db_path) as writer:
+        writer.submit(points(dev, T0, temperature=20.0))
+        bad = PutReported(ReportedState(dev, 1, {"t": math.nan}, T0))  # JSON has no NaN
+        failing = asyncio.ensure_future(writer.submit_and_wait(bad))
+        writer.submit(points(dev, T0 + 1, temperature=21.0, humidity=math.inf))
+        with pytest.raises(WriteFailedError):
+            await failing
+        await writer.flush()
+        assert writer.stats.failed == 1
+        assert writer.stats.rejected_points == 1
+        assert writer.stats.committed == 2
+    got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
+    assert [p.value for p in got] == [20.0, 21.0]
+    assert store.query_telemetry(dev, "humidity", T0, T0 + 10) == []
+    assert dev not in store.load_reported()
+
+
+async def test_on_commit_runs_after_the_data_is_readable(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    seen: list[int] = []
+    async with StoreWriter(db_path) as writer:
+        writer.submit(points(dev, T0, temperature=20.0))
+        writer.on_commit(
+            lambda: seen.append(len(store.query_telemetry(dev, "temperature", 0, T0 + 1)))
+        )
+        assert seen == []
+        await writer.flush()
+        assert seen == [1]
+        writer.on_commit(lambda: seen.append(-1))  # nothing pending: runs at once
+        assert seen == [1, -1]
+
+
+async def test_a_full_writer_refuses_submit_loudly_and_put_waits(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    async with StoreWriter(db_path, max_pending=3) as writer:
+        for i in range(3):
+            writer.submit(points(dev, T0 + i, temperature=20.0))
+        with pytest.raises(WriterFullError):
+            writer.submit(points(dev, T0 + 3, temperature=20.0))
+        assert writer.stats.rejected_full == 1
+        await writer.put(points(dev, T0 + 4, temperature=20.0))  # waits for a commit
+        await writer.flush()
+    got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
+    assert [p.ts for p in got] == [T0, T0 + 1, T0 + 2, T0 + 4]
+
+
+async def test_close_commits_everything_and_then_refuses(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    writer = StoreWriter(db_path, max_batch=7)
+    await writer.start()
+    for i in range(500):
+        writer.submit(points(dev, T0 + i, temperature=float(i)))
+    await writer.close()
+    assert len(store.query_telemetry(dev, "temperature", T0, T0 + 1000)) == 500
+    assert writer.stats.largest_batch <= 7
+    with pytest.raises(WriterClosedError):
+        writer.submit(points(dev, T0, temperature=1.0))
+
+
+async def test_writer_on_an_unusable_path_fails_to_start(tmp_path: Path) -> None:
+    writer = StoreWriter(tmp_path / "missing-dir" / "edge.db")
+    with pytest.raises(sqlite3.OperationalError):
+        await writer.start()
+    with pytest.raises(WriterClosedError):
+        writer.submit(AckOutbox(0))
+    await writer.close()
+
+
+# -- retention and history ------------------------------------------------------------------
+async def test_retention_rolls_old_raw_points_into_buckets_and_queries_span_both(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    policy = RetentionPolicy(
+        raw_retention_s=3600,
+        rollup_bucket_s=300,
+        rollup_retention_s=86400,
+        events_retention_s=86400,
+        outbox_max_age_s=None,
+        series_per_chunk=1,
+    )
+    now = T0 + 2 * 3600 * 1000  # T0 is bucket-aligned; raw cutoff = T0 + 1 h
+    async with StoreWriter(db_path) as writer:
+        # Bucket T0: 10, 20, 30 (min 10, max 30, avg 20); bucket T0+5min: 40.
+        for offset, value in ((0, 10.0), (MIN, 20.0), (2 * MIN, 30.0), (5 * MIN, 40.0)):
+            writer.submit(points(dev, T0 + offset, temperature=value, humidity=50.0))
+        writer.submit(points(dev, now - MIN, temperature=22.0))  # still raw
+        writer.submit(PutEvent(DeviceEvent(dev, EventKind.BUTTON, T0 - 2 * 86400_000)))
+        writer.submit(PutEvent(DeviceEvent(dev, EventKind.BUTTON, now)))
+        report = await writer.apply_retention(policy, now)
+
+    assert report.raw_rows_rolled_up == 8
+    assert report.events_deleted == 1
+    assert report.transactions >= 3  # one per series, then each prune
+    got = store.query_telemetry(dev, "temperature", T0, now)
+    assert [(p.ts, p.value) for p in got] == [
+        (T0, 20.0),
+        (T0 + 5 * MIN, 40.0),
+        (now - MIN, 22.0),
+    ]
+    conn = sqlite3.connect(db_path)
+    row = conn.execute(
+        "SELECT min, max, count FROM telemetry_rollup r JOIN series s USING (series_id)"
+        " WHERE s.metric = 'temperature' AND bucket_start = ?",
+        (T0,),
+    ).fetchone()
+    assert row == (10.0, 30.0, 3)
+    conn.close()
+
+    # A day later the T0 buckets have aged out and the last raw point is a rollup.
+    later = T0 + 86400_000 + 3600_000
+    report = store.apply_retention(policy, later)
+    assert report.rollup_rows_deleted == 4
+    assert [(p.ts, p.value) for p in store.query_telemetry(dev, "temperature", 0, later)] == [
+        (now - 5 * MIN, 22.0)
+    ]
+
+
+async def test_late_points_for_a_rolled_bucket_merge_into_it(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    policy = RetentionPolicy(raw_retention_s=60, rollup_bucket_s=300)
+    now = T0 + 3600_000
+    store.apply(points(dev, T0, temperature=10.0))
+    store.apply_retention(policy, now)
+    store.apply(points(dev, T0 + MIN, temperature=30.0))  # a device that was offline
+    store.apply_retention(policy, now)
+    assert [(p.ts, p.value) for p in store.query_telemetry(dev, "temperature", 0, now)] == [
+        (T0, 20.0)
+    ]
+
+
+def test_unacked_outbox_events_past_the_age_limit_are_dropped(
+    store: EdgeStore, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    store.apply(points(dev, T0, temperature=1.0))
+    policy = RetentionPolicy(outbox_max_age_s=3600)
+    entries = store.outbox_after(0)
+    assert store.apply_retention(policy, entries[0].ts + 1000).outbox_unacked_dropped == 0
+    dropped = store.apply_retention(policy, entries[0].ts + 3601_000).outbox_unacked_dropped
+    assert dropped == 1
+    assert store.outbox_after(0) == []
