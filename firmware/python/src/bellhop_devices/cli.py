@@ -19,7 +19,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--hotel", help="hotel id (default: the provisioning file's)")
     parser.add_argument(
-        "--rooms", type=int, default=10, help="rooms to simulate without --provisioning"
+        "--rooms",
+        type=int,
+        default=10,
+        help="rooms to simulate without --provisioning (default 10)",
     )
     parser.add_argument(
         "--broker", metavar="HOST:PORT", help="broker address (default 127.0.0.1:1883)"
@@ -43,10 +46,22 @@ def register(subparsers: Any) -> None:
         "--summary-every", type=float, default=30.0, help="seconds between summary lines"
     )
     faults = parser.add_argument_group("faults")
-    faults.add_argument("--drop-acks", type=float, default=0.0, metavar="P", help="drop acks")
-    faults.add_argument("--ack-delay", type=float, default=0.0, metavar="S", help="delay acks")
     faults.add_argument(
-        "--garbage", type=float, default=0.0, metavar="P", help="publish invalid telemetry"
+        "--drop-acks",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability a command runs but its ack is lost",
+    )
+    faults.add_argument(
+        "--ack-delay", type=float, default=0.0, metavar="S", help="seconds to wait before each ack"
+    )
+    faults.add_argument(
+        "--garbage",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability a telemetry message is replaced by garbage",
     )
     faults.add_argument(
         "--disconnect-every",
