@@ -171,6 +171,20 @@ async def test_cut_connection_makes_the_broker_publish_the_will(
         assert sensor.stats.connects == 2
 
 
+async def test_disconnect_fault_fires_the_will_then_reconnects(
+    broker: Broker, hotel_id: str, edge: EdgeListener
+) -> None:
+    faults = Faults(disconnect_every_s=0.2)
+    async with device(broker, hotel_id, DeviceKind.LIGHT, faults=faults) as light:
+        statuses = []
+        for _ in range(4):
+            received = await edge.next(on(Channel.STATUS))
+            assert isinstance(received.message, Status)
+            statuses.append(received.message.online)
+        assert statuses == [True, False, True, False]
+        assert light.stats.connects >= 2
+
+
 async def test_clean_stop_publishes_a_retained_offline_status(
     broker: Broker, hotel_id: str, edge: EdgeListener
 ) -> None:

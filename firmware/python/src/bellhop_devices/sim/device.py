@@ -338,7 +338,10 @@ class SimulatedDevice:
                 tasks.create_task(self._command_loop(client), name=f"{self.device_id}-commands")
                 if self._faults.disconnect_every_s is not None:
                     tasks.create_task(
-                        self._drop_after(self._faults.disconnect_every_s),
+                        # Spread so a hotel's devices do not all drop at once.
+                        self._drop_after(
+                            self._faults.disconnect_every_s * self._rng.uniform(0.5, 1.5)
+                        ),
                         name=f"{self.device_id}-drop",
                     )
                 tasks.create_task(self._until_stopped(), name=f"{self.device_id}-stop")
