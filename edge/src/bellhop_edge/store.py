@@ -267,14 +267,16 @@ class StoreCounts:
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
-    raw_retention_s: int = 7 * 86400
-    rollup_bucket_s: int = 300
-    rollup_retention_s: int = 400 * 86400
-    events_retention_s: int = 90 * 86400
+    """How long each kind of record is kept (seconds); see docs/edge-store.md."""
+
+    raw_retention_s: float = 7 * 86400
+    rollup_bucket_s: float = 300
+    rollup_retention_s: float = 400 * 86400
+    events_retention_s: float = 90 * 86400
     # Unacked outbox events older than this are dropped so that a gateway that
     # is never connected cannot fill its disk; the bridge sees the gap and
     # resyncs with a snapshot. None keeps them forever.
-    outbox_max_age_s: int | None = 30 * 86400
+    outbox_max_age_s: float | None = 30 * 86400
     # Work per transaction, so the writer is never held for long.
     series_per_chunk: int = 200
     rows_per_chunk: int = 20_000
@@ -444,7 +446,8 @@ def _connect(path: Path, synchronous: Synchronous, *, cache_kib: int) -> sqlite3
     if str(mode).lower() != "wal":
         conn.close()
         raise StoreError(f"{path}: cannot use WAL journal mode (got {mode!r})")
-    conn.execute(f"PRAGMA synchronous = {synchronous.value}")
+    # Synchronous(...) also admits the plain "NORMAL"/"FULL" of a config file.
+    conn.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value}")
     conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     conn.execute("PRAGMA temp_store = MEMORY")
     # A WAL that grew during a burst is truncated back after checkpoints.
@@ -495,6 +498,11 @@ def _json(values: Mapping[str, Any] | None) -> str | None:
     if values is None:
         return None
     return json.dumps(dict(values), separators=(",", ":"), allow_nan=False)
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds: bucket arithmetic in SQL must stay integer."""
+    return round(seconds * 1000)
 
 
 def _now_ms() -> int:
@@ -762,14 +770,14 @@ class _RetentionRun:
             self.phase = _Phase.EVENTS
             return RetentionReport()
         self.after_series = ids[-1]
-        bucket_ms = p.rollup_bucket_s * 1000
+        bucket_ms = _ms(p.rollup_bucket_s)
         # Only whole buckets are folded, so a bucket is never half raw, half rollup.
-        raw_cutoff = (self.now - p.raw_retention_s * 1000) // bucket_ms * bucket_ms
+        raw_cutoff = (self.now - _ms(p.raw_retention_s)) // bucket_ms * bucket_ms
         rolled = history.roll_up(
             conn, ids[0], ids[-1], raw_cutoff_ms=raw_cutoff, bucket_ms=bucket_ms
         )
         deleted = history.delete_old_rollups(
-            conn, ids[0], ids[-1], cutoff_ms=self.now - p.rollup_retention_s * 1000
+            conn, ids[0], ids[-1], cutoff_ms=self.now - _ms(p.rollup_retention_s)
         )
         return RetentionReport(raw_rows_rolled_up=rolled, rollup_rows_deleted=deleted)
 
@@ -784,9 +792,9 @@ class _RetentionRun:
             f" (SELECT {key} FROM {table} WHERE {where} LIMIT :limit)"
         )
         args = {
-            "old": self.now - p.events_retention_s * 1000,
+            "old": self.now - _ms(p.events_retention_s),
             "now": self.now,
-            "outbox_old": self.now - (p.outbox_max_age_s or 0) * 1000,
+            "outbox_old": self.now - _ms(p.outbox_max_age_s or 0),
             "limit": p.rows_per_chunk,
         }
         n = conn.execute(sql, args).rowcount

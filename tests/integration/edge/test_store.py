@@ -366,7 +366,7 @@ async def test_late_points_for_a_rolled_bucket_merge_into_it(
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
-    policy = RetentionPolicy(raw_retention_s=60, rollup_bucket_s=300)
+    policy = RetentionPolicy(raw_retention_s=60.0, rollup_bucket_s=300.0)  # config gives floats
     now = T0 + 3600_000
     store.apply(points(dev, T0, temperature=10.0))
     store.apply_retention(policy, now)
