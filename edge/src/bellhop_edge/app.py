@@ -21,11 +21,12 @@ from typing import Any
 
 import aiomqtt
 import grpc
-
 from bellhop.lan.v1 import lan_pb2
 from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
+
 from bellhop_edge import convert
+from bellhop_edge import store as store_ops
 from bellhop_edge.alerts import AlertBook
 from bellhop_edge.auth import Authenticator, JwksVerifier, LocalTokens, Verifier
 from bellhop_edge.bus import EventBus
@@ -46,8 +47,7 @@ from bellhop_edge.hotel import (
 from bellhop_edge.model import Alert, AlertState, DesiredState, Room, TelemetryPoint
 from bellhop_edge.mqtt import LinkState, MqttLink
 from bellhop_edge.rules import ClearAlert, RaiseAlert, RuleEngine, RulesConfig
-from bellhop_edge.store import EdgeStore, RetentionPolicy, StoreWriter
-from bellhop_edge import store as store_ops
+from bellhop_edge.store import EdgeStore, RetentionPolicy, StoreWriter, Synchronous
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = EdgeStore.open(config.database_path, synchronous=config.store.synchronous)
+        self.store = EdgeStore.open(
+            config.database_path, synchronous=Synchronous(config.store.synchronous)
+        )
         for room in config.rooms:
             self.store.upsert_room(Room(room.room_id, room.name or room.room_id, room.floor))
         self.hotel = Hotel(
@@ -83,17 +85,17 @@ class Gateway:
             heartbeat_timeout_ms=int(config.liveness.heartbeat_timeout_s * 1000),
             rooms=self.store.list_rooms(),
             devices=self.store.list_devices(include_unknown=True),
-            reported=self.store.load_reported(),
-            desired=self.store.load_desired(),
+            reported=self.store.load_reported().values(),
+            desired=self.store.load_desired().values(),
         )
         for entry in config.devices:
             device = self.hotel.register_device(entry.device_id, entry.room_id, entry.kind)
             self.store.upsert_device(device)
-        self.rules = RuleEngine(_rules_config(config))
         self.alerts = AlertBook.from_open(self.store.open_alerts())
+        self.rules = RuleEngine(_rules_config(config), raised=self.alerts.conditions())
         self.writer = StoreWriter(
             config.database_path,
-            synchronous=config.store.synchronous,
+            synchronous=Synchronous(config.store.synchronous),
             max_batch=config.store.batch_max_ops,
             max_delay_ms=config.store.batch_max_delay_ms,
         )
@@ -190,7 +192,10 @@ class Gateway:
             payload = str(payload).encode()
         try:
             decoded = codec.decode(
-                topic, bytes(payload), hotel_id=self.config.hotel_id, max_bytes=self.config.mqtt.max_payload_bytes
+                topic,
+                bytes(payload),
+                hotel_id=self.config.hotel_id,
+                max_bytes=self.config.mqtt.max_payload_bytes,
             )
         except DecodeError as exc:
             self.hotel.reject(exc.reason.value)
@@ -211,9 +216,13 @@ class Gateway:
                 for point in change.points:
                     self._apply_rules(self.rules.on_telemetry(point, now), now)
                 if watched:
-                    room = hotel.devices[change.points[0].device_id].room_id if change.points else None
+                    room = (
+                        hotel.devices[change.points[0].device_id].room_id if change.points else None
+                    )
                     for point in change.points:
-                        self.bus.publish(lan_pb2.WatchEventsResponse(telemetry=convert.telemetry(point)), room)
+                        self.bus.publish(
+                            lan_pb2.WatchEventsResponse(telemetry=convert.telemetry(point)), room
+                        )
             elif isinstance(change, StateChanged):
                 self.writer.submit(store_ops.PutReported(change.state))
                 self._apply_rules(self.rules.on_state(change.state, now), now)
@@ -233,7 +242,9 @@ class Gateway:
             elif isinstance(change, ConnectivityChanged):
                 device = change.device
                 self.writer.submit(store_ops.PutDevice(device))
-                self._apply_rules(self.rules.on_connectivity(device.device_id, device.connectivity, now), now)
+                self._apply_rules(
+                    self.rules.on_connectivity(device.device_id, device.connectivity, now), now
+                )
                 log.info("device %s is %s", device.device_id, device.connectivity.value)
                 if watched:
                     self.bus.publish(
@@ -251,7 +262,11 @@ class Gateway:
             elif isinstance(change, AckReceived):
                 if not self.commands.on_ack(change.device_id, change.ack):
                     hotel.reject("unmatched_ack")
-                    self._log_reject("unmatched_ack", change.device_id, f"ack for unknown command {change.ack.id!r}")
+                    self._log_reject(
+                        "unmatched_ack",
+                        change.device_id,
+                        f"ack for unknown command {change.ack.id!r}",
+                    )
             elif isinstance(change, Rejected):
                 self._log_reject(change.reason, change.device_id, change.detail)
 
@@ -267,14 +282,22 @@ class Gateway:
 
     def _alert_changed(self, alert: Alert) -> None:
         self.writer.submit(store_ops.PutAlert(alert))
-        log.warning("alert %s %s on %s: %s", alert.kind.value, alert.state.value, alert.device_id, alert.message)
+        log.warning(
+            "alert %s %s on %s: %s",
+            alert.kind.value,
+            alert.state.value,
+            alert.device_id,
+            alert.message,
+        )
         self.bus.publish(lan_pb2.WatchEventsResponse(alert=convert.alert(alert)), alert.room_id)
 
     def _log_reject(self, reason: str, device_id: str, detail: str) -> None:
         key = RejectLog(reason, device_id)
         if key not in self._logged and len(self._logged) < 10_000:
             self._logged.add(key)
-            log.warning("rejected message from %s: %s (%s); counted, logged once", device_id, reason, detail)
+            log.warning(
+                "rejected message from %s: %s (%s); counted, logged once", device_id, reason, detail
+            )
 
     def _on_link_state(self, state: LinkState) -> None:
         if state is not LinkState.CONNECTED:
@@ -291,10 +314,10 @@ class Gateway:
 
     async def _retention_loop(self) -> None:
         policy = RetentionPolicy(
-            raw_retention_s=self.config.retention.raw_retention_s,
-            rollup_bucket_s=self.config.retention.rollup_bucket_s,
-            rollup_retention_s=self.config.retention.rollup_retention_s,
-            events_retention_s=self.config.retention.events_retention_s,
+            raw_retention_s=int(self.config.retention.raw_retention_s),
+            rollup_bucket_s=int(self.config.retention.rollup_bucket_s),
+            rollup_retention_s=int(self.config.retention.rollup_retention_s),
+            events_retention_s=int(self.config.retention.events_retention_s),
         )
         while True:
             await self.writer.apply_retention(policy, now_ms())
@@ -330,7 +353,9 @@ class Gateway:
     ) -> DesiredState:
         if not values:
             raise InvalidRequest("values must not be empty")
-        state = self.hotel.set_desired(device_id, values, by=by, now=now_ms(), expected_version=expected_version)
+        state = self.hotel.set_desired(
+            device_id, values, by=by, now=now_ms(), expected_version=expected_version
+        )
         self.writer.submit(store_ops.PutDesired(state))
         return state
 
@@ -347,7 +372,9 @@ class Gateway:
     ) -> list[TelemetryPoint]:
         self.hotel.device(device_id)
         await self.writer.flush()
-        return await asyncio.to_thread(self.store.query_telemetry, device_id, metric, start, end, limit)
+        return await asyncio.to_thread(
+            self.store.query_telemetry, device_id, metric, start, end, limit
+        )
 
     def status_message(self) -> lan_pb2.GetGatewayStatusResponse:
         hotel = self.hotel

@@ -7,12 +7,12 @@ import time
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, struct_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from bellhop.common.v1 import common_pb2
 from bellhop.lan.v1 import lan_pb2
 from bellhop_devices.messages import Channel
+from google.protobuf import duration_pb2, struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from tests.integration.edge.conftest import FakeDevice, Harness
 
 
@@ -29,27 +29,44 @@ def params(**values: object) -> struct_pb2.Struct:
 async def test_telemetry_and_state_reach_the_lan_api(harness: Harness) -> None:
     async with harness.device_client("r101-thermostat") as client:
         device = FakeDevice(harness.hotel_id, "r101-thermostat", client)
-        await device.send(Channel.STATUS, {"v": 1, "online": True, "kind": "thermostat", "firmware": "1.0.0"}, retain=True)
+        await device.send(
+            Channel.STATUS,
+            {"v": 1, "state": "online", "ts": now_ms(), "kind": "thermostat", "firmware": "1.0.0"},
+            retain=True,
+        )
         for seq in range(1, 6):
-            await device.send(Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": seq, "metrics": {"temperature": 20.0 + seq}})
-        await device.send(Channel.STATE, {"v": 1, "ts": now_ms(), "values": {"setpoint": 21.0, "mode": "heat"}}, retain=True)
+            await device.send(
+                Channel.TELEMETRY,
+                {"v": 1, "ts": now_ms() + seq, "seq": seq, "metrics": {"temperature": 20.0 + seq}},
+            )
+        await device.send(
+            Channel.STATE,
+            {"v": 1, "ts": now_ms(), "values": {"setpoint": 21.0, "mode": "heat"}},
+            retain=True,
+        )
         await harness.wait_for(lambda: harness.gateway.hotel.accepted >= 7)
 
-    reply = await harness.stub.GetDevice(lan_pb2.GetDeviceRequest(device_id="r101-thermostat"), metadata=harness.auth)
+    reply = await harness.stub.GetDevice(
+        lan_pb2.GetDeviceRequest(device_id="r101-thermostat"), metadata=harness.auth
+    )
     assert reply.device.connectivity == common_pb2.CONNECTIVITY_ONLINE
     assert reply.device.firmware == "1.0.0"
     assert reply.reported.values["setpoint"] == 21.0
 
     desired = await harness.stub.SetDesiredState(
-        lan_pb2.SetDesiredStateRequest(device_id="r101-thermostat", values=params(setpoint=23.0)), metadata=harness.auth
+        lan_pb2.SetDesiredStateRequest(device_id="r101-thermostat", values=params(setpoint=23.0)),
+        metadata=harness.auth,
     )
     assert desired.desired.version == 1
     assert desired.desired.updated_by == "alice"
-    reply = await harness.stub.GetDevice(lan_pb2.GetDeviceRequest(device_id="r101-thermostat"), metadata=harness.auth)
+    reply = await harness.stub.GetDevice(
+        lan_pb2.GetDeviceRequest(device_id="r101-thermostat"), metadata=harness.auth
+    )
     assert dict(reply.delta) == {"setpoint": 23.0}
 
     history = await harness.stub.QueryTelemetry(
-        lan_pb2.QueryTelemetryRequest(device_id="r101-thermostat", metric="temperature"), metadata=harness.auth
+        lan_pb2.QueryTelemetryRequest(device_id="r101-thermostat", metric="temperature"),
+        metadata=harness.auth,
     )
     assert [p.value for p in history.points] == [21.0, 22.0, 23.0, 24.0, 25.0]
 
@@ -71,7 +88,9 @@ async def test_command_round_trip_is_executed_once_per_id(harness: Harness) -> N
     assert [c["id"] for c in device.commands] == ["cmd-1"]
 
 
-async def test_unanswered_command_times_out_and_is_never_sent_after_expiry(harness: Harness) -> None:
+async def test_unanswered_command_times_out_and_is_never_sent_after_expiry(
+    harness: Harness,
+) -> None:
     async with harness.device_client("r101-light") as client:
         device = FakeDevice(harness.hotel_id, "r101-light", client, answer=lambda _: None)
         server = asyncio.create_task(device.serve())
@@ -98,17 +117,22 @@ async def test_calls_need_a_token_and_a_role(harness: Harness) -> None:
         await harness.stub.ListRooms(lan_pb2.ListRoomsRequest())
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await harness.stub.ListRooms(lan_pb2.ListRoomsRequest(), metadata=(("authorization", "Bearer bht_forged"),))
+        await harness.stub.ListRooms(
+            lan_pb2.ListRoomsRequest(), metadata=(("authorization", "Bearer bht_forged"),)
+        )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     rooms = await harness.stub.ListRooms(lan_pb2.ListRoomsRequest(), metadata=harness.viewer)
     assert [r.room_id for r in rooms.rooms] == ["101", "102"]
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await harness.stub.SendCommand(
-            lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"), metadata=harness.viewer
+            lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"),
+            metadata=harness.viewer,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await harness.stub.GetDevice(lan_pb2.GetDeviceRequest(device_id="nope"), metadata=harness.auth)
+        await harness.stub.GetDevice(
+            lan_pb2.GetDeviceRequest(device_id="nope"), metadata=harness.auth
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -119,7 +143,9 @@ async def test_health_and_reflection_need_no_token(harness: Harness) -> None:
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     stub = reflection_pb2_grpc.ServerReflectionStub(harness.channel)
-    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     async for response in responses:
         names = {s.name for s in response.list_services_response.service}
         assert "bellhop.lan.v1.LanService" in names
@@ -132,23 +158,39 @@ async def test_bad_input_is_counted_and_never_stored(harness: Harness) -> None:
         await device.send(Channel.TELEMETRY, b"{not json")
         await device.send(Channel.TELEMETRY, {"v": 1, "ts": "yesterday", "seq": 1, "metrics": {}})
         await device.send(Channel.TELEMETRY, b"{" + b" " * 20_000 + b"}")
-        await device.send(Channel.TELEMETRY, {"v": 9, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 1.0}})
-        await device.send(Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 2, "metrics": {"temperature": 22.5}})
-        await harness.wait_for(lambda: harness.gateway.hotel.accepted >= 1 and sum(harness.gateway.hotel.rejected.values()) >= 4)
+        await device.send(
+            Channel.TELEMETRY, {"v": 9, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 1.0}}
+        )
+        await device.send(
+            Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 2, "metrics": {"temperature": 22.5}}
+        )
+        await harness.wait_for(
+            lambda: (
+                harness.gateway.hotel.accepted >= 1
+                and sum(harness.gateway.hotel.rejected.values()) >= 4
+            )
+        )
     async with harness.device_client("stranger") as client:
         stranger = FakeDevice(harness.hotel_id, "stranger", client)
-        await stranger.send(Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 99.0}})
+        await stranger.send(
+            Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 99.0}}
+        )
         await harness.wait_for(lambda: harness.gateway.hotel.rejected["unknown_device"] >= 1)
 
-    status = await harness.stub.GetGatewayStatus(lan_pb2.GetGatewayStatusRequest(), metadata=harness.auth)
+    status = await harness.stub.GetGatewayStatus(
+        lan_pb2.GetGatewayStatusRequest(), metadata=harness.auth
+    )
     assert status.broker_connected
     assert sum(status.rejected.values()) >= 5
     assert status.rejected["unknown_device"] == 1
-    devices = await harness.stub.ListDevices(lan_pb2.ListDevicesRequest(include_unknown=True), metadata=harness.auth)
+    devices = await harness.stub.ListDevices(
+        lan_pb2.ListDevicesRequest(include_unknown=True), metadata=harness.auth
+    )
     unknown = [d for d in devices.devices if not d.registered]
     assert [d.device_id for d in unknown] == ["stranger"]
     history = await harness.stub.QueryTelemetry(
-        lan_pb2.QueryTelemetryRequest(device_id="r101-thermostat", metric="temperature"), metadata=harness.auth
+        lan_pb2.QueryTelemetryRequest(device_id="r101-thermostat", metric="temperature"),
+        metadata=harness.auth,
     )
     assert [p.value for p in history.points] == [22.5]
 
@@ -157,7 +199,10 @@ async def test_alerts_raise_once_and_are_acknowledged_with_a_note(harness: Harne
     async with harness.device_client("r102-env") as client:
         device = FakeDevice(harness.hotel_id, "r102-env", client)
         for seq in range(1, 4):
-            await device.send(Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": seq, "metrics": {"temperature": 35.0}})
+            await device.send(
+                Channel.TELEMETRY,
+                {"v": 1, "ts": now_ms() + seq, "seq": seq, "metrics": {"temperature": 35.0}},
+            )
         await harness.wait_for(lambda: harness.gateway.hotel.accepted >= 3)
     await harness.gateway.writer.flush()
     alerts = await harness.stub.ListAlerts(lan_pb2.ListAlertsRequest(), metadata=harness.auth)
@@ -166,7 +211,8 @@ async def test_alerts_raise_once_and_are_acknowledged_with_a_note(harness: Harne
     assert hot[0].state == common_pb2.ALERT_STATE_RAISED
     assert hot[0].room_id == "102"
     acked = await harness.stub.AcknowledgeAlert(
-        lan_pb2.AcknowledgeAlertRequest(alert_id=hot[0].alert_id, note="window open, closing it"), metadata=harness.auth
+        lan_pb2.AcknowledgeAlertRequest(alert_id=hot[0].alert_id, note="window open, closing it"),
+        metadata=harness.auth,
     )
     assert acked.alert.state == common_pb2.ALERT_STATE_ACKNOWLEDGED
     assert acked.alert.acknowledged_by == "alice"
@@ -174,7 +220,9 @@ async def test_alerts_raise_once_and_are_acknowledged_with_a_note(harness: Harne
 
 
 async def test_will_and_silence_take_devices_offline_with_an_alert(harness: Harness) -> None:
-    watch = harness.stub.WatchEvents(lan_pb2.WatchEventsRequest(room_id="101"), metadata=harness.auth)
+    watch = harness.stub.WatchEvents(
+        lan_pb2.WatchEventsRequest(room_id="101"), metadata=harness.auth
+    )
     seen: list[lan_pb2.WatchEventsResponse] = []
 
     async def follow() -> None:
@@ -185,18 +233,29 @@ async def test_will_and_silence_take_devices_offline_with_an_alert(harness: Harn
     await asyncio.sleep(0.2)
     async with harness.device_client("r101-door") as client:
         device = FakeDevice(harness.hotel_id, "r101-door", client)
-        await device.send(Channel.STATUS, {"v": 1, "online": True, "kind": "door_sensor"}, retain=True)
+        await device.send(
+            Channel.STATUS,
+            {"v": 1, "state": "online", "ts": now_ms(), "kind": "door_sensor", "firmware": "1.0.0"},
+            retain=True,
+        )
         await harness.wait_for(lambda: harness.gateway.hotel.online >= 1)
         await device.send(Channel.STATUS, b"offline", retain=True)  # what the Will says
         await harness.wait_for(lambda: harness.gateway.hotel.online == 0)
     # Silence: online again, then nothing for longer than the heartbeat timeout (2 s).
     async with harness.device_client("r101-door") as client:
         device = FakeDevice(harness.hotel_id, "r101-door", client)
-        await device.send(Channel.STATUS, {"v": 1, "online": True, "kind": "door_sensor"}, retain=True)
+        await device.send(
+            Channel.STATUS,
+            {"v": 1, "state": "online", "ts": now_ms(), "kind": "door_sensor", "firmware": "1.0.0"},
+            retain=True,
+        )
         await harness.wait_for(lambda: harness.gateway.hotel.online == 1)
     await harness.wait_for(lambda: harness.gateway.hotel.online == 0, timeout=5)
     await harness.wait_for(
-        lambda: any(s.HasField("alert") and s.alert.kind == common_pb2.ALERT_KIND_DEVICE_OFFLINE for s in seen)
+        lambda: any(
+            s.HasField("alert") and s.alert.kind == common_pb2.ALERT_KIND_DEVICE_OFFLINE
+            for s in seen
+        )
     )
     follower.cancel()
     statuses = [s.status.connectivity for s in seen if s.HasField("status")]
@@ -206,18 +265,26 @@ async def test_will_and_silence_take_devices_offline_with_an_alert(harness: Harn
 async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None:
     harness.mosquitto.stop()
     await harness.wait_for(lambda: not harness.gateway.link.connected.is_set())
-    rooms = await harness.stub.ListRooms(lan_pb2.ListRoomsRequest(), metadata=harness.auth, timeout=2)
+    rooms = await harness.stub.ListRooms(
+        lan_pb2.ListRoomsRequest(), metadata=harness.auth, timeout=2
+    )
     assert len(rooms.rooms) == 2
-    status = await harness.stub.GetGatewayStatus(lan_pb2.GetGatewayStatusRequest(), metadata=harness.auth)
+    status = await harness.stub.GetGatewayStatus(
+        lan_pb2.GetGatewayStatusRequest(), metadata=harness.auth
+    )
     assert not status.broker_connected
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await harness.stub.SendCommand(
-            lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"), metadata=harness.auth, timeout=2
+            lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"),
+            metadata=harness.auth,
+            timeout=2,
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     harness.mosquitto.start()
     await harness.wait_for(lambda: harness.gateway.link.connected.is_set(), timeout=10)
     async with harness.device_client("r101-thermostat") as client:
         device = FakeDevice(harness.hotel_id, "r101-thermostat", client)
-        await device.send(Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 21.0}})
+        await device.send(
+            Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 21.0}}
+        )
         await harness.wait_for(lambda: harness.gateway.hotel.accepted >= 1)
