@@ -12,6 +12,7 @@
 #include "bellhop/codec.hpp"
 #include "bellhop/command_guard.hpp"
 #include "bellhop/topics.hpp"
+#include "message_json.hpp"
 #include "vector_files.hpp"
 
 namespace bellhop::test {
@@ -29,32 +30,6 @@ std::string expected_error(const Json& v) {
     return v.at("expect").at("error").get<std::string>();
   }
   return "none";
-}
-
-Json json_of(const Telemetry& m) {
-  return {{"channel", "telemetry"}, {"ts", m.ts}, {"seq", m.seq}, {"metrics", test::json_of(m.metrics)}};
-}
-Json json_of(const StateReport& m) {
-  return {{"channel", "state"}, {"ts", m.ts}, {"values", test::json_of(m.values)}};
-}
-Json json_of(const Event& m) {
-  return {{"channel", "event"},
-          {"ts", m.ts},
-          {"kind", std::string(wire_name(m.kind))},
-          {"data", test::json_of(m.data)}};
-}
-Json json_of(const Status& m) {
-  Json out = {{"channel", "status"}, {"online", m.online}};
-  out["ts"] = m.ts ? Json(*m.ts) : Json(nullptr);
-  out["kind"] = m.kind ? Json(std::string(wire_name(*m.kind))) : Json(nullptr);
-  out["firmware"] = m.firmware ? Json(std::string(*m.firmware)) : Json(nullptr);
-  return out;
-}
-Json json_of(const Ack& m) {
-  Json out = {{"channel", "ack"}, {"id", std::string(m.id)}, {"status", std::string(wire_name(m.status))}};
-  out["result"] = m.result ? test::json_of(*m.result) : Json(nullptr);
-  out["error"] = m.error ? Json(std::string(*m.error)) : Json(nullptr);
-  return out;
 }
 
 // The expected message with its keys in our order (vectors may order them freely).
