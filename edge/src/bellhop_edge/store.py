@@ -290,6 +290,7 @@ class RetentionPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RetentionReport:
+    raw_rows_compacted: int = 0
     raw_rows_rolled_up: int = 0
     rollup_rows_deleted: int = 0
     events_deleted: int = 0
@@ -307,6 +308,7 @@ class RetentionReport:
 
 def _astuple(report: RetentionReport) -> tuple[int, ...]:
     return (
+        report.raw_rows_compacted,
         report.raw_rows_rolled_up,
         report.rollup_rows_deleted,
         report.events_deleted,
@@ -433,8 +435,14 @@ def _schema_v1(db: Database) -> None:
         db.execute(ddl)
 
 
+def _schema_v2(db: Database) -> None:
+    """Stage new telemetry in an append-only table (see history.py)."""
+    db.execute(history.RECENT_DDL)
+    # Points that v1 wrote straight into `telemetry` stay there: nothing to move.
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
-_MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_schema_v1,)
+_MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_schema_v1, _schema_v2)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -517,6 +525,7 @@ class _Applier:
         self._conn = conn
         self.series = history.SeriesIndex(conn)
         self.rejected_points = 0
+        self.staged_points = 0  # appended to telemetry_recent by this applier
 
     def apply_batch(self, ops: Sequence[WriteOp], now: int) -> None:
         """Apply ops in order; consecutive telemetry ops become one bulk insert."""
@@ -533,10 +542,14 @@ class _Applier:
                         self.rejected_points += 1
                 continue
             if rows:
-                history.insert_points(self._conn, rows, outbox_ts=now)
+                self._insert(rows, now)
                 rows = []
             self.apply_one(op, now)
+        self._insert(rows, now)
+
+    def _insert(self, rows: list[tuple[int, int, float]], now: int) -> None:
         history.insert_points(self._conn, rows, outbox_ts=now)
+        self.staged_points += len(rows)
 
     def apply_one(self, op: WriteOp, now: int) -> None:
         conn = self._conn
@@ -703,13 +716,14 @@ class _Applier:
 
 # -- retention ----------------------------------------------------------------------
 class _Phase(IntEnum):
-    TELEMETRY = 0
-    EVENTS = 1
-    ALERTS = 2
-    COMMANDS = 3
-    OUTBOX_ACKED = 4
-    OUTBOX_OLD = 5
-    DONE = 6
+    COMPACT = 0
+    TELEMETRY = 1
+    EVENTS = 2
+    ALERTS = 3
+    COMMANDS = 4
+    OUTBOX_ACKED = 5
+    OUTBOX_OLD = 6
+    DONE = 7
 
 
 # Phase -> (table, key, condition, report field). Constants, never input.
@@ -744,7 +758,7 @@ class _RetentionRun:
 
     policy: RetentionPolicy
     now: int
-    phase: _Phase = _Phase.TELEMETRY
+    phase: _Phase = _Phase.COMPACT
     after_series: int = 0
 
     @property
@@ -753,8 +767,16 @@ class _RetentionRun:
 
     def step(self, conn: sqlite3.Connection) -> RetentionReport:
         with _transaction(conn):
-            telemetry = self.phase is _Phase.TELEMETRY
-            report = self._telemetry(conn) if telemetry else self._prune(conn)
+            if self.phase is _Phase.COMPACT:
+                # Rollups read `telemetry` only: first move every staged point there.
+                moved = history.compact(conn, self.policy.rows_per_chunk)
+                if moved < self.policy.rows_per_chunk:
+                    self.phase = _Phase.TELEMETRY
+                report = RetentionReport(raw_rows_compacted=moved)
+            elif self.phase is _Phase.TELEMETRY:
+                report = self._telemetry(conn)
+            else:
+                report = self._prune(conn)
         return report + RetentionReport(transactions=1)
 
     def _telemetry(self, conn: sqlite3.Connection) -> RetentionReport:
@@ -1080,6 +1102,7 @@ class WriterStats:
     rejected_full: int = 0
     rejected_points: int = 0
     largest_batch: int = 0
+    compacted: int = 0
     last_error: str | None = None
 
 
@@ -1128,6 +1151,8 @@ class StoreWriter:
         max_delay_ms: float = 0.0,
         max_pending: int = 50_000,
         checkpoint_interval_s: float = 1.0,
+        compact_rows: int = 200_000,
+        compact_interval_s: float = 300.0,
         cache_kib: int = 32768,
     ) -> None:
         if max_batch < 1 or max_pending < 1 or max_delay_ms < 0:
@@ -1139,6 +1164,8 @@ class StoreWriter:
         self._max_delay = max_delay_ms / 1000
         self._max_pending = max_pending
         self._checkpoint_interval = checkpoint_interval_s
+        self._compact_rows = compact_rows
+        self._compact_interval = compact_interval_s
         self._cache_kib = cache_kib
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -1367,8 +1394,10 @@ class _WriterThread:
         self._conn = conn
         self._applier = _Applier(conn)
         self._count = 0  # items taken off the queue, = the last ticket seen
-        self._last_checkpoint = time.monotonic()
+        self._last_checkpoint = self._last_compact = time.monotonic()
         self._dirty = False
+        self._staged = history.staged_rows(conn)
+        self._compacting = False
 
     def run(self) -> None:
         w = self._w
@@ -1381,7 +1410,7 @@ class _WriterThread:
                 try:
                     item = q.get(timeout=w._checkpoint_interval)
                 except queue.Empty:
-                    self._maybe_checkpoint()
+                    self._housekeeping()
                     continue
             if isinstance(item, _Stop):
                 return
@@ -1407,7 +1436,7 @@ class _WriterThread:
                     break
                 batch.append(nxt)
             self._commit(batch)
-            self._maybe_checkpoint()
+            self._housekeeping()
 
     def _commit(self, batch: list[WriteOp]) -> None:
         first = self._count + 1
@@ -1471,6 +1500,37 @@ class _WriterThread:
             return
         self._dirty = True
         self._w._report(_Done(through=ticket, committed=1, results={ticket: result}))
+
+    def _housekeeping(self) -> None:
+        self._maybe_compact()
+        self._maybe_checkpoint()
+
+    def _maybe_compact(self) -> None:
+        """Move staged telemetry into its index, one chunk between two batches."""
+        w = self._w
+        self._staged += self._applier.staged_points
+        self._applier.staged_points = 0
+        now = time.monotonic()
+        if not self._compacting:
+            due = self._staged > 0 and now - self._last_compact >= w._compact_interval
+            self._compacting = due or self._staged >= w._compact_rows
+        if not self._compacting:
+            return
+        chunk = max(1, w._compact_rows // 4)
+        try:
+            with _transaction(self._conn):
+                moved = history.compact(self._conn, chunk)
+        except sqlite3.Error as exc:
+            log.warning("telemetry compaction failed: %s", exc)
+            self._compacting = False
+            return
+        self._dirty = True
+        self._staged = max(0, self._staged - moved)
+        w.stats.compacted += moved  # an int bump; read on the loop for health only
+        if moved < chunk:
+            self._compacting = False
+            self._staged = 0
+            self._last_compact = now
 
     def _maybe_checkpoint(self) -> None:
         # Under NORMAL the WAL is synced at checkpoints: a periodic one bounds

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bellhop.common.v1 import common_pb2
+from bellhop_edge import store as store_module
 from bellhop_edge.commands import CommandRecord, CommandRequest
 from bellhop_edge.model import (
     Alert,
@@ -49,6 +50,7 @@ from bellhop_edge.store import (
     WriterClosedError,
     WriterFullError,
 )
+from sqlite_utils import Database
 
 T0 = 1_800_000_000_000  # a fixed "now" in Unix ms
 MIN = 60_000
@@ -388,3 +390,47 @@ def test_unacked_outbox_events_past_the_age_limit_are_dropped(
     dropped = store.apply_retention(policy, entries[0].ts + 3601_000).outbox_unacked_dropped
     assert dropped == 1
     assert store.outbox_after(0) == []
+
+
+def test_a_version_1_database_is_migrated_forward_keeping_its_history(
+    db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    store_module._MIGRATIONS[0](Database(conn, execute_plugins=False))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO series (device_id, metric) VALUES (?, 'temperature')", (dev,))
+    conn.execute("INSERT INTO telemetry VALUES (1, ?, 19.0)", (T0,))  # v1 wrote here directly
+    conn.close()
+    with EdgeStore.open(db_path) as store:
+        store.apply(points(dev, T0 + 1, temperature=20.0))
+        got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
+        assert [(p.ts, p.value) for p in got] == [(T0, 19.0), (T0 + 1, 20.0)]
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    conn.close()
+
+
+async def test_staged_points_are_compacted_without_changing_what_queries_see(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    # compact_rows=8: compaction starts after 8 staged points, 2 per transaction.
+    async with StoreWriter(db_path, compact_rows=8, compact_interval_s=3600) as writer:
+        for i in range(10):
+            writer.submit(points(dev, T0 + i, temperature=float(i)))
+        await writer.flush()
+        before = store.query_telemetry(dev, "temperature", T0, T0 + 100)
+        # A redelivered point with the same ts: the newest value wins, staged or not.
+        writer.submit(points(dev, T0 + 3, temperature=33.0))
+        for _ in range(20):  # each batch lets one compaction chunk run
+            await writer.submit_and_wait(PutLastSeen({}))
+        assert writer.stats.compacted >= 8
+    after = store.query_telemetry(dev, "temperature", T0, T0 + 100)
+    assert [p.value for p in before] == [float(i) for i in range(10)]
+    assert [p.value for p in after] == [0.0, 1.0, 2.0, 33.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    conn = sqlite3.connect(db_path)
+    compacted = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
+    conn.close()
+    assert compacted >= 8
