@@ -831,8 +831,10 @@ class _RetentionRun:
 class EdgeStore:
     """The gateway's database: opened (and migrated) once at start-up.
 
-    Reads and rare writes run on this object's own connection, from one thread
-    at a time. The hot path goes through a `StoreWriter`.
+    Reads and rare writes run on this object's own connection, from the
+    thread that opened it; `query_telemetry` and `outbox_after` may also be
+    called from worker threads (each gets its own read connection). The hot
+    path goes through a `StoreWriter`.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
@@ -840,6 +842,23 @@ class EdgeStore:
         self._conn = conn
         self._db = Database(conn, execute_plugins=False, recursive_triggers=False)
         self._applier = _Applier(conn)
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection: the store's own, or one opened for a worker thread."""
+        if threading.get_ident() == self._owner:
+            return self._conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
 
     @classmethod
     def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.NORMAL) -> EdgeStore:
@@ -853,6 +872,10 @@ class EdgeStore:
         return cls(path, conn)
 
     def close(self) -> None:
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         self._conn.close()
 
     def __enter__(self) -> EdgeStore:
@@ -997,17 +1020,21 @@ class EdgeStore:
     ) -> list[TelemetryPoint]:
         """Oldest first: raw points, and rollup averages where raw ones were folded."""
         return history.query_points(
-            self._conn, device_id, metric, start_ms=start_ms, end_ms=end_ms, limit=limit
+            self._reader(), device_id, metric, start_ms=start_ms, end_ms=end_ms, limit=limit
         )
 
     def outbox_after(self, seq: int, limit: int = 1000) -> list[OutboxEntry]:
         """Events with a sequence above `seq`, in order, at most `limit`."""
-        rows = self._conn.execute(
-            "SELECT o.seq, o.ts, o.kind, o.payload, s.device_id, s.metric, o.point_ts, o.value"
-            " FROM outbox o LEFT JOIN series s ON s.series_id = o.series_id"
-            " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT o.seq, o.ts, o.kind, o.payload, s.device_id, s.metric, o.point_ts, o.value"
+                " FROM outbox o LEFT JOIN series s ON s.series_id = o.series_id"
+                " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+                (seq, limit),
+            )
+            .fetchall()
+        )
         return [_outbox_entry(*row) for row in rows]
 
     def outbox_last_acked(self) -> int:

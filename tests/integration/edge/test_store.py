@@ -434,3 +434,17 @@ async def test_staged_points_are_compacted_without_changing_what_queries_see(
     compacted = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
     conn.close()
     assert compacted >= 8
+
+
+async def test_history_and_outbox_reads_work_from_worker_threads(
+    store: EdgeStore, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    store.apply(*(points(dev, T0 + i, temperature=float(i)) for i in range(50)))
+
+    def read() -> tuple[int, int]:
+        got = store.query_telemetry(dev, "temperature", T0, T0 + 100)
+        return len(got), len(store.outbox_after(0, limit=100))
+
+    results = await asyncio.gather(*(asyncio.to_thread(read) for _ in range(8)))
+    assert results == [(50, 50)] * 8
