@@ -392,6 +392,18 @@ TEST_CASE("telemetry every interval, seq counting up, faulty readings left out")
   CHECK(second[0].payload.find(R"("seq":1,)") != std::string::npos);
 }
 
+TEST_CASE("a door open at boot is reported in the state, and held open it raises a breach") {
+  ControllerConfig config;
+  config.door_held_open_ms = 60000;
+  Room room({}, config);
+  room.controller().set_door_at_boot(true, room.now());
+  const std::vector<Sent> sent = room.connect();
+  CHECK(on(sent, Channel::kEvent).empty());
+  CHECK(on(sent, Channel::kState)[0].payload.find(R"("open":true)") != std::string::npos);
+  room.advance(60000);
+  CHECK(on(room.tick(), Channel::kEvent).size() == 1);
+}
+
 TEST_CASE("an invalid identity leaves the controller inert") {
   RoomController bad({"hotel/a", "r1", DeviceKind::kThermostat, "1.0"}, {});
   CHECK_FALSE(bad.valid());

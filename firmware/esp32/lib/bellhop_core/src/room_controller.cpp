@@ -253,6 +253,12 @@ void RoomController::on_door(bool open, const Now& now, Outbox& out) {
   publish_state(now, out);
 }
 
+void RoomController::set_door_at_boot(bool open, const Now& now) {
+  door_open_ = config_.fitted.door && open;
+  door_opened_mono_ = now.mono_ms;
+  breach_reported_ = false;
+}
+
 void RoomController::on_button(const Now& now, Outbox& out) {
   if (!valid_ || !config_.fitted.light_relay) return;
   set_light(!light_on_, out);

@@ -138,6 +138,8 @@ class RoomController {
 
   void on_readings(const Readings& readings, const Now& now, Outbox& out);
   void on_door(bool open, const Now& now, Outbox& out);
+  // The door's position read at boot: reported in the state, not as an event.
+  void set_door_at_boot(bool open, const Now& now);
   // A short press of the wall switch toggles the light.
   void on_button(const Now& now, Outbox& out);
   // Call often (every loop): control, telemetry, held-open door.
