@@ -597,10 +597,12 @@ class _Applier:
             )
             self._outbox(now, OutboxKind.ROOM, bridge_pb2.OutboxEvent(room=convert.room(r)))
         elif isinstance(op, PutLastSeen):
-            conn.executemany(
-                "UPDATE devices SET last_seen = max(coalesce(last_seen, 0), ?2),"
-                " first_seen = coalesce(first_seen, ?2) WHERE device_id = ?1",
-                list(op.seen.items()),
+            # One statement for the whole map: one GIL handoff, not one per device.
+            conn.execute(
+                "UPDATE devices SET last_seen = max(coalesce(last_seen, 0), seen.value),"
+                " first_seen = coalesce(first_seen, seen.value)"
+                " FROM json_each(?) AS seen WHERE devices.device_id = seen.key",
+                (json.dumps({k: int(v) for k, v in op.seen.items()}),),
             )
         elif isinstance(op, PutAlert):
             self._put_alert(op.alert, now)
