@@ -31,7 +31,11 @@ PG_USER = os.environ.get("BELLHOP_TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("BELLHOP_TEST_PG_DB", "test")
 
 # Cheap hashing keeps the suite fast; production defaults stay RFC 9106 strength.
-FAST_PASSWORDS: dict[str, Any] = {"password_time_cost": 1, "password_memory_kib": 8, "password_parallelism": 1}
+FAST_PASSWORDS: dict[str, Any] = {
+    "password_time_cost": 1,
+    "password_memory_kib": 8,
+    "password_parallelism": 1,
+}
 
 
 def _unavailable(reason: str) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from bellhop_cloud import hotels
+from bellhop_cloud.api.schemas import DeviceOut, DevicePage
+
 from tests.cloud.support import Api, expect
 
 
@@ -98,3 +101,35 @@ async def test_unknown_time_zone_is_refused(api: Api) -> None:
         headers=owner.headers,
     )
     assert response.status_code == 422
+
+
+async def test_device_page_matches_the_documented_schema(api: Api) -> None:
+    """The page is encoded by the database; it must still be exactly DeviceOut."""
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Seaside")
+    hotel_id = await api.hotel(owner, org_id, "Lisbon")
+    await api.seed_devices(hotel_id, 3, rooms=2)
+    async with api.relay.store.write() as conn:
+        await hotels.upsert_devices(
+            conn, hotel_id, [hotels.Device("dev-new", "sensor", state={"a": [1, None, "x"]})]
+        )
+    page = expect(await api.http.get(f"/v1/hotels/{hotel_id}/devices", headers=owner.headers), 200)
+    DevicePage.model_validate(page)
+    for item in page["items"]:
+        assert set(item) == set(DeviceOut.model_fields)
+        single = expect(
+            await api.http.get(
+                f"/v1/hotels/{hotel_id}/devices/{item['device_id']}", headers=owner.headers
+            ),
+            200,
+        )
+        assert DeviceOut.model_validate(single) == DeviceOut.model_validate(item)
+    never = page["items"][-1]
+    assert never["device_id"] == "dev-new"
+    assert never["last_seen"] is None
+    assert never["stale"] is True
+    assert never["online"] is False
+    assert never["room_id"] is None
+    assert never["state"] == {"a": [1, None, "x"]}
+    assert page["items"][0]["online"] is True
+    assert page["items"][0]["stale"] is False

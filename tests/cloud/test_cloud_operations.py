@@ -51,13 +51,13 @@ async def test_problems_are_counted_by_code(api: Api) -> None:
 async def test_openapi_documents_every_error_as_a_problem(api: Api) -> None:
     schema = (await api.http.get("/openapi.json")).json()
     assert "Problem" in schema["components"]["schemas"]
-    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in schema["paths"].items():
         for method, op in ops.items():
             where = f"{method} {path}"
             assert op.get("summary"), where
             if op["x-bellhop-access"]["audience"] != "public":
-                assert op.get("security") == [{"HTTPBearer": []}], where
+                assert op.get("security") == [{"bearer": []}], where
                 assert "401" in op["responses"], where
             for status, response in op["responses"].items():
                 if status.startswith(("4", "5")) and status != "422":

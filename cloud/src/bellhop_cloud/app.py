@@ -55,7 +55,8 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         app.state.relay = relay
     metrics = relay.metrics if relay is not None else RelayMetrics()
     problems.install(app)
-    for module in (routes_health, routes_auth, routes_orgs, routes_hotels, routes_gateways):
+    # Routes are matched in order; the hot device reads go first.
+    for module in (routes_hotels, routes_auth, routes_orgs, routes_gateways, routes_health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

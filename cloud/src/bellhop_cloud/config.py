@@ -67,6 +67,9 @@ class RelayConfig(BaseSettings):
 
     enrolment_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     stale_after_s: float = Field(default=120.0, gt=0, description="freshness window")
+    access_cache_s: float = Field(
+        default=1.0, ge=0, le=10, description="how long a hotel access check is reused; 0: never"
+    )
 
     @field_validator("database_url")
     @classmethod

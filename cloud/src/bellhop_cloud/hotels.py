@@ -1,8 +1,8 @@
 """Hotels, rooms and devices as the cloud knows them, with freshness.
 
 Rows are written by the bridge (later) through `upsert_rooms`/`upsert_devices`
-and read by the REST API. `stale` is computed at read time: never seen, or
-not seen within the configured window.
+and read by the REST API (devices through `db.reads`, the hot path). `stale`
+is computed at read time: never seen, or not seen within the window.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Room:
 
 @dataclass(frozen=True, slots=True)
 class Device:
+    """A device as the bridge reports it (the write side)."""
+
     device_id: str
     kind: str
     room_id: str | None = None
@@ -175,52 +177,6 @@ async def get_room(
     if row is None:
         raise NotFound("no such room")
     return Room(row.room_id, row.name, row.floor, row.last_seen)
-
-
-_DEVICE_COLUMNS = (
-    devices.c.device_id,
-    devices.c.kind,
-    devices.c.room_id,
-    devices.c.firmware,
-    devices.c.online,
-    devices.c.state,
-    devices.c.last_seen,
-)
-
-
-async def list_devices(
-    conn: AsyncConnection,
-    hotel_id: str,
-    *,
-    visible: frozenset[str] | None,
-    room_id: str | None,
-    after: str | None,
-    limit: int,
-) -> list[Device]:
-    query = sa.select(*_DEVICE_COLUMNS).where(
-        devices.c.hotel_id == hotel_id, _room_filter(devices.c.room_id, visible)
-    )
-    if room_id is not None:
-        query = query.where(devices.c.room_id == room_id)
-    if after is not None:
-        query = query.where(devices.c.device_id > after)
-    result = await conn.execute(query.order_by(devices.c.device_id).limit(limit))
-    return [Device(*row) for row in result]
-
-
-async def get_device(
-    conn: AsyncConnection, hotel_id: str, device_id: str, *, visible: frozenset[str] | None
-) -> Device:
-    row = (
-        await conn.execute(
-            sa.select(*_DEVICE_COLUMNS).where(
-                devices.c.hotel_id == hotel_id, devices.c.device_id == device_id
-            )
-        )
-    ).first()
-    if row is None or (visible is not None and row.room_id not in visible):
-        raise NotFound("no such device")
-    return Device(*row)
 
 
 def _upsert(conn: AsyncConnection, table: sa.Table) -> Any:

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from dataclasses import dataclass, field
 
+from bellhop_cloud import hotels
 from bellhop_cloud.accounts import Accounts
 from bellhop_cloud.auth.keys import load_or_create_signing_key
 from bellhop_cloud.auth.tokens import AccessTokens
 from bellhop_cloud.config import RateLimitBackend, RelayConfig
-from bellhop_cloud.db.store import Store
+from bellhop_cloud.db.reads import DeviceReader, open_device_reader
+from bellhop_cloud.db.store import Store, utcnow
 from bellhop_cloud.errors import ConfigError
+from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.metrics import RelayMetrics
 from bellhop_cloud.passwords import Passwords
 from bellhop_cloud.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from bellhop_cloud.rbac.cache import AccessCache
+from bellhop_cloud.rbac.permissions import Access
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,11 @@ class Relay:
     limiter: RateLimiter
     metrics: RelayMetrics
     accounts: Accounts
+    devices: DeviceReader
+    access_cache: AccessCache[tuple[Hotel, Access]]
+    _lookups: dict[tuple[str, str], asyncio.Future[tuple[Hotel, Access]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     async def open(
@@ -61,11 +73,54 @@ class Relay:
             limiter=limiter,
             metrics=metrics,
         )
-        return cls(config, store, tokens, passwords, limiter, metrics, accounts)
+        return cls(
+            config,
+            store,
+            tokens,
+            passwords,
+            limiter,
+            metrics,
+            accounts,
+            open_device_reader(config),
+            AccessCache(config.access_cache_s),
+        )
+
+    async def hotel_access(self, user_id: str, hotel_id: str) -> tuple[Hotel, Access]:
+        """`hotels.access`, reused for up to `access_cache_s` (see rbac/cache.py).
+
+        Concurrent misses for one key share one query, so a dashboard's burst
+        does not turn into a burst of identical lookups when an entry expires.
+        """
+        now = time.monotonic()
+        cached = self.access_cache.get(user_id, hotel_id, now)
+        if cached is not None:
+            return cached
+        key = (user_id, hotel_id)
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._lookup_access(user_id, hotel_id, now))
+            self._lookups[key] = pending
+            pending.add_done_callback(lambda _: self._lookups.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _lookup_access(self, user_id: str, hotel_id: str, now: float) -> tuple[Hotel, Access]:
+        async with self.store.read() as conn:
+            found = await hotels.access(conn, user_id, hotel_id)
+        expiries = [g.expires_at for g in found[1].grants if g.expires_at is not None]
+        self.access_cache.put(
+            user_id,
+            hotel_id,
+            found,
+            now,
+            first_expiry=min(expiries, default=None),
+            wall_now=utcnow(),
+        )
+        return found
 
     async def close(self) -> None:
         try:
             await self.limiter.close()
+            await self.devices.close()
         finally:
             await self.store.close()
 

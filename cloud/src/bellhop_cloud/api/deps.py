@@ -11,14 +11,37 @@ from enum import StrEnum
 from typing import Annotated, Any, cast
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from bellhop_cloud.auth.tokens import Principal
 from bellhop_cloud.errors import AuthError, Unauthenticated
 from bellhop_cloud.rbac.permissions import Permission
 from bellhop_cloud.relay import Relay
 
-_bearer = HTTPBearer(auto_error=False, description="Access token from /v1/auth/login")
+
+class BearerAuth(HTTPBearer):
+    """The `Authorization: Bearer` scheme, resolved straight to the verified caller.
+
+    One dependency instead of a scheme plus a verifier: FastAPI's per-
+    dependency cost is a visible share of a hot read.
+    """
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        relay = relay_from(request)
+        credentials = await super().__call__(request)
+        if credentials is None:
+            relay.metrics.auth_failures.labels(reason="unauthenticated").inc()
+            raise Unauthenticated("send an access token as 'Authorization: Bearer ...'")
+        try:
+            return relay.tokens.verify(credentials.credentials)
+        except AuthError as exc:
+            relay.metrics.auth_failures.labels(reason=exc.code).inc()
+            raise
+
+
+_bearer = BearerAuth(
+    auto_error=False, scheme_name="bearer", description="Access token from /v1/auth/login"
+)
 
 
 class Audience(StrEnum):
@@ -35,23 +58,12 @@ def access_rule(audience: Audience, permission: Permission | None = None) -> dic
     return {"x-bellhop-access": rule}
 
 
-async def relay_of(request: Request) -> Relay:
+def relay_from(request: Request) -> Relay:
     return cast("Relay", request.app.state.relay)
 
 
-async def caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    relay = cast("Relay", request.app.state.relay)
-    if credentials is None:
-        relay.metrics.auth_failures.labels(reason="unauthenticated").inc()
-        raise Unauthenticated("send an access token as 'Authorization: Bearer ...'")
-    try:
-        return relay.tokens.verify(credentials.credentials)
-    except AuthError as exc:
-        relay.metrics.auth_failures.labels(reason=exc.code).inc()
-        raise
+async def relay_of(request: Request) -> Relay:
+    return relay_from(request)
 
 
 async def client_address(request: Request) -> str | None:
@@ -59,5 +71,5 @@ async def client_address(request: Request) -> str | None:
 
 
 RelayDep = Annotated[Relay, Depends(relay_of)]
-CallerDep = Annotated[Principal, Depends(caller)]
+CallerDep = Annotated[Principal, Depends(_bearer)]
 AddressDep = Annotated[str | None, Depends(client_address)]

@@ -99,9 +99,9 @@ async def enrol(body: EnrolRequest, relay: RelayDep, address: AddressDep) -> Gat
     openapi_extra=access_rule(Audience.HOTEL, Permission.READ_STATE),
 )
 async def list_gateways(hotel_id: str, relay: RelayDep, who: CallerDep) -> list[GatewayOut]:
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
+    require(found, Permission.READ_STATE, hotel_id=hotel_id)
     async with relay.store.read() as conn:
-        _, found = await hotels.access(conn, who.user_id, hotel_id)
-        require(found, Permission.READ_STATE, hotel_id=hotel_id)
         found_gateways = await enrolment.in_hotel(conn, hotel_id)
     now = utcnow()
     window = timedelta(seconds=relay.config.stale_after_s)

@@ -7,14 +7,15 @@ import binascii
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from bellhop_cloud import hotels
-from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
+from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule, relay_from
+from bellhop_cloud.api.encoding import json_response
 from bellhop_cloud.api.problems import responses
-from bellhop_cloud.api.schemas import DeviceOut, DevicePage, HotelOut, RoomOut, RoomPage
+from bellhop_cloud.api.schemas import DevicePage, HotelOut, RoomOut, RoomPage
 from bellhop_cloud.db.store import utcnow
-from bellhop_cloud.errors import InvalidRequest
+from bellhop_cloud.errors import InvalidRequest, NotFound
 from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.rbac.permissions import Permission
 from bellhop_cloud.relay import Relay
@@ -56,8 +57,7 @@ def decode_cursor(cursor: str | None) -> str | None:
 
 @router.get("/v1/hotels/{hotel_id}", responses=HOTEL, openapi_extra=READ)
 async def get_hotel(hotel_id: str, relay: RelayDep, who: CallerDep) -> HotelOut:
-    async with relay.store.read() as conn:
-        hotel, _ = await hotels.access(conn, who.user_id, hotel_id)
+    hotel, _ = await relay.hotel_access(who.user_id, hotel_id)
     return hotel_out(hotel, relay, utcnow())
 
 
@@ -71,8 +71,8 @@ async def list_rooms(
 ) -> RoomPage:
     """Rooms you can see, ordered by room id."""
     after = decode_cursor(cursor)
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
     async with relay.store.read() as conn:
-        _, found = await hotels.access(conn, who.user_id, hotel_id)
         rooms = await hotels.list_rooms(
             conn, hotel_id, visible=found.visible_rooms(hotel_id), after=after, limit=limit
         )
@@ -94,8 +94,8 @@ async def list_rooms(
 
 @router.get("/v1/hotels/{hotel_id}/rooms/{room_id}", responses=HOTEL, openapi_extra=READ)
 async def get_room(hotel_id: str, room_id: str, relay: RelayDep, who: CallerDep) -> RoomOut:
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
     async with relay.store.read() as conn:
-        _, found = await hotels.access(conn, who.user_id, hotel_id)
         room = await hotels.get_room(conn, hotel_id, room_id, visible=found.visible_rooms(hotel_id))
     window = timedelta(seconds=relay.config.stale_after_s)
     return RoomOut(
@@ -107,53 +107,44 @@ async def get_room(hotel_id: str, room_id: str, relay: RelayDep, who: CallerDep)
     )
 
 
-def _device_out(device: hotels.Device, now: datetime, window: timedelta) -> DeviceOut:
-    return DeviceOut(
-        device_id=device.device_id,
-        room_id=device.room_id,
-        kind=device.kind,
-        firmware=device.firmware,
-        online=device.online,
-        state=device.state,
-        last_seen=device.last_seen,
-        stale=hotels.is_stale(device.last_seen, now, window),
-    )
-
-
-@router.get("/v1/hotels/{hotel_id}/devices", responses=HOTEL, openapi_extra=READ)
+@router.get(
+    "/v1/hotels/{hotel_id}/devices",
+    response_model=DevicePage,
+    responses=HOTEL,
+    openapi_extra=READ,
+)
 async def list_devices(
+    request: Request,
     hotel_id: str,
     *,
-    relay: RelayDep,
     who: CallerDep,
     limit: Limit = 100,
     cursor: Cursor = None,
     room_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> DevicePage:
+) -> Response:
     """Devices you can see, ordered by device id; `room_id` filters to one room."""
+    relay = relay_from(request)  # not a dependency: this is the hottest read
     after = decode_cursor(cursor)
-    async with relay.store.read() as conn:
-        _, found = await hotels.access(conn, who.user_id, hotel_id)
-        devices = await hotels.list_devices(
-            conn,
-            hotel_id,
-            visible=found.visible_rooms(hotel_id),
-            room_id=room_id,
-            after=after,
-            limit=limit,
-        )
-    now = utcnow()
-    window = timedelta(seconds=relay.config.stale_after_s)
-    items = [_device_out(d, now, window) for d in devices]
-    next_cursor = encode_cursor(items[-1].device_id) if len(items) == limit else None
-    return DevicePage(items=items, next_cursor=next_cursor)
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
+    items = await relay.devices.page(
+        hotel_id,
+        visible=found.visible_rooms(hotel_id),
+        room_id=room_id,
+        after=after,
+        limit=limit,
+        stale_before=utcnow() - timedelta(seconds=relay.config.stale_after_s),
+    )
+    next_cursor = encode_cursor(items[-1]["device_id"]) if len(items) == limit else None
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/v1/hotels/{hotel_id}/devices/{device_id}", responses=HOTEL, openapi_extra=READ)
-async def get_device(hotel_id: str, device_id: str, relay: RelayDep, who: CallerDep) -> DeviceOut:
-    async with relay.store.read() as conn:
-        _, found = await hotels.access(conn, who.user_id, hotel_id)
-        device = await hotels.get_device(
-            conn, hotel_id, device_id, visible=found.visible_rooms(hotel_id)
-        )
-    return _device_out(device, utcnow(), timedelta(seconds=relay.config.stale_after_s))
+async def get_device(hotel_id: str, device_id: str, relay: RelayDep, who: CallerDep) -> Response:
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
+    device = await relay.devices.one(
+        hotel_id, device_id, stale_before=utcnow() - timedelta(seconds=relay.config.stale_after_s)
+    )
+    visible = found.visible_rooms(hotel_id)
+    if device is None or (visible is not None and device["room_id"] not in visible):
+        raise NotFound("no such device")
+    return json_response(device)

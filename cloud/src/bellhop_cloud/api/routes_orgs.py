@@ -109,6 +109,7 @@ async def remove_member(org_id: str, user_id: str, relay: RelayDep, who: CallerD
         _, found = await orgs.access(conn, who.user_id, org_id)
         orgs.require(found, Permission.MANAGE_MEMBERS)
         await orgs.remove_member(conn, found, actor_id=who.user_id, user_id=user_id)
+    relay.access_cache.clear()
     return Response(status_code=204)
 
 
@@ -159,6 +160,7 @@ async def create_grant(org_id: str, body: GrantCreate, relay: RelayDep, who: Cal
             rooms=frozenset(body.rooms) if body.rooms is not None else None,
             expires_at=body.expires_at,
         )
+    relay.access_cache.clear()
     return _grant(view)
 
 
@@ -172,6 +174,7 @@ async def revoke_grant(org_id: str, grant_id: str, relay: RelayDep, who: CallerD
     async with relay.store.write() as conn:
         _, found = await orgs.access(conn, who.user_id, org_id)
         await orgs.revoke_grant(conn, found, actor_id=who.user_id, grant_id=grant_id)
+    relay.access_cache.clear()
     return Response(status_code=204)
 
 

@@ -1,0 +1,338 @@
+"""Cloud API benchmark: authenticated device pages against one relay process.
+
+64 keep-alive clients read page 1 (100 devices) of a 500-device hotel with a
+valid access token, against one relay process on SQLite and on PostgreSQL.
+The floor, measured in the same run, is the same server process answering a
+constant JSON body with no auth and no storage. The relay runs in its own
+process; the load generator is a minimal HTTP/1.1 client in this one.
+
+    .venv/bin/python bench/cloud_api.py [--quick]
+
+Prints one JSON object as its last line: sqlite_rps, sqlite_p99_ms,
+postgres_rps, postgres_p99_ms, floor_rps (and the ratios and targets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+CLIENTS = 64
+DEVICES = 500
+PAGE = 100
+TARGET_RATIO = 0.35
+TARGET_P99_MS = 100.0
+PG_ADMIN = os.environ.get("BELLHOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+FLOOR_PATH = "/bench/floor"
+
+
+# --- server side -------------------------------------------------------------
+
+
+def serve(config_path: Path) -> None:
+    """Run one relay process with the extra floor route, until terminated."""
+    import uvicorn
+
+    from bellhop_cloud.app import create_app
+    from bellhop_cloud.config import load_config
+
+    config = load_config(config_path)
+    app = create_app(config)
+    body = {"status": "ok", "service": "bellhop-cloud"}
+
+    @app.get(FLOOR_PATH, include_in_schema=False)
+    async def floor() -> dict[str, str]:
+        return body
+
+    # First in the route list, so the floor pays no route matching the relay's routes pay.
+    app.router.routes.insert(0, app.router.routes.pop())
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=config.port,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
+
+
+# --- set-up ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def seed(config: Any) -> tuple[str, str]:
+    """One owner, one hotel of 500 devices; returns (hotel id, access token)."""
+    from bellhop_cloud import hotels, orgs
+    from bellhop_cloud.relay import Relay
+
+    relay = await Relay.open(config)
+    try:
+        user = await relay.accounts.register(
+            "bench@example.com", "benchmark password", "bench", address=None
+        )
+        async with relay.store.write() as conn:
+            org = await orgs.create(conn, "Bench Hotels", user.user_id)
+            hotel = await hotels.create(conn, org.org_id, "Bench", "UTC", actor_id=user.user_id)
+            now = datetime.now(UTC)
+            await hotels.upsert_rooms(
+                conn,
+                hotel.hotel_id,
+                [hotels.Room(f"{n:03d}", f"Room {n}", n // 20, now) for n in range(100)],
+            )
+            await hotels.upsert_devices(
+                conn,
+                hotel.hotel_id,
+                [
+                    hotels.Device(
+                        device_id=f"dev-{n:04d}",
+                        kind="thermostat",
+                        room_id=f"{n % 100:03d}",
+                        firmware="1.4.2",
+                        online=True,
+                        state={"temperature": 21.5, "setpoint": 22.0, "mode": "heat"},
+                        last_seen=now,
+                    )
+                    for n in range(DEVICES)
+                ],
+            )
+        token = relay.tokens.issue(user.user_id).token
+        return hotel.hotel_id, token
+    finally:
+        await relay.close()
+
+
+def write_config(workdir: Path, database_url: str, port: int) -> Path:
+    path = workdir / f"relay-{port}.toml"
+    values = {
+        "database_url": database_url,
+        "signing_key_path": str(workdir / "signing-key.pem"),
+        "port": port,
+        "access_token_ttl_s": 900,
+        "password_time_cost": 1,
+        "password_memory_kib": 1024,
+        "password_parallelism": 1,
+    }
+    path.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return path
+
+
+async def wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"relay exited with {process.returncode}")
+        try:
+            status, _ = await one_request(port, "/readyz", {})
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise SystemExit("relay did not become ready")
+
+
+# --- load --------------------------------------------------------------------
+
+
+async def one_request(port: int, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes(path, headers))
+        return await asyncio.wait_for(read_response(reader), 5)
+    finally:
+        writer.close()
+
+
+def request_bytes(path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return status, await reader.readexactly(length)
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+async def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Result:
+    """CLIENTS keep-alive connections, each sending the next request on reply."""
+    request = request_bytes(path, headers)
+    latencies: list[float] = []
+    errors = 0
+    measuring = False
+    stop = False
+
+    async def client() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while not stop:
+                started = time.perf_counter()
+                writer.write(request)
+                status, _ = await asyncio.wait_for(read_response(reader), 10)
+                if measuring:
+                    latencies.append(time.perf_counter() - started)
+                    if status != 200:
+                        errors += 1
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
+    await asyncio.sleep(min(2.0, seconds / 3))  # warm-up: connections, caches, JIT-free paths
+    measuring = True
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    measuring = False
+    elapsed = time.perf_counter() - started
+    stop = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies.sort()
+    count = len(latencies)
+
+    def pct(q: float) -> float:
+        return latencies[min(count - 1, int(q * count))] * 1000 if count else float("nan")
+
+    return Result(rps=count / elapsed, p50_ms=pct(0.50), p99_ms=pct(0.99), errors=errors)
+
+
+# --- orchestration -----------------------------------------------------------
+
+
+async def measure_store(
+    workdir: Path, database_url: str, seconds: float, *, floor: bool
+) -> tuple[Result, Result | None]:
+    from bellhop_cloud.config import load_config
+
+    port = free_port()
+    config_path = write_config(workdir, database_url, port)
+    hotel_id, token = await seed(load_config(config_path))
+    process = subprocess.Popen(  # noqa: ASYNC220 - one child, started once
+        [sys.executable, __file__, "--serve", str(config_path)]
+    )
+    try:
+        await wait_ready(port, process)
+        headers = {"Authorization": f"Bearer {token}"}
+        path = f"/v1/hotels/{hotel_id}/devices?limit={PAGE}"
+        status, body = await one_request(port, path, headers)
+        assert status == 200, (status, body[:200])
+        assert len(json.loads(body)["items"]) == PAGE
+        floor_result = await load(port, FLOOR_PATH, {}, seconds) if floor else None
+        store_result = await load(port, path, headers, seconds)
+        return store_result, floor_result
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+async def pg_database() -> tuple[str, str]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    name = f"bellhop_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def drop_pg_database(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def run(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bellhop-bench-") as tmp:
+        workdir = Path(tmp)
+        sqlite, floor = await measure_store(
+            workdir, f"sqlite:///{workdir / 'relay.db'}", seconds, floor=True
+        )
+        assert floor is not None
+        name, url = await pg_database()
+        try:
+            postgres, _ = await measure_store(workdir, url, seconds, floor=False)
+        finally:
+            await drop_pg_database(name)
+    for label, result in (("floor", floor), ("sqlite", sqlite), ("postgres", postgres)):
+        print(
+            f"{label:9s} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+            f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+            file=sys.stderr,
+        )
+    return {
+        "clients": CLIENTS,
+        "devices": DEVICES,
+        "page": PAGE,
+        "seconds": seconds,
+        "floor_rps": round(floor.rps, 1),
+        "sqlite_rps": round(sqlite.rps, 1),
+        "sqlite_p99_ms": round(sqlite.p99_ms, 2),
+        "postgres_rps": round(postgres.rps, 1),
+        "postgres_p99_ms": round(postgres.p99_ms, 2),
+        "sqlite_ratio": round(sqlite.rps / floor.rps, 3),
+        "postgres_ratio": round(postgres.rps / floor.rps, 3),
+        "errors": floor.errors + sqlite.errors + postgres.errors,
+        "target_ratio": TARGET_RATIO,
+        "target_p99_ms": TARGET_P99_MS,
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short phases (under 60 s)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per phase")
+    parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(Path(args.serve))
+        return
+    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(run(seconds))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
