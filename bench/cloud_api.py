@@ -44,7 +44,6 @@ FLOOR_PATH = "/bench/floor"
 def serve(config_path: Path) -> None:
     """Run one relay process with the extra floor route, until terminated."""
     import uvicorn
-
     from bellhop_cloud.app import create_app
     from bellhop_cloud.config import load_config
 
@@ -237,9 +236,7 @@ async def measure_store(
     port = free_port()
     config_path = write_config(workdir, database_url, port)
     hotel_id, token = await seed(load_config(config_path))
-    process = subprocess.Popen(  # noqa: ASYNC220 - one child, started once
-        [sys.executable, __file__, "--serve", str(config_path)]
-    )
+    process = subprocess.Popen([sys.executable, __file__, "--serve", str(config_path)])
     try:
         await wait_ready(port, process)
         headers = {"Authorization": f"Bearer {token}"}
