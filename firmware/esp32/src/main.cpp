@@ -22,6 +22,12 @@
 #include "settings_store.h"
 #include "wifi_link.h"
 
+// The loop task's default 8 KiB is tight for TLS plus JSON work; the core
+// keeps its large messages in static storage, this is margin.
+#ifdef SET_LOOP_TASK_STACK_SIZE
+SET_LOOP_TASK_STACK_SIZE(16 * 1024);
+#endif
+
 namespace {
 
 namespace prov = bellhop::provisioning;

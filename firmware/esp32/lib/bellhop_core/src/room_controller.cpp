@@ -94,8 +94,7 @@ void RoomController::on_message(std::string_view topic, std::string_view payload
     ++counters_.foreign_topic;
     return;
   }
-  Command cmd;
-  const Reject reason = decoder_.decode_command(payload, cmd);
+  const Reject reason = decoder_.decode_command(payload, command_);
   if (reason != Reject::kNone) {
     // Without a trustworthy id there is nothing to acknowledge: count and drop.
     counters_.rejected.count(reason);
@@ -106,22 +105,17 @@ void RoomController::on_message(std::string_view topic, std::string_view payload
     ++counters_.clock_unset;
     return;
   }
-  const GuardDecision decision = guard_.check(cmd, now.unix_ms);
+  const GuardDecision decision = guard_.check(command_, now.unix_ms);
   if (decision.verdict != Verdict::kExecute) {
     ++(decision.verdict == Verdict::kDuplicate ? counters_.duplicates : counters_.expired);
     if (!decision.ack.empty()) out.add_raw(Channel::kAck, 1, false, decision.ack);
     return;
   }
-  Ack ack;
-  Entries result;
-  char error[kMaxTextChars + 1] = {};
-  bool state_changed = false;
-  execute(cmd, now, out, ack, result, state_changed, error);
+  const bool state_changed = execute(now, out);
   ++counters_.executed;
-  char payload_bytes[512];
-  const std::size_t n = encode(ack, payload_bytes, sizeof payload_bytes);
-  const std::string_view ack_payload(payload_bytes, n);
-  guard_.record(cmd.id, ack_payload);
+  const std::size_t n = encode(ack_, ack_bytes_.data(), ack_bytes_.size());
+  const std::string_view ack_payload(ack_bytes_.data(), n);
+  guard_.record(command_.id, ack_payload);
   if (n == 0 || !out.add_raw(Channel::kAck, 1, false, ack_payload)) return;
   if (state_changed) {
     out.save_settings = true;
@@ -129,13 +123,17 @@ void RoomController::on_message(std::string_view topic, std::string_view payload
   }
 }
 
-void RoomController::execute(const Command& cmd, const Now& now, Outbox& out, Ack& ack, Entries& result,
-                             bool& state_changed, char (&error)[kMaxTextChars + 1]) {
-  ack.id = cmd.id;
-  ack.status = AckStatus::kError;
+bool RoomController::execute(const Now& now, Outbox& out) {
+  const Command& cmd = command_;
+  ack_.id = cmd.id;
+  ack_.status = AckStatus::kError;
+  ack_.result.reset();
+  ack_.error.reset();
   auto fail = [&](const char* code, std::string_view detail) {
-    std::snprintf(error, sizeof error, "%s: %.*s", code, static_cast<int>(detail.size()), detail.data());
-    ack.error = std::string_view(error);
+    std::snprintf(error_, sizeof error_, "%s: %.*s", code, static_cast<int>(detail.size()), detail.data());
+    ack_.error = std::string_view(error_);
+    ack_.result.reset();
+    return false;
   };
   auto number = [&](std::string_view name) -> std::optional<double> {
     const Value* v = cmd.params.find(name);
@@ -148,6 +146,8 @@ void RoomController::execute(const Command& cmd, const Now& now, Outbox& out, Ac
     return static_cast<std::uint16_t>(*v);
   };
 
+  Entries& result = ack_.result.emplace();
+  bool state_changed = false;
   if (cmd.name == "ping") {
     result.add("uptime_s", Value::of(static_cast<double>(now.mono_ms / 1000)));
   } else if (cmd.name == "set_setpoint") {
@@ -196,8 +196,8 @@ void RoomController::execute(const Command& cmd, const Now& now, Outbox& out, Ac
   } else {
     return fail("unknown_command", cmd.name);
   }
-  ack.status = AckStatus::kOk;
-  ack.result = result;
+  ack_.status = AckStatus::kOk;
+  return state_changed;
 }
 
 void RoomController::set_light(bool on, Outbox& out) {
@@ -282,7 +282,8 @@ void RoomController::tick(const Now& now, Outbox& out) {
   if (!connected_ || now.unix_ms == 0) return;
   if (last_telemetry_mono_ && now.mono_ms - *last_telemetry_mono_ < config_.telemetry_interval_ms) return;
   last_telemetry_mono_ = now.mono_ms;
-  Telemetry t;
+  Telemetry& t = telemetry_;
+  t.metrics.clear();
   t.ts = now.unix_ms;
   t.seq = seq_++;  // wraps at 2^32 as the protocol says
   // A reading outside the protocol's range is a sensor fault: leave it out
@@ -311,7 +312,8 @@ void RoomController::control(const Now& now, Outbox& out) {
 
 void RoomController::publish_state(const Now& now, Outbox& out) {
   if (!connected_) return;  // the whole state goes out on (re)connect
-  StateReport state;
+  StateReport& state = state_;
+  state.values.clear();
   state.ts = now.unix_ms;
   const ThermostatSettings& s = thermostat_.settings();
   state.values.add("setpoint", Value::of(s.setpoint));
@@ -342,7 +344,8 @@ void RoomController::flush_events(const Now& now, Outbox& out) {
   std::size_t sent = 0;
   for (; sent < pending_count_; ++sent) {
     const PendingEvent& p = pending_[sent];
-    Event e;
+    Event& e = event_;
+    e.data.clear();
     // Stamped with when it happened, not when it could be sent.
     e.ts = now.unix_ms - (now.mono_ms - p.mono_ms);
     e.kind = p.kind;

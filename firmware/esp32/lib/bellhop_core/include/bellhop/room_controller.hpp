@@ -161,8 +161,8 @@ class RoomController {
   };
   static constexpr std::size_t kMaxPendingEvents = 8;
 
-  void execute(const Command& cmd, const Now& now, Outbox& out, Ack& ack, Entries& result,
-               bool& state_changed, char (&error)[kMaxTextChars + 1]);
+  // Runs `command_` and fills `ack_`; true when the reported state changed.
+  bool execute(const Now& now, Outbox& out);
   void queue_event(const PendingEvent& event, const Now& now, Outbox& out);
   void flush_events(const Now& now, Outbox& out);
   void publish_state(const Now& now, Outbox& out);
@@ -190,6 +190,16 @@ class RoomController {
   std::optional<std::uint64_t> last_telemetry_mono_;
   std::array<PendingEvent, kMaxPendingEvents> pending_{};
   std::size_t pending_count_ = 0;
+
+  // Messages being built live here, not on the loop task's small stack
+  // (each holds up to 32 entries).
+  Command command_;
+  Ack ack_;
+  std::array<char, 512> ack_bytes_{};
+  char error_[kMaxTextChars + 1] = {};
+  StateReport state_;
+  Telemetry telemetry_;
+  Event event_;
 };
 
 std::string_view wire_name(GasLevel level);
