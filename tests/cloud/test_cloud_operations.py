@@ -95,3 +95,16 @@ async def test_oversized_fields_are_refused(api: Api, size: int) -> None:
         "/v1/auth/login", json={"email": "a@example.com", "password": "p" * (300 * size)}
     )
     assert response.status_code == 422
+
+
+async def test_every_json_answer_has_a_documented_schema(api: Api) -> None:
+    schema = (await api.http.get("/openapi.json")).json()
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            ok = [s for s in op["responses"] if s.startswith("2")]
+            assert ok, f"{method} {path}"
+            for status in ok:
+                content = op["responses"][status].get("content", {})
+                if status == "204" or path == "/metrics":
+                    continue
+                assert content["application/json"]["schema"], f"{method} {path}"

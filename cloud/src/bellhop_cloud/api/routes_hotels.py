@@ -13,7 +13,7 @@ from bellhop_cloud import hotels
 from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule, relay_from
 from bellhop_cloud.api.encoding import json_response
 from bellhop_cloud.api.problems import responses
-from bellhop_cloud.api.schemas import DevicePage, HotelOut, RoomOut, RoomPage
+from bellhop_cloud.api.schemas import DeviceOut, DevicePage, HotelOut, RoomOut, RoomPage
 from bellhop_cloud.db.store import utcnow
 from bellhop_cloud.errors import InvalidRequest, NotFound
 from bellhop_cloud.hotels import Hotel
@@ -53,6 +53,38 @@ def decode_cursor(cursor: str | None) -> str | None:
         return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("cursor is not one this API returned") from exc
+
+
+# First: routes are matched in order and this is the most frequent read.
+@router.get(
+    "/v1/hotels/{hotel_id}/devices",
+    response_model=DevicePage,
+    responses=HOTEL,
+    openapi_extra=READ,
+)
+async def list_devices(
+    request: Request,
+    hotel_id: str,
+    *,
+    who: CallerDep,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+    room_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Devices you can see, ordered by device id; `room_id` filters to one room."""
+    relay = relay_from(request)  # not a dependency: this is the hottest read
+    after = decode_cursor(cursor)
+    _, found = await relay.hotel_access(who.user_id, hotel_id)
+    items = await relay.devices.page(
+        hotel_id,
+        visible=found.visible_rooms(hotel_id),
+        room_id=room_id,
+        after=after,
+        limit=limit,
+        stale_before=utcnow() - timedelta(seconds=relay.config.stale_after_s),
+    )
+    next_cursor = encode_cursor(items[-1]["device_id"]) if len(items) == limit else None
+    return json_response({"items": items, "next_cursor": next_cursor})
 
 
 @router.get("/v1/hotels/{hotel_id}", responses=HOTEL, openapi_extra=READ)
@@ -108,37 +140,11 @@ async def get_room(hotel_id: str, room_id: str, relay: RelayDep, who: CallerDep)
 
 
 @router.get(
-    "/v1/hotels/{hotel_id}/devices",
-    response_model=DevicePage,
+    "/v1/hotels/{hotel_id}/devices/{device_id}",
+    response_model=DeviceOut,
     responses=HOTEL,
     openapi_extra=READ,
 )
-async def list_devices(
-    request: Request,
-    hotel_id: str,
-    *,
-    who: CallerDep,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-    room_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> Response:
-    """Devices you can see, ordered by device id; `room_id` filters to one room."""
-    relay = relay_from(request)  # not a dependency: this is the hottest read
-    after = decode_cursor(cursor)
-    _, found = await relay.hotel_access(who.user_id, hotel_id)
-    items = await relay.devices.page(
-        hotel_id,
-        visible=found.visible_rooms(hotel_id),
-        room_id=room_id,
-        after=after,
-        limit=limit,
-        stale_before=utcnow() - timedelta(seconds=relay.config.stale_after_s),
-    )
-    next_cursor = encode_cursor(items[-1]["device_id"]) if len(items) == limit else None
-    return json_response({"items": items, "next_cursor": next_cursor})
-
-
-@router.get("/v1/hotels/{hotel_id}/devices/{device_id}", responses=HOTEL, openapi_extra=READ)
 async def get_device(hotel_id: str, device_id: str, relay: RelayDep, who: CallerDep) -> Response:
     _, found = await relay.hotel_access(who.user_id, hotel_id)
     device = await relay.devices.one(
