@@ -1,6 +1,6 @@
 #include "settings_store.h"
 
-#include <cmath>
+#include <cstring>
 
 namespace {
 
@@ -8,8 +8,18 @@ namespace {
 constexpr char kThermostatNamespace[] = "bellhop";
 constexpr char kNetworkNamespace[] = "bellhop_net";
 
+// Replaces `out` only with a whole value that fits: a partial read must not
+// leave half a host name behind.
 void read_text(Preferences& prefs, const char* key, char* out, size_t capacity) {
-  if (prefs.isKey(key)) prefs.getString(key, out, capacity);
+  if (!prefs.isKey(key)) return;
+  char value[NetworkConfig::kTextBytes] = {};
+  const size_t n = prefs.getString(key, value, capacity < sizeof value ? capacity : sizeof value);
+  if (n == 0) {
+    Serial.printf("nvs: %s is unreadable or too long, ignored\n", key);
+    return;
+  }
+  std::strncpy(out, value, capacity - 1);
+  out[capacity - 1] = '\0';
 }
 
 }  // namespace

@@ -4,18 +4,20 @@
 
 #include <Preferences.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "bellhop/thermostat.hpp"
 
 // Network settings: NVS keys override the provisioning header's values.
 struct NetworkConfig {
+  static constexpr size_t kTextBytes = 65;
   char wifi_ssid[33] = {};
-  char wifi_password[65] = {};
-  char mqtt_host[65] = {};
+  char wifi_password[kTextBytes] = {};
+  char mqtt_host[kTextBytes] = {};
   uint16_t mqtt_port = 0;
-  char ntp_server[65] = {};
-  char timezone[65] = {};
+  char ntp_server[kTextBytes] = {};
+  char timezone[kTextBytes] = {};
   uint32_t telemetry_interval_ms = 10000;
 };
 

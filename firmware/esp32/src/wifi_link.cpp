@@ -6,8 +6,8 @@
 void WifiLink::begin(const char* hostname, const char* ssid, const char* password) {
   ssid_ = ssid;
   password_ = password;
+  WiFi.setHostname(hostname);  // before mode(): the Arduino core applies it when the interface starts
   WiFi.mode(WIFI_STA);
-  WiFi.setHostname(hostname);
   // This class owns reconnection, with back-off and jitter.
   WiFi.setAutoReconnect(false);
   WiFi.persistent(false);  // credentials come from provisioning or NVS, never rewritten

@@ -404,6 +404,17 @@ TEST_CASE("a door open at boot is reported in the state, and held open it raises
   CHECK(on(room.tick(), Channel::kEvent).size() == 1);
 }
 
+TEST_CASE("a clean shutdown publishes the retained offline status with its time") {
+  Room room;
+  room.connect();
+  room.advance(5000);
+  const std::vector<Sent> sent = room.run([](RoomController& c, const Now& n, Outbox& o) { c.on_shutdown(n, o); });
+  REQUIRE(sent.size() == 1);
+  CHECK(sent[0].channel == Channel::kStatus);
+  CHECK(sent[0].retained);
+  CHECK(sent[0].payload == R"({"v":1,"state":"offline","ts":1763790005000})");
+}
+
 TEST_CASE("an invalid identity leaves the controller inert") {
   RoomController bad({"hotel/a", "r1", DeviceKind::kThermostat, "1.0"}, {});
   CHECK_FALSE(bad.valid());

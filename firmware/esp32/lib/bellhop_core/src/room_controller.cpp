@@ -116,7 +116,7 @@ void RoomController::on_message(std::string_view topic, std::string_view payload
   const std::size_t n = encode(ack_, ack_bytes_.data(), ack_bytes_.size());
   const std::string_view ack_payload(ack_bytes_.data(), n);
   guard_.record(command_.id, ack_payload);
-  if (n == 0 || !out.add_raw(Channel::kAck, 1, false, ack_payload)) return;
+  if (n != 0) out.add_raw(Channel::kAck, 1, false, ack_payload);
   if (state_changed) {
     out.save_settings = true;
     publish_state(now, out);
