@@ -2,9 +2,11 @@
 
 64 keep-alive clients read page 1 (100 devices) of a 500-device hotel with a
 valid access token, against one relay process on SQLite and on PostgreSQL.
-The floor, measured in the same run, is the same server process answering a
-constant JSON body with no auth and no storage. The relay runs in its own
-process; the load generator is a minimal HTTP/1.1 client in this one.
+The floor, measured in the same run, is the same server process (the SQLite
+one) answering a constant JSON body with no auth and no storage, from a route
+matched first. Each relay runs in its own process; the load generator is a
+minimal HTTP/1.1 client in this one. Floor, SQLite and PostgreSQL take turns
+in short rounds, so background load is shared among them.
 
     .venv/bin/python bench/cloud_api.py [--quick]
 
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ TARGET_RATIO = 0.35
 TARGET_P99_MS = 100.0
 PG_ADMIN = os.environ.get("BELLHOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FLOOR_PATH = "/bench/floor"
+WARM_UP_S = 0.5
 
 
 # --- server side -------------------------------------------------------------
@@ -178,22 +181,27 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 @dataclass
 class Result:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+    requests: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-async def load(port: int, path: str, headers: dict[str, str], seconds: float) -> Result:
+async def load(port: int, path: str, headers: dict[str, str], seconds: float, into: Result) -> None:
     """CLIENTS keep-alive connections, each sending the next request on reply."""
     request = request_bytes(path, headers)
-    latencies: list[float] = []
-    errors = 0
     measuring = False
     stop = False
 
     async def client() -> None:
-        nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not stop:
@@ -201,55 +209,53 @@ async def load(port: int, path: str, headers: dict[str, str], seconds: float) ->
                 writer.write(request)
                 status, _ = await asyncio.wait_for(read_response(reader), 10)
                 if measuring:
-                    latencies.append(time.perf_counter() - started)
-                    if status != 200:
-                        errors += 1
+                    into.latencies.append(time.perf_counter() - started)
+                    into.errors += status != 200
         finally:
             writer.close()
 
     tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
-    await asyncio.sleep(min(2.0, seconds / 3))  # warm-up: connections, caches, JIT-free paths
+    await asyncio.sleep(WARM_UP_S)  # connections open, caches filled
     measuring = True
     started = time.perf_counter()
     await asyncio.sleep(seconds)
     measuring = False
-    elapsed = time.perf_counter() - started
+    into.seconds += time.perf_counter() - started
     stop = True
     await asyncio.gather(*tasks, return_exceptions=True)
-    latencies.sort()
-    count = len(latencies)
-
-    def pct(q: float) -> float:
-        return latencies[min(count - 1, int(q * count))] * 1000 if count else float("nan")
-
-    return Result(rps=count / elapsed, p50_ms=pct(0.50), p99_ms=pct(0.99), errors=errors)
+    into.requests = len(into.latencies)
 
 
 # --- orchestration -----------------------------------------------------------
 
 
-async def measure_store(
-    workdir: Path, database_url: str, seconds: float, *, floor: bool
-) -> tuple[Result, Result | None]:
+@dataclass
+class Relay:
+    port: int
+    path: str
+    headers: dict[str, str]
+    process: subprocess.Popen[bytes]
+
+
+async def start_relay(workdir: Path, database_url: str) -> Relay:
     from bellhop_cloud.config import load_config
 
     port = free_port()
     config_path = write_config(workdir, database_url, port)
     hotel_id, token = await seed(load_config(config_path))
     process = subprocess.Popen([sys.executable, __file__, "--serve", str(config_path)])
-    try:
-        await wait_ready(port, process)
-        headers = {"Authorization": f"Bearer {token}"}
-        path = f"/v1/hotels/{hotel_id}/devices?limit={PAGE}"
-        status, body = await one_request(port, path, headers)
-        assert status == 200, (status, body[:200])
-        assert len(json.loads(body)["items"]) == PAGE
-        floor_result = await load(port, FLOOR_PATH, {}, seconds) if floor else None
-        store_result = await load(port, path, headers, seconds)
-        return store_result, floor_result
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    await wait_ready(port, process)
+    headers = {"Authorization": f"Bearer {token}"}
+    path = f"/v1/hotels/{hotel_id}/devices?limit={PAGE}"
+    status, body = await one_request(port, path, headers)
+    assert status == 200, (status, body[:200])
+    assert len(json.loads(body)["items"]) == PAGE
+    return Relay(port, path, headers, process)
+
+
+def stop_relay(relay: Relay) -> None:
+    relay.process.terminate()
+    relay.process.wait(timeout=20)
 
 
 async def pg_database() -> tuple[str, str]:
@@ -274,37 +280,51 @@ async def drop_pg_database(name: str) -> None:
         await conn.close()
 
 
-async def run(seconds: float) -> dict[str, Any]:
+async def run(rounds: int, seconds: float) -> dict[str, Any]:
+    """Both relays run side by side (the idle one costs nothing); the phases take
+    turns in short rounds so that load from anything else on the machine falls
+    on all of them alike."""
+    results = {"floor": Result(), "sqlite": Result(), "postgres": Result()}
     with tempfile.TemporaryDirectory(prefix="bellhop-bench-") as tmp:
         workdir = Path(tmp)
-        sqlite, floor = await measure_store(
-            workdir, f"sqlite:///{workdir / 'relay.db'}", seconds, floor=True
-        )
-        assert floor is not None
         name, url = await pg_database()
+        relays: list[Relay] = []
         try:
-            postgres, _ = await measure_store(workdir, url, seconds, floor=False)
+            sqlite = await start_relay(workdir, f"sqlite:///{workdir / 'relay.db'}")
+            relays.append(sqlite)
+            postgres = await start_relay(workdir, url)
+            relays.append(postgres)
+            for _ in range(rounds):
+                await load(sqlite.port, FLOOR_PATH, {}, seconds, results["floor"])
+                await load(sqlite.port, sqlite.path, sqlite.headers, seconds, results["sqlite"])
+                await load(
+                    postgres.port, postgres.path, postgres.headers, seconds, results["postgres"]
+                )
         finally:
+            for relay in relays:
+                stop_relay(relay)
             await drop_pg_database(name)
-    for label, result in (("floor", floor), ("sqlite", sqlite), ("postgres", postgres)):
+    for label, result in results.items():
         print(
-            f"{label:9s} {result.rps:8.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
-            f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}",
+            f"{label:9s} {result.rps:8.0f} req/s  p50 {result.percentile_ms(0.5):6.2f} ms  "
+            f"p99 {result.percentile_ms(0.99):6.2f} ms  errors {result.errors}",
             file=sys.stderr,
         )
+    floor, sqlite_result, postgres_result = results.values()
     return {
         "clients": CLIENTS,
         "devices": DEVICES,
         "page": PAGE,
-        "seconds": seconds,
+        "rounds": rounds,
+        "seconds_per_phase": rounds * seconds,
         "floor_rps": round(floor.rps, 1),
-        "sqlite_rps": round(sqlite.rps, 1),
-        "sqlite_p99_ms": round(sqlite.p99_ms, 2),
-        "postgres_rps": round(postgres.rps, 1),
-        "postgres_p99_ms": round(postgres.p99_ms, 2),
-        "sqlite_ratio": round(sqlite.rps / floor.rps, 3),
-        "postgres_ratio": round(postgres.rps / floor.rps, 3),
-        "errors": floor.errors + sqlite.errors + postgres.errors,
+        "sqlite_rps": round(sqlite_result.rps, 1),
+        "sqlite_p99_ms": round(sqlite_result.percentile_ms(0.99), 2),
+        "postgres_rps": round(postgres_result.rps, 1),
+        "postgres_p99_ms": round(postgres_result.percentile_ms(0.99), 2),
+        "sqlite_ratio": round(sqlite_result.rps / floor.rps, 3),
+        "postgres_ratio": round(postgres_result.rps / floor.rps, 3),
+        "errors": sum(r.errors for r in results.values()),
         "target_ratio": TARGET_RATIO,
         "target_p99_ms": TARGET_P99_MS,
         "cpus": os.cpu_count(),
@@ -314,20 +334,21 @@ async def run(seconds: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short phases (under 60 s)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per phase")
+    parser.add_argument("--seconds", type=float, help="measured seconds per phase and round")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(Path(args.serve))
         return
-    seconds = args.seconds or (4.0 if args.quick else 15.0)
+    rounds = 3 if args.quick else 6
+    seconds = args.seconds or (1.5 if args.quick else 3.0)
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(run(seconds))
+    result = asyncio.run(run(rounds, seconds))
     print(json.dumps(result))
 
 
