@@ -448,3 +448,23 @@ async def test_history_and_outbox_reads_work_from_worker_threads(
 
     results = await asyncio.gather(*(asyncio.to_thread(read) for _ in range(8)))
     assert results == [(50, 50)] * 8
+
+
+async def test_ingest_is_committed_between_retention_steps(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    policy = RetentionPolicy(raw_retention_s=60, series_per_chunk=1, outbox_max_age_s=None)
+    old = [points(f"{test_name}-{i}", T0, temperature=1.0) for i in range(40)]
+    store.apply(*old)
+    committed_during: list[int] = []
+    async with StoreWriter(db_path) as writer:
+        retention = asyncio.ensure_future(writer.apply_retention(policy, T0 + 3600_000))
+        for i in range(20):
+            await asyncio.sleep(0)
+            writer.submit(points(f"{test_name}-new", T0 + i, temperature=2.0))
+            writer.on_commit(lambda: committed_during.append(int(not retention.done())))
+        report = await retention
+        await writer.flush()
+    assert report.transactions > 40  # one per series, and more
+    assert report.raw_rows_rolled_up == 40
+    assert sum(committed_during) > 0  # some ingest committed while retention was running
