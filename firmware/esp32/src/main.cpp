@@ -59,7 +59,10 @@ void copy(char* out, size_t capacity, const char* text) {
 // Carries out what the core asked for, then empties the outbox.
 void deliver() {
   for (const bellhop::Publication& p : outbox) {
-    if (!mqtt.publish(controller->topic(p.channel).c_str(), p.payload, p.qos, p.retained)) {
+    // QoS 1 publish returns once the broker has acknowledged it.
+    if (mqtt.publish(controller->topic(p.channel).c_str(), p.payload, p.qos, p.retained)) {
+      if (p.event_id != 0) controller->on_delivered(p.event_id);
+    } else {
       Serial.printf("mqtt: publish on %s failed\n", controller->topic(p.channel).c_str());
     }
   }

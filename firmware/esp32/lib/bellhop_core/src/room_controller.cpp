@@ -29,28 +29,28 @@ bool Outbox::add_raw(Channel channel, std::uint8_t qos, bool retained, std::stri
     return false;
   }
   payload.copy(bytes_.data() + used_, payload.size());
-  publications_[count_++] = Publication{channel, qos, retained, {bytes_.data() + used_, payload.size()}};
+  publications_[count_++] = Publication{channel, qos, retained, {bytes_.data() + used_, payload.size()}, 0};
   used_ += payload.size();
   return true;
 }
 
 template <typename Message>
-bool Outbox::add(Channel channel, std::uint8_t qos, bool retained, const Message& msg) {
+bool Outbox::add(Channel channel, std::uint8_t qos, bool retained, const Message& msg, std::uint32_t event_id) {
   const std::size_t n = count_ == kMaxPublications ? 0 : encode(msg, bytes_.data() + used_, bytes_.size() - used_);
   if (n == 0) {
     ++dropped_;
     return false;
   }
-  publications_[count_++] = Publication{channel, qos, retained, {bytes_.data() + used_, n}};
+  publications_[count_++] = Publication{channel, qos, retained, {bytes_.data() + used_, n}, event_id};
   used_ += n;
   return true;
 }
 
-template bool Outbox::add(Channel, std::uint8_t, bool, const Telemetry&);
-template bool Outbox::add(Channel, std::uint8_t, bool, const StateReport&);
-template bool Outbox::add(Channel, std::uint8_t, bool, const Event&);
-template bool Outbox::add(Channel, std::uint8_t, bool, const Status&);
-template bool Outbox::add(Channel, std::uint8_t, bool, const Ack&);
+template bool Outbox::add(Channel, std::uint8_t, bool, const Telemetry&, std::uint32_t);
+template bool Outbox::add(Channel, std::uint8_t, bool, const StateReport&, std::uint32_t);
+template bool Outbox::add(Channel, std::uint8_t, bool, const Event&, std::uint32_t);
+template bool Outbox::add(Channel, std::uint8_t, bool, const Status&, std::uint32_t);
+template bool Outbox::add(Channel, std::uint8_t, bool, const Ack&, std::uint32_t);
 
 // --------------------------------------------------------------- controller
 
@@ -335,15 +335,28 @@ void RoomController::queue_event(const PendingEvent& event, const Now& now, Outb
     --pending_count_;
     ++counters_.events_lost;
   }
-  pending_[pending_count_++] = event;
+  PendingEvent& slot = pending_[pending_count_++];
+  slot = event;
+  slot.id = next_event_id_++;
+  if (next_event_id_ == 0) next_event_id_ = 1;  // 0 means "not an event"
   if (connected_) flush_events(now, out);
 }
 
+void RoomController::on_delivered(std::uint32_t event_id) {
+  for (std::size_t i = 0; i < pending_count_; ++i) {
+    if (pending_[i].id != event_id) continue;
+    for (std::size_t k = i + 1; k < pending_count_; ++k) pending_[k - 1] = pending_[k];
+    --pending_count_;
+    return;
+  }
+}
+
+// Every event not yet acknowledged goes out (again): at least once, since a
+// door or gas event lost in a Wi-Fi drop would be worse than a duplicate.
 void RoomController::flush_events(const Now& now, Outbox& out) {
   if (now.unix_ms == 0) return;  // no timestamps yet: keep them
-  std::size_t sent = 0;
-  for (; sent < pending_count_; ++sent) {
-    const PendingEvent& p = pending_[sent];
+  for (std::size_t i = 0; i < pending_count_; ++i) {
+    const PendingEvent& p = pending_[i];
     Event& e = event_;
     e.data.clear();
     // Stamped with when it happened, not when it could be sent.
@@ -359,10 +372,8 @@ void RoomController::flush_events(const Now& now, Outbox& out) {
       case EventKind::kButton: e.data.add("press", Value::of("short")); break;
       case EventKind::kBattery: break;
     }
-    if (!out.add(Channel::kEvent, 1, false, e)) break;  // outbox full: the rest go next time
+    if (!out.add(Channel::kEvent, 1, false, e, p.id)) return;  // outbox full: the rest go next time
   }
-  for (std::size_t i = sent; i < pending_count_; ++i) pending_[i - sent] = pending_[i];
-  pending_count_ -= sent;
 }
 
 }  // namespace bellhop

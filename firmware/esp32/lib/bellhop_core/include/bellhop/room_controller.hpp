@@ -67,6 +67,10 @@ struct Publication {
   std::uint8_t qos = 1;
   bool retained = false;
   std::string_view payload;  // valid until the outbox is cleared
+  // Nonzero for an event: once the broker has acknowledged it, report
+  // RoomController::on_delivered(event_id); until then it is kept and sent
+  // again after a reconnect.
+  std::uint32_t event_id = 0;
 };
 
 // What one call asks the glue to do, in order. Bounded: a publication that
@@ -90,7 +94,7 @@ class Outbox {
 
   // Encodes `msg` into the outbox; false (and counted) when it does not fit.
   template <typename Message>
-  bool add(Channel channel, std::uint8_t qos, bool retained, const Message& msg);
+  bool add(Channel channel, std::uint8_t qos, bool retained, const Message& msg, std::uint32_t event_id = 0);
   bool add_raw(Channel channel, std::uint8_t qos, bool retained, std::string_view payload);
 
  private:
@@ -110,7 +114,7 @@ struct ControllerCounters {
   std::uint32_t executed = 0;
   std::uint32_t duplicates = 0;
   std::uint32_t expired = 0;
-  std::uint32_t events_lost = 0;    // the offline event queue overflowed
+  std::uint32_t events_lost = 0;    // the undelivered event queue overflowed
 };
 
 class RoomController {
@@ -142,6 +146,8 @@ class RoomController {
   void set_door_at_boot(bool open, const Now& now);
   // A short press of the wall switch toggles the light.
   void on_button(const Now& now, Outbox& out);
+  // The broker acknowledged the event publication tagged `event_id`.
+  void on_delivered(std::uint32_t event_id);
   // Call often (every loop): control, telemetry, held-open door.
   void tick(const Now& now, Outbox& out);
 
@@ -158,6 +164,7 @@ class RoomController {
     bool open = false;
     double gas_ppm = 0;
     GasLevel level = GasLevel::kClear;
+    std::uint32_t id = 0;
   };
   static constexpr std::size_t kMaxPendingEvents = 8;
 
@@ -190,6 +197,7 @@ class RoomController {
   std::optional<std::uint64_t> last_telemetry_mono_;
   std::array<PendingEvent, kMaxPendingEvents> pending_{};
   std::size_t pending_count_ = 0;
+  std::uint32_t next_event_id_ = 1;
 
   // Messages being built live here, not on the loop task's small stack
   // (each holds up to 32 entries).
