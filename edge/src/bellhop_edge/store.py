@@ -1347,7 +1347,10 @@ class StoreWriter:
         while waiters and waiters[0][0] <= done.through:
             ticket, waiter = waiters.popleft()
             if not isinstance(waiter, asyncio.Future):
-                waiter()
+                try:
+                    waiter()
+                except Exception:  # one bad callback must not strand the others
+                    log.exception("on_commit callback failed")
             elif waiter.done():
                 continue
             elif ticket in done.failures:

@@ -468,3 +468,21 @@ async def test_ingest_is_committed_between_retention_steps(
     assert report.transactions > 40  # one per series, and more
     assert report.raw_rows_rolled_up == 40
     assert sum(committed_during) > 0  # some ingest committed while retention was running
+
+
+async def test_a_failing_commit_callback_does_not_strand_the_others(
+    db_path: Path, test_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    EdgeStore.open(db_path).close()
+    called: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback bug")
+
+    async with StoreWriter(db_path) as writer:
+        writer.submit(points(f"{test_name}-env", T0, temperature=1.0))
+        writer.on_commit(boom)
+        writer.on_commit(lambda: called.append("second"))
+        await writer.flush()
+    assert called == ["second"]
+    assert "on_commit callback failed" in caplog.text
