@@ -211,6 +211,10 @@ TEST_CASE("an undecodable command is dropped and counted, never acked") {
   CHECK(rejected[Reject::kMalformedJson] == 1);
   CHECK(rejected[Reject::kBadId] == 1);
   CHECK(rejected[Reject::kTooLarge] == 1);
+  // ... and the count reaches the gateway with the telemetry.
+  const std::vector<Sent> telemetry = on(room.tick(), Channel::kTelemetry);
+  REQUIRE(telemetry.size() == 1);
+  CHECK(telemetry[0].payload.find(R"("commands_rejected":3)") != std::string::npos);
 }
 
 TEST_CASE("before the clock is set a command is not judged; once set, the same id runs") {
@@ -402,7 +406,7 @@ TEST_CASE("telemetry every interval, seq counting up, faulty readings left out")
   CHECK(first[0].qos == 0);
   CHECK(first[0].payload ==
         R"({"v":1,"ts":1763790000000,"seq":0,"metrics":{"temperature":21.5,"setpoint":21,"humidity":40.25,)"
-        R"("probe_temperature":20,"gas_ppm":12,"rssi":-61}})");
+        R"("probe_temperature":20,"gas_ppm":12,"rssi":-61,"commands_rejected":0,"events_lost":0}})");
   room.advance(9999);
   CHECK(on(room.tick(), Channel::kTelemetry).empty());
   room.advance(1);

@@ -298,6 +298,10 @@ void RoomController::tick(const Now& now, Outbox& out) {
   metric("probe_temperature", readings_.probe_temperature);
   if (config_.fitted.gas) metric("gas_ppm", readings_.gas_ppm);
   metric("rssi", readings_.rssi);
+  // What the device refused or lost, so the gateway's dashboards show it.
+  const ControllerCounters& c = counters_;
+  metric("commands_rejected", static_cast<double>(c.rejected.total() + c.foreign_topic + c.clock_unset));
+  metric("events_lost", static_cast<double>(c.events_lost));
   out.add(Channel::kTelemetry, 0, false, t);
 }
 
