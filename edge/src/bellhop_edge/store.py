@@ -256,6 +256,8 @@ class StoreCounts:
     open_alerts: int
     commands: int
     series: int
+    # Raw points waiting for compaction (bounded by the writer's compact_rows).
+    staged_points: int
     outbox_last_seq: int
     outbox_last_acked: int
     size_bytes: int
@@ -1060,6 +1062,7 @@ class EdgeStore:
             ),
             commands=self._db.table("commands").count,
             series=self._db.table("series").count,
+            staged_points=history.staged_rows(self._conn),
             outbox_last_seq=self.outbox_last_seq(),
             outbox_last_acked=self.outbox_last_acked(),
             size_bytes=page_count * page_size,
