@@ -1,4 +1,4 @@
-"""Telemetry history in SQLite: raw points, 5-minute style rollups and their queries.
+"""Telemetry history in SQLite: raw points, bucketed rollups and their queries.
 
 Each (device, metric) pair is a *series* with a small integer id, so a raw
 point is three numbers `(series_id, ts, value)` in a `WITHOUT ROWID` table
@@ -36,6 +36,7 @@ __all__ = [
     "insert_points",
     "query_points",
     "roll_up",
+    "staged_rows",
 ]
 
 # The OutboxEvent oneof field number of `telemetry`; the outbox stores kinds by field number.
@@ -120,8 +121,8 @@ ON CONFLICT (series_id, bucket_start) DO UPDATE SET
 class SeriesIndex:
     """Maps (device_id, metric) to series ids, creating them on first use.
 
-    One per connection that writes; ids never change once assigned, so the
-    cache needs no invalidation.
+    One per connection that writes. Ids never change once committed, so the
+    cache only has to be dropped after a rollback.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
