@@ -22,7 +22,7 @@ constexpr int kDoorPin = 27;    // reed switch to GND, internal pull-up: HIGH = 
 constexpr int kButtonPin = 26;  // wall push button to GND, internal pull-up: LOW = pressed
 constexpr uint32_t kDebounceMs = 50;
 
-constexpr int kHeatingRelayPin = 25;
+constexpr int kHvacRelayPin = 25;  // drives the heater (mode heat) or the cooler (mode cool)
 constexpr int kLightRelayPin = 33;
 // Most relay modules sold for the ESP32 switch on a LOW input.
 constexpr int kRelayOnLevel = LOW;

@@ -11,13 +11,13 @@ void drive(int pin, bool on) { digitalWrite(pin, on ? board::kRelayOnLevel : !bo
 }  // namespace
 
 void Relays::begin() {
-  for (int pin : {board::kHeatingRelayPin, board::kLightRelayPin}) {
+  for (int pin : {board::kHvacRelayPin, board::kLightRelayPin}) {
     drive(pin, false);
     pinMode(pin, OUTPUT);
   }
 }
 
 void Relays::apply(const bellhop::Outbox& out) {
-  if (out.heating_relay) drive(board::kHeatingRelayPin, *out.heating_relay);
+  if (out.hvac_relay) drive(board::kHvacRelayPin, *out.hvac_relay);
   if (out.light_relay) drive(board::kLightRelayPin, *out.light_relay);
 }

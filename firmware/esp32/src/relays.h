@@ -1,4 +1,5 @@
-// The heating and light relays. Both start off at power-up.
+// The HVAC relay (a heater, or a cooler in cool mode) and the light relay.
+// Both start off at power-up.
 #pragma once
 
 #include "bellhop/room_controller.hpp"

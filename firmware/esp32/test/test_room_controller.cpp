@@ -79,7 +79,7 @@ class Room {
       check_edge_accepts(p);
       if (broker_acks_ && p.event_id != 0) controller_.on_delivered(p.event_id);
     }
-    if (out.heating_relay) heating_ = *out.heating_relay;
+    if (out.hvac_relay) heating_ = *out.hvac_relay;
     if (out.light_relay) light_ = *out.light_relay;
     saves_ += out.save_settings ? 1 : 0;
     return sent;
@@ -156,7 +156,7 @@ TEST_CASE("on connect: retained birth message, then the retained state") {
         R"({"v":1,"state":"online","ts":1763790000000,"kind":"thermostat","firmware":"1.0.0+esp32"})");
   CHECK(sent[1].channel == Channel::kState);
   CHECK(sent[1].retained);
-  CHECK(sent[1].payload.find(R"("setpoint":21,"mode":"heat","heating":false)") != std::string::npos);
+  CHECK(sent[1].payload.find(R"("setpoint":21,"mode":"heat","hvac_on":false)") != std::string::npos);
   CHECK(RoomController::will_payload() == "offline");
 }
 

@@ -18,7 +18,7 @@ std::string_view wire_name(GasLevel level) {
 void Outbox::clear() {
   count_ = 0;
   used_ = 0;
-  heating_relay.reset();
+  hvac_relay.reset();
   light_relay.reset();
   save_settings = false;
 }
@@ -309,7 +309,7 @@ void RoomController::control(const Now& now, Outbox& out) {
   const bool before = thermostat_.relay_on();
   const bool after = thermostat_.update(now.mono_ms, now.local_minute);
   if (after != before) {
-    out.heating_relay = after;
+    out.hvac_relay = after;
     publish_state(now, out);
   }
 }
@@ -322,7 +322,7 @@ void RoomController::publish_state(const Now& now, Outbox& out) {
   const ThermostatSettings& s = thermostat_.settings();
   state.values.add("setpoint", Value::of(s.setpoint));
   state.values.add("mode", Value::of(wire_name(s.mode)));
-  state.values.add("heating", Value::of(thermostat_.relay_on()));
+  state.values.add("hvac_on", Value::of(thermostat_.relay_on()));
   if (config_.fitted.light_relay) {
     state.values.add("on", Value::of(light_on_));
     state.values.add("brightness", Value::of(light_on_ ? 100 : 0));

@@ -85,7 +85,7 @@ class Outbox {
   std::size_t size() const { return count_; }
   std::uint32_t dropped() const { return dropped_; }
 
-  std::optional<bool> heating_relay;  // set: switch the relay to this
+  std::optional<bool> hvac_relay;  // set: switch the relay to this
   std::optional<bool> light_relay;
   bool save_settings = false;  // settings() changed: write them to NVS
 
@@ -182,7 +182,7 @@ class RoomController {
   std::array<TopicBuffer, 6> topics_{};
   TopicBuffer broadcast_;
   Thermostat thermostat_;
-  CommandGuard<32> guard_;
+  CommandGuard<64> guard_;  // the protocol's 64 ids
   Decoder decoder_;
   ControllerCounters counters_;
 
