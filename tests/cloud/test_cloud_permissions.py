@@ -89,3 +89,22 @@ def test_grants_of_other_organisations_are_ignored() -> None:
 )
 def test_grant_ceiling(grantor: Role, role: Role, allowed: bool) -> None:
     assert may_grant(grantor, role) is allowed
+
+
+def test_access_cache_honours_its_ttl_and_the_first_grant_expiry() -> None:
+    from bellhop_cloud.rbac.cache import AccessCache
+
+    cache: AccessCache[str] = AccessCache(ttl_s=1.0)
+    cache.put("u", "h", "value", 100.0, first_expiry=None, wall_now=NOW)
+    assert cache.get("u", "h", 100.9) == "value"
+    assert cache.get("u", "h", 101.0) is None
+    soon = NOW + timedelta(seconds=0.25)
+    cache.put("u", "h", "value", 200.0, first_expiry=soon, wall_now=NOW)
+    assert cache.get("u", "h", 200.2) == "value"
+    assert cache.get("u", "h", 200.3) is None  # the grant ended before the TTL
+    cache.put("u", "h", "value", 300.0, first_expiry=None, wall_now=NOW)
+    cache.clear()
+    assert cache.get("u", "h", 300.0) is None
+    off: AccessCache[str] = AccessCache(ttl_s=0)
+    off.put("u", "h", "value", 0.0, first_expiry=None, wall_now=NOW)
+    assert off.get("u", "h", 0.0) is None

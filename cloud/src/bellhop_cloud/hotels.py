@@ -252,8 +252,3 @@ async def upsert_devices(conn: AsyncConnection, hotel_id: str, items: Sequence[D
             )
             .values(last_seen=newest)
         )
-
-
-async def get_or_none(conn: AsyncConnection, hotel_id: str) -> Hotel | None:
-    row = (await conn.execute(sa.select(hotels).where(hotels.c.id == hotel_id))).first()
-    return _hotel(row) if row is not None else None

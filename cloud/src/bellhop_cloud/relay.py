@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from bellhop_cloud import hotels
 from bellhop_cloud.accounts import Accounts
@@ -100,8 +101,15 @@ class Relay:
         if pending is None:
             pending = asyncio.ensure_future(self._lookup_access(user_id, hotel_id, now))
             self._lookups[key] = pending
-            pending.add_done_callback(lambda _: self._lookups.pop(key, None))
+            pending.add_done_callback(partial(self._lookup_done, key))
         return await asyncio.shield(pending)
+
+    def _lookup_done(
+        self, key: tuple[str, str], future: asyncio.Future[tuple[Hotel, Access]]
+    ) -> None:
+        self._lookups.pop(key, None)
+        if not future.cancelled():
+            future.exception()  # each waiter got it; do not report it again as unretrieved
 
     async def _lookup_access(self, user_id: str, hotel_id: str, now: float) -> tuple[Hotel, Access]:
         async with self.store.read() as conn:
@@ -118,6 +126,8 @@ class Relay:
         return found
 
     async def close(self) -> None:
+        for pending in list(self._lookups.values()):
+            pending.cancel()
         try:
             await self.limiter.close()
             await self.devices.close()
