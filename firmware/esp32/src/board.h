@@ -4,6 +4,7 @@
 
 #include <Arduino.h>
 
+#include "bellhop/room_controller.hpp"
 #include "bellhop/sensor_conversion.hpp"
 
 namespace board {
@@ -28,6 +29,10 @@ constexpr int kLightRelayPin = 33;
 constexpr int kRelayOnLevel = LOW;
 
 constexpr int kStatusLedPin = 2;
+
+// Optional parts; a board without one reports nothing for it (and refuses
+// set_light without the light relay).
+constexpr bellhop::Fitted kFitted{/*light_relay=*/true, /*door=*/true, /*gas=*/true};
 
 constexpr bellhop::NtcDivider kThermistor{10000, 10000, 25, 3950};
 constexpr bellhop::GasCurve kGasCurve{10000, 9830, 574.25, -2.222};

@@ -126,6 +126,7 @@ void setup() {
 
   bellhop::ControllerConfig config;
   config.telemetry_interval_ms = network.telemetry_interval_ms;
+  config.fitted = board::kFitted;
   const bellhop::DeviceIdentity identity{
       prov::kHotelId, prov::kDeviceId,
       bellhop::device_kind_from(prov::kDeviceKind).value_or(bellhop::DeviceKind::kThermostat), kFirmwareVersion};
