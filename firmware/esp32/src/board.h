@@ -38,6 +38,8 @@ constexpr bellhop::NtcDivider kThermistor{10000, 10000, 25, 3950};
 constexpr bellhop::GasCurve kGasCurve{10000, 9830, 574.25, -2.222};
 
 constexpr uint32_t kSensorPeriodMs = 2000;
-constexpr uint32_t kWatchdogSeconds = 30;
+// Longer than the worst bounded wait of one loop turn (TCP connect, TLS
+// handshake 10 s, CONNACK and SUBACKs 5 s each): only a real hang trips it.
+constexpr uint32_t kLoopStallSeconds = 60;
 
 }  // namespace board

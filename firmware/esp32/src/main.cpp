@@ -2,11 +2,11 @@
 //
 // Everything the device decides (what to publish, which relay to switch,
 // what to save) happens in bellhop::RoomController; this file moves events
-// in and carries its Outbox out. The loop never blocks for long, never
-// reboots for connectivity, and a watchdog restarts it only if it hangs.
+// in and carries its Outbox out. Every network wait has a timeout, the loop
+// never reboots for connectivity, and a watchdog restarts it only if it hangs.
 #include <Arduino.h>
 #include <esp_system.h>
-#include <esp_task_wdt.h>
+#include <esp_timer.h>
 
 #include <cstring>
 #include <optional>
@@ -50,6 +50,28 @@ bellhop::Backoff mqtt_backoff({1000, 60000});
 uint64_t mqtt_retry_at_ms = 0;
 bool mqtt_was_up = false;
 uint64_t next_reading_ms = 0;
+
+// The loop's heartbeat, checked from the esp_timer task. The Arduino core
+// has already set the task watchdog up with a 5 s timeout for its idle
+// tasks, shorter than a TLS connect to a broker that does not answer, and
+// IDF 4.4 cannot change it; so the loop gets its own, generous watchdog.
+volatile int64_t loop_beat_us = 0;
+
+void check_loop(void*) {
+  if (esp_timer_get_time() - loop_beat_us > static_cast<int64_t>(board::kLoopStallSeconds) * 1000000) {
+    Serial.println("watchdog: the loop is stuck, restarting");
+    esp_restart();
+  }
+}
+
+void start_loop_watchdog() {
+  loop_beat_us = esp_timer_get_time();
+  esp_timer_create_args_t args = {};
+  args.callback = &check_loop;
+  args.name = "loop_watchdog";
+  esp_timer_handle_t timer = nullptr;
+  if (esp_timer_create(&args, &timer) == ESP_OK) esp_timer_start_periodic(timer, 5 * 1000000);
+}
 
 void copy(char* out, size_t capacity, const char* text) {
   std::strncpy(out, text, capacity - 1);
@@ -143,13 +165,12 @@ void setup() {
   device_clock.begin(network.ntp_server, network.timezone);
   mqtt.begin(network.mqtt_host, network.mqtt_port, prov::kCaCert);
 
-  esp_task_wdt_init(board::kWatchdogSeconds, /*panic=*/true);
-  esp_task_wdt_add(nullptr);
+  start_loop_watchdog();
   Serial.printf("bellhop %s: %s/%s\n", kFirmwareVersion, prov::kHotelId, prov::kDeviceId);
 }
 
 void loop() {
-  esp_task_wdt_reset();
+  loop_beat_us = esp_timer_get_time();
   if (!controller->valid()) {
     delay(1000);
     return;
