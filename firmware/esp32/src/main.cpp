@@ -51,10 +51,10 @@ uint64_t mqtt_retry_at_ms = 0;
 bool mqtt_was_up = false;
 uint64_t next_reading_ms = 0;
 
-// The loop's heartbeat, checked from the esp_timer task. The Arduino core
-// has already set the task watchdog up with a 5 s timeout for its idle
-// tasks, shorter than a TLS connect to a broker that does not answer, and
-// IDF 4.4 cannot change it; so the loop gets its own, generous watchdog.
+// The loop's heartbeat, checked from the esp_timer task. Not the task
+// watchdog: the Arduino core configures that one (5 s by default, shorter
+// than a TLS connect to a broker that does not answer) and its API differs
+// between ESP-IDF 4.4 and 5; so the loop gets its own, generous watchdog.
 volatile int64_t loop_beat_us = 0;
 
 void check_loop(void*) {
