@@ -57,6 +57,8 @@ async def _admin(statement: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A database of our own for the whole session, dropped at the end."""
+    if os.environ.get("BELLHOP_TEST_NO_POSTGRES") == "1":
+        _unavailable("scripts/check could not start it (BELLHOP_TEST_NO_POSTGRES=1)")
     name = f"bellhop_test_{secrets.token_hex(6)}"
     try:
         asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
