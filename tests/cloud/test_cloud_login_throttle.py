@@ -46,3 +46,17 @@ async def test_one_address_is_limited_across_accounts(api: Api, relay: Relay) ->
     assert statuses[-1] == 429
     ana = await api.account("ana")  # a different address still logs in
     expect(await api.http.get("/v1/me", headers=ana.headers), 200)
+
+
+async def test_a_lock_is_audited_once_for_the_members_organisation(api: Api, relay: Relay) -> None:
+    owner = await api.account("owner")
+    ana = await api.account("ana")
+    org_id = await api.org(owner, "Seaside")
+    await api.grant(owner, org_id, ana, "staff")
+    for _ in range(relay.config.login_account_limit + 2):
+        await api.http.post("/v1/auth/login", json={"email": ana.email, "password": "wrong"})
+    page = expect(await api.http.get(f"/v1/orgs/{org_id}/audit", headers=owner.headers), 200)
+    ana_actions = [e["action"] for e in page["items"] if e["actor_id"] == ana.user_id]
+    assert ana_actions.count("login.throttled") == 1
+    assert ana_actions.count("login.failed") == relay.config.login_account_limit
+    assert "wrong" not in str(page)

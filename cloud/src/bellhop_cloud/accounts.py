@@ -121,16 +121,23 @@ class Accounts:
         if not await self._passwords.verify(stored_hash, password):
             await self._limiter.hit(account_key, self._account_limit)
             self._metrics.auth_failures.labels(reason="invalid_credentials").inc()
+            user_id = row.id if row is not None else None
+            # This failure may be the one that locks the account: say so once.
+            locked = await self._limiter.blocked(account_key, self._account_limit) is not None
             async with self._store.write() as conn:
-                user_id = row.id if row is not None else None
+                orgs = await _orgs_of(conn, user_id) if user_id else []
+                # An unknown email is not stored: people type passwords into it.
                 await audit.record(
-                    conn,
-                    AuditAction.LOGIN_FAILED,
-                    orgs=await _orgs_of(conn, user_id) if user_id else (),
-                    actor_id=user_id,
-                    address=address,
-                    detail={} if user_id else {"email": email},
+                    conn, AuditAction.LOGIN_FAILED, orgs=orgs, actor_id=user_id, address=address
                 )
+                if locked and user_id:
+                    await audit.record(
+                        conn,
+                        AuditAction.LOGIN_THROTTLED,
+                        orgs=orgs,
+                        actor_id=user_id,
+                        address=address,
+                    )
             raise InvalidCredentials
         assert row is not None
         assert stored_hash is not None
