@@ -133,3 +133,21 @@ async def test_device_page_matches_the_documented_schema(api: Api) -> None:
     assert never["state"] == {"a": [1, None, "x"]}
     assert page["items"][0]["online"] is True
     assert page["items"][0]["stale"] is False
+
+
+async def test_new_devices_show_up_in_the_next_read(api: Api) -> None:
+    """The read path keeps no snapshot: what the bridge wrote is what the next page shows."""
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Seaside")
+    hotel_id = await api.hotel(owner, org_id, "Lisbon")
+    url = f"/v1/hotels/{hotel_id}/devices"
+    assert expect(await api.http.get(url, headers=owner.headers), 200)["items"] == []
+    await api.seed_devices(hotel_id, 2, rooms=1)
+    first = expect(await api.http.get(url, headers=owner.headers), 200)["items"]
+    assert [d["device_id"] for d in first] == ["dev-0000", "dev-0001"]
+    async with api.relay.store.write() as conn:
+        await hotels.upsert_devices(
+            conn, hotel_id, [hotels.Device("dev-0001", "thermostat", state={"setpoint": 19})]
+        )
+    again = expect(await api.http.get(f"{url}/dev-0001", headers=owner.headers), 200)
+    assert again["state"] == {"setpoint": 19}

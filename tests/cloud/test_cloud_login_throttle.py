@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+
 import httpx
+import pytest
 from bellhop_cloud.app import create_app
+from bellhop_cloud.ratelimit import RedisRateLimiter
 from bellhop_cloud.relay import Relay
 
-from tests.cloud.support import Api, expect
+from tests.cloud.support import PASSWORD, Api, expect
+
+REDIS_URL = os.environ.get("BELLHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def test_failed_logins_lock_the_account_not_the_address(api: Api, relay: Relay) -> None:
@@ -60,3 +67,38 @@ async def test_a_lock_is_audited_once_for_the_members_organisation(api: Api, rel
     assert ana_actions.count("login.throttled") == 1
     assert ana_actions.count("login.failed") == relay.config.login_account_limit
     assert "wrong" not in str(page)
+
+
+@pytest.mark.redis
+async def test_relay_nodes_sharing_redis_throttle_together(
+    api: Api, relay: Relay, test_name: str
+) -> None:
+    """Two relay nodes on one database and one Redis: failures on one lock the other."""
+    if os.environ.get("BELLHOP_TEST_NO_REDIS") == "1" and os.environ.get("CI") != "true":
+        pytest.skip("scripts/check could not start Redis (BELLHOP_TEST_NO_REDIS=1)")
+    ana = await api.account("ana")
+    prefix = f"bellhop-test:{test_name}:{secrets.token_hex(4)}:"
+    nodes = []
+    try:
+        for _ in range(2):
+            limiter = RedisRateLimiter.from_url(REDIS_URL, timeout_s=1.0, prefix=prefix)
+            nodes.append(await Relay.open(relay.config, limiter=limiter))
+        clients = [
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=create_app(node.config, relay=node)),
+                base_url="http://relay.test",
+            )
+            for node in nodes
+        ]
+        wrong = {"email": ana.email, "password": "wrong"}
+        for _ in range(relay.config.login_account_limit):
+            assert (await clients[0].post("/v1/auth/login", json=wrong)).status_code == 401
+        other_node = await clients[1].post(
+            "/v1/auth/login", json={"email": ana.email, "password": PASSWORD}
+        )
+        assert other_node.status_code == 429
+        for http in clients:
+            await http.aclose()
+    finally:
+        for node in nodes:
+            await node.close()

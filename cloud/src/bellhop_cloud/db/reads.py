@@ -65,6 +65,7 @@ def open_device_reader(config: RelayConfig) -> DeviceReader:
 
 
 _COLUMNS = "device_id, room_id, kind, firmware, online, state, last_seen"
+INLINE_BUSY_TIMEOUT_S = 0.5
 
 
 class SqliteDeviceReader:
@@ -75,8 +76,12 @@ class SqliteDeviceReader:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
+            # WAL readers almost never wait; when they must, the loop waits with
+            # them, so the wait is short and a timeout becomes a 503.
             connection = sqlite3.connect(
-                self._path, timeout=self._timeout_s, check_same_thread=False
+                self._path,
+                timeout=min(self._timeout_s, INLINE_BUSY_TIMEOUT_S),
+                check_same_thread=False,
             )
             connection.execute("PRAGMA query_only=1")
             self._connection = connection
