@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import broker, publish_load, report  # noqa: E402
-
-import aiomqtt  # noqa: E402
-
-from bellhop_edge.app import Gateway  # noqa: E402
-from bellhop_edge.config import load_config  # noqa: E402
+import aiomqtt
+from _load import broker, publish_load, report
+from bellhop_edge.app import Gateway
+from bellhop_edge.config import load_config
+from bellhop_edge.store import EdgeStore
 
 HOTEL = "bench-ingest"
 
@@ -33,11 +31,16 @@ HOTEL = "bench-ingest"
 async def floor(mq, gateway_creds, devices, per_device: int) -> float:  # type: ignore[no-untyped-def]
     total = len(devices) * per_device
     async with aiomqtt.Client(
-        mq.host, mq.port, username=gateway_creds.username, password=gateway_creds.password,
+        mq.host,
+        mq.port,
+        username=gateway_creds.username,
+        password=gateway_creds.password,
         identifier="bench-floor",
     ) as client:
         await client.subscribe(f"hotel/{HOTEL}/device/+/telemetry", qos=1)
-        load = asyncio.get_running_loop().run_in_executor(None, publish_load, mq, HOTEL, devices, per_device)
+        load = asyncio.get_running_loop().run_in_executor(
+            None, publish_load, mq, HOTEL, devices, per_device
+        )
         got, first = 0, 0.0
         try:
             async with asyncio.timeout(120):
@@ -54,7 +57,9 @@ async def floor(mq, gateway_creds, devices, per_device: int) -> float:  # type: 
     return got / (last - first) if got > 1 else 0.0
 
 
-async def gateway_run(mq, gateway_creds, devices, per_device: int, workdir: Path) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+async def gateway_run(
+    mq, gateway_creds, devices, per_device: int, workdir: Path
+) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     total = len(devices) * per_device
     config = load_config(
         overrides={
@@ -63,16 +68,25 @@ async def gateway_run(mq, gateway_creds, devices, per_device: int, workdir: Path
             "log_level": "WARNING",
             # A fresh client id per run: a persistent session left by an
             # earlier run would otherwise have queued the floor's load.
-            "mqtt": {"host": mq.host, "port": mq.port, "username": gateway_creds.username,
-                     "password": gateway_creds.password, "client_id": f"bench-gw-{time.time_ns()}"},
+            "mqtt": {
+                "host": mq.host,
+                "port": mq.port,
+                "username": gateway_creds.username,
+                "password": gateway_creds.password,
+                "client_id": f"bench-gw-{time.time_ns()}",
+            },
             "api": {"listen": "127.0.0.1:0"},
             "rooms": [{"room_id": "100", "floor": 1}],
-            "devices": [{"device_id": d, "room_id": "100", "kind": "environment_sensor"} for d in devices],
+            "devices": [
+                {"device_id": d, "room_id": "100", "kind": "environment_sensor"} for d in devices
+            ],
         }
     )
     async with Gateway(config) as gateway:
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
-        load = asyncio.get_running_loop().run_in_executor(None, publish_load, mq, HOTEL, devices, per_device)
+        load = asyncio.get_running_loop().run_in_executor(
+            None, publish_load, mq, HOTEL, devices, per_device
+        )
         hotel = gateway.hotel
         first = None
         deadline = time.monotonic() + 180
@@ -84,9 +98,11 @@ async def gateway_run(mq, gateway_creds, devices, per_device: int, workdir: Path
         last = time.perf_counter()
         await load
         accepted = hotel.accepted
-    db = sqlite3.connect(workdir / "edge.db")
-    stored = db.execute("SELECT count(*) FROM telemetry WHERE metric = 'temperature'").fetchone()[0]
-    db.close()
+    with EdgeStore.open(workdir / "edge.db") as store:
+        stored = sum(
+            len(store.query_telemetry(device, "temperature", 0, 2**62, per_device * 2))
+            for device in devices
+        )
     rate = accepted / (last - (first or last)) if accepted > 1 else 0.0
     return rate, total - stored
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +23,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import ROOT, broker, percentile, report  # noqa: E402
+import aiomqtt
+import grpc
+from _load import ROOT, broker, percentile, report
+from bellhop.common.v1 import common_pb2
+from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
+from bellhop_edge.auth import LocalTokens, Role
+from google.protobuf import struct_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-import aiomqtt  # noqa: E402
-import grpc  # noqa: E402
-from google.protobuf import struct_pb2  # noqa: E402
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
-
-from bellhop.common.v1 import common_pb2  # noqa: E402
-from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc  # noqa: E402
-from bellhop_edge.auth import LocalTokens, Role  # noqa: E402
-from tests.support.mosquitto import free_port, wait_for_port  # noqa: E402
+from tests.support.mosquitto import free_port, wait_for_port
 
 HOTEL = "bench-lan"
 DEVICE = "r101-light"
@@ -43,8 +44,14 @@ def run_device(host: str, port: int, username: str, password: str) -> None:
 
     async def serve() -> None:
         device = SimulatedDevice(
-            hotel_id=HOTEL, device_id=DEVICE, kind=DeviceKind.LIGHT, broker=Broker(host, port),
-            room_id="101", username=username, password=password, interval_s=3600,
+            hotel_id=HOTEL,
+            device_id=DEVICE,
+            kind=DeviceKind.LIGHT,
+            broker=Broker(host, port),
+            room_id="101",
+            username=username,
+            password=password,
+            interval_s=3600,
         )
         async with device:
             await asyncio.Event().wait()
@@ -75,15 +82,20 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
     ack = f"hotel/{HOTEL}/device/floor-dev/ack"
     samples = []
     async with (
-        aiomqtt.Client(mq.host, mq.port, username=gw.username, password=gw.password, identifier="floor-gw") as g,
-        aiomqtt.Client(mq.host, mq.port, username=dev.username, password=dev.password, identifier="floor-dev") as d,
+        aiomqtt.Client(
+            mq.host, mq.port, username=gw.username, password=gw.password, identifier="floor-gw"
+        ) as g,
+        aiomqtt.Client(
+            mq.host, mq.port, username=dev.username, password=dev.password, identifier="floor-dev"
+        ) as d,
     ):
         await d.subscribe(cmd, qos=1)
         await g.subscribe(ack, qos=1)
 
         async def echo() -> None:
-            async for message in d.messages:
-                await d.publish(ack, message.payload, qos=1)
+            with contextlib.suppress(aiomqtt.MqttError):
+                async for message in d.messages:
+                    await d.publish(ack, message.payload, qos=1)
 
         echoer = asyncio.create_task(echo())
         replies = g.messages
@@ -93,6 +105,7 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             await anext(replies)
             samples.append((time.perf_counter() - began) * 1000)
         echoer.cancel()
+        await asyncio.gather(echoer, return_exceptions=True)
     return samples
 
 
@@ -108,7 +121,8 @@ async def commands(port: int, token: str, n: int) -> list[float]:
             began = time.perf_counter()
             reply = await stub.SendCommand(
                 lan_pb2.SendCommandRequest(device_id=DEVICE, name="set_light", params=params),
-                metadata=auth, timeout=5,
+                metadata=auth,
+                timeout=5,
             )
             if i >= 200:  # warm-up
                 samples.append((time.perf_counter() - began) * 1000)
@@ -136,12 +150,13 @@ async def main() -> None:
             f'[[devices]]\ndevice_id = "{DEVICE}"\nroom_id = "101"\nkind = "light"\n'
         )
         token = LocalTokens(Path(tmp) / "edge" / "staff-tokens.json").create("bench", Role.STAFF)
-        gateway = subprocess.Popen(  # noqa: S603
+        gateway = subprocess.Popen(
             [str(ROOT / ".venv/bin/bellhop"), "edge", "run", "--config", str(config)],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         device = multiprocessing.get_context("spawn").Process(
-            target=run_device, args=(mq.host, mq.port, creds[DEVICE].username, creds[DEVICE].password)
+            target=run_device,
+            args=(mq.host, mq.port, creds[DEVICE].username, creds[DEVICE].password),
         )
         device.start()
         try:

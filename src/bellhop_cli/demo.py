@@ -29,7 +29,9 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--rooms", type=int, default=6, help="simulated rooms (5-6 devices each)")
     demo.add_argument("--interval", type=float, default=2.0, help="seconds between device reports")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--workdir", type=Path, default=None, help="keep broker files and SQLite here")
+    demo.add_argument(
+        "--workdir", type=Path, default=None, help="keep broker files and SQLite here"
+    )
     demo.set_defaults(handler=_main)
 
 
@@ -40,8 +42,10 @@ def _main(args: argparse.Namespace) -> int:
         datefmt="%H:%M:%S",
     )
     # Per-message library chatter would drown the story.
-    for noisy in ("bellhop.sim", "bellhop_edge.app", "bellhop_edge.mqtt", "mqtt"):
+    for noisy in ("bellhop.sim", "bellhop_edge.mqtt", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The demo prints alerts itself, from the LAN API's live stream.
+    logging.getLogger("bellhop_edge.app").setLevel(logging.ERROR)
     try:
         asyncio.run(_demo(args))
     except KeyboardInterrupt:
@@ -56,7 +60,6 @@ def _say(text: str) -> None:
 
 async def _demo(args: argparse.Namespace) -> None:
     import grpc
-
     from bellhop.common.v1 import common_pb2
     from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
     from bellhop_devices.sim import Broker, DeviceSpec, Faults, SimulatedHotel, floor_of, layout
@@ -74,8 +77,10 @@ async def _demo(args: argparse.Namespace) -> None:
     gateway_creds = broker.add_gateway(hotel_id)
     device_creds = broker.add_devices(hotel_id, [s.device_id for s in specs])
     broker.start()
-    kind = "Mosquitto with per-device credentials and ACL" if isinstance(broker, MosquittoBroker) else (
-        "embedded amqtt (Mosquitto not installed; loopback, anonymous)"
+    kind = (
+        "Mosquitto with per-device credentials and ACL"
+        if isinstance(broker, MosquittoBroker)
+        else ("embedded amqtt (Mosquitto not installed; loopback, anonymous)")
     )
     _say(f"broker: {kind} on {broker.host}:{broker.port}")
     rooms = sorted({s.room_id for s in specs if s.room_id})
@@ -93,7 +98,8 @@ async def _demo(args: argparse.Namespace) -> None:
             "liveness": {"heartbeat_timeout_s": max(3 * args.interval, 3.0)},
             "rooms": [{"room_id": r, "name": f"Room {r}", "floor": floor_of(r)} for r in rooms],
             "devices": [
-                {"device_id": s.device_id, "room_id": s.room_id, "kind": s.kind.value} for s in specs
+                {"device_id": s.device_id, "room_id": s.room_id, "kind": s.kind.value}
+                for s in specs
             ],
         }
     )
@@ -120,7 +126,8 @@ async def _demo(args: argparse.Namespace) -> None:
             async with sim, grpc.aio.insecure_channel(f"127.0.0.1:{gateway.api_port}") as channel:
                 stub = lan_pb2_grpc.LanServiceStub(channel)
                 story = asyncio.create_task(
-                    _story(stub, auth, sim, gateway, args, common_pb2, lan_pb2, Faults), name="demo-story"
+                    _story(stub, auth, sim, gateway, args, common_pb2, lan_pb2, Faults),
+                    name="demo-story",
                 )
                 watch = asyncio.create_task(_watch_alerts(stub, auth, lan_pb2), name="demo-alerts")
                 try:
@@ -132,7 +139,8 @@ async def _demo(args: argparse.Namespace) -> None:
                     for task in (story, watch):
                         task.cancel()
                     await asyncio.gather(story, watch, return_exceptions=True)
-                    _say("stopping: devices say goodbye, the gateway drains its writer")
+                    _say("stopping: the gateway drains its writer, then the devices say goodbye")
+                    await gateway.close()
     finally:
         broker.stop()
         if args.workdir is None:
@@ -147,12 +155,20 @@ async def _watch_alerts(stub: Any, auth: Any, lan_pb2: Any) -> None:
     async for event in stub.WatchEvents(lan_pb2.WatchEventsRequest(), metadata=auth):
         if event.HasField("alert"):
             a = event.alert
-            _say(f"ALERT {states[a.state]}: {kinds[a.kind]} on {a.device_id} (room {a.room_id}): {a.message}")
+            _say(
+                f"ALERT {states[a.state]}: {kinds[a.kind]} on {a.device_id} (room {a.room_id}): {a.message}"
+            )
 
 
 async def _story(
-    stub: Any, auth: Any, sim: Any, gateway: Any, args: argparse.Namespace,
-    common_pb2: Any, lan_pb2: Any, faults_type: Any,
+    stub: Any,
+    auth: Any,
+    sim: Any,
+    gateway: Any,
+    args: argparse.Namespace,
+    common_pb2: Any,
+    lan_pb2: Any,
+    faults_type: Any,
 ) -> None:
     from google.protobuf import struct_pb2
 
@@ -160,7 +176,9 @@ async def _story(
     start = time.monotonic()
     while sim.online() < total and time.monotonic() - start < 60:
         await asyncio.sleep(0.5)
-    _say(f"{sim.online()}/{total} simulated devices connected; the gateway sees {gateway.hotel.online} online")
+    _say(
+        f"{sim.online()}/{total} simulated devices connected; the gateway sees {gateway.hotel.online} online"
+    )
     await asyncio.sleep(args.interval * 1.5)
 
     thermostat = next(d for d in sim.devices if d.endswith("thermostat"))
@@ -173,10 +191,14 @@ async def _story(
     reply = await stub.SendCommand(request, metadata=auth, timeout=10)
     took = (time.perf_counter() - began) * 1000
     status = common_pb2.CommandStatus.Name(reply.result.status)
-    _say(f"command set_setpoint(22.5) -> {thermostat}: {status} in {took:.1f} ms (via gRPC, MQTT, ack)")
+    _say(
+        f"command set_setpoint(22.5) -> {thermostat}: {status} in {took:.1f} ms (via gRPC, MQTT, ack)"
+    )
     again = await stub.SendCommand(request, metadata=auth, timeout=10)
     same = again.result == reply.result
-    _say(f"retried the same command id: {'same result, not executed twice' if same else 'DIFFERENT result'}")
+    _say(
+        f"retried the same command id: {'same result, not executed twice' if same else 'DIFFERENT result'}"
+    )
 
     quiet = next(d for d in sim.devices if d.endswith("door_sensor"))
     sim.devices[quiet].faults = faults_type(silent=True)

@@ -151,6 +151,8 @@ def render_config(
         # Commands and acks are small; anything bigger is garbage or abuse.
         "max_packet_size 65536",
         "max_queued_messages 100000",
+        # Commands and acks are tiny; Nagle's algorithm would add ~40 ms per hop.
+        "set_tcp_nodelay true",
         f"persistence {'true' if persistence_dir else 'false'}",
     ]
     if persistence_dir is not None:

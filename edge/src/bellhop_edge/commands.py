@@ -110,6 +110,11 @@ class CommandBook:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def record(self, command_id: str) -> CommandRecord:
+        """The latest record of a command this book knows."""
+        pending = self._pending.get(command_id)
+        return pending.record if pending is not None else self._finished[command_id]
+
     def known(self, command_id: str) -> bool:
         return command_id in self._pending or command_id in self._finished
 
@@ -270,7 +275,7 @@ class CommandService:
             return decision.record
         if isinstance(decision, Publish):
             self._persist(decision.record)
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[CommandRecord] = asyncio.get_running_loop().create_future()
             self._waiters[request.command_id] = waiter
             topic = codec.topic(self._hotel_id, request.device_id, Channel.CMD)
             try:
@@ -280,7 +285,13 @@ class CommandService:
                 if record is not None:
                     self._record(record)
                 raise Unavailable(f"could not send the command: {exc}") from exc
-        waiter = self._waiters[request.command_id]
+        else:
+            # The ack may already have arrived while the first caller's publish
+            # was still waiting for the broker's PUBACK.
+            joined = self._waiters.get(request.command_id)
+            if joined is None:
+                return self._book.record(request.command_id)
+            waiter = joined
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except TimeoutError:

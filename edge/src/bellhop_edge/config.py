@@ -94,7 +94,7 @@ class StoreConfig(_Section):
     # NORMAL survives a process crash; FULL also the last commits on power loss.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     batch_max_ops: int = Field(default=2000, ge=1)
-    batch_max_delay_ms: int = Field(default=20, ge=0)
+    batch_max_delay_ms: int = Field(default=0, ge=0)
 
 
 class RoomEntry(_Section):

@@ -13,6 +13,7 @@ import asyncio
 import enum
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 
@@ -113,6 +114,8 @@ class MqttLink:
             tls_context=tls_context,
             max_inflight_messages=1000,
             queue_type=_dispatching_queue(self._on_message),
+            # Commands and acks are tiny; Nagle's algorithm would add ~40 ms per hop.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         # aiomqtt has no public switch for manual acknowledgement; paho's is
         # what lets us send PUBACK only after the message is committed.

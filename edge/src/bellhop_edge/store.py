@@ -1150,7 +1150,9 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
-_Item = WriteOp | _Call | _Stop
+_CHUNK_OPS: Final = 256
+# Ops travel to the thread in chunks: one queue hand-over per chunk, not per op.
+_Item = list[WriteOp] | _Call | _Stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -1182,6 +1184,7 @@ class StoreWriter:
         max_batch: int = 2000,
         max_delay_ms: float = 0.0,
         max_pending: int = 50_000,
+        hand_over_ms: float = 1.0,
         checkpoint_interval_s: float = 1.0,
         compact_rows: int = 200_000,
         compact_interval_s: float = 300.0,
@@ -1210,6 +1213,9 @@ class StoreWriter:
         self._fatal: BaseException | None = None
         self._closing = False
         self._exited: asyncio.Future[None] | None = None
+        self._staged: list[WriteOp] = []
+        self._hand_over_s = hand_over_ms / 1000
+        self._hand_over_timer: asyncio.TimerHandle | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -1245,6 +1251,7 @@ class StoreWriter:
         if self._thread is None or self._exited is None:
             return
         if not self._closing:
+            self._hand_over()
             self._closing = True
             self._queue.put(_STOP)
         await asyncio.shield(self._exited)
@@ -1326,10 +1333,31 @@ class StoreWriter:
     def _enqueue(self, item: WriteOp | _Call) -> None:
         self._submitted += 1
         self.stats.submitted += 1
-        self._queue.put(item)
+        if isinstance(item, _Call):
+            self._hand_over()
+            self._queue.put(item)
+            return
+        # Every hand-over wakes the thread, which then competes with the event
+        # loop for the GIL; one per op cost more than the SQL. Ops are handed
+        # over in chunks, at most `hand_over_ms` after the first of them.
+        self._staged.append(item)
+        if len(self._staged) >= _CHUNK_OPS:
+            self._hand_over()
+        elif self._hand_over_timer is None:
+            assert self._loop is not None
+            self._hand_over_timer = self._loop.call_later(self._hand_over_s, self._hand_over)
+
+    def _hand_over(self) -> None:
+        if self._hand_over_timer is not None:
+            self._hand_over_timer.cancel()
+            self._hand_over_timer = None
+        if self._staged:
+            chunk, self._staged = self._staged, []
+            self._queue.put(chunk)
 
     def _wait(self, ticket: int) -> asyncio.Future[Any]:
         assert self._loop is not None
+        self._hand_over()  # someone waits: do not let the chunk linger
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiters.append((ticket, future))
         return future
@@ -1453,7 +1481,7 @@ class _WriterThread:
                 self._count += 1
                 self._call(item)
                 continue
-            batch: list[WriteOp] = [item]
+            batch: list[WriteOp] = list(item)
             deadline = time.monotonic() + w._max_delay
             while len(batch) < w._max_batch:
                 try:
@@ -1469,8 +1497,10 @@ class _WriterThread:
                 if isinstance(nxt, _Stop | _Call):
                     held = nxt
                     break
-                batch.append(nxt)
-            self._commit(batch)
+                batch.extend(nxt)
+            # A chunk may carry the batch past max_batch: commit in slices.
+            for start in range(0, len(batch), w._max_batch):
+                self._commit(batch[start : start + w._max_batch])
             self._housekeeping()
 
     def _commit(self, batch: list[WriteOp]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bellhop_devices.messages import Ack, AckStatus
 from bellhop_edge.commands import (
     CommandBook,
@@ -19,7 +18,9 @@ from bellhop_edge.model import CommandResult, CommandStatus
 NOW = 1_700_000_000_000
 
 
-def request(command_id: str = "c1", *, expires_at: int = NOW + 30_000, **params: object) -> CommandRequest:
+def request(
+    command_id: str = "c1", *, expires_at: int = NOW + 30_000, **params: object
+) -> CommandRequest:
     return CommandRequest(command_id, "r101-light", "set_light", params or {"on": True}, expires_at)
 
 
@@ -74,7 +75,9 @@ def test_late_ack_after_timeout_records_the_truth() -> None:
     book = CommandBook()
     book.begin(request(), NOW)
     book.on_deadline("c1", NOW + 5_000)
-    record = book.on_ack("r101-light", Ack("r101-light", "c1", AckStatus.ERROR, error="relay stuck"), NOW + 6_000)
+    record = book.on_ack(
+        "r101-light", Ack("r101-light", "c1", AckStatus.ERROR, error="relay stuck"), NOW + 6_000
+    )
     assert record is not None
     assert record.result.status is CommandStatus.FAILED
     assert record.result.error == "relay stuck"
@@ -124,3 +127,49 @@ def test_finished_memory_is_bounded() -> None:
         book.on_deadline(f"id{i}", NOW + 1)
     assert not book.known("id0")
     assert book.known("id9")
+
+
+async def test_service_handles_an_ack_that_beats_the_publish_confirmation() -> None:
+    from bellhop_edge.commands import CommandService
+
+    persisted: list[CommandRecord] = []
+    service: CommandService
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        # The device answers before the broker's PUBACK reaches the gateway.
+        assert service.on_ack("r101-light", Ack("r101-light", "c1", AckStatus.OK, {"on": True}))
+
+    service = CommandService(
+        hotel_id="h1",
+        book=CommandBook(),
+        publish=publish,
+        load=lambda _: None,
+        persist=persisted.append,
+        notify=lambda _: None,
+        clock=lambda: NOW,
+    )
+    record = await service.execute(request(), timeout=1.0)
+    assert record.result.status is CommandStatus.SUCCEEDED
+    assert [r.result.status for r in persisted] == [CommandStatus.PENDING, CommandStatus.SUCCEEDED]
+
+
+async def test_service_times_out_without_an_ack() -> None:
+    from bellhop_edge.commands import CommandService
+
+    sent: list[str] = []
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        sent.append(topic)
+
+    service = CommandService(
+        hotel_id="h1",
+        book=CommandBook(),
+        publish=publish,
+        load=lambda _: None,
+        persist=lambda _: None,
+        notify=lambda _: None,
+        clock=lambda: NOW,
+    )
+    record = await service.execute(request(), timeout=0.05)
+    assert record.result.status is CommandStatus.TIMED_OUT
+    assert sent == ["hotel/h1/device/r101-light/cmd"]
