@@ -230,14 +230,14 @@ async def load(port: int, path: str, headers: dict[str, str], seconds: float, in
 
 
 @dataclass
-class Relay:
+class RelayProcess:
     port: int
     path: str
     headers: dict[str, str]
     process: subprocess.Popen[bytes]
 
 
-async def start_relay(workdir: Path, database_url: str) -> Relay:
+async def start_relay(workdir: Path, database_url: str) -> RelayProcess:
     from bellhop_cloud.config import load_config
 
     port = free_port()
@@ -250,10 +250,10 @@ async def start_relay(workdir: Path, database_url: str) -> Relay:
     status, body = await one_request(port, path, headers)
     assert status == 200, (status, body[:200])
     assert len(json.loads(body)["items"]) == PAGE
-    return Relay(port, path, headers, process)
+    return RelayProcess(port, path, headers, process)
 
 
-def stop_relay(relay: Relay) -> None:
+def stop_relay(relay: RelayProcess) -> None:
     relay.process.terminate()
     relay.process.wait(timeout=20)
 
@@ -288,7 +288,7 @@ async def run(rounds: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bellhop-bench-") as tmp:
         workdir = Path(tmp)
         name, url = await pg_database()
-        relays: list[Relay] = []
+        relays: list[RelayProcess] = []
         try:
             sqlite = await start_relay(workdir, f"sqlite:///{workdir / 'relay.db'}")
             relays.append(sqlite)
