@@ -52,7 +52,12 @@ class Store:
             )
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            connect_args: dict[str, Any] = {"timeout": config.db_timeout_s}
+            # Connecting and every statement are bounded, so a stuck database
+            # becomes an error instead of a request that never ends.
+            connect_args: dict[str, Any] = {
+                "timeout": config.db_timeout_s,
+                "command_timeout": config.db_timeout_s,
+            }
             if config.database_schema:
                 connect_args["server_settings"] = {"search_path": config.database_schema}
             engine = create_async_engine(
