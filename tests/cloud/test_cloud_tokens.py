@@ -12,6 +12,8 @@ from bellhop_cloud.auth.keys import SigningKey, load_or_create_signing_key
 from bellhop_cloud.auth.tokens import AccessTokens
 from bellhop_cloud.errors import ConfigError, InvalidToken, TokenExpired
 
+from tests.cloud.support import Api
+
 
 def tokens(key: SigningKey | None = None, ttl_s: int = 300) -> AccessTokens:
     return AccessTokens(key or SigningKey.generate(), issuer="iss", audience="aud", ttl_s=ttl_s)
@@ -81,3 +83,11 @@ def test_hs256_with_the_public_key_as_secret_is_refused() -> None:
 def test_token_of_another_relay_is_refused() -> None:
     with pytest.raises(InvalidToken):
         tokens().verify(tokens().issue("usr_1").token)
+
+
+async def test_jwks_is_served_cacheable(api: Api) -> None:
+    response = await api.http.get("/.well-known/jwks.json")
+    assert response.headers["cache-control"] == "public, max-age=300"
+    (key,) = response.json()["keys"]
+    assert key["kid"] == api.relay.tokens.key.kid
+    assert "d" not in key  # never the private part

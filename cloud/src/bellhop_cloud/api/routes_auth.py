@@ -20,6 +20,8 @@ from bellhop_cloud.api.schemas import (
 )
 
 router = APIRouter()
+# Short enough that a key published ahead of a rotation reaches edges in time.
+JWKS_MAX_AGE_S = 300
 PUBLIC = access_rule(Audience.PUBLIC)
 ACCOUNT = access_rule(Audience.ACCOUNT)
 
@@ -119,6 +121,7 @@ async def change_password(
 
 
 @router.get("/.well-known/jwks.json", tags=["keys"], openapi_extra=PUBLIC)
-async def jwks(relay: RelayDep) -> dict[str, Any]:
+async def jwks(relay: RelayDep, response: Response) -> dict[str, Any]:
     """Public keys that verify access tokens (edges cache them to verify staff offline)."""
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_S}"
     return relay.tokens.jwks()
