@@ -150,6 +150,14 @@ class SqliteDeviceReader:
             self._connection = None
 
 
+async def _keep_session(connection: Any) -> None:
+    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN...).
+
+    This pool only ever runs single SELECTs in autocommit: there is no
+    session state to reset, and the reset query cost as much as the read.
+    """
+
+
 class PostgresDeviceReader:
     def __init__(self, url: URL, *, schema: str | None, pool_size: int, timeout_s: float) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -173,6 +181,7 @@ class PostgresDeviceReader:
                         timeout=self._timeout_s,
                         command_timeout=self._timeout_s,
                         server_settings=settings,
+                        reset=_keep_session,
                     )
         return self._pool
 
