@@ -81,12 +81,15 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
     cmd = f"hotel/{HOTEL}/device/floor-dev/cmd"
     ack = f"hotel/{HOTEL}/device/floor-dev/ack"
     samples = []
+    nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     async with (
         aiomqtt.Client(
-            mq.host, mq.port, username=gw.username, password=gw.password, identifier="floor-gw"
+            mq.host, mq.port, username=gw.username, password=gw.password, identifier="floor-gw",
+            socket_options=nodelay,
         ) as g,
         aiomqtt.Client(
-            mq.host, mq.port, username=dev.username, password=dev.password, identifier="floor-dev"
+            mq.host, mq.port, username=dev.username, password=dev.password, identifier="floor-dev",
+            socket_options=nodelay,
         ) as d,
     ):
         await d.subscribe(cmd, qos=1)
@@ -104,8 +107,8 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             await g.publish(cmd, f'{{"id":"{i}"}}'.encode(), qos=1)
             await anext(replies)
             samples.append((time.perf_counter() - began) * 1000)
-        echoer.cancel()
-        await asyncio.gather(echoer, return_exceptions=True)
+    # Leaving the clients disconnects them, which ends the echo's iteration.
+    await asyncio.wait_for(asyncio.gather(echoer, return_exceptions=True), 10)
     return samples
 
 

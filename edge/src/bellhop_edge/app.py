@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -409,5 +410,9 @@ def _rules_config(config: EdgeConfig) -> RulesConfig:
 async def run(config: EdgeConfig) -> None:
     """Run a gateway until cancelled (Ctrl-C)."""
     async with Gateway(config) as gateway:
+        # Start-up objects (config, registry, protobuf descriptors) live for the
+        # whole run: keep them out of the collector's way (fewer, shorter pauses).
+        gc.collect()
+        gc.freeze()
         with contextlib.suppress(asyncio.CancelledError):
             await gateway.wait_closed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -57,11 +58,18 @@ def _run(args: argparse.Namespace) -> int:
         level="DEBUG" if args.verbose else config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    try:
-        asyncio.run(run(config))
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run(config))
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop where it is installed: lower command latency, same semantics."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _check(args: argparse.Namespace) -> int:
