@@ -54,6 +54,11 @@ def register(subparsers: Any) -> None:
     ca.add_argument("--plain-port", type=int, default=1883, help="plain MQTT, on loopback only")
     ca.add_argument("--tls-port", type=int, default=8883, help="MQTT over TLS, on the LAN")
     ca.add_argument(
+        "--tls-bind",
+        default="0.0.0.0",  # noqa: S104 - devices reach the broker over the hotel LAN
+        help="address of the TLS listener (default: all)",
+    )
+    ca.add_argument(
         "--mosquitto-user", default=None, help="user Mosquitto drops to when started as root"
     )
     ca.set_defaults(handler=_ca)
@@ -344,7 +349,9 @@ def _ca(args: argparse.Namespace) -> int:
         port=args.plain_port,
         password_file=args.password_file or broker_dir / "passwd",
         acl_file=args.acl_file or broker_dir / "acl",
-        tls=broker.TlsListener(args.tls_port, server.ca_cert, server.cert, server.key),
+        tls=broker.TlsListener(
+            args.tls_port, server.ca_cert, server.cert, server.key, bind=args.tls_bind
+        ),
         persistence_dir=broker_dir / "data",
         run_as=args.mosquitto_user,
     )
