@@ -166,6 +166,7 @@ class PostgresDeviceReader:
         self._timeout_s = timeout_s
         self._pool: Any = None
         self._lock = asyncio.Lock()
+        self._turns = asyncio.Semaphore(pool_size)
 
     async def _get_pool(self) -> Any:
         if self._pool is None:
@@ -224,7 +225,11 @@ class PostgresDeviceReader:
     async def _fetch(self, sql: str, args: list[Any], stale_before: datetime) -> list[Device]:
         try:
             pool = await self._get_pool()
-            rows = await pool.fetch(sql, *args, timeout=self._timeout_s)
+            # Queue here, first come first served: asyncpg's own wait for a free
+            # connection lets newcomers overtake waiters, which showed as a long
+            # latency tail under load.
+            async with self._turns:
+                rows = await pool.fetch(sql, *args, timeout=self._timeout_s)
         except (OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
         fragment = orjson.Fragment
