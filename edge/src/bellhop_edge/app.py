@@ -88,6 +88,8 @@ class Gateway:
             devices=self.store.list_devices(include_unknown=True),
             reported=self.store.load_reported().values(),
             desired=self.store.load_desired().values(),
+            last_telemetry_ts=self.store.last_telemetry_ts(),
+            last_event_ts=self.store.last_event_ts(),
         )
         for entry in config.devices:
             device = self.hotel.register_device(entry.device_id, entry.room_id, entry.kind)
@@ -123,6 +125,7 @@ class Gateway:
         self._spawn(self._liveness_loop(), "liveness")
         self._spawn(self._retention_loop(), "retention")
         self._spawn(self._last_seen_loop(), "last-seen")
+        self._spawn(self._registry_loop(), "registry")
         log.info(
             "gateway for hotel %s up: %d rooms, %d devices, LAN API on port %d",
             config.hotel_id,
@@ -323,6 +326,27 @@ class Gateway:
         while True:
             await self.writer.apply_retention(policy, now_ms())
             await asyncio.sleep(self.config.retention.run_every_s)
+
+    async def _registry_loop(self) -> None:
+        """Pick up rooms and devices changed by `bellhop devices` beside us."""
+        version = self.store.registry_version()
+        while True:
+            await asyncio.sleep(2)
+            current = self.store.registry_version()
+            if current == version:
+                continue
+            version = current
+            gone = self.hotel.reload_registry(
+                self.store.list_rooms(), self.store.list_devices(include_unknown=True)
+            )
+            for device_id in gone:
+                self.rules.forget(device_id)
+            log.info(
+                "registry reloaded: %d rooms, %d devices (%d removed)",
+                len(self.hotel.rooms),
+                len(self.hotel.list_devices()),
+                len(gone),
+            )
 
     async def _last_seen_loop(self) -> None:
         while True:

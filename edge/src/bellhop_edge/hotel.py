@@ -88,6 +88,10 @@ Change = (
 )
 
 UNKNOWN_DEVICE = "unknown_device"
+DUPLICATE = "duplicate"
+# A device whose clock jumps back further than this is taken to have been
+# reset, not to be replaying: its messages are accepted again.
+CLOCK_RESET_MS = 10 * 60 * 1000
 
 
 class Hotel:
@@ -102,6 +106,8 @@ class Hotel:
         devices: Iterable[Device] = (),
         reported: Iterable[ReportedState] = (),
         desired: Iterable[DesiredState] = (),
+        last_telemetry_ts: dict[str, int] | None = None,
+        last_event_ts: dict[str, int] | None = None,
     ) -> None:
         self.hotel_id = hotel_id
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -116,6 +122,13 @@ class Hotel:
         self.latest: dict[tuple[str, str], TelemetryPoint] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
+        # Device times of the newest telemetry and events accepted, so that a
+        # message the broker redelivers (its PUBACK was lost in a crash) is
+        # recognised and not stored, or sent to the cloud, twice.
+        self._telemetry_ts: dict[str, int] = dict(last_telemetry_ts or {})
+        self._event_ts: dict[str, int] = dict(last_event_ts or {})
+        # Kinds of event seen at `_event_ts`; None after a restart: all of them.
+        self._event_kinds: dict[str, set[str] | None] = dict.fromkeys(self._event_ts)
 
     # -- registry -----------------------------------------------------------
     def upsert_room(self, room: Room) -> Room:
@@ -137,6 +150,28 @@ class Hotel:
         )
         self.devices[device_id] = device
         return device
+
+    def reload_registry(self, rooms: Iterable[Room], devices: Iterable[Device]) -> list[str]:
+        """Take rooms and registered devices from the store (changed by a tool).
+
+        Live facts (connectivity, firmware, last_seen) of devices already known
+        are kept. Returns the ids of devices that are no longer registered.
+        """
+        self.rooms = {r.room_id: r for r in rooms}
+        stored = {d.device_id: d for d in devices if d.registered}
+        gone = [i for i, d in self.devices.items() if d.registered and i not in stored]
+        for device_id in gone:
+            del self.devices[device_id]
+        for device_id, device in stored.items():
+            current = self.devices.get(device_id)
+            if current is not None:
+                device = replace(
+                    device,
+                    connectivity=current.connectivity,
+                    firmware=current.firmware or device.firmware,
+                )
+            self.devices[device_id] = device
+        return gone
 
     def device(self, device_id: str) -> Device:
         device = self.devices.get(device_id)
@@ -197,8 +232,11 @@ class Hotel:
         device = self.devices.get(device_id)
         if device is None or not device.registered:
             return self._unknown(message, device, now)
-        self.accepted += 1
         self.last_seen[device_id] = now
+        if self._replayed(message):
+            self.rejected[DUPLICATE] += 1
+            return [Rejected(DUPLICATE, device_id, "already stored (redelivered)")]
+        self.accepted += 1
         changes: list[Change] = []
         if device.connectivity is not Connectivity.ONLINE and not (
             isinstance(message, Status) and not message.online
@@ -233,6 +271,28 @@ class Hotel:
         elif isinstance(message, Ack):
             changes.append(AckReceived(device_id, message))
         return changes
+
+    def _replayed(self, message: DeviceMessage) -> bool:
+        if isinstance(message, Telemetry):
+            last = self._telemetry_ts.get(message.device_id)
+            if last is not None and last - CLOCK_RESET_MS < message.ts <= last:
+                return True
+            self._telemetry_ts[message.device_id] = message.ts
+            return False
+        if isinstance(message, Event):
+            device_id, kind = message.device_id, message.kind.value
+            last = self._event_ts.get(device_id)
+            if last is not None and last - CLOCK_RESET_MS < message.ts <= last:
+                if message.ts < last:
+                    return True
+                kinds = self._event_kinds.get(device_id)
+                if kinds is None or kind in kinds:
+                    return True
+                kinds.add(kind)
+                return False
+            self._event_ts[device_id] = message.ts
+            self._event_kinds[device_id] = {kind}
+        return False
 
     def _status(self, device: Device, message: Status, now: int) -> list[Change]:
         changes: list[Change] = []

@@ -443,8 +443,21 @@ def _schema_v2(db: Database) -> None:
     # Points that v1 wrote straight into `telemetry` stay there: nothing to move.
 
 
+def _schema_v3(db: Database) -> None:
+    """A registry version that tools bump so a running gateway reloads rooms and devices."""
+    db.execute(
+        "CREATE TABLE registry_state (id INTEGER PRIMARY KEY CHECK (id = 0),"
+        " version INTEGER NOT NULL) STRICT"
+    )
+    db.execute("INSERT INTO registry_state (id, version) VALUES (0, 0)")
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
-_MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_schema_v1, _schema_v2)
+_MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
+    _schema_v1,
+    _schema_v2,
+    _schema_v3,
+)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -1046,6 +1059,44 @@ class EdgeStore:
 
     def outbox_last_seq(self) -> int:
         return _last_seq(self._conn)
+
+    def registry_version(self) -> int:
+        """Grows whenever rooms or devices are changed by a tool beside the gateway."""
+        return int(self._conn.execute("SELECT version FROM registry_state").fetchone()[0])
+
+    def bump_registry_version(self) -> int:
+        """Tell a running gateway to reload its registry (it polls the version)."""
+        with _transaction(self._conn):
+            row = self._conn.execute(
+                "UPDATE registry_state SET version = version + 1 RETURNING version"
+            ).fetchone()
+        return int(row[0])
+
+    def last_telemetry_ts(self) -> dict[str, int]:
+        """Newest stored telemetry time per device, to recognise redelivered messages."""
+        # One index probe per series in `telemetry`; the staging table is
+        # bounded (compaction), so one pass over it is cheap.
+        rows = self._conn.execute(
+            """
+            SELECT s.device_id, max(
+                coalesce((SELECT max(ts) FROM telemetry t WHERE t.series_id = s.series_id), 0),
+                coalesce(r.ts, 0)
+            )
+            FROM series s
+            LEFT JOIN (
+                SELECT series_id, max(ts) AS ts FROM telemetry_recent GROUP BY series_id
+            ) r USING (series_id)
+            """
+        ).fetchall()
+        newest: dict[str, int] = {}
+        for device_id, ts in rows:
+            newest[device_id] = max(newest.get(device_id, 0), int(ts))
+        return newest
+
+    def last_event_ts(self) -> dict[str, int]:
+        """Newest stored event time per device, to recognise redelivered events."""
+        rows = self._conn.execute("SELECT device_id, max(ts) FROM events GROUP BY device_id")
+        return {device_id: int(ts) for device_id, ts in rows}
 
     def counts(self) -> StoreCounts:
         one = self._conn.execute

@@ -288,3 +288,20 @@ async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None
             Channel.TELEMETRY, {"v": 1, "ts": now_ms(), "seq": 1, "metrics": {"temperature": 21.0}}
         )
         await harness.wait_for(lambda: harness.gateway.hotel.accepted >= 1)
+
+
+async def test_registry_changes_beside_the_gateway_are_picked_up(harness: Harness) -> None:
+    from bellhop_devices.messages import DeviceKind
+    from bellhop_edge.model import Device, Room
+    from bellhop_edge.store import EdgeStore
+
+    with EdgeStore.open(harness.gateway.config.database_path) as store:
+        store.upsert_room(Room("103", "Room 103", 1))
+        store.upsert_device(Device("r103-light", "103", DeviceKind.LIGHT, registered=True))
+        store.remove_device("r102-env")
+        store.bump_registry_version()
+    await harness.wait_for(lambda: "r103-light" in harness.gateway.hotel.devices, timeout=5)
+    devices = await harness.stub.ListDevices(lan_pb2.ListDevicesRequest(), metadata=harness.auth)
+    ids = {d.device_id for d in devices.devices}
+    assert "r103-light" in ids
+    assert "r102-env" not in ids

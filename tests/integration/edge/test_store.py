@@ -408,7 +408,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
         got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
         assert [(p.ts, p.value) for p in got] == [(T0, 19.0), (T0 + 1, 20.0)]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 
@@ -486,3 +486,15 @@ async def test_a_failing_commit_callback_does_not_strand_the_others(
         await writer.flush()
     assert called == ["second"]
     assert "on_commit callback failed" in caplog.text
+
+
+def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test_name: str) -> None:
+    dev = f"{test_name}-env"
+    with EdgeStore.open(db_path) as store:
+        assert store.registry_version() == 0
+        assert store.bump_registry_version() == 1
+        store.apply(points(dev, T0 + 5, temperature=21.0), points(dev, T0 + 9, humidity=40.0))
+    with EdgeStore.open(db_path) as store:
+        assert store.registry_version() == 1
+        assert store.last_telemetry_ts() == {dev: T0 + 9}
+        assert store.last_event_ts() == {}

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
-from bellhop_devices.messages import Ack, AckStatus, DeviceKind, Event, EventKind, StateReport, Status, Telemetry
+from bellhop_devices.messages import (
+    Ack,
+    AckStatus,
+    DeviceKind,
+    Event,
+    EventKind,
+    StateReport,
+    Status,
+    Telemetry,
+)
 from bellhop_edge.errors import Conflict, NotFound
 from bellhop_edge.hotel import (
     AckReceived,
@@ -31,7 +39,10 @@ def hotel() -> Hotel:
 def test_birth_message_brings_device_online(hotel: Hotel) -> None:
     changes = hotel.apply(Status("r101-thermostat", True, NOW, DeviceKind.THERMOSTAT, "1.2.0"), NOW)
     assert any(isinstance(c, DeviceUpdated) and c.device.firmware == "1.2.0" for c in changes)
-    assert any(isinstance(c, ConnectivityChanged) and c.device.connectivity is Connectivity.ONLINE for c in changes)
+    assert any(
+        isinstance(c, ConnectivityChanged) and c.device.connectivity is Connectivity.ONLINE
+        for c in changes
+    )
     assert hotel.device("r101-thermostat").connectivity is Connectivity.ONLINE
     assert hotel.online == 1
 
@@ -39,11 +50,15 @@ def test_birth_message_brings_device_online(hotel: Hotel) -> None:
 def test_will_takes_device_offline(hotel: Hotel) -> None:
     hotel.apply(Status("r101-thermostat", True), NOW)
     changes = hotel.apply(Status("r101-thermostat", False), NOW + 1)
-    assert [c.device.connectivity for c in changes if isinstance(c, ConnectivityChanged)] == [Connectivity.OFFLINE]
+    assert [c.device.connectivity for c in changes if isinstance(c, ConnectivityChanged)] == [
+        Connectivity.OFFLINE
+    ]
 
 
 def test_telemetry_becomes_points_and_latest_values(hotel: Hotel) -> None:
-    changes = hotel.apply(Telemetry("r101-thermostat", NOW, 1, {"temperature": 21.5, "setpoint": 22.0}), NOW)
+    changes = hotel.apply(
+        Telemetry("r101-thermostat", NOW, 1, {"temperature": 21.5, "setpoint": 22.0}), NOW
+    )
     points = next(c for c in changes if isinstance(c, TelemetryAccepted)).points
     assert {(p.metric, p.value) for p in points} == {("temperature", 21.5), ("setpoint", 22.0)}
     assert hotel.latest[("r101-thermostat", "temperature")].value == 21.5
@@ -52,13 +67,17 @@ def test_telemetry_becomes_points_and_latest_values(hotel: Hotel) -> None:
 
 def test_state_reports_get_growing_versions_and_delta(hotel: Hotel) -> None:
     hotel.apply(StateReport("r101-thermostat", NOW, {"setpoint": 21.0, "mode": "heat"}), NOW)
-    changes = hotel.apply(StateReport("r101-thermostat", NOW + 1, {"setpoint": 22.0, "mode": "heat"}), NOW + 1)
+    changes = hotel.apply(
+        StateReport("r101-thermostat", NOW + 1, {"setpoint": 22.0, "mode": "heat"}), NOW + 1
+    )
     state = next(c for c in changes if isinstance(c, StateChanged)).state
     assert state.version == 2
     desired = hotel.set_desired("r101-thermostat", {"setpoint": 23.0}, by="alice", now=NOW + 2)
     assert desired.version == 1
     assert hotel.delta("r101-thermostat") == {"setpoint": 23.0}
-    hotel.apply(StateReport("r101-thermostat", NOW + 3, {"setpoint": 23.0, "mode": "heat"}), NOW + 3)
+    hotel.apply(
+        StateReport("r101-thermostat", NOW + 3, {"setpoint": 23.0, "mode": "heat"}), NOW + 3
+    )
     assert hotel.delta("r101-thermostat") == {}
 
 
@@ -66,7 +85,9 @@ def test_desired_state_version_check(hotel: Hotel) -> None:
     hotel.set_desired("r101-thermostat", {"setpoint": 20}, by="a", now=NOW)
     with pytest.raises(Conflict, match="version 1"):
         hotel.set_desired("r101-thermostat", {"setpoint": 21}, by="b", now=NOW, expected_version=5)
-    assert hotel.set_desired("r101-thermostat", {"mode": "cool"}, by="b", now=NOW, expected_version=1).values == {
+    assert hotel.set_desired(
+        "r101-thermostat", {"mode": "cool"}, by="b", now=NOW, expected_version=1
+    ).values == {
         "setpoint": 20,
         "mode": "cool",
     }
@@ -76,7 +97,10 @@ def test_unknown_device_is_listed_not_accepted(hotel: Hotel) -> None:
     changes = hotel.apply(Telemetry("intruder", NOW, 1, {"temperature": 99.0}), NOW)
     assert any(isinstance(c, Rejected) and c.reason == "unknown_device" for c in changes)
     assert not any(isinstance(c, TelemetryAccepted) for c in changes)
-    assert [d.device_id for d in hotel.list_devices(include_unknown=True)] == ["intruder", "r101-thermostat"]
+    assert [d.device_id for d in hotel.list_devices(include_unknown=True)] == [
+        "intruder",
+        "r101-thermostat",
+    ]
     assert [d.device_id for d in hotel.list_devices()] == ["r101-thermostat"]
     assert hotel.rejected["unknown_device"] == 1
     with pytest.raises(NotFound, match="not registered"):
@@ -101,3 +125,66 @@ def test_events_and_acks_pass_through(hotel: Hotel) -> None:
 def test_register_needs_a_known_room(hotel: Hotel) -> None:
     with pytest.raises(NotFound, match="room"):
         hotel.register_device("x", "999", DeviceKind.LIGHT)
+
+
+def test_redelivered_messages_are_recognised(hotel: Hotel) -> None:
+    first = hotel.apply(Telemetry("r101-thermostat", NOW, 1, {"temperature": 21.0}), NOW)
+    assert any(isinstance(c, TelemetryAccepted) for c in first)
+    again = hotel.apply(Telemetry("r101-thermostat", NOW, 1, {"temperature": 21.0}), NOW + 5)
+    assert [c.reason for c in again if isinstance(c, Rejected)] == ["duplicate"]
+    later = hotel.apply(Telemetry("r101-thermostat", NOW + 1, 2, {"temperature": 21.5}), NOW + 6)
+    assert any(isinstance(c, TelemetryAccepted) for c in later)
+    # Two different events in the same millisecond are both kept; a replay of either is not.
+    door = Event("r101-thermostat", NOW, EventKind.DOOR, {"open": True})
+    button = Event("r101-thermostat", NOW, EventKind.BUTTON, {})
+    assert any(isinstance(c, EventAccepted) for c in hotel.apply(door, NOW))
+    assert any(isinstance(c, EventAccepted) for c in hotel.apply(button, NOW))
+    assert not any(isinstance(c, EventAccepted) for c in hotel.apply(door, NOW + 1))
+    assert hotel.rejected["duplicate"] == 2
+
+
+def test_replays_after_a_restart_and_clock_resets() -> None:
+    hotel = Hotel(
+        "h1",
+        heartbeat_timeout_ms=60_000,
+        rooms=[Room("101", "Room 101", 1)],
+        last_telemetry_ts={"r101-thermostat": NOW},
+        last_event_ts={"r101-thermostat": NOW},
+    )
+    hotel.register_device("r101-thermostat", "101", DeviceKind.THERMOSTAT)
+    replay = hotel.apply(Telemetry("r101-thermostat", NOW - 500, 7, {"temperature": 20.0}), NOW)
+    assert not any(isinstance(c, TelemetryAccepted) for c in replay)
+    assert not any(
+        isinstance(c, EventAccepted)
+        for c in hotel.apply(Event("r101-thermostat", NOW, EventKind.DOOR), NOW)
+    )
+    # A clock that jumped back an hour was reset, not replaying.
+    reset = hotel.apply(
+        Telemetry("r101-thermostat", NOW - 3_600_000, 1, {"temperature": 20.0}), NOW
+    )
+    assert any(isinstance(c, TelemetryAccepted) for c in reset)
+
+
+def test_registry_reload_keeps_live_facts_and_drops_removed(hotel: Hotel) -> None:
+    from bellhop_edge.model import Device
+
+    hotel.apply(Status("r101-thermostat", True, NOW, DeviceKind.THERMOSTAT, "2.0.0"), NOW)
+    gone = hotel.reload_registry(
+        [Room("101", "Room 101", 1), Room("102", "Room 102", 1)],
+        [Device("r102-light", "102", DeviceKind.LIGHT, registered=True)],
+    )
+    assert gone == ["r101-thermostat"]
+    assert [d.device_id for d in hotel.list_devices()] == ["r102-light"]
+    hotel.reload_registry(
+        [Room("101", "Room 101", 1)],
+        [
+            Device(
+                "r102-light",
+                "102",
+                DeviceKind.LIGHT,
+                registered=True,
+                connectivity=Connectivity.UNKNOWN,
+            )
+        ],
+    )
+    assert sorted(hotel.rooms) == ["101"]
