@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,12 @@ def register(subparsers: Any) -> None:
         "--tls-bind",
         default="0.0.0.0",  # noqa: S104 - devices reach the broker over the hotel LAN
         help="address of the TLS listener (default: all)",
+    )
+    ca.add_argument(
+        "--persistence-dir",
+        type=Path,
+        default=None,
+        help="keep queued messages across broker restarts here (default: none)",
     )
     ca.add_argument(
         "--mosquitto-user", default=None, help="user Mosquitto drops to when started as root"
@@ -230,7 +236,7 @@ def _reload(args: argparse.Namespace) -> Reload | None:
 
 
 def _provisioner(args: argparse.Namespace, config: EdgeConfig, store: EdgeStore) -> Provisioner:
-    from bellhop_edge.pki import HotelPki
+    from bellhop_edge.pki import LOOPBACK_HOSTS, HotelPki
     from bellhop_edge.provisioning import BrokerEndpoint, BrokerFiles, Provisioner
 
     broker_dir = _broker_dir(args, config)
@@ -241,7 +247,7 @@ def _provisioner(args: argparse.Namespace, config: EdgeConfig, store: EdgeStore)
     ca_pem = pki.ca_cert.read_text() if pki.ca_cert.exists() else None
     host = getattr(args, "broker_host", None)
     if host is None:
-        names = [h for h in pki.server_hosts() if h not in {"localhost", "127.0.0.1"}]
+        names = [h for h in pki.server_hosts() if h not in LOOPBACK_HOSTS]
         host = names[0] if names else "localhost"
     return Provisioner(
         hotel_id=config.hotel_id,
@@ -254,23 +260,25 @@ def _provisioner(args: argparse.Namespace, config: EdgeConfig, store: EdgeStore)
     )
 
 
-def _site(args: argparse.Namespace) -> SiteSettings | None:
+def _site(args: argparse.Namespace) -> SiteSettings:
+    """The bundle options; their defaults for a command that writes no bundle."""
     from bellhop_edge.provisioning import SiteSettings
 
-    if not hasattr(args, "timezone"):
-        return None  # a command that writes no bundle
     wifi_password = ""
-    if args.wifi_password_file is not None:
+    if getattr(args, "wifi_password_file", None) is not None:
         wifi_password = args.wifi_password_file.read_text().strip("\r\n")
     return SiteSettings(
-        timezone=args.timezone,
-        wifi_ssid=args.wifi_ssid,
+        timezone=getattr(args, "timezone", "UTC0"),
+        wifi_ssid=getattr(args, "wifi_ssid", ""),
         wifi_password=wifi_password,
-        ntp_server=args.ntp_server,
+        ntp_server=getattr(args, "ntp_server", ""),
     )
 
 
-def _run(args: argparse.Namespace, operation: Any) -> int:
+Operation = Callable[["Provisioner", "SiteSettings"], int]
+
+
+def _run(args: argparse.Namespace, operation: Operation) -> int:
     """Run `operation(config, provisioner)`, turning the domain's errors into messages."""
     from bellhop_edge.errors import EdgeError
     from bellhop_edge.provisioning import ReloadFailedError
@@ -286,7 +294,7 @@ def _run(args: argparse.Namespace, operation: Any) -> int:
     try:
         return int(operation(_provisioner(args, config, store), site))
     except ReloadFailedError as exc:
-        if exc.bundles and site is not None:
+        if exc.bundles:
             _write(args, exc.bundles, site)
         return _fail(str(exc))
     except (EdgeError, OSError) as exc:
@@ -325,7 +333,7 @@ def _reload_note(args: argparse.Namespace) -> None:
 # -- handlers -----------------------------------------------------------------------------
 def _ca(args: argparse.Namespace) -> int:
     from bellhop_edge import broker
-    from bellhop_edge.pki import DEFAULT_SERVER_DAYS, HotelPki, PkiError
+    from bellhop_edge.pki import DEFAULT_SERVER_DAYS, LOOPBACK_HOSTS, HotelPki, PkiError
 
     config = _load(args.config)
     broker_dir = _broker_dir(args, config)
@@ -339,10 +347,14 @@ def _ca(args: argparse.Namespace) -> int:
         elif not pki.ca_cert.exists():
             pki.create_ca(config.hotel_id)
             print(f"created the hotel CA: {pki.ca_cert} (key {pki.ca_key}, keep it safe)")
-        elif not hosts:
-            hosts = [h for h in pki.server_hosts() if h not in {"localhost", "127.0.0.1"}]
+        elif not pki.ca_key.exists():
+            return _fail(f"{pki.ca_cert} is the operator's CA: give --use-ca CERT KEY to sign")
+        if not hosts:
+            hosts = [h for h in pki.server_hosts() if h not in LOOPBACK_HOSTS]
+        if not hosts:
+            return _fail("give --hosts: the names and addresses devices use for the broker", 2)
         server = pki.issue_server(hosts, ca_key=ca_key, days=args.days or DEFAULT_SERVER_DAYS)
-    except PkiError as exc:
+    except (PkiError, OSError) as exc:
         return _fail(str(exc))
     print(f"server certificate for {', '.join(server.hosts)} until {server.not_after:%Y-%m-%d}")
     conf = broker.render_config(
@@ -352,7 +364,7 @@ def _ca(args: argparse.Namespace) -> int:
         tls=broker.TlsListener(
             args.tls_port, server.ca_cert, server.cert, server.key, bind=args.tls_bind
         ),
-        persistence_dir=broker_dir / "data",
+        persistence_dir=args.persistence_dir,
         run_as=args.mosquitto_user,
     )
     path = broker_dir / "mosquitto.conf"

@@ -183,9 +183,18 @@ class HotelPki:
         return self.ca_cert
 
     def adopt_ca(self, cert_path: Path, key_path: Path) -> tuple[Path, Path]:
-        """Use the operator's CA: its certificate is copied, its key stays where it is."""
+        """Use the operator's CA: its certificate is copied, its key stays where it is.
+
+        Refuses to replace a different CA: every provisioned device trusts it.
+        """
         cert, _ = _load_ca(cert_path, key_path)
-        _write(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if self.ca_cert.exists() and self.ca_cert.read_bytes() != pem:
+            raise PkiError(
+                f"{self.ca_cert} holds another CA, which provisioned devices trust;"
+                " move the directory away to start over (and re-provision every device)"
+            )
+        _write(self.ca_cert, pem, 0o644)
         return self.ca_cert, key_path
 
     def issue_server(

@@ -303,3 +303,14 @@ async def test_simulator_joins_over_tls_with_its_bundle(gateway_broker: Provisio
 def _no_delays() -> Iterator[float]:
     while True:
         yield 0.0
+
+
+def test_another_ca_never_silently_replaces_the_hotel_ca(tmp_path: Path, hotel_id: str) -> None:
+    gb = ProvisionedBroker(tmp_path, hotel_id)
+    gb.ca()
+    hotel_ca = (gb.tls_dir / "ca.crt").read_bytes()
+    other = _other_ca(tmp_path / "other-ca.crt")
+    result = run_cli("ca", "--config", gb.config, "--use-ca", other, other.with_suffix(".key"))
+    assert result.code == 1
+    assert "holds another CA" in result.err
+    assert (gb.tls_dir / "ca.crt").read_bytes() == hotel_ca

@@ -402,3 +402,35 @@ def test_firmware_header_compiles_against_the_firmware_and_carries_the_bundle(
         "tz": site.timezone,
     }
     assert values["port"] == "8883"
+
+
+async def test_gateway_rotation_locks_out_the_old_gateway_password(
+    gateway_broker: ProvisionedBroker,
+) -> None:
+    gb = gateway_broker
+    username, old = f"gateway-{gb.hotel_id}", gb.gateway_password()
+    refused = gb.devices("gateway")
+    assert refused.code == 1
+    assert "rotate it" in refused.err
+    assert gb.gateway_password() == old
+    assert gb.devices("gateway", "--rotate").code == 0
+    assert gb.gateway_password() != old
+    assert (gb.broker_dir / "gateway.secret").stat().st_mode & 0o777 == 0o600
+    assert "not authorized" in (await connect_error(gb.client(username, old))).lower()
+    async with gb.client(username, gb.gateway_password()):
+        pass
+
+
+async def test_revoke_can_keep_the_registry_entry(gateway_broker: ProvisionedBroker) -> None:
+    gb = gateway_broker
+    password = add(gb, "dev-spare")
+    result = gb.devices("revoke", "--device", "dev-spare", "--keep-registered")
+    assert result.code == 0, result.err
+    assert (
+        "not authorized" in (await connect_error(device_client(gb, "dev-spare", password))).lower()
+    )
+    listing = run_cli("list", "--config", gb.config)
+    assert "dev-spare" in listing.out
+    assert "NO CREDENTIALS" in listing.out
+    # Re-adding a registered device without credentials issues new ones.
+    assert add(gb, "dev-spare") != password
