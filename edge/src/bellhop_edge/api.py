@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 from bellhop_edge import convert
 from bellhop_edge.auth import Authenticator, Principal, Role
 from bellhop_edge.bus import Lagging
-from bellhop_edge.commands import expiring_request
+from bellhop_edge.commands import expiring_request, fleet_command_id, new_command_id, now_ms
 from bellhop_edge.errors import (
     AuthError,
     Conflict,
@@ -33,6 +34,7 @@ from bellhop_edge.errors import (
     PermissionDenied,
     Unavailable,
 )
+from bellhop_edge.model import CommandStatus
 
 if TYPE_CHECKING:
     from bellhop_edge.app import Gateway
@@ -125,7 +127,9 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
 
-    async def ListRooms(self, request: lan_pb2.ListRoomsRequest, context: Any) -> lan_pb2.ListRoomsResponse:
+    async def ListRooms(
+        self, request: lan_pb2.ListRoomsRequest, context: Any
+    ) -> lan_pb2.ListRoomsResponse:
         principal().require(Role.VIEWER, "reading rooms")
         rooms = sorted(self._gw.hotel.rooms.values(), key=lambda r: r.room_id)
         return lan_pb2.ListRoomsResponse(rooms=[convert.room(r) for r in rooms])
@@ -139,7 +143,9 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
         )
         return lan_pb2.ListDevicesResponse(devices=[convert.device(d) for d in devices])
 
-    async def GetDevice(self, request: lan_pb2.GetDeviceRequest, context: Any) -> lan_pb2.GetDeviceResponse:
+    async def GetDevice(
+        self, request: lan_pb2.GetDeviceRequest, context: Any
+    ) -> lan_pb2.GetDeviceResponse:
         principal().require(Role.VIEWER, "reading devices")
         hotel = self._gw.hotel
         device = hotel.device(request.device_id)
@@ -172,8 +178,75 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
         who.require(Role.STAFF, "sending commands")
         if not request.device_id or not request.name:
             raise InvalidRequest("device_id and name are required")
+        ttl, timeout = self._ttl_and_timeout(request, context)
+        command = expiring_request(
+            device_id=request.device_id,
+            name=request.name,
+            params=convert.from_struct(request.params),
+            ttl_s=ttl,
+            command_id=request.command_id or None,
+            requested_by=who.subject,
+        )
+        record = await self._gw.send_command(command, timeout=timeout)
+        return lan_pb2.SendCommandResponse(result=convert.command_result(record.result))
+
+    async def SendFleetCommand(
+        self, request: lan_pb2.SendFleetCommandRequest, context: Any
+    ) -> lan_pb2.SendFleetCommandResponse:
+        who = principal()
+        who.require(Role.STAFF, "sending commands")
+        if not request.name:
+            raise InvalidRequest("name is required")
+        target = request.target
+        kinds = [
+            convert.DEVICE_KINDS_BACK[k] for k in target.kinds if k in convert.DEVICE_KINDS_BACK
+        ]
+        devices = self._gw.hotel.select(
+            room_ids=target.room_ids,
+            floors=target.floors,
+            kinds=kinds,
+            device_ids=target.device_ids,
+            all_devices=target.all_devices,
+        )
+        if not devices:
+            raise InvalidRequest("the target matches no registered device")
+        ttl, timeout = self._ttl_and_timeout(request, context)
+        fleet_id = request.fleet_id or new_command_id()
+        params = convert.from_struct(request.params)
+        now = now_ms()
+        requests = [
+            expiring_request(
+                device_id=device_id,
+                name=request.name,
+                params=params,
+                ttl_s=ttl,
+                command_id=fleet_command_id(fleet_id, device_id),
+                requested_by=who.subject,
+                now=now,
+            )
+            for device_id in devices
+        ]
+        limit = request.max_in_flight or self._gw.config.commands.fleet_max_in_flight
+        records = await self._gw.send_fleet(requests, timeout=timeout, max_in_flight=limit)
+        statuses = Counter(r.result.status for r in records)
+        return lan_pb2.SendFleetCommandResponse(
+            fleet_id=fleet_id,
+            targeted=len(records),
+            succeeded=statuses[CommandStatus.SUCCEEDED],
+            failed=statuses[CommandStatus.FAILED],
+            timed_out=statuses[CommandStatus.TIMED_OUT],
+            expired=statuses[CommandStatus.EXPIRED],
+            results=[convert.command_result(r.result) for r in records],
+        )
+
+    def _ttl_and_timeout(self, request: Any, context: Any) -> tuple[float, float]:
+        """The command's ttl and how long to wait, within the caller's own deadline."""
         config = self._gw.config.commands
-        ttl = request.ttl.ToTimedelta().total_seconds() if request.HasField("ttl") else config.default_ttl_s
+        ttl = (
+            request.ttl.ToTimedelta().total_seconds()
+            if request.HasField("ttl")
+            else config.default_ttl_s
+        )
         timeout = (
             request.timeout.ToTimedelta().total_seconds()
             if request.HasField("timeout")
@@ -184,20 +257,15 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(remaining - 0.05, 0.01))
-        command = expiring_request(
-            device_id=request.device_id,
-            name=request.name,
-            params=convert.from_struct(request.params),
-            ttl_s=ttl,
-            command_id=request.command_id or None,
-            requested_by=who.subject,
-        )
-        record = await self._gw.send_command(command, timeout=min(timeout, config.max_timeout_s))
-        return lan_pb2.SendCommandResponse(result=convert.command_result(record.result))
+        return ttl, min(timeout, config.max_timeout_s)
 
-    async def ListAlerts(self, request: lan_pb2.ListAlertsRequest, context: Any) -> lan_pb2.ListAlertsResponse:
+    async def ListAlerts(
+        self, request: lan_pb2.ListAlertsRequest, context: Any
+    ) -> lan_pb2.ListAlertsResponse:
         principal().require(Role.VIEWER, "reading alerts")
-        states = [convert.ALERT_STATES_BACK[s] for s in request.states if s in convert.ALERT_STATES_BACK]
+        states = [
+            convert.ALERT_STATES_BACK[s] for s in request.states if s in convert.ALERT_STATES_BACK
+        ]
         alerts = self._gw.list_alerts(states, request.room_id or None, request.limit or 100)
         return lan_pb2.ListAlertsResponse(alerts=[convert.alert(a) for a in alerts])
 
@@ -218,7 +286,9 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
         start = request.start.ToMilliseconds() if request.HasField("start") else 0
         end = request.end.ToMilliseconds() if request.HasField("end") else 2**62
         limit = min(request.limit or 1000, 10_000)
-        points = await self._gw.query_telemetry(request.device_id, request.metric, start, end, limit)
+        points = await self._gw.query_telemetry(
+            request.device_id, request.metric, start, end, limit
+        )
         return lan_pb2.QueryTelemetryResponse(points=[convert.telemetry(p) for p in points])
 
     async def WatchEvents(
@@ -241,12 +311,20 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
         return self._gw.status_message()
 
 
-async def start_server(gateway: Gateway, authenticator: Authenticator) -> tuple[grpc.aio.Server, int]:
+async def start_server(
+    gateway: Gateway, authenticator: Authenticator
+) -> tuple[grpc.aio.Server, int]:
     """Start the LAN API on the configured address; returns the bound port."""
     config = gateway.config.api
-    host, _, port = config.listen.rpartition(":")
-    anonymous = config.allow_unauthenticated_loopback and host in ("127.0.0.1", "localhost", "[::1]")
-    server = grpc.aio.server(interceptors=[GatewayInterceptor(authenticator, allow_anonymous=anonymous)])
+    host = config.listen.rpartition(":")[0]
+    anonymous = config.allow_unauthenticated_loopback and host in (
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+    )
+    server = grpc.aio.server(
+        interceptors=[GatewayInterceptor(authenticator, allow_anonymous=anonymous)]
+    )
     lan_pb2_grpc.add_LanServiceServicer_to_server(LanServicer(gateway), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -31,7 +31,14 @@ from bellhop_edge import store as store_ops
 from bellhop_edge.alerts import AlertBook
 from bellhop_edge.auth import Authenticator, JwksVerifier, LocalTokens, Verifier
 from bellhop_edge.bus import EventBus
-from bellhop_edge.commands import CommandBook, CommandRecord, CommandRequest, CommandService, now_ms
+from bellhop_edge.commands import (
+    CommandBook,
+    CommandRecord,
+    CommandRequest,
+    CommandService,
+    now_ms,
+    run_fleet,
+)
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.errors import InvalidRequest
 from bellhop_edge.hotel import (
@@ -372,6 +379,13 @@ class Gateway:
     async def send_command(self, request: CommandRequest, *, timeout: float) -> CommandRecord:
         self.hotel.registered(request.device_id)
         return await self.commands.execute(request, timeout=timeout)
+
+    async def send_fleet(
+        self, requests: list[CommandRequest], *, timeout: float, max_in_flight: int
+    ) -> list[CommandRecord]:
+        return await run_fleet(
+            self.commands, requests, timeout=timeout, max_in_flight=max_in_flight
+        )
 
     def set_desired(
         self, device_id: str, values: dict[str, Any], *, by: str, expected_version: int = 0

@@ -19,6 +19,7 @@ execution of a retried command.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -30,7 +31,7 @@ from typing import Any
 from bellhop_devices import codec
 from bellhop_devices.messages import Ack, AckStatus, Channel, Command
 
-from bellhop_edge.errors import Conflict, InvalidRequest, Unavailable
+from bellhop_edge.errors import Conflict, EdgeError, InvalidRequest, Unavailable
 from bellhop_edge.model import CommandResult, CommandStatus
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,42 @@ class CommandService:
         self._waiters.clear()
 
 
+def fleet_command_id(fleet_id: str, device_id: str) -> str:
+    """The id of one device's share of a fleet command: stable, so retries dedup."""
+    digest = hashlib.blake2b(device_id.encode(), digest_size=8).hexdigest()
+    return f"{fleet_id[:40]}.{digest}"
+
+
+async def run_fleet(
+    service: CommandService,
+    requests: list[CommandRequest],
+    *,
+    timeout: float,
+    max_in_flight: int,
+) -> list[CommandRecord]:
+    """Run many commands with at most `max_in_flight` waiting for an ack at once."""
+    gate = asyncio.Semaphore(max_in_flight)
+
+    async def one(request: CommandRequest) -> CommandRecord:
+        async with gate:
+            try:
+                return await service.execute(request, timeout=timeout)
+            except EdgeError as exc:
+                return CommandRecord(
+                    request,
+                    CommandResult(
+                        request.command_id,
+                        request.device_id,
+                        CommandStatus.FAILED,
+                        error=str(exc),
+                        completed_at=now_ms(),
+                    ),
+                    now_ms(),
+                )
+
+    return list(await asyncio.gather(*(one(r) for r in requests)))
+
+
 def expiring_request(
     *,
     device_id: str,
@@ -352,5 +389,7 @@ __all__ = [
     "Join",
     "Publish",
     "expiring_request",
+    "fleet_command_id",
+    "run_fleet",
     "new_command_id",
 ]

@@ -71,6 +71,9 @@ class CommandsConfig(_Section):
     max_timeout_s: Seconds = 60.0
     default_ttl_s: Seconds = 30.0
     max_in_flight: int = Field(default=4096, ge=1)
+    # Per fleet command: enough to keep a 2,000-device hotel under 2 s, few
+    # enough that the broker's and the devices' queues never overflow.
+    fleet_max_in_flight: int = Field(default=512, ge=1)
 
 
 class RulesSection(_Section):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bellhop.common.v1 import common_pb2 as pb
+from bellhop_devices.messages import DeviceKind, EventKind
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
-from bellhop.common.v1 import common_pb2 as pb
-from bellhop_devices.messages import DeviceKind, EventKind
 from bellhop_edge.model import (
     Alert,
     AlertKind,
@@ -27,6 +27,7 @@ from bellhop_edge.model import (
 )
 
 DEVICE_KINDS = {kind: pb.DeviceKind.Value(f"DEVICE_KIND_{kind.name}") for kind in DeviceKind}
+DEVICE_KINDS_BACK = {v: k for k, v in DEVICE_KINDS.items()}
 EVENT_KINDS = {kind: pb.EventKind.Value(f"EVENT_KIND_{kind.name}") for kind in EventKind}
 ALERT_KINDS = {kind: pb.AlertKind.Value(f"ALERT_KIND_{kind.name}") for kind in AlertKind}
 ALERT_SEVERITIES = {s: pb.AlertSeverity.Value(f"ALERT_SEVERITY_{s.name}") for s in AlertSeverity}
@@ -78,7 +79,10 @@ def device(d: Device) -> pb.Device:
 
 def reported(s: ReportedState) -> pb.ReportedState:
     return pb.ReportedState(
-        device_id=s.device_id, version=s.version, values=struct(s.values), updated_at=ts(s.updated_at)
+        device_id=s.device_id,
+        version=s.version,
+        values=struct(s.values),
+        updated_at=ts(s.updated_at),
     )
 
 
@@ -97,7 +101,9 @@ def telemetry(p: TelemetryPoint) -> pb.TelemetryPoint:
 
 
 def event(e: DeviceEvent) -> pb.DeviceEvent:
-    return pb.DeviceEvent(device_id=e.device_id, kind=EVENT_KINDS[e.kind], ts=ts(e.ts), data=struct(e.data))
+    return pb.DeviceEvent(
+        device_id=e.device_id, kind=EVENT_KINDS[e.kind], ts=ts(e.ts), data=struct(e.data)
+    )
 
 
 def alert(a: Alert) -> pb.Alert:

@@ -194,6 +194,35 @@ class Hotel:
             if (include_unknown or d.registered) and (room_id is None or d.room_id == room_id)
         ]
 
+    def select(
+        self,
+        *,
+        room_ids: Iterable[str] = (),
+        floors: Iterable[int] = (),
+        kinds: Iterable[DeviceKind] = (),
+        device_ids: Iterable[str] = (),
+        all_devices: bool = False,
+    ) -> list[str]:
+        """Registered devices matching any of the criteria (a fleet's targets)."""
+        rooms, floor_set, kind_set, ids = set(room_ids), set(floors), set(kinds), set(device_ids)
+        chosen = []
+        for device in self.devices.values():
+            if not device.registered:
+                continue
+            room = self.rooms.get(device.room_id or "")
+            if (
+                all_devices
+                or device.device_id in ids
+                or device.room_id in rooms
+                or (room is not None and room.floor in floor_set)
+                or device.kind in kind_set
+            ):
+                chosen.append(device.device_id)
+        unknown = ids - set(self.devices)
+        if unknown:
+            raise NotFound(f"no such devices: {', '.join(sorted(unknown))}")
+        return sorted(chosen)
+
     # -- desired state ------------------------------------------------------
     def set_desired(
         self,

@@ -305,3 +305,48 @@ async def test_registry_changes_beside_the_gateway_are_picked_up(harness: Harnes
     ids = {d.device_id for d in devices.devices}
     assert "r103-light" in ids
     assert "r102-env" not in ids
+
+
+async def test_fleet_command_reports_per_device_and_never_runs_twice(harness: Harness) -> None:
+    async with (
+        harness.device_client("r101-light") as light_client,
+        harness.device_client("r101-thermostat") as thermostat_client,
+        harness.device_client("r101-door") as door_client,
+    ):
+        light = FakeDevice(harness.hotel_id, "r101-light", light_client)
+        thermostat = FakeDevice(harness.hotel_id, "r101-thermostat", thermostat_client)
+        door = FakeDevice(
+            harness.hotel_id,
+            "r101-door",
+            door_client,
+            answer=lambda c: {
+                "id": c["id"],
+                "status": "error",
+                "error": "bad_params: no such command",
+            },
+        )
+        servers = [asyncio.create_task(d.serve()) for d in (light, thermostat, door)]
+        await asyncio.sleep(0.2)
+        request = lan_pb2.SendFleetCommandRequest(
+            target=lan_pb2.FleetTarget(room_ids=["101"]),
+            name="ping",
+            fleet_id="fleet-1",
+            timeout=duration_pb2.Duration(seconds=2),
+        )
+        first = await harness.stub.SendFleetCommand(request, metadata=harness.auth, timeout=10)
+        again = await harness.stub.SendFleetCommand(request, metadata=harness.auth, timeout=10)
+        for server in servers:
+            server.cancel()
+    assert first.targeted == 3
+    assert (first.succeeded, first.failed, first.timed_out) == (2, 1, 0)
+    assert {r.device_id for r in first.results} == {"r101-light", "r101-thermostat", "r101-door"}
+    assert (again.succeeded, again.failed) == (2, 1)
+    assert len(light.commands) == len(thermostat.commands) == len(door.commands) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.SendFleetCommand(
+            lan_pb2.SendFleetCommandRequest(
+                target=lan_pb2.FleetTarget(room_ids=["999"]), name="ping"
+            ),
+            metadata=harness.auth,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

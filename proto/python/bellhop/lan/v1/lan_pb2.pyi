@@ -92,6 +92,56 @@ class SendCommandResponse(_message.Message):
     result: _common_pb2.CommandResult
     def __init__(self, result: _Optional[_Union[_common_pb2.CommandResult, _Mapping]] = ...) -> None: ...
 
+class FleetTarget(_message.Message):
+    __slots__ = ("room_ids", "floors", "kinds", "device_ids", "all_devices")
+    ROOM_IDS_FIELD_NUMBER: _ClassVar[int]
+    FLOORS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    room_ids: _containers.RepeatedScalarFieldContainer[str]
+    floors: _containers.RepeatedScalarFieldContainer[int]
+    kinds: _containers.RepeatedScalarFieldContainer[_common_pb2.DeviceKind]
+    device_ids: _containers.RepeatedScalarFieldContainer[str]
+    all_devices: bool
+    def __init__(self, room_ids: _Optional[_Iterable[str]] = ..., floors: _Optional[_Iterable[int]] = ..., kinds: _Optional[_Iterable[_Union[_common_pb2.DeviceKind, str]]] = ..., device_ids: _Optional[_Iterable[str]] = ..., all_devices: _Optional[bool] = ...) -> None: ...
+
+class SendFleetCommandRequest(_message.Message):
+    __slots__ = ("target", "name", "params", "fleet_id", "ttl", "timeout", "max_in_flight")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FLEET_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    target: FleetTarget
+    name: str
+    params: _struct_pb2.Struct
+    fleet_id: str
+    ttl: _duration_pb2.Duration
+    timeout: _duration_pb2.Duration
+    max_in_flight: int
+    def __init__(self, target: _Optional[_Union[FleetTarget, _Mapping]] = ..., name: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., fleet_id: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+
+class SendFleetCommandResponse(_message.Message):
+    __slots__ = ("fleet_id", "targeted", "succeeded", "failed", "timed_out", "expired", "results")
+    FLEET_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGETED_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    fleet_id: str
+    targeted: int
+    succeeded: int
+    failed: int
+    timed_out: int
+    expired: int
+    results: _containers.RepeatedCompositeFieldContainer[_common_pb2.CommandResult]
+    def __init__(self, fleet_id: _Optional[str] = ..., targeted: _Optional[int] = ..., succeeded: _Optional[int] = ..., failed: _Optional[int] = ..., timed_out: _Optional[int] = ..., expired: _Optional[int] = ..., results: _Optional[_Iterable[_Union[_common_pb2.CommandResult, _Mapping]]] = ...) -> None: ...
+
 class ListAlertsRequest(_message.Message):
     __slots__ = ("states", "room_id", "limit")
     STATES_FIELD_NUMBER: _ClassVar[int]

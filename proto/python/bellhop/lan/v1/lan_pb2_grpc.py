@@ -61,6 +61,11 @@ class LanServiceStub:
                 request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandRequest.SerializeToString,
                 response_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandResponse.FromString,
                 _registered_method=True)
+        self.SendFleetCommand = channel.unary_unary(
+                '/bellhop.lan.v1.LanService/SendFleetCommand',
+                request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.SerializeToString,
+                response_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.FromString,
+                _registered_method=True)
         self.ListAlerts = channel.unary_unary(
                 '/bellhop.lan.v1.LanService/ListAlerts',
                 request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.ListAlertsRequest.SerializeToString,
@@ -124,6 +129,14 @@ class LanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendFleetCommand(self, request, context):
+        """One command to many devices (a room, a floor, a kind, the whole hotel),
+        with a bounded number in flight and a result per device.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlerts(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -182,6 +195,11 @@ def add_LanServiceServicer_to_server(servicer, server):
                     servicer.SendCommand,
                     request_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandRequest.FromString,
                     response_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandResponse.SerializeToString,
+            ),
+            'SendFleetCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendFleetCommand,
+                    request_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.FromString,
+                    response_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.SerializeToString,
             ),
             'ListAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlerts,
@@ -346,6 +364,33 @@ class LanService:
             '/bellhop.lan.v1.LanService/SendCommand',
             bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandRequest.SerializeToString,
             bellhop_dot_lan_dot_v1_dot_lan__pb2.SendCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendFleetCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bellhop.lan.v1.LanService/SendFleetCommand',
+            bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.SerializeToString,
+            bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,
