@@ -133,6 +133,13 @@ def _register_maintenance(commands: Any) -> None:
     rotate.add_argument("--device", required=True)
     rotate.set_defaults(handler=_rotate)
 
+    sync = commands.add_parser(
+        "sync", help="rewrite the password file and ACL from the accounts file, and reload"
+    )
+    _common(sync)
+    _reload_options(sync)
+    sync.set_defaults(handler=_sync)
+
     export = commands.add_parser(
         "export", help="write a device's bundle again, without its password"
     )
@@ -500,6 +507,17 @@ def _rotate(args: argparse.Namespace) -> int:
         bundle = provisioner.rotate(args.device)
         print(f"new password for {bundle.device_id}; the old one no longer works")
         _write(args, [bundle], site)
+        _reload_note(args)
+        return 0
+
+    return _run(args, operation)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    def operation(provisioner: Provisioner, _site: SiteSettings) -> int:
+        provisioner.sync()
+        files = provisioner.broker_files
+        print(f"wrote {files.password_file} and {files.acl_file}")
         _reload_note(args)
         return 0
 

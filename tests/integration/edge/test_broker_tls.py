@@ -25,7 +25,7 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Status
 from bellhop_devices.sim import SimulatedHotel, load_provisioning
-from bellhop_edge import devices_cli
+from bellhop_edge import broker, devices_cli
 from bellhop_edge.localbroker import MOSQUITTO
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -314,3 +314,22 @@ def test_another_ca_never_silently_replaces_the_hotel_ca(tmp_path: Path, hotel_i
     assert result.code == 1
     assert "holds another CA" in result.err
     assert (gb.tls_dir / "ca.crt").read_bytes() == hotel_ca
+
+
+def test_the_deploy_example_is_what_the_gateway_renders() -> None:
+    example = Path(__file__).resolve().parents[3] / "deploy" / "mosquitto" / "mosquitto.conf"
+    etc = Path("/etc/mosquitto/bellhop")
+    rendered = broker.render_config(
+        port=1883,
+        password_file=etc / "passwd",
+        acl_file=etc / "acl",
+        tls=broker.TlsListener(
+            8883, etc / "tls/ca.crt", etc / "tls/server.crt", etc / "tls/server.key"
+        ),
+        persistence_dir=Path("/var/lib/mosquitto"),
+    )
+
+    def settings(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    assert settings(example.read_text()) == settings(rendered)

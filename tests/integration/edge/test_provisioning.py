@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -434,3 +436,24 @@ async def test_revoke_can_keep_the_registry_entry(gateway_broker: ProvisionedBro
     assert "NO CREDENTIALS" in listing.out
     # Re-adding a registered device without credentials issues new ones.
     assert add(gb, "dev-spare") != password
+
+
+async def test_sync_restores_the_broker_files_from_the_accounts(
+    gateway_broker: ProvisionedBroker,
+) -> None:
+    gb = gateway_broker
+    password = add(gb, "dev-restored")
+    expected = (gb.broker_dir / "acl").read_text()
+    (gb.broker_dir / "passwd").write_text("")
+    (gb.broker_dir / "acl").write_text("")
+    os.kill(int(gb.pid_file.read_text()), signal.SIGHUP)
+    await asyncio.sleep(0.2)
+    assert (
+        "not authorized"
+        in (await connect_error(device_client(gb, "dev-restored", password))).lower()
+    )
+    result = run_cli("sync", "--config", gb.config, "--broker-pid-file", gb.pid_file)
+    assert result.code == 0, result.err
+    assert (gb.broker_dir / "acl").read_text() == expected
+    async with device_client(gb, "dev-restored", password):
+        pass
