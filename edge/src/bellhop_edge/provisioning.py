@@ -534,11 +534,7 @@ class Provisioner:
     # -- internals ------------------------------------------------------------------------
     def _registry_changed(self) -> None:
         """A running gateway polls the registry version and reloads within seconds."""
-        # Looked up rather than called directly so this module also runs against
-        # a store from before the version existed (the gateway then reloads at start).
-        bump: Callable[[], None] | None = getattr(self._store, "bump_registry_version", None)
-        if bump is not None:
-            bump()
+        self._store.bump_registry_version()
 
     def _device_account(self, accounts: dict[str, _Stored], device_id: str) -> _Stored:
         for stored in accounts.values():

@@ -9,14 +9,18 @@ import os
 import shutil
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
 import pytest
 from bellhop_devices import codec
-from bellhop_devices.messages import Channel, DeviceKind
+from bellhop_devices.messages import Channel, DeviceKind, Telemetry
 from bellhop_devices.sim import load_provisioning
 from bellhop_edge import broker
+from bellhop_edge.app import Gateway
+from bellhop_edge.config import load_config
 from bellhop_edge.model import Room
 from bellhop_edge.provisioning import (
     BrokerEndpoint,
@@ -457,3 +461,48 @@ async def test_sync_restores_the_broker_files_from_the_accounts(
     assert (gb.broker_dir / "acl").read_text() == expected
     async with device_client(gb, "dev-restored", password):
         pass
+
+
+# -- a running gateway -----------------------------------------------------------------------
+async def test_a_running_gateway_takes_devices_added_and_revoked_beside_it(
+    gateway_broker: ProvisionedBroker,
+) -> None:
+    gb = gateway_broker
+    config = load_config(
+        gb.config,
+        overrides={
+            "mqtt": {
+                "host": gb.host,
+                "port": gb.port,  # plain MQTT, loopback only
+                "username": f"gateway-{gb.hotel_id}",
+                "password_file": str(gb.broker_dir / "gateway.secret"),
+            },
+            "api": {"listen": "127.0.0.1:0"},
+        },
+    )
+
+    def registered() -> list[str]:
+        return [d.device_id for d in gateway.hotel.list_devices()]
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        async with asyncio.timeout(6):  # the gateway polls the registry every 2 s
+            while not predicate():
+                await asyncio.sleep(0.05)
+
+    async with Gateway(config) as gateway:
+        await asyncio.wait_for(gateway.link.connected.wait(), 5)
+        password = add(gb, "r301-light", "light", room="301")
+        await until(lambda: registered() == ["r301-light"])
+        assert gateway.hotel.device("r301-light").room_id == "301"
+        async with device_client(gb, "r301-light", password) as device:
+            await device.publish(
+                codec.topic(gb.hotel_id, "r301-light", Channel.TELEMETRY),
+                codec.encode(Telemetry("r301-light", int(time.time() * 1000), 1, {"lux": 120.0})),
+                qos=1,
+            )
+            await until(lambda: "r301-light" in gateway.hotel.last_seen)
+        # The gateway's own record of the device going online is committed first:
+        # a write still in its queue would re-create the revoked device.
+        await gateway.writer.flush()
+        assert gb.devices("revoke", "--device", "r301-light").code == 0
+        await until(lambda: registered() == [])
