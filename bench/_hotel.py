@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _load import ROOT, broker
-
 from bellhop_devices.sim import floor_of, layout
 from bellhop_edge.auth import LocalTokens, Role
 from bellhop_edge.localbroker import free_port, wait_for_port
@@ -97,7 +96,7 @@ def hotel(
         bellhop = str(ROOT / ".venv/bin/bellhop")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = (workdir / "gateway.log").open("wb")
-        gateway = subprocess.Popen(  # noqa: S603
+        gateway = subprocess.Popen(
             [bellhop, "edge", "run", "--config", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -105,7 +104,7 @@ def hotel(
         )
         wait_for_port("127.0.0.1", api_port, timeout=60)
         sim_log = (workdir / "sim.log").open("wb")
-        sim = subprocess.Popen(  # noqa: S603
+        sim = subprocess.Popen(
             [
                 bellhop,
                 "sim",

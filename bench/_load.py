@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bellhop_edge.localbroker import Credentials, MosquittoBroker  # noqa: E402
+from bellhop_edge.localbroker import Credentials, MosquittoBroker
 
 
 @contextmanager
@@ -61,11 +61,24 @@ def publish_load(
     for path, (device_id, creds) in zip(files, devices.items(), strict=True):
         with path.open("rb") as stdin:
             procs.append(
-                subprocess.Popen(  # noqa: S603
+                subprocess.Popen(
                     [
-                        "mosquitto_pub", "-h", mq.host, "-p", str(mq.port), "-q", str(qos),
-                        "-u", creds.username, "-P", creds.password, "-i", f"load-{device_id}",
-                        "-t", f"hotel/{hotel_id}/device/{device_id}/telemetry", "-l",
+                        "mosquitto_pub",
+                        "-h",
+                        mq.host,
+                        "-p",
+                        str(mq.port),
+                        "-q",
+                        str(qos),
+                        "-u",
+                        creds.username,
+                        "-P",
+                        creds.password,
+                        "-i",
+                        f"load-{device_id}",
+                        "-t",
+                        f"hotel/{hotel_id}/device/{device_id}/telemetry",
+                        "-l",
                     ],
                     stdin=stdin,
                 )

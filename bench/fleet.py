@@ -20,9 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grpc
 from _hotel import hotel, wait_online
 from _load import percentile, report
-from google.protobuf import duration_pb2
-
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
+from google.protobuf import duration_pb2
 
 
 def main() -> None:

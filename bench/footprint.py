@@ -20,7 +20,6 @@ import grpc
 import psutil
 from _hotel import hotel, wait_online
 from _load import report
-
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 
 

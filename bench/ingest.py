@@ -23,12 +23,18 @@ import aiomqtt
 from _load import broker, publish_load, report
 from bellhop_edge.app import Gateway
 from bellhop_edge.config import load_config
+from bellhop_edge.localbroker import Credentials, MosquittoBroker
 from bellhop_edge.store import EdgeStore
 
 HOTEL = "bench-ingest"
 
 
-async def floor(mq, gateway_creds, devices, per_device: int) -> float:  # type: ignore[no-untyped-def]
+async def floor(
+    mq: MosquittoBroker,
+    gateway_creds: Credentials,
+    devices: dict[str, Credentials],
+    per_device: int,
+) -> float:
     total = len(devices) * per_device
     async with aiomqtt.Client(
         mq.host,
@@ -58,8 +64,12 @@ async def floor(mq, gateway_creds, devices, per_device: int) -> float:  # type: 
 
 
 async def gateway_run(
-    mq, gateway_creds, devices, per_device: int, workdir: Path
-) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    mq: MosquittoBroker,
+    gateway_creds: Credentials,
+    devices: dict[str, Credentials],
+    per_device: int,
+    workdir: Path,
+) -> tuple[float, int]:
     total = len(devices) * per_device
     config = load_config(
         overrides={

@@ -84,11 +84,19 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
     nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     async with (
         aiomqtt.Client(
-            mq.host, mq.port, username=gw.username, password=gw.password, identifier="floor-gw",
+            mq.host,
+            mq.port,
+            username=gw.username,
+            password=gw.password,
+            identifier="floor-gw",
             socket_options=nodelay,
         ) as g,
         aiomqtt.Client(
-            mq.host, mq.port, username=dev.username, password=dev.password, identifier="floor-dev",
+            mq.host,
+            mq.port,
+            username=dev.username,
+            password=dev.password,
+            identifier="floor-dev",
             socket_options=nodelay,
         ) as d,
     ):

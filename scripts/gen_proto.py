@@ -25,13 +25,17 @@ PACKAGE = "bellhop"
 def generate(out: Path) -> None:
     files = sorted(str(p.relative_to(PROTO)) for p in (PROTO / PACKAGE).rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
+    plugins = Path(sys.executable).parent  # mypy-protobuf's plugins, from the lock
     args = [
         "protoc",
         f"-I{PROTO}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}",
-        f"--pyi_out={out}",
+        f"--mypy_out={out}",
         f"--grpc_python_out={out}",
+        f"--mypy_grpc_out={out}",
         *files,
     ]
     if protoc.main(args) != 0:
@@ -59,7 +63,8 @@ def main() -> int:
         want = tree(Path(scratch) / PACKAGE)
         have = {k: v for k, v in tree(OUT / PACKAGE).items() if "__pycache__" not in k}
         stale = sorted(
-            k for k in want.keys() | have.keys()
+            k
+            for k in want.keys() | have.keys()
             if k not in want or k not in have or not filecmp.cmp(want[k], have[k], shallow=False)
         )
     if stale:

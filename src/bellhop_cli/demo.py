@@ -46,10 +46,8 @@ def _main(args: argparse.Namespace) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The demo prints alerts itself, from the LAN API's live stream.
     logging.getLogger("bellhop_edge.app").setLevel(logging.ERROR)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_demo(args))
-    except KeyboardInterrupt:
-        pass
     print("demo stopped cleanly", file=sys.stderr)
     return 0
 
@@ -60,9 +58,8 @@ def _say(text: str) -> None:
 
 async def _demo(args: argparse.Namespace) -> None:
     import grpc
-    from bellhop.common.v1 import common_pb2
     from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
-    from bellhop_devices.sim import Broker, DeviceSpec, Faults, SimulatedHotel, floor_of, layout
+    from bellhop_devices.sim import Broker, DeviceSpec, SimulatedHotel, floor_of, layout
     from bellhop_edge.app import Gateway
     from bellhop_edge.auth import LocalTokens, Role
     from bellhop_edge.config import load_config
@@ -126,7 +123,13 @@ async def _demo(args: argparse.Namespace) -> None:
             async with sim, grpc.aio.insecure_channel(f"127.0.0.1:{gateway.api_port}") as channel:
                 stub = lan_pb2_grpc.LanServiceStub(channel)
                 story = asyncio.create_task(
-                    _story(stub, auth, sim, gateway, args, common_pb2, lan_pb2, Faults),
+                    _story(
+                        stub,
+                        auth,
+                        sim,
+                        gateway,
+                        args,
+                    ),
                     name="demo-story",
                 )
                 watch = asyncio.create_task(_watch_alerts(stub, auth, lan_pb2), name="demo-alerts")
@@ -155,9 +158,8 @@ async def _watch_alerts(stub: Any, auth: Any, lan_pb2: Any) -> None:
     async for event in stub.WatchEvents(lan_pb2.WatchEventsRequest(), metadata=auth):
         if event.HasField("alert"):
             a = event.alert
-            _say(
-                f"ALERT {states[a.state]}: {kinds[a.kind]} on {a.device_id} (room {a.room_id}): {a.message}"
-            )
+            where = f"{a.device_id} (room {a.room_id})"
+            _say(f"ALERT {states[a.state]}: {kinds[a.kind]} on {where}: {a.message}")
 
 
 async def _story(
@@ -166,19 +168,18 @@ async def _story(
     sim: Any,
     gateway: Any,
     args: argparse.Namespace,
-    common_pb2: Any,
-    lan_pb2: Any,
-    faults_type: Any,
 ) -> None:
+    from bellhop.common.v1 import common_pb2
+    from bellhop.lan.v1 import lan_pb2
+    from bellhop_devices.sim import Faults
     from google.protobuf import struct_pb2
 
     total = len(sim.devices)
     start = time.monotonic()
-    while sim.online() < total and time.monotonic() - start < 60:
+    while sim.online() < total and time.monotonic() - start < 60:  # noqa: ASYNC110 - polls the sim
         await asyncio.sleep(0.5)
-    _say(
-        f"{sim.online()}/{total} simulated devices connected; the gateway sees {gateway.hotel.online} online"
-    )
+    seen = gateway.hotel.online
+    _say(f"{sim.online()}/{total} simulated devices connected; the gateway sees {seen} online")
     await asyncio.sleep(args.interval * 1.5)
 
     thermostat = next(d for d in sim.devices if d.endswith("thermostat"))
@@ -191,17 +192,13 @@ async def _story(
     reply = await stub.SendCommand(request, metadata=auth, timeout=10)
     took = (time.perf_counter() - began) * 1000
     status = common_pb2.CommandStatus.Name(reply.result.status)
-    _say(
-        f"command set_setpoint(22.5) -> {thermostat}: {status} in {took:.1f} ms (via gRPC, MQTT, ack)"
-    )
+    _say(f"command set_setpoint(22.5) -> {thermostat}: {status} in {took:.1f} ms (gRPC, MQTT, ack)")
     again = await stub.SendCommand(request, metadata=auth, timeout=10)
-    same = again.result == reply.result
-    _say(
-        f"retried the same command id: {'same result, not executed twice' if same else 'DIFFERENT result'}"
-    )
+    outcome = "same result, not executed twice" if again.result == reply.result else "DIFFERENT"
+    _say(f"retried the same command id: {outcome}")
 
     quiet = next(d for d in sim.devices if d.endswith("door_sensor"))
-    sim.devices[quiet].faults = faults_type(silent=True)
+    sim.devices[quiet].faults = Faults(silent=True)
     _say(f"{quiet} goes quiet (no Will, no messages): the gateway should notice from the silence")
     alert = None
     while alert is None:
@@ -215,7 +212,7 @@ async def _story(
         metadata=auth,
     )
     _say(f"front desk acknowledged alert {acked.alert.alert_id[:8]} with note {acked.alert.note!r}")
-    sim.devices[quiet].faults = faults_type()
+    sim.devices[quiet].faults = Faults()
 
     while True:
         status_reply = await stub.GetGatewayStatus(lan_pb2.GetGatewayStatusRequest(), metadata=auth)

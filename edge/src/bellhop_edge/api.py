@@ -62,7 +62,7 @@ def status_for(exc: EdgeError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates LanService calls and maps EdgeError to status codes."""
 
     def __init__(self, authenticator: Authenticator, *, allow_anonymous: bool = False) -> None:
@@ -71,14 +71,15 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def intercept_service(
         self,
-        continuation: Callable[[Any], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(details)
         if handler is None or not details.method.startswith(f"/{SERVICE}/"):
             return handler
         metadata = dict(details.invocation_metadata or ())
-        authorization = metadata.get("authorization")
+        raw = metadata.get("authorization")
+        authorization = raw.decode() if isinstance(raw, bytes) else raw
 
         def principal_or_abort() -> Principal:
             if authorization is None and self._allow_anonymous:
@@ -88,7 +89,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary(request: Any, context: Any) -> Any:
                 try:
                     _principal.set(principal_or_abort())
                     return await inner(request, context)
@@ -103,7 +104,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 try:
                     _principal.set(principal_or_abort())
                     async for item in inner_stream(request, context):
@@ -123,7 +124,7 @@ def principal() -> Principal:
     return _principal.get()
 
 
-class LanServicer(lan_pb2_grpc.LanServiceServicer):  # type: ignore[misc]
+class LanServicer(lan_pb2_grpc.LanServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gw = gateway
 

@@ -218,7 +218,7 @@ class Gateway:
         if message.qos > 0:
             self.writer.on_commit(lambda: self.link.ack(message))
 
-    def _process(self, changes: Iterable[Change], now: int) -> None:
+    def _process(self, changes: Iterable[Change], now: int) -> None:  # noqa: PLR0912 - a branch per change kind
         hotel = self.hotel
         watched = self.bus.active
         for change in changes:

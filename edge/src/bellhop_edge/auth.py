@@ -25,7 +25,7 @@ import jwt
 from bellhop_edge.broker import write_atomic
 from bellhop_edge.errors import AuthError, PermissionDenied
 
-TOKEN_PREFIX = "bht_"
+TOKEN_PREFIX = "bht_"  # noqa: S105 - a marker, not a secret
 
 
 class Role(IntEnum):
@@ -104,9 +104,13 @@ class JwksVerifier:
 
     ALGORITHMS: Sequence[str] = ("EdDSA", "ES256")
 
-    def __init__(self, jwks: Mapping[str, Any], *, audience: str, issuer: str | None, hotel_id: str) -> None:
+    def __init__(
+        self, jwks: Mapping[str, Any], *, audience: str, issuer: str | None, hotel_id: str
+    ) -> None:
         self._keys = {
-            key["kid"]: jwt.PyJWK.from_dict(dict(key)) for key in jwks.get("keys", []) if "kid" in key
+            key["kid"]: jwt.PyJWK.from_dict(dict(key))
+            for key in jwks.get("keys", [])
+            if "kid" in key
         }
         self._audience = audience
         self._issuer = issuer

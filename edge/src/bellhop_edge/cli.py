@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(handler=_token_revoke)
 
+    from bellhop_edge import devices_cli
+
+    devices_cli.register(subparsers)
+
 
 def _load(path: Path) -> Any:
     from bellhop_edge.config import load_config
@@ -58,7 +62,10 @@ def _run(args: argparse.Namespace) -> int:
         level="DEBUG" if args.verbose else config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=_loop_factory()) as runner,
+    ):
         runner.run(run(config))
     return 0
 

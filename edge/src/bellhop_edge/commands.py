@@ -390,6 +390,6 @@ __all__ = [
     "Publish",
     "expiring_request",
     "fleet_command_id",
-    "run_fleet",
     "new_command_id",
+    "run_fleet",
 ]

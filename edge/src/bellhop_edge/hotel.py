@@ -162,13 +162,14 @@ class Hotel:
         gone = [i for i, d in self.devices.items() if d.registered and i not in stored]
         for device_id in gone:
             del self.devices[device_id]
-        for device_id, device in stored.items():
+        for device_id, entry in stored.items():
             current = self.devices.get(device_id)
+            device = entry
             if current is not None:
                 device = replace(
-                    device,
+                    entry,
                     connectivity=current.connectivity,
-                    firmware=current.firmware or device.firmware,
+                    firmware=current.firmware or entry.firmware,
                 )
             self.devices[device_id] = device
         return gone
@@ -365,9 +366,9 @@ class Hotel:
             if device.registered and device.connectivity is Connectivity.ONLINE:
                 seen = self.last_seen.get(device_id)
                 if seen is not None and seen < limit:
-                    device = replace(device, connectivity=Connectivity.OFFLINE)
-                    self.devices[device_id] = device
-                    changes.append(ConnectivityChanged(replace(device, last_seen=seen)))
+                    offline = replace(device, connectivity=Connectivity.OFFLINE)
+                    self.devices[device_id] = offline
+                    changes.append(ConnectivityChanged(replace(offline, last_seen=seen)))
         return changes
 
     @property

@@ -12,13 +12,13 @@ from typing import Any
 import aiomqtt
 import grpc
 import pytest
-
 from bellhop.lan.v1 import lan_pb2_grpc
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 from bellhop_edge.app import Gateway
 from bellhop_edge.auth import LocalTokens, Role
 from bellhop_edge.config import EdgeConfig, load_config
+
 from tests.support.mosquitto import Credentials, MosquittoBroker
 
 DEVICES = {
@@ -69,14 +69,23 @@ class FakeDevice:
     commands: list[dict[str, Any]] = field(default_factory=list)
     answer: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
-    async def send(self, channel: Channel, payload: dict[str, Any] | bytes, *, qos: int = 1, retain: bool = False) -> None:
+    async def send(
+        self,
+        channel: Channel,
+        payload: dict[str, Any] | bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+    ) -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        await self.client.publish(codec.topic(self.hotel_id, self.device_id, channel), body, qos=qos, retain=retain)
+        await self.client.publish(
+            codec.topic(self.hotel_id, self.device_id, channel), body, qos=qos, retain=retain
+        )
 
     async def serve(self) -> None:
         await self.client.subscribe(codec.topic(self.hotel_id, self.device_id, Channel.CMD), qos=1)
         async for message in self.client.messages:
-            command = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            command = json.loads(bytes(message.payload))
             self.commands.append(command)
             reply = {"id": command["id"], "status": "ok", "result": command.get("params", {})}
             if self.answer is not None:
@@ -90,7 +99,7 @@ class Harness:
     gateway: Gateway
     mosquitto: MosquittoBroker
     hotel_id: str
-    stub: lan_pb2_grpc.LanServiceStub
+    stub: lan_pb2_grpc.LanServiceAsyncStub
     channel: grpc.aio.Channel
     token: str
     viewer_token: str
@@ -107,8 +116,13 @@ class Harness:
     def device_client(self, device_id: str, **kwargs: Any) -> aiomqtt.Client:
         c = self.creds[device_id]
         return aiomqtt.Client(
-            self.mosquitto.host, self.mosquitto.port, username=c.username, password=c.password,
-            identifier=f"{self.hotel_id}-{device_id}", timeout=5, **kwargs,
+            self.mosquitto.host,
+            self.mosquitto.port,
+            username=c.username,
+            password=c.password,
+            identifier=f"{self.hotel_id}-{device_id}",
+            timeout=5,
+            **kwargs,
         )
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -118,7 +132,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str) -> AsyncIterator[Harness]:
+async def harness(
+    tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
+) -> AsyncIterator[Harness]:
     gw_creds = mosquitto.add_gateway(hotel_id)
     creds = mosquitto.add_devices(hotel_id, [*DEVICES, "stranger"])
     mosquitto.reload()
@@ -131,8 +147,14 @@ async def harness(tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str) -> 
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.api_port}")
         try:
             yield Harness(
-                gateway, mosquitto, hotel_id, lan_pb2_grpc.LanServiceStub(channel), channel,
-                token, viewer_token, creds,
+                gateway,
+                mosquitto,
+                hotel_id,
+                lan_pb2_grpc.LanServiceStub(channel),
+                channel,
+                token,
+                viewer_token,
+                creds,
             )
         finally:
             await channel.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def params(**values: object) -> struct_pb2.Struct:
+def params(**values: Any) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(values)
     return s
@@ -281,7 +282,7 @@ async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     harness.mosquitto.start()
-    await harness.wait_for(lambda: harness.gateway.link.connected.is_set(), timeout=10)
+    await harness.wait_for(harness.gateway.link.connected.is_set, timeout=10)
     async with harness.device_client("r101-thermostat") as client:
         device = FakeDevice(harness.hotel_id, "r101-thermostat", client)
         await device.send(

@@ -8,10 +8,9 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from bellhop_edge.auth import Authenticator, JwksVerifier, LocalTokens, Role
 from bellhop_edge.errors import AuthError, PermissionDenied
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 def test_local_tokens_are_stored_hashed_and_revocable(tmp_path: Path) -> None:
@@ -64,20 +63,22 @@ def _token(key: Ed25519PrivateKey, **claims: Any) -> str:
 
 def test_cloud_tokens_verify_offline_against_cached_jwks() -> None:
     key = Ed25519PrivateKey.generate()
-    verifier = JwksVerifier(_jwks(key, "k1"), audience="bellhop-edge", issuer="https://relay.test", hotel_id="h1")
+    verifier = JwksVerifier(
+        _jwks(key, "k1"), audience="bellhop-edge", issuer="https://relay.test", hotel_id="h1"
+    )
     auth = Authenticator([verifier])
     assert auth.authenticate(f"Bearer {_token(key)}").role is Role.STAFF
     with pytest.raises(AuthError, match="access"):
         auth.authenticate(f"Bearer {_token(key, token_use='refresh')}")
     with pytest.raises(AuthError, match="expired"):
         auth.authenticate(f"Bearer {_token(key, exp=int(time.time()) - 10)}")
-    with pytest.raises(AuthError, match="(?i)audience"):
+    with pytest.raises(AuthError, match=r"(?i)audience"):
         auth.authenticate(f"Bearer {_token(key, aud='other')}")
     with pytest.raises(PermissionDenied, match="no role"):
         auth.authenticate(f"Bearer {_token(key, hotel_roles={'h2': 'owner'})}")
     other = Ed25519PrivateKey.generate()
     with pytest.raises(AuthError, match="invalid token"):
         auth.authenticate(f"Bearer {_token(other)}")
-    unsigned = jwt.encode({"sub": "x"}, None, algorithm="none", headers={"kid": "k1"})
+    unsigned = jwt.encode({"sub": "x"}, None, algorithm="none", headers={"kid": "k1"})  # type: ignore[arg-type]
     with pytest.raises(AuthError):
         auth.authenticate(f"Bearer {unsigned}")

@@ -60,7 +60,8 @@ def test_retry_after_timeout_republishes_same_id_until_expiry() -> None:
     book = CommandBook()
     book.begin(request(), NOW)
     timed_out = book.on_deadline("c1", NOW + 5_000)
-    assert timed_out is not None and timed_out.result.status is CommandStatus.TIMED_OUT
+    assert timed_out is not None
+    assert timed_out.result.status is CommandStatus.TIMED_OUT
     retry = book.begin(request(expires_at=NOW + 99_999), NOW + 6_000)
     assert isinstance(retry, Publish)
     # The first request's expiry stands, whatever the retry asks for.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bellhop_edge.config import load_config
 from bellhop_edge.errors import ConfigError
 
