@@ -44,7 +44,7 @@ from bellhop_devices.messages import Channel, DeviceKind
 from bellhop_edge import broker
 from bellhop_edge.errors import Conflict, EdgeError, InvalidRequest, NotFound, Unavailable
 from bellhop_edge.model import Connectivity, Device, Room
-from bellhop_edge.store import EdgeStore
+from bellhop_edge.store import EdgeStore, PutDevice, PutRoom, WriteOp
 
 __all__ = [
     "HEADER_FORMAT",
@@ -394,6 +394,8 @@ class Provisioner:
 
     def add_devices(self, devices: Sequence[NewDevice]) -> list[Bundle]:
         """Many devices with one write of the broker files and one reload; all or none."""
+        if not devices:
+            raise InvalidDeviceError("no devices to add")
         seen: set[str] = set()
         for new in devices:
             _check_device_id(new.device_id)
@@ -422,7 +424,9 @@ class Provisioner:
         return bundles
 
     def _register(self, devices: Sequence[NewDevice]) -> None:
+        """Rooms and devices in one transaction: a failed import registers nothing."""
         rooms = {r.room_id: r for r in self._store.list_rooms()}
+        ops: list[WriteOp] = []
         for new in devices:
             room = rooms.get(new.room_id)
             if room is None or new.room_name is not None or new.floor is not None:
@@ -432,14 +436,17 @@ class Provisioner:
                     new.floor if new.floor is not None else (room.floor if room else 0),
                 )
                 if wanted != room:
-                    self._store.upsert_room(wanted)
+                    ops.append(PutRoom(wanted))
                     rooms[new.room_id] = wanted
             existing = self._store.get_device(new.device_id)
             # An unknown device seen on the broker keeps its sightings.
             base = existing or Device(new.device_id, None, None, registered=False)
-            self._store.upsert_device(
-                dataclasses.replace(base, room_id=new.room_id, kind=new.kind, registered=True)
+            ops.append(
+                PutDevice(
+                    dataclasses.replace(base, room_id=new.room_id, kind=new.kind, registered=True)
+                )
             )
+        self._store.apply(*ops)
         self._registry_changed()
 
     def revoke(self, device_id: str, *, keep_registered: bool = False) -> None:
