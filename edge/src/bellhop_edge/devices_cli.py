@@ -345,7 +345,12 @@ def _ca(args: argparse.Namespace) -> int:
     config = _load(args.config)
     broker_dir = _broker_dir(args, config)
     pki = HotelPki(_tls_dir(args, config))
-    hosts = [h for h in args.hosts.split(",") if h.strip()]
+    # Renewing keeps the certificate's names unless new ones are given.
+    hosts = [h for h in args.hosts.split(",") if h.strip()] or [
+        h for h in pki.server_hosts() if h not in LOOPBACK_HOSTS
+    ]
+    if not hosts:
+        return _fail("give --hosts: the names and addresses devices use for the broker", 2)
     try:
         ca_key = None
         if args.use_ca is not None:
@@ -356,10 +361,6 @@ def _ca(args: argparse.Namespace) -> int:
             print(f"created the hotel CA: {pki.ca_cert} (key {pki.ca_key}, keep it safe)")
         elif not pki.ca_key.exists():
             return _fail(f"{pki.ca_cert} is the operator's CA: give --use-ca CERT KEY to sign")
-        if not hosts:
-            hosts = [h for h in pki.server_hosts() if h not in LOOPBACK_HOSTS]
-        if not hosts:
-            return _fail("give --hosts: the names and addresses devices use for the broker", 2)
         server = pki.issue_server(hosts, ca_key=ca_key, days=args.days or DEFAULT_SERVER_DAYS)
     except (PkiError, OSError) as exc:
         return _fail(str(exc))

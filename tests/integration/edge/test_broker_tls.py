@@ -7,7 +7,6 @@ command renders (listening on loopback here) and records its pid where
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime
 import gc
@@ -25,13 +24,14 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Status
 from bellhop_devices.sim import SimulatedHotel, load_provisioning
-from bellhop_edge import broker, devices_cli
+from bellhop_edge import broker
 from bellhop_edge.localbroker import MOSQUITTO
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from bellhop_cli.main import build_parser
 from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
 
 
@@ -43,11 +43,8 @@ class CliResult:
 
 
 def run_cli(*argv: str | Path) -> CliResult:
-    """`bellhop devices …` in-process, as the `bellhop` command parses it."""
-    parser = argparse.ArgumentParser(prog="bellhop")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    devices_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["devices", *(str(a) for a in argv)])
+    """`bellhop devices …` in-process, parsed by the `bellhop` command itself."""
+    args = build_parser().parse_args(["devices", *(str(a) for a in argv)])
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = args.handler(args)
@@ -333,3 +330,11 @@ def test_the_deploy_example_is_what_the_gateway_renders() -> None:
         return [line for line in text.splitlines() if line and not line.startswith("#")]
 
     assert settings(example.read_text()) == settings(rendered)
+
+
+def test_ca_without_broker_names_creates_nothing(tmp_path: Path, hotel_id: str) -> None:
+    gb = ProvisionedBroker(tmp_path, hotel_id)
+    result = run_cli("ca", "--config", gb.config)
+    assert result.code == 2
+    assert "--hosts" in result.err
+    assert not gb.tls_dir.exists()
