@@ -199,6 +199,11 @@ def _bundle_options(parser: argparse.ArgumentParser) -> None:
         help="the broker as devices reach it (default: the first name in its certificate)",
     )
     parser.add_argument("--broker-port", type=int, default=8883)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="bundles without TLS, for the simulator on a lab broker (no firmware header)",
+    )
     parser.add_argument("--timezone", default="UTC0", help="POSIX TZ of the hotel, for firmware")
     parser.add_argument("--wifi-ssid", default="", help="empty: the device reads it from NVS")
     parser.add_argument(
@@ -262,7 +267,9 @@ def _provisioner(args: argparse.Namespace, config: EdgeConfig, store: EdgeStore)
         accounts_path=args.accounts_file or config.data_dir / "broker" / "accounts.json",
         broker_files=files,
         reload=_reload(args),
-        endpoint=BrokerEndpoint(host, getattr(args, "broker_port", 8883)),
+        endpoint=BrokerEndpoint(
+            host, getattr(args, "broker_port", 8883), tls=not getattr(args, "plain", False)
+        ),
         ca_pem=ca_pem,
     )
 
@@ -329,7 +336,8 @@ def _write(
     if files.simulator is not None:
         print(f"simulator file:  {files.simulator}")
     if headers and not files.headers:
-        print("no firmware header: the hotel has no CA yet (bellhop devices ca)", file=sys.stderr)
+        why = "--plain" if getattr(args, "plain", False) else "the hotel has no CA yet"
+        print(f"no firmware header ({why}): the firmware speaks TLS only", file=sys.stderr)
 
 
 def _reload_note(args: argparse.Namespace) -> None:

@@ -693,7 +693,7 @@ def write_bundles(
     out_dir = out_dir.resolve()
     ca_file: Path | None = None
     ca_pem = bundles[0].ca_pem
-    if ca_pem is not None:
+    if ca_pem is not None and bundles[0].broker.tls:
         ca_file = out_dir / "ca.pem"
         broker.write_atomic(ca_file, ca_pem, mode=0o644)
     header_files = []

@@ -506,3 +506,19 @@ async def test_a_running_gateway_takes_devices_added_and_revoked_beside_it(
         await gateway.writer.flush()
         assert gb.devices("revoke", "--device", "r301-light").code == 0
         await until(lambda: registered() == [])
+
+
+def test_plain_bundles_are_for_the_simulator_only(tmp_path: Path, hotel_id: str) -> None:
+    gb = ProvisionedBroker(tmp_path, hotel_id)
+    gb.ca()
+    result = run_cli(
+        "add", "--config", gb.config, "--no-reload", "--plain", "--broker-host", "127.0.0.1",
+        "--broker-port", "1883", "--out", gb.bundles, "--room", "1", "--device", "lab-1",
+        "--kind", "light",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "the firmware speaks TLS only" in result.err
+    provisioning = load_provisioning(gb.bundles / "lab-1.json")
+    assert (provisioning.broker.host, provisioning.broker.port) == ("127.0.0.1", 1883)
+    assert (provisioning.broker.tls, provisioning.broker.ca) == (False, None)
+    assert not list(gb.bundles.glob("*.h"))
