@@ -293,7 +293,7 @@ Operation = Callable[["Provisioner", "SiteSettings"], int]
 
 
 def _run(args: argparse.Namespace, operation: Operation) -> int:
-    """Run `operation(config, provisioner)`, turning the domain's errors into messages."""
+    """Run `operation(provisioner, site)`, turning the domain's errors into messages."""
     from bellhop_edge.errors import EdgeError
     from bellhop_edge.provisioning import ReloadFailedError
     from bellhop_edge.store import EdgeStore
@@ -306,7 +306,12 @@ def _run(args: argparse.Namespace, operation: Operation) -> int:
     except (EdgeError, OSError) as exc:
         return _fail(str(exc), 2)
     try:
-        return int(operation(_provisioner(args, config, store), site))
+        provisioner = _provisioner(args, config, store)
+    except (EdgeError, OSError) as exc:
+        store.close()
+        return _fail(str(exc), 2)
+    try:
+        return int(operation(provisioner, site))
     except ReloadFailedError as exc:
         if exc.bundles:
             _write(args, exc.bundles, site)
