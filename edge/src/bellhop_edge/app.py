@@ -252,7 +252,7 @@ class Gateway:
                     )
             elif isinstance(change, ConnectivityChanged):
                 device = change.device
-                self.writer.submit(store_ops.PutDevice(device))
+                self.writer.submit(store_ops.PutDeviceStatus(device))
                 self._apply_rules(
                     self.rules.on_connectivity(device.device_id, device.connectivity, now), now
                 )
@@ -269,7 +269,7 @@ class Gateway:
                         device.room_id,
                     )
             elif isinstance(change, DeviceUpdated):
-                self.writer.submit(store_ops.PutDevice(change.device))
+                self.writer.submit(store_ops.PutDeviceStatus(change.device))
             elif isinstance(change, AckReceived):
                 if not self.commands.on_ack(change.device_id, change.ack):
                     hotel.reject("unmatched_ack")

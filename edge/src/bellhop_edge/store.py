@@ -178,6 +178,18 @@ class PutDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class PutDeviceStatus:
+    """Live facts the gateway observed (connectivity, last_seen, firmware).
+
+    Unlike `PutDevice` it never creates a registered row nor changes the
+    registry: a device removed by a tool while this op waited stays removed.
+    A device never seen before is recorded as unknown.
+    """
+
+    device: Device
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveDevice:
     device_id: str
 
@@ -219,6 +231,7 @@ WriteOp = (
     | PutDesired
     | PutEvent
     | PutDevice
+    | PutDeviceStatus
     | RemoveDevice
     | PutRoom
     | PutLastSeen
@@ -601,6 +614,8 @@ class _Applier:
             )
         elif isinstance(op, PutDevice):
             self._put_device(op.device, now)
+        elif isinstance(op, PutDeviceStatus):
+            self._put_device_status(op.device, now)
         elif isinstance(op, RemoveDevice):
             self._remove_device(op.device_id, now)
         elif isinstance(op, PutRoom):
@@ -654,6 +669,33 @@ class _Applier:
                 d.firmware,
             ),
         )
+        self._outbox(now, OutboxKind.DEVICE, bridge_pb2.OutboxEvent(device=convert.device(d)))
+
+    def _put_device_status(self, d: Device, now: int) -> None:
+        cursor = self._conn.execute(
+            "UPDATE devices SET connectivity = ?2,"
+            " last_seen = coalesce(max(last_seen, ?3), last_seen, ?3),"
+            " firmware = coalesce(?4, firmware)"
+            " WHERE device_id = ?1 AND registered = ?5",
+            (d.device_id, d.connectivity.value, d.last_seen, d.firmware, int(d.registered)),
+        )
+        if cursor.rowcount == 0:
+            if d.registered:
+                return  # removed (or never registered) meanwhile: nothing to record
+            cursor = self._conn.execute(
+                "INSERT INTO devices (device_id, room_id, kind, registered, connectivity,"
+                " first_seen, last_seen, firmware) VALUES (?1, NULL, ?2, 0, ?3, ?4, ?4, ?5)"
+                " ON CONFLICT (device_id) DO NOTHING",
+                (
+                    d.device_id,
+                    d.kind.value if d.kind else None,
+                    d.connectivity.value,
+                    d.last_seen,
+                    d.firmware,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return
         self._outbox(now, OutboxKind.DEVICE, bridge_pb2.OutboxEvent(device=convert.device(d)))
 
     def _remove_device(self, device_id: str, now: int) -> None:

@@ -498,3 +498,24 @@ def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test
         assert store.registry_version() == 1
         assert store.last_telemetry_ts() == {dev: T0 + 9}
         assert store.last_event_ts() == {}
+
+
+def test_live_status_never_brings_back_a_removed_device(db_path: Path) -> None:
+    from bellhop_devices.messages import DeviceKind
+    from bellhop_edge.model import Connectivity, Device
+    from bellhop_edge.store import PutDeviceStatus, RemoveDevice
+
+    registered = Device("r1-light", "101", DeviceKind.LIGHT, registered=True)
+    with EdgeStore.open(db_path) as store:
+        store.upsert_room(Room("101", "Room 101", 1))
+        store.upsert_device(registered)
+        online = Device("r1-light", "101", DeviceKind.LIGHT, True, Connectivity.ONLINE, T0, "2.1")
+        store.apply(PutDeviceStatus(online))
+        assert store.get_device("r1-light") == online
+        # A tool removes the device while the gateway's status write is still queued.
+        store.apply(RemoveDevice("r1-light"), PutDeviceStatus(online))
+        assert store.get_device("r1-light") is None
+        stranger = Device("stranger", None, None, False, Connectivity.ONLINE, T0)
+        store.apply(PutDeviceStatus(stranger))
+        assert [d.device_id for d in store.list_devices(include_unknown=True)] == ["stranger"]
+        assert store.list_devices() == []
