@@ -30,8 +30,13 @@ def broker() -> Iterator[MosquittoBroker]:
             mq.stop()
 
 
-def telemetry_lines(device_id: str, count: int, *, start_seq: int = 1) -> bytes:
-    now = int(time.time() * 1000)
+# Device times grow across waves of load, as a real device's clock does.
+_T0 = int(time.time() * 1000)
+
+
+def telemetry_lines(device_id: str, count: int, *, wave: int = 0) -> bytes:
+    now = _T0 + wave * count
+    start_seq = 1 + wave * count
     lines = (
         f'{{"v":1,"ts":{now + i},"seq":{start_seq + i},'
         f'"metrics":{{"temperature":{20 + (i % 50) / 10},"humidity":{40 + i % 20},"luminosity":{300 + i % 100}}}}}'
@@ -47,6 +52,7 @@ def publish_load(
     per_device: int,
     *,
     qos: int = 0,
+    wave: int = 0,
 ) -> float:
     """One `mosquitto_pub -l` per device, all at once; returns seconds taken."""
     files = []
@@ -55,7 +61,7 @@ def publish_load(
     tmp = tempfile.mkdtemp(prefix="bellhop-load-")
     for device_id in devices:
         path = Path(tmp) / f"{device_id}.txt"
-        path.write_bytes(telemetry_lines(device_id, per_device))
+        path.write_bytes(telemetry_lines(device_id, per_device, wave=wave))
         files.append(path)
     start = time.perf_counter()
     for path, (device_id, creds) in zip(files, devices.items(), strict=True):

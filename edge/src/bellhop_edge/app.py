@@ -12,6 +12,7 @@ the broker once its batch is committed -> fan out to live watchers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -60,6 +61,9 @@ from bellhop_edge.store import EdgeStore, RetentionPolicy, StoreWriter, Synchron
 log = logging.getLogger(__name__)
 
 
+BACKLOG_MAX = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class RejectLog:
     reason: str
@@ -77,6 +81,9 @@ class Gateway:
         self._logged: set[RejectLog] = set()
         self._closed = asyncio.Event()
         self.api_port: int | None = None
+        # Messages held back while the writer is congested (see _on_message).
+        self._backlog: collections.deque[aiomqtt.Message] = collections.deque()
+        self._draining = False
         self._server: grpc.aio.Server | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -196,6 +203,40 @@ class Gateway:
 
     # -- ingest -----------------------------------------------------------------
     def _on_message(self, message: aiomqtt.Message) -> None:
+        """Every message from the broker, as paho reads it (see mqtt.py)."""
+        if self._backlog or self.writer.pending >= self.writer.max_pending // 2:
+            self._hold(message)
+            return
+        self._handle(message)
+
+    def _hold(self, message: aiomqtt.Message) -> None:
+        """The disk is behind: keep the message until the writer catches up.
+
+        QoS 1 messages are always kept: the broker sends no more than its
+        in-flight window of them unacknowledged, which bounds them. QoS 0
+        messages (at most once, by MQTT's own contract) are dropped, and
+        counted, once the backlog is full.
+        """
+        if message.qos == 0 and len(self._backlog) >= BACKLOG_MAX:
+            self.hotel.reject("overloaded")
+            self._log_reject("overloaded", _device_of(message.topic.value), "writer behind")
+            return
+        self._backlog.append(message)
+        if not self._draining:
+            self._draining = True
+            self._spawn(self._drain(), "backlog")
+
+    async def _drain(self) -> None:
+        high, low = self.writer.max_pending // 2, self.writer.max_pending // 4
+        try:
+            while self._backlog:
+                await self.writer.wait_below(low)
+                while self._backlog and self.writer.pending < high:
+                    self._handle(self._backlog.popleft())
+        finally:
+            self._draining = False
+
+    def _handle(self, message: aiomqtt.Message) -> None:
         now = now_ms()
         topic = message.topic.value
         payload = message.payload

@@ -275,13 +275,13 @@ class Hotel:
             self.devices[device_id] = device
             changes.append(ConnectivityChanged(replace(device, last_seen=now)))
         if isinstance(message, Telemetry):
-            points = tuple(
-                TelemetryPoint(device_id, metric, message.ts, value)
-                for metric, value in message.metrics.items()
-            )
-            for point in points:
-                self.latest[(device_id, point.metric)] = point
-            changes.append(TelemetryAccepted(points))
+            ts, latest = message.ts, self.latest
+            points = []
+            for metric, value in message.metrics.items():
+                point = TelemetryPoint(device_id, metric, ts, value)
+                latest[(device_id, metric)] = point
+                points.append(point)
+            changes.append(TelemetryAccepted(tuple(points)))
         elif isinstance(message, StateReport):
             previous = self.reported.get(device_id)
             state = ReportedState(

@@ -1370,6 +1370,17 @@ class StoreWriter:
         self._check_open()
         self._enqueue(op)
 
+    @property
+    def max_pending(self) -> int:
+        return self._max_pending
+
+    async def wait_below(self, ops: int) -> None:
+        """Wait until at most `ops` ops are uncommitted (a low watermark)."""
+        while self.pending > ops:
+            self._check_open()
+            self._space.clear()
+            await self._space.wait()
+
     async def wait_for_space(self) -> None:
         while self.pending >= self._max_pending:
             self._check_open()
