@@ -115,6 +115,7 @@ class Gateway:
             synchronous=Synchronous(config.store.synchronous),
             max_batch=config.store.batch_max_ops,
             max_delay_ms=config.store.batch_max_delay_ms,
+            max_pending=config.store.max_pending_ops,
         )
         await self.writer.start()
         self.commands = CommandService(

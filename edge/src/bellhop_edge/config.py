@@ -98,6 +98,8 @@ class StoreConfig(_Section):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     batch_max_ops: int = Field(default=2000, ge=1)
     batch_max_delay_ms: int = Field(default=0, ge=0)
+    # Uncommitted writes before ingest holds messages back (see docs/edge-store.md).
+    max_pending_ops: int = Field(default=50_000, ge=16)
 
 
 class RoomEntry(_Section):
