@@ -41,6 +41,21 @@ def wait_for_port(host: str, port: int, *, timeout: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL), then SIGKILL if it is still there after 10 s."""
+    if proc is None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 @dataclass(frozen=True)
 class Credentials:
     username: str
@@ -122,17 +137,7 @@ class MosquittoBroker:
             raise RuntimeError(f"mosquitto did not start:\n{log}") from None
 
     def stop(self, *, kill: bool = False) -> None:
-        if self._proc is None:
-            return
-        if kill:
-            self._proc.kill()
-        else:
-            self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
+        stop_process(self._proc, kill=kill)
         self._proc = None
 
     def restart(self) -> None:
@@ -213,17 +218,7 @@ class EmbeddedBroker:
             raise RuntimeError(f"amqtt did not start:\n{self.log_path.read_text()}") from None
 
     def stop(self, *, kill: bool = False) -> None:
-        if self._proc is None:
-            return
-        if kill:
-            self._proc.kill()
-        else:
-            self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
+        stop_process(self._proc, kill=kill)
         self._proc = None
 
 

@@ -25,7 +25,7 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Status
 from bellhop_devices.sim import SimulatedHotel, load_provisioning
 from bellhop_edge import broker
-from bellhop_edge.localbroker import MOSQUITTO
+from bellhop_edge.localbroker import MOSQUITTO, stop_process
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -115,14 +115,7 @@ class ProvisionedBroker:
             raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()}") from None
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=10)
+        stop_process(self._proc)
         self._proc = None
 
     def gateway_password(self) -> str:
