@@ -334,9 +334,12 @@ async def start_server(
     reflection.enable_server_reflection(
         [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(config.listen)
+    try:
+        bound = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpcio raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise Unavailable(f"cannot listen on {config.listen}")
+        raise Unavailable(f"cannot listen on {config.listen} (address in use or not local)")
     await server.start()
     log.info("LAN API listening on %s:%d", host, bound)
     return server, bound

@@ -88,6 +88,13 @@ class Gateway:
 
     # -- lifecycle ------------------------------------------------------------
     async def __aenter__(self) -> Gateway:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()  # release whatever was opened before the failure
+            raise
+
+    async def _start(self) -> Gateway:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = EdgeStore.open(
@@ -164,13 +171,16 @@ class Gateway:
         self._closed.set()
         if self._server is not None:
             await self._server.stop(grace=1.0)
-        self.commands.cancel_all()
+        if hasattr(self, "commands"):
+            self.commands.cancel_all()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._flush_last_seen()
-        await self.writer.close()
-        self.store.close()
+        if hasattr(self, "writer"):
+            self._flush_last_seen()
+            await self.writer.close()
+        if hasattr(self, "store"):
+            self.store.close()
         log.info("gateway for hotel %s stopped", self.config.hotel_id)
 
     async def wait_closed(self) -> None:

@@ -71,8 +71,20 @@ class LocalTokens:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: dict[str, dict[str, str]] = {}
-        if path.exists():
-            self._entries = json.loads(path.read_text())
+        self._mtime: int | None = None
+        self._reload()
+
+    def _reload(self) -> None:
+        """Re-read the file when it changed: tokens minted or revoked by the CLI
+        while the gateway runs take effect at once."""
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._entries, self._mtime = {}, None
+            return
+        if mtime != self._mtime:
+            self._entries = json.loads(self.path.read_text())
+            self._mtime = mtime
 
     def create(self, name: str, role: Role) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -92,6 +104,7 @@ class LocalTokens:
     def verify(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX):
             return None
+        self._reload()
         digest = _digest(token)
         for known, entry in self._entries.items():
             if hmac.compare_digest(known, digest):

@@ -53,3 +53,31 @@ async def test_a_congested_writer_holds_messages_back_and_loses_none(tmp_path: P
         points = gateway.store.query_telemetry("env", "humidity", 0, 2**62, 10 * total)
     assert len(points) == total
     assert gateway.hotel.rejected["overloaded"] == 0
+
+
+async def test_a_gateway_that_cannot_start_releases_what_it_opened(tmp_path: Path) -> None:
+    import socket
+
+    import pytest
+    from bellhop_edge.errors import Unavailable
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = load_config(
+            overrides={
+                "hotel_id": "h-start",
+                "data_dir": str(tmp_path),
+                "mqtt": {"port": 1},
+                "api": {"listen": f"127.0.0.1:{port}"},
+            }
+        )
+        gateway = Gateway(config)
+        with pytest.raises(Unavailable, match="cannot listen"):
+            await gateway.__aenter__()
+    # The writer thread was stopped and the database closed: it opens again at once.
+    async with Gateway(
+        load_config(overrides={**config.model_dump(), "api": {"listen": "127.0.0.1:0"}})
+    ):
+        pass

@@ -82,3 +82,12 @@ def test_cloud_tokens_verify_offline_against_cached_jwks() -> None:
     unsigned = jwt.encode({"sub": "x"}, None, algorithm="none", headers={"kid": "k1"})  # type: ignore[arg-type]
     with pytest.raises(AuthError):
         auth.authenticate(f"Bearer {unsigned}")
+
+
+def test_tokens_minted_while_running_are_accepted(tmp_path: Path) -> None:
+    running = Authenticator([LocalTokens(tmp_path / "tokens.json")])
+    token = LocalTokens(tmp_path / "tokens.json").create("late-shift", Role.STAFF)
+    assert running.authenticate(f"Bearer {token}").subject == "late-shift"
+    LocalTokens(tmp_path / "tokens.json").revoke("late-shift")
+    with pytest.raises(AuthError):
+        running.authenticate(f"Bearer {token}")
