@@ -151,6 +151,10 @@ def render_config(
         # Commands and acks are small; anything bigger is garbage or abuse.
         "max_packet_size 65536",
         "max_queued_messages 100000",
+        # The gateway acknowledges QoS 1 messages only once they are committed
+        # (about a millisecond later); the default window of 20 unacknowledged
+        # deliveries would cap its QoS 1 ingest at a few thousand per second.
+        "max_inflight_messages 1000",
         # Commands and acks are tiny; Nagle's algorithm would add ~40 ms per hop.
         "set_tcp_nodelay true",
         f"persistence {'true' if persistence_dir else 'false'}",
