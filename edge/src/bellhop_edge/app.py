@@ -109,8 +109,8 @@ class Gateway:
             devices=self.store.list_devices(include_unknown=True),
             reported=self.store.load_reported().values(),
             desired=self.store.load_desired().values(),
-            last_telemetry_ts=self.store.last_telemetry_ts(),
-            last_event_ts=self.store.last_event_ts(),
+            recent_telemetry_ts=self.store.recent_telemetry_ts(),
+            recent_events=self.store.recent_events(),
         )
         for entry in config.devices:
             device = self.hotel.register_device(entry.device_id, entry.room_id, entry.kind)

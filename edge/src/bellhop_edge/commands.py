@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -275,17 +276,20 @@ class CommandService:
                 self._record(decision.record)
             return decision.record
         if isinstance(decision, Publish):
-            self._persist(decision.record)
             waiter: asyncio.Future[CommandRecord] = asyncio.get_running_loop().create_future()
             self._waiters[request.command_id] = waiter
             topic = codec.topic(self._hotel_id, request.device_id, Channel.CMD)
             try:
+                self._persist(decision.record)
                 await self._publish(topic, codec.encode_command(decision.command), 1)
-            except Exception as exc:
+            except BaseException as exc:
+                # Sent or not, the command must not stay "in flight" for ever.
                 record = self._book.on_publish_failed(request.command_id, self._clock(), str(exc))
                 if record is not None:
                     self._record(record)
-                raise Unavailable(f"could not send the command: {exc}") from exc
+                if isinstance(exc, Exception):
+                    raise Unavailable(f"could not send the command: {exc}") from exc
+                raise
         else:
             # The ack may already have arrived while the first caller's publish
             # was still waiting for the broker's PUBACK.
@@ -293,14 +297,24 @@ class CommandService:
             if joined is None:
                 return self._book.record(request.command_id)
             waiter = joined
+        return await self._wait_for_ack(request.command_id, waiter, timeout)
+
+    async def _wait_for_ack(
+        self, command_id: str, waiter: asyncio.Future[CommandRecord], timeout: float
+    ) -> CommandRecord:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except TimeoutError:
-            record = self._book.on_deadline(request.command_id, self._clock())
+        except (TimeoutError, asyncio.CancelledError):
+            # Timed out, or the caller went away (a closed app, a cancelled
+            # fleet): either way it stops occupying an in-flight slot.
+            record = self._book.on_deadline(command_id, self._clock())
             if record is not None:
                 self._record(record)
+            if not isinstance(sys.exc_info()[1], TimeoutError):
+                raise
+            if record is not None:
                 return record
-            return await waiter  # the ack arrived at the deadline
+            return await asyncio.wait_for(waiter, 1.0)  # the ack arrived at the deadline
 
     def on_ack(self, device_id: str, ack: Ack) -> bool:
         """Feed an ack from MQTT; False when it matched nothing (counted by the caller)."""
@@ -311,11 +325,15 @@ class CommandService:
         return True
 
     def _record(self, record: CommandRecord) -> None:
-        self._persist(record)
-        self._notify(record)
+        # Waiters first: a failing write must not leave a caller hanging.
         waiter = self._waiters.pop(record.request.command_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(record)
+        self._notify(record)
+        try:
+            self._persist(record)
+        except EdgeError:
+            log.exception("could not record the result of command %s", record.request.command_id)
 
     def cancel_all(self) -> None:
         for waiter in self._waiters.values():

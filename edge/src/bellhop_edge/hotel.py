@@ -9,8 +9,9 @@ to live watchers. Reads of current state are served from here, not SQLite.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import json
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -89,9 +90,18 @@ Change = (
 
 UNKNOWN_DEVICE = "unknown_device"
 DUPLICATE = "duplicate"
-# A device whose clock jumps back further than this is taken to have been
-# reset, not to be replaying: its messages are accepted again.
-CLOCK_RESET_MS = 10 * 60 * 1000
+FUTURE = "timestamp_in_future"
+# Device clocks may run ahead a little; a day ahead is a broken clock or unit.
+MAX_AHEAD_MS = 24 * 3600 * 1000
+# Recent message keys remembered per device to recognise redeliveries: the
+# broker only redelivers what was not acknowledged, a handful per device.
+RECENT_PER_DEVICE = 32
+
+ReplayKey = tuple[object, ...]
+
+
+def event_key(ts: int, kind: str, data: Mapping[str, Any]) -> ReplayKey:
+    return ("e", ts, kind, json.dumps(dict(data), sort_keys=True, separators=(",", ":")))
 
 
 class Hotel:
@@ -106,8 +116,8 @@ class Hotel:
         devices: Iterable[Device] = (),
         reported: Iterable[ReportedState] = (),
         desired: Iterable[DesiredState] = (),
-        last_telemetry_ts: dict[str, int] | None = None,
-        last_event_ts: dict[str, int] | None = None,
+        recent_telemetry_ts: Mapping[str, Iterable[int]] | None = None,
+        recent_events: Iterable[tuple[str, int, str, str]] = (),
     ) -> None:
         self.hotel_id = hotel_id
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -122,13 +132,18 @@ class Hotel:
         self.latest: dict[tuple[str, str], TelemetryPoint] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
-        # Device times of the newest telemetry and events accepted, so that a
+        # Keys of the newest telemetry and events accepted per device, so that a
         # message the broker redelivers (its PUBACK was lost in a crash) is
-        # recognised and not stored, or sent to the cloud, twice.
-        self._telemetry_ts: dict[str, int] = dict(last_telemetry_ts or {})
-        self._event_ts: dict[str, int] = dict(last_event_ts or {})
-        # Kinds of event seen at `_event_ts`; None after a restart: all of them.
-        self._event_kinds: dict[str, set[str] | None] = dict.fromkeys(self._event_ts)
+        # recognised and not stored, or sent to the cloud, twice. A point is
+        # keyed by its time (storage keeps one value per device, metric and
+        # millisecond anyway); an event by time, kind and data, so two real
+        # events in the same millisecond are both kept.
+        self._recent: dict[str, OrderedDict[ReplayKey, None]] = {}
+        for device_id, stamps in (recent_telemetry_ts or {}).items():
+            for ts in sorted(stamps)[-RECENT_PER_DEVICE:]:
+                self._remember(device_id, ("t", ts))
+        for device_id, ts, kind, data in recent_events:
+            self._remember(device_id, event_key(ts, kind, json.loads(data)))
 
     # -- registry -----------------------------------------------------------
     def upsert_room(self, room: Room) -> Room:
@@ -263,6 +278,9 @@ class Hotel:
         if device is None or not device.registered:
             return self._unknown(message, device, now)
         self.last_seen[device_id] = now
+        if isinstance(message, Telemetry | StateReport | Event) and message.ts > now + MAX_AHEAD_MS:
+            self.rejected[FUTURE] += 1
+            return [Rejected(FUTURE, device_id, f"device time {message.ts} is a day or more ahead")]
         if self._replayed(message):
             self.rejected[DUPLICATE] += 1
             return [Rejected(DUPLICATE, device_id, "already stored (redelivered)")]
@@ -302,26 +320,23 @@ class Hotel:
             changes.append(AckReceived(device_id, message))
         return changes
 
+    def _remember(self, device_id: str, key: ReplayKey) -> None:
+        recent = self._recent.setdefault(device_id, OrderedDict())
+        recent[key] = None
+        if len(recent) > RECENT_PER_DEVICE:
+            recent.popitem(last=False)
+
     def _replayed(self, message: DeviceMessage) -> bool:
         if isinstance(message, Telemetry):
-            last = self._telemetry_ts.get(message.device_id)
-            if last is not None and last - CLOCK_RESET_MS < message.ts <= last:
-                return True
-            self._telemetry_ts[message.device_id] = message.ts
-            return False
-        if isinstance(message, Event):
-            device_id, kind = message.device_id, message.kind.value
-            last = self._event_ts.get(device_id)
-            if last is not None and last - CLOCK_RESET_MS < message.ts <= last:
-                if message.ts < last:
-                    return True
-                kinds = self._event_kinds.get(device_id)
-                if kinds is None or kind in kinds:
-                    return True
-                kinds.add(kind)
-                return False
-            self._event_ts[device_id] = message.ts
-            self._event_kinds[device_id] = {kind}
+            key: ReplayKey = ("t", message.ts)
+        elif isinstance(message, Event):
+            key = event_key(message.ts, message.kind.value, message.data)
+        else:
+            return False  # state and status are idempotent
+        recent = self._recent.get(message.device_id)
+        if recent is not None and key in recent:
+            return True
+        self._remember(message.device_id, key)
         return False
 
     def _status(self, device: Device, message: Status, now: int) -> list[Change]:

@@ -1114,31 +1114,32 @@ class EdgeStore:
             ).fetchone()
         return int(row[0])
 
-    def last_telemetry_ts(self) -> dict[str, int]:
-        """Newest stored telemetry time per device, to recognise redelivered messages."""
-        # One index probe per series in `telemetry`; the staging table is
-        # bounded (compaction), so one pass over it is cheap.
+    def recent_telemetry_ts(self, per_series: int = 64) -> dict[str, set[int]]:
+        """Times of the newest stored points per device, to recognise redelivered messages."""
+        recent: dict[str, set[int]] = {}
         rows = self._conn.execute(
-            """
-            SELECT s.device_id, max(
-                coalesce((SELECT max(ts) FROM telemetry t WHERE t.series_id = s.series_id), 0),
-                coalesce(r.ts, 0)
-            )
-            FROM series s
-            LEFT JOIN (
-                SELECT series_id, max(ts) AS ts FROM telemetry_recent GROUP BY series_id
-            ) r USING (series_id)
-            """
+            "SELECT series_id, ts FROM telemetry_recent ORDER BY id DESC LIMIT ?",
+            (per_series * 1000,),
         ).fetchall()
-        newest: dict[str, int] = {}
-        for device_id, ts in rows:
-            newest[device_id] = max(newest.get(device_id, 0), int(ts))
-        return newest
+        series = dict(self._conn.execute("SELECT series_id, device_id FROM series").fetchall())
+        for series_id, ts in rows:
+            recent.setdefault(series[series_id], set()).add(int(ts))
+        for series_id, device_id in series.items():
+            newest = self._conn.execute(
+                "SELECT ts FROM telemetry WHERE series_id = ? ORDER BY ts DESC LIMIT ?",
+                (series_id, per_series),
+            ).fetchall()
+            recent.setdefault(device_id, set()).update(int(ts) for (ts,) in newest)
+        return recent
 
-    def last_event_ts(self) -> dict[str, int]:
-        """Newest stored event time per device, to recognise redelivered events."""
-        rows = self._conn.execute("SELECT device_id, max(ts) FROM events GROUP BY device_id")
-        return {device_id: int(ts) for device_id, ts in rows}
+    def recent_events(self, limit: int = 20_000) -> list[tuple[str, int, str, str]]:
+        """The newest stored events (device, ts, kind, data as stored), oldest first."""
+        rows = self._conn.execute(
+            "SELECT device_id, ts, kind, coalesce(data, '{}') FROM events"
+            " ORDER BY event_id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(d, int(ts), k, data) for d, ts, k, data in reversed(rows)]
 
     def counts(self) -> StoreCounts:
         one = self._conn.execute

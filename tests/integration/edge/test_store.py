@@ -496,8 +496,8 @@ def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test
         store.apply(points(dev, T0 + 5, temperature=21.0), points(dev, T0 + 9, humidity=40.0))
     with EdgeStore.open(db_path) as store:
         assert store.registry_version() == 1
-        assert store.last_telemetry_ts() == {dev: T0 + 9}
-        assert store.last_event_ts() == {}
+        assert store.recent_telemetry_ts() == {dev: {T0 + 5, T0 + 9}}
+        assert store.recent_events() == []
 
 
 def test_live_status_never_brings_back_a_removed_device(db_path: Path) -> None:

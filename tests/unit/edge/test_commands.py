@@ -174,3 +174,31 @@ async def test_service_times_out_without_an_ack() -> None:
     record = await service.execute(request(), timeout=0.05)
     assert record.result.status is CommandStatus.TIMED_OUT
     assert sent == ["hotel/h1/device/r101-light/cmd"]
+
+
+async def test_a_caller_that_goes_away_frees_its_in_flight_slot() -> None:
+    import asyncio
+
+    from bellhop_edge.commands import CommandService
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        pass
+
+    book = CommandBook(max_in_flight=1)
+    service = CommandService(
+        hotel_id="h1",
+        book=book,
+        publish=publish,
+        load=lambda _: None,
+        persist=lambda _: None,
+        notify=lambda _: None,
+        clock=lambda: NOW,
+    )
+    waiting = asyncio.create_task(service.execute(request("a"), timeout=30))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert book.in_flight == 0
+    record = await service.execute(request("b"), timeout=0.01)
+    assert record.result.status is CommandStatus.TIMED_OUT

@@ -143,26 +143,34 @@ def test_redelivered_messages_are_recognised(hotel: Hotel) -> None:
     assert hotel.rejected["duplicate"] == 2
 
 
-def test_replays_after_a_restart_and_clock_resets() -> None:
+def test_replays_after_a_restart_and_real_events_in_the_same_millisecond() -> None:
     hotel = Hotel(
         "h1",
         heartbeat_timeout_ms=60_000,
         rooms=[Room("101", "Room 101", 1)],
-        last_telemetry_ts={"r101-thermostat": NOW},
-        last_event_ts={"r101-thermostat": NOW},
+        recent_telemetry_ts={"r101-thermostat": {NOW - 500, NOW}},
+        recent_events=[("r101-thermostat", NOW, "door", '{"open":true}')],
     )
     hotel.register_device("r101-thermostat", "101", DeviceKind.THERMOSTAT)
     replay = hotel.apply(Telemetry("r101-thermostat", NOW - 500, 7, {"temperature": 20.0}), NOW)
     assert not any(isinstance(c, TelemetryAccepted) for c in replay)
-    assert not any(
-        isinstance(c, EventAccepted)
-        for c in hotel.apply(Event("r101-thermostat", NOW, EventKind.DOOR), NOW)
-    )
-    # A clock that jumped back an hour was reset, not replaying.
-    reset = hotel.apply(
+    door_open = Event("r101-thermostat", NOW, EventKind.DOOR, {"open": True})
+    door_closed = Event("r101-thermostat", NOW, EventKind.DOOR, {"open": False})
+    assert not any(isinstance(c, EventAccepted) for c in hotel.apply(door_open, NOW))
+    # Opened and closed within one millisecond (a coarse device clock): both are real.
+    assert any(isinstance(c, EventAccepted) for c in hotel.apply(door_closed, NOW))
+    # A clock that went back is not a replay: its points are new.
+    earlier = hotel.apply(
         Telemetry("r101-thermostat", NOW - 3_600_000, 1, {"temperature": 20.0}), NOW
     )
-    assert any(isinstance(c, TelemetryAccepted) for c in reset)
+    assert any(isinstance(c, TelemetryAccepted) for c in earlier)
+
+
+def test_a_device_clock_far_ahead_is_rejected_not_stored(hotel: Hotel) -> None:
+    micros = NOW * 1000  # a firmware that sends microseconds
+    changes = hotel.apply(Telemetry("r101-thermostat", micros, 1, {"temperature": 21.0}), NOW)
+    assert [c.reason for c in changes if isinstance(c, Rejected)] == ["timestamp_in_future"]
+    assert hotel.rejected["timestamp_in_future"] == 1
 
 
 def test_registry_reload_keeps_live_facts_and_drops_removed(hotel: Hotel) -> None:
