@@ -16,7 +16,8 @@ import collections
 import contextlib
 import gc
 import logging
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -41,7 +42,7 @@ from bellhop_edge.commands import (
     run_fleet,
 )
 from bellhop_edge.config import EdgeConfig
-from bellhop_edge.errors import InvalidRequest
+from bellhop_edge.errors import EdgeError, InvalidRequest
 from bellhop_edge.hotel import (
     AckReceived,
     Change,
@@ -268,7 +269,8 @@ class Gateway:
         changes = self.hotel.apply(decoded, now)
         self._process(changes, now)
         if message.qos > 0:
-            self.writer.on_commit(lambda: self.link.ack(message))
+            connection = self.link.connection
+            self.writer.on_commit(lambda: self.link.ack(message, connection))
 
     def _process(self, changes: Iterable[Change], now: int) -> None:  # noqa: PLR0912 - a branch per change kind
         hotel = self.hotel
@@ -369,11 +371,21 @@ class Gateway:
     # -- background loops ---------------------------------------------------------
     async def _liveness_loop(self) -> None:
         interval = self.config.liveness.check_interval_s
+        broker_was_up = True
         while True:
             await asyncio.sleep(interval)
             now = now_ms()
-            self._process(self.hotel.check_liveness(now), now)
-            self._apply_rules(self.rules.tick(now), now)
+            with self._surviving("liveness check"):
+                if not self.link.connected.is_set():
+                    # Without the broker, silence says nothing about the devices.
+                    broker_was_up = False
+                    continue
+                if not broker_was_up:
+                    # Devices get a fresh heartbeat window after a broker outage.
+                    self.hotel.restart_heartbeats(now)
+                    broker_was_up = True
+                self._process(self.hotel.check_liveness(now), now)
+                self._apply_rules(self.rules.tick(now), now)
 
     async def _retention_loop(self) -> None:
         policy = RetentionPolicy(
@@ -383,7 +395,8 @@ class Gateway:
             events_retention_s=int(self.config.retention.events_retention_s),
         )
         while True:
-            await self.writer.apply_retention(policy, now_ms())
+            with self._surviving("retention"):
+                await self.writer.apply_retention(policy, now_ms())
             await asyncio.sleep(self.config.retention.run_every_s)
 
     async def _registry_loop(self) -> None:
@@ -391,26 +404,36 @@ class Gateway:
         version = self.store.registry_version()
         while True:
             await asyncio.sleep(2)
-            current = self.store.registry_version()
-            if current == version:
-                continue
-            version = current
-            gone = self.hotel.reload_registry(
-                self.store.list_rooms(), self.store.list_devices(include_unknown=True)
-            )
-            for device_id in gone:
-                self.rules.forget(device_id)
-            log.info(
-                "registry reloaded: %d rooms, %d devices (%d removed)",
-                len(self.hotel.rooms),
-                len(self.hotel.list_devices()),
-                len(gone),
-            )
+            with self._surviving("registry reload"):
+                current = self.store.registry_version()
+                if current == version:
+                    continue
+                gone = self.hotel.reload_registry(
+                    self.store.list_rooms(), self.store.list_devices(include_unknown=True)
+                )
+                version = current
+                for device_id in gone:
+                    self.rules.forget(device_id)
+                log.info(
+                    "registry reloaded: %d rooms, %d devices (%d removed)",
+                    len(self.hotel.rooms),
+                    len(self.hotel.list_devices()),
+                    len(gone),
+                )
 
     async def _last_seen_loop(self) -> None:
         while True:
             await asyncio.sleep(5)
-            self._flush_last_seen()
+            with self._surviving("last-seen flush"):
+                self._flush_last_seen()
+
+    @contextlib.contextmanager
+    def _surviving(self, what: str) -> Iterator[None]:
+        """One failed round of a background loop is logged; the loop goes on."""
+        try:
+            yield
+        except (EdgeError, sqlite3.Error) as exc:
+            log.error("%s failed, retrying next round: %s", what, exc)
 
     def _flush_last_seen(self) -> None:
         seen = dict(self.hotel.last_seen)

@@ -83,7 +83,10 @@ class LocalTokens:
             self._entries, self._mtime = {}, None
             return
         if mtime != self._mtime:
-            self._entries = json.loads(self.path.read_text())
+            try:
+                self._entries = json.loads(self.path.read_text())
+            except (OSError, ValueError) as exc:
+                raise AuthError(f"staff tokens file {self.path} is unreadable: {exc}") from None
             self._mtime = mtime
 
     def create(self, name: str, role: Role) -> str:

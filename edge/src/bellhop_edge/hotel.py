@@ -386,6 +386,12 @@ class Hotel:
                     changes.append(ConnectivityChanged(replace(offline, last_seen=seen)))
         return changes
 
+    def restart_heartbeats(self, now: int) -> None:
+        """After a broker outage: every online device gets a full heartbeat window."""
+        for device_id, device in self.devices.items():
+            if device.connectivity is Connectivity.ONLINE:
+                self.last_seen[device_id] = max(self.last_seen.get(device_id, 0), now)
+
     @property
     def online(self) -> int:
         return sum(

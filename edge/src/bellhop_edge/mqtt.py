@@ -127,8 +127,8 @@ class MqttLink:
         delays = self._delays()
         while True:
             self._set_state(LinkState.CONNECTING)
-            client = self._make_client()
             try:
+                client = self._make_client()
                 async with client:
                     self._client = client
                     for topic in self._subscriptions:
@@ -143,16 +143,31 @@ class MqttLink:
                         pass
             except aiomqtt.MqttError as exc:
                 log.warning("broker connection lost: %s", exc)
+            except (OSError, ValueError) as exc:
+                # An unreadable password file or CA: keep trying, it may be fixed.
+                log.error("cannot connect to the broker: %s", exc)
             finally:
                 self._client = None
             self._set_state(LinkState.WAITING)
             await asyncio.sleep(next(delays))
 
-    def ack(self, message: aiomqtt.Message) -> None:
-        """Acknowledge a QoS 1 message now that its effects are durable."""
+    @property
+    def connection(self) -> int:
+        """Which connection is current; message ids are only valid within one."""
+        return self.connects
+
+    def ack(self, message: aiomqtt.Message, connection: int | None = None) -> None:
+        """Acknowledge a QoS 1 message now that its effects are durable.
+
+        A message from an earlier connection is not acknowledged on this one:
+        its id may have been reused, and the broker redelivers it anyway.
+        """
         client = self._client
-        if client is not None and message.qos > 0:
-            client._client.ack(message.mid, message.qos)
+        if client is None or message.qos == 0:
+            return
+        if connection is not None and connection != self.connects:
+            return
+        client._client.ack(message.mid, message.qos)
 
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False

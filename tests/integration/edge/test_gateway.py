@@ -351,3 +351,22 @@ async def test_fleet_command_reports_per_device_and_never_runs_twice(harness: Ha
             metadata=harness.auth,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_broker_outage_does_not_mark_every_device_offline(harness: Harness) -> None:
+    from bellhop_edge.model import Connectivity
+
+    async with harness.device_client("r101-light") as client:
+        device = FakeDevice(harness.hotel_id, "r101-light", client)
+        await device.send(
+            Channel.STATUS,
+            {"v": 1, "state": "online", "ts": now_ms(), "kind": "light", "firmware": "1.0.0"},
+        )
+        await harness.wait_for(lambda: harness.gateway.hotel.online == 1)
+    harness.mosquitto.stop()
+    await asyncio.sleep(3.0)  # longer than the 2 s heartbeat timeout
+    harness.mosquitto.start()
+    await harness.wait_for(harness.gateway.link.connected.is_set, timeout=10)
+    await asyncio.sleep(0.5)
+    assert harness.gateway.hotel.device("r101-light").connectivity is Connectivity.ONLINE
+    assert not harness.gateway.alerts.open_alerts()
