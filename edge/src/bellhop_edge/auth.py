@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ import jwt
 
 from bellhop_edge.broker import write_atomic
 from bellhop_edge.errors import AuthError, PermissionDenied
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "bht_"  # noqa: S105 - a marker, not a secret
 
@@ -123,22 +126,44 @@ class JwksVerifier:
     def __init__(
         self, jwks: Mapping[str, Any], *, audience: str, issuer: str | None, hotel_id: str
     ) -> None:
-        self._keys = {
+        self._keys = self._parse(jwks)
+        self._audience = audience
+        self._issuer = issuer
+        self._hotel_id = hotel_id
+        self._path: Path | None = None
+        self._mtime: int | None = None
+
+    @staticmethod
+    def _parse(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
+        return {
             key["kid"]: jwt.PyJWK.from_dict(dict(key))
             for key in jwks.get("keys", [])
             if "kid" in key
         }
-        self._audience = audience
-        self._issuer = issuer
-        self._hotel_id = hotel_id
 
     @classmethod
     def from_file(cls, path: Path, **kwargs: Any) -> JwksVerifier:
-        return cls(json.loads(path.read_text()), **kwargs)
+        """Keys from a cached JWKS file, re-read when it changes (key rotation)."""
+        verifier = cls(json.loads(path.read_text()), **kwargs)
+        verifier._path, verifier._mtime = path, path.stat().st_mtime_ns
+        return verifier
+
+    def _reload(self) -> None:
+        if self._path is None:
+            return
+        try:
+            mtime = self._path.stat().st_mtime_ns
+            if mtime != self._mtime:
+                self._keys = self._parse(json.loads(self._path.read_text()))
+                self._mtime = mtime
+        except (OSError, ValueError, jwt.PyJWKError) as exc:
+            # Keep the keys we had: a half-written cache must not lock staff out.
+            log.warning("cached JWKS %s unreadable, keeping the previous keys: %s", self._path, exc)
 
     def verify(self, token: str) -> Principal | None:
         if token.count(".") != 2:
             return None
+        self._reload()
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(str(header.get("kid")))

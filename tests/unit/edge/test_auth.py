@@ -91,3 +91,25 @@ def test_tokens_minted_while_running_are_accepted(tmp_path: Path) -> None:
     LocalTokens(tmp_path / "tokens.json").revoke("late-shift")
     with pytest.raises(AuthError):
         running.authenticate(f"Bearer {token}")
+
+
+def test_a_rotated_cloud_key_is_picked_up_from_the_cached_jwks(tmp_path: Path) -> None:
+    import json
+    import os
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    cache = tmp_path / "jwks.json"
+    cache.write_text(json.dumps(_jwks(old, "k1")))
+    verifier = JwksVerifier.from_file(
+        cache, audience="bellhop-edge", issuer="https://relay.test", hotel_id="h1"
+    )
+    auth = Authenticator([verifier])
+    assert auth.authenticate(f"Bearer {_token(old)}").role is Role.STAFF
+    cache.write_text(json.dumps(_jwks(new, "k1")))
+    os.utime(cache, ns=(1, 10**18))  # a distinct modification time, whatever the clock
+    assert auth.authenticate(f"Bearer {_token(new)}").role is Role.STAFF
+    with pytest.raises(AuthError):
+        auth.authenticate(f"Bearer {_token(old)}")
+    cache.write_text("{half written")
+    os.utime(cache, ns=(1, 2 * 10**18))
+    assert auth.authenticate(f"Bearer {_token(new)}").role is Role.STAFF
