@@ -10,7 +10,7 @@ to live watchers. Reads of current state are served from here, not SQLite.
 from __future__ import annotations
 
 import json
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -138,7 +138,7 @@ class Hotel:
         # keyed by its time (storage keeps one value per device, metric and
         # millisecond anyway); an event by time, kind and data, so two real
         # events in the same millisecond are both kept.
-        self._recent: dict[str, OrderedDict[ReplayKey, None]] = {}
+        self._recent: dict[str, dict[ReplayKey, None]] = {}
         for device_id, stamps in (recent_telemetry_ts or {}).items():
             for ts in sorted(stamps)[-RECENT_PER_DEVICE:]:
                 self._remember(device_id, ("t", ts))
@@ -278,12 +278,13 @@ class Hotel:
         if device is None or not device.registered:
             return self._unknown(message, device, now)
         self.last_seen[device_id] = now
-        if isinstance(message, Telemetry | StateReport | Event) and message.ts > now + MAX_AHEAD_MS:
-            self.rejected[FUTURE] += 1
-            return [Rejected(FUTURE, device_id, f"device time {message.ts} is a day or more ahead")]
-        if self._replayed(message):
-            self.rejected[DUPLICATE] += 1
-            return [Rejected(DUPLICATE, device_id, "already stored (redelivered)")]
+        reason = self._screen(message, now)
+        if reason is not None:
+            self.rejected[reason] += 1
+            detail = (
+                "already stored (redelivered)" if reason == DUPLICATE else "a day or more ahead"
+            )
+            return [Rejected(reason, device_id, detail)]
         self.accepted += 1
         changes: list[Change] = []
         if device.connectivity is not Connectivity.ONLINE and not (
@@ -321,23 +322,33 @@ class Hotel:
         return changes
 
     def _remember(self, device_id: str, key: ReplayKey) -> None:
-        recent = self._recent.setdefault(device_id, OrderedDict())
+        recent = self._recent.get(device_id)
+        if recent is None:
+            recent = self._recent[device_id] = {}
         recent[key] = None
-        if len(recent) > RECENT_PER_DEVICE:
-            recent.popitem(last=False)
+        if len(recent) > 2 * RECENT_PER_DEVICE:
+            # Trimmed in bulk, so remembering costs O(1) per message on average.
+            self._recent[device_id] = dict.fromkeys(list(recent)[-RECENT_PER_DEVICE:])
 
-    def _replayed(self, message: DeviceMessage) -> bool:
+    def _screen(self, message: DeviceMessage, now: int) -> str | None:
+        """Why a device message must not be applied: a replay, or a clock far ahead."""
         if isinstance(message, Telemetry):
-            key: ReplayKey = ("t", message.ts)
+            ts = message.ts
+            key: ReplayKey = ("t", ts)
         elif isinstance(message, Event):
-            key = event_key(message.ts, message.kind.value, message.data)
+            ts = message.ts
+            key = event_key(ts, message.kind.value, message.data)
+        elif isinstance(message, StateReport):
+            return FUTURE if message.ts > now + MAX_AHEAD_MS else None
         else:
-            return False  # state and status are idempotent
+            return None  # status and acks are idempotent
+        if ts > now + MAX_AHEAD_MS:
+            return FUTURE
         recent = self._recent.get(message.device_id)
         if recent is not None and key in recent:
-            return True
+            return DUPLICATE
         self._remember(message.device_id, key)
-        return False
+        return None
 
     def _status(self, device: Device, message: Status, now: int) -> list[Change]:
         changes: list[Change] = []
