@@ -57,7 +57,6 @@ def publish_load(
     """One `mosquitto_pub -l` per device, all at once; returns seconds taken."""
     files = []
     procs = []
-    start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix="bellhop-load-")
     for device_id in devices:
         path = Path(tmp) / f"{device_id}.txt"

@@ -104,9 +104,6 @@ class LocalTokens:
         write_atomic(self.path, json.dumps(self._entries, indent=2))
         return before - len(self._entries)
 
-    def names(self) -> list[tuple[str, str]]:
-        return sorted((v["name"], v["role"]) for v in self._entries.values())
-
     def verify(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX):
             return None

@@ -21,7 +21,6 @@ class Lagging(Exception):
 class Subscription:
     room_id: str | None
     queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
-    lagging: bool = False
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         while True:

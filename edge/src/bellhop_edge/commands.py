@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -176,20 +175,14 @@ class CommandBook:
         }[ack.status]
         return self._finish(request, status, now, result=ack.result, error=ack.error)
 
-    def on_deadline(self, command_id: str, now: int) -> CommandRecord | None:
-        """The caller stopped waiting; None if the command already finished."""
-        if command_id not in self._pending:
+    def on_deadline(
+        self, command_id: str, now: int, reason: str = "no ack before the deadline"
+    ) -> CommandRecord | None:
+        """Nobody waits any more (deadline, failed send); None if already finished."""
+        pending = self._pending.get(command_id)
+        if pending is None:
             return None
-        request = self._pending[command_id].record.request
-        return self._finish(
-            request, CommandStatus.TIMED_OUT, now, error="no ack before the deadline"
-        )
-
-    def on_publish_failed(self, command_id: str, now: int, reason: str) -> CommandRecord | None:
-        if command_id not in self._pending:
-            return None
-        request = self._pending[command_id].record.request
-        return self._finish(request, CommandStatus.TIMED_OUT, now, error=reason)
+        return self._finish(pending.record.request, CommandStatus.TIMED_OUT, now, error=reason)
 
     def _finish(
         self,
@@ -284,7 +277,7 @@ class CommandService:
                 await self._publish(topic, codec.encode_command(decision.command), 1)
             except BaseException as exc:
                 # Sent or not, the command must not stay "in flight" for ever.
-                record = self._book.on_publish_failed(request.command_id, self._clock(), str(exc))
+                record = self._book.on_deadline(request.command_id, self._clock(), str(exc))
                 if record is not None:
                     self._record(record)
                 if isinstance(exc, Exception):
@@ -304,17 +297,22 @@ class CommandService:
     ) -> CommandRecord:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            # Timed out, or the caller went away (a closed app, a cancelled
-            # fleet): either way it stops occupying an in-flight slot.
-            record = self._book.on_deadline(command_id, self._clock())
-            if record is not None:
-                self._record(record)
-            if not isinstance(sys.exc_info()[1], TimeoutError):
-                raise
+        except asyncio.CancelledError:
+            # The caller went away (a closed app, a cancelled fleet): the
+            # command must not keep occupying an in-flight slot.
+            self._give_up(command_id)
+            raise
+        except TimeoutError:
+            record = self._give_up(command_id)
             if record is not None:
                 return record
             return await asyncio.wait_for(waiter, 1.0)  # the ack arrived at the deadline
+
+    def _give_up(self, command_id: str) -> CommandRecord | None:
+        record = self._book.on_deadline(command_id, self._clock())
+        if record is not None:
+            self._record(record)
+        return record
 
     def on_ack(self, device_id: str, ack: Ack) -> bool:
         """Feed an ack from MQTT; False when it matched nothing (counted by the caller)."""
