@@ -16,6 +16,7 @@ import random
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiomqtt
 
@@ -45,6 +46,63 @@ def _dispatching_queue(handler: MessageHandler) -> type[asyncio.Queue[aiomqtt.Me
                 log.exception("message handler failed on %s", item.topic)
 
     return DispatchingQueue
+
+
+READ_CHUNK = 32 * 1024
+
+
+class _ReadBuffer:
+    """The broker socket as paho sees it, read in chunks instead of a few bytes.
+
+    paho reads every packet with at least three `recv` calls (type byte,
+    length bytes, body) and aiomqtt wakes once per packet, so a burst of
+    small telemetry messages costs several system calls and an event-loop
+    turn each. Here one `recv` fills a buffer that serves paho's small reads.
+    `pending()` is paho's and aiomqtt's own hook for TLS sockets, which buffer
+    decrypted bytes the same way: while it is non-zero the reader keeps
+    reading, so nothing is left behind once the socket has gone quiet.
+    """
+
+    __slots__ = ("_buffer", "_offset", "_sock")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._offset = 0
+
+    def recv(self, size: int) -> bytes:
+        start = self._offset
+        if start >= len(self._buffer):
+            data: bytes = self._sock.recv(max(size, READ_CHUNK))
+            if len(data) <= size:
+                return data
+            self._buffer, start = data, 0
+        end = start + size
+        self._offset = end
+        return self._buffer[start:end]
+
+    def pending(self) -> int:
+        buffered = len(self._buffer) - self._offset
+        more = getattr(self._sock, "pending", None)
+        return max(buffered, 0) + (more() if more is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _read_in_chunks(client: aiomqtt.Client) -> None:
+    """Put a `_ReadBuffer` between paho and each new socket (see above)."""
+    paho = client._client
+    opened = paho.on_socket_open
+
+    def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+        # paho has just stored `sock` as its `_sock` and reads nothing until
+        # this callback has registered the reader on the event loop.
+        mqttc._sock = _ReadBuffer(sock)
+        if opened is not None:
+            opened(mqttc, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
 
 
 class LinkState(enum.Enum):
@@ -120,6 +178,7 @@ class MqttLink:
         # aiomqtt has no public switch for manual acknowledgement; paho's is
         # what lets us send PUBACK only after the message is committed.
         client._client.manual_ack_set(True)
+        _read_in_chunks(client)
         return client
 
     async def run(self) -> None:
