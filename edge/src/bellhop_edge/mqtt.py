@@ -90,7 +90,7 @@ class _ReadBuffer:
         return getattr(self._sock, name)
 
 
-def _read_in_chunks(client: aiomqtt.Client) -> None:
+def read_in_chunks(client: aiomqtt.Client) -> None:
     """Put a `_ReadBuffer` between paho and each new socket (see above)."""
     paho = client._client
     opened = paho.on_socket_open
@@ -178,7 +178,7 @@ class MqttLink:
         # aiomqtt has no public switch for manual acknowledgement; paho's is
         # what lets us send PUBACK only after the message is committed.
         client._client.manual_ack_set(True)
-        _read_in_chunks(client)
+        read_in_chunks(client)
         return client
 
     async def run(self) -> None:
