@@ -48,7 +48,7 @@ def _dispatching_queue(handler: MessageHandler) -> type[asyncio.Queue[aiomqtt.Me
     return DispatchingQueue
 
 
-READ_CHUNK = 32 * 1024
+READ_CHUNK = 16 * 1024
 
 
 class _ReadBuffer:
@@ -58,22 +58,38 @@ class _ReadBuffer:
     length bytes, body) and aiomqtt wakes once per packet, so a burst of
     small telemetry messages costs several system calls and an event-loop
     turn each. Here one `recv` fills a buffer that serves paho's small reads.
-    `pending()` is paho's and aiomqtt's own hook for TLS sockets, which buffer
-    decrypted bytes the same way: while it is non-zero the reader keeps
-    reading, so nothing is left behind once the socket has gone quiet.
+
+    `pending()` is paho's and aiomqtt's own hook for TLS sockets, which hold
+    decrypted bytes the same way: while it is non-zero aiomqtt's reader keeps
+    reading. To keep a busy broker from holding the event loop in that reader
+    (timers, the store's hand-over and the LAN API must run too), the socket
+    itself is read once per loop turn; past that, `recv` says "would block"
+    and the loop calls the reader again on its next turn.
     """
 
-    __slots__ = ("_buffer", "_offset", "_sock")
+    __slots__ = ("_buffer", "_loop", "_new_turn", "_offset", "_sock", "_spent")
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, loop: asyncio.AbstractEventLoop) -> None:
         self._sock = sock
+        self._loop = loop
         self._buffer = b""
         self._offset = 0
+        self._spent = False
+
+        def new_turn() -> None:
+            self._spent = False
+
+        self._new_turn = new_turn
 
     def recv(self, size: int) -> bytes:
         start = self._offset
         if start >= len(self._buffer):
+            if self._spent and not self._sock_pending():
+                raise BlockingIOError
             data: bytes = self._sock.recv(max(size, READ_CHUNK))
+            if not self._spent:
+                self._spent = True
+                self._loop.call_soon(self._new_turn)
             if len(data) <= size:
                 return data
             self._buffer, start = data, 0
@@ -81,24 +97,30 @@ class _ReadBuffer:
         self._offset = end
         return self._buffer[start:end]
 
-    def pending(self) -> int:
-        buffered = len(self._buffer) - self._offset
+    def _sock_pending(self) -> int:
         more = getattr(self._sock, "pending", None)
-        return max(buffered, 0) + (more() if more is not None else 0)
+        return more() if more is not None else 0
+
+    def pending(self) -> int:
+        return max(len(self._buffer) - self._offset, 0) + self._sock_pending()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
 def read_in_chunks(client: aiomqtt.Client) -> None:
-    """Put a `_ReadBuffer` between paho and each new socket (see above)."""
+    """Put a `_ReadBuffer` between paho and each new socket (see above).
+
+    Call it from the event loop that will run the client.
+    """
+    loop = asyncio.get_running_loop()
     paho = client._client
     opened = paho.on_socket_open
 
     def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
         # paho has just stored `sock` as its `_sock` and reads nothing until
         # this callback has registered the reader on the event loop.
-        mqttc._sock = _ReadBuffer(sock)
+        mqttc._sock = _ReadBuffer(sock, loop)
         if opened is not None:
             opened(mqttc, userdata, sock)
 
