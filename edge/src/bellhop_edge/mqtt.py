@@ -118,6 +118,11 @@ def read_in_chunks(client: aiomqtt.Client) -> None:
     opened = paho.on_socket_open
 
     def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+        # aiomqtt applies its socket options (TCP_NODELAY) only to what is a
+        # socket.socket when it is done connecting, which the buffer is not.
+        if isinstance(sock, socket.socket):
+            for option in client._socket_options:
+                sock.setsockopt(*option)
         # paho has just stored `sock` as its `_sock` and reads nothing until
         # this callback has registered the reader on the event loop.
         mqttc._sock = _ReadBuffer(sock, loop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -87,6 +88,37 @@ async def test_command_round_trip_is_executed_once_per_id(harness: Harness) -> N
     assert first.result.result["on"] is True
     assert again.result == first.result
     assert [c["id"] for c in device.commands] == ["cmd-1"]
+
+
+async def test_the_broker_connection_has_nagle_off(harness: Harness) -> None:
+    # A command and the PUBACK before it are two small writes: with Nagle's
+    # algorithm on, the second waits for the broker's delayed ACK (~40 ms).
+    client = harness.gateway.link._client
+    assert client is not None
+    sock: Any = client._client.socket()  # the read buffer in front of the socket
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_command_round_trips_take_milliseconds(harness: Harness) -> None:
+    # Small packets both ways: without TCP_NODELAY on the gateway's broker
+    # socket, Nagle's algorithm holds each round trip for about 40 ms.
+    nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+    async with harness.device_client("r101-light", socket_options=nodelay) as client:
+        device = FakeDevice(harness.hotel_id, "r101-light", client)
+        server = asyncio.create_task(device.serve())
+        await asyncio.sleep(0.2)
+        took = []
+        for i in range(30):
+            request = lan_pb2.SendCommandRequest(
+                device_id="r101-light", name="set_light", params=params(on=i % 2 == 0)
+            )
+            started = time.perf_counter()
+            reply = await harness.stub.SendCommand(request, metadata=harness.auth, timeout=5)
+            took.append(time.perf_counter() - started)
+            assert reply.result.status == common_pb2.COMMAND_STATUS_SUCCEEDED
+        server.cancel()
+    took.sort()
+    assert took[len(took) // 2] < 0.02, f"median round trip {took[len(took) // 2] * 1000:.1f} ms"
 
 
 async def test_unanswered_command_times_out_and_is_never_sent_after_expiry(
