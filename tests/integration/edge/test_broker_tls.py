@@ -331,3 +331,46 @@ def test_ca_without_broker_names_creates_nothing(tmp_path: Path, hotel_id: str) 
     assert result.code == 2
     assert "--hosts" in result.err
     assert not gb.tls_dir.exists()
+
+
+async def test_gateway_takes_a_burst_over_tls_whole(gateway_broker: ProvisionedBroker) -> None:
+    """TLS sockets hold decrypted bytes of their own; the gateway's reader must drain them."""
+    from bellhop_edge.app import Gateway
+    from bellhop_edge.config import load_config
+
+    gb = gateway_broker
+    result = gb.devices(
+        "add", "--room", "101", "--device", "r101-env", "--kind", "environment_sensor"
+    )
+    assert result.code == 0, result.err
+    spec = load_provisioning(gb.bundles / "r101-env.json").devices[0]
+    assert spec.username is not None
+    assert spec.password is not None
+    config = load_config(
+        gb.config,
+        overrides={
+            "mqtt": {
+                "host": gb.host,
+                "port": gb.tls_port,
+                "username": f"gateway-{gb.hotel_id}",
+                "password": gb.gateway_password(),
+                "tls_ca": str(gb.tls_dir / "ca.crt"),
+            },
+            "api": {"listen": "127.0.0.1:0"},
+        },
+    )
+    total = 5000
+    base = int(datetime.datetime.now(datetime.UTC).timestamp() * 1000) - total
+    topic = codec.topic(gb.hotel_id, "r101-env", Channel.TELEMETRY)
+    async with Gateway(config) as gateway:
+        await asyncio.wait_for(gateway.link.connected.wait(), 10)
+        async with gb.client(spec.username, spec.password) as device:
+            for seq in range(1, total + 1):
+                payload = b'{"v":1,"ts":%d,"seq":%d,"metrics":{"humidity":40}}' % (base + seq, seq)
+                await device.publish(topic, payload, qos=0 if seq < total else 1)
+        async with asyncio.timeout(20):
+            while gateway.hotel.accepted < total:
+                await asyncio.sleep(0.01)
+        await gateway.writer.flush()
+        points = gateway.store.query_telemetry("r101-env", "humidity", 0, 2**62, 2 * total)
+    assert len(points) == total
