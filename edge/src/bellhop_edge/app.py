@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 
 BACKLOG_MAX = 100_000
+# Held messages handled per event-loop turn when the writer has caught up.
+DRAIN_SLICE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +245,14 @@ class Gateway:
         try:
             while self._backlog:
                 await self.writer.wait_below(low)
+                handled = 0
                 while self._backlog and self.writer.pending < high:
                     self._handle(self._backlog.popleft())
+                    handled += 1
+                    if handled % DRAIN_SLICE == 0:
+                        # Thousands may be waiting: let timers, the hand-over
+                        # to the writer and LAN calls run in between.
+                        await asyncio.sleep(0)
         finally:
             self._draining = False
 

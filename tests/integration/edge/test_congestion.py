@@ -81,3 +81,43 @@ async def test_a_gateway_that_cannot_start_releases_what_it_opened(tmp_path: Pat
         load_config(overrides={**config.model_dump(), "api": {"listen": "127.0.0.1:0"}})
     ):
         pass
+
+
+async def test_draining_held_messages_leaves_the_event_loop_free(tmp_path: Path) -> None:
+    config = load_config(
+        overrides={
+            "hotel_id": "h-drain",
+            "data_dir": str(tmp_path),
+            "mqtt": {"port": 1, "reconnect_min_s": 5},
+            "api": {"listen": "127.0.0.1:0"},
+            "store": {"max_pending_ops": 100_000},
+            "rooms": [{"room_id": "101"}],
+            "devices": [{"device_id": "env", "room_id": "101", "kind": "environment_sensor"}],
+        }
+    )
+    total = 120_000
+    base = int(time.time() * 1000) - total
+    async with Gateway(config) as gateway:
+        for seq in range(1, total + 1):
+            gateway._on_message(
+                aiomqtt.Message(
+                    "hotel/h-drain/device/env/telemetry",
+                    b'{"v":1,"ts":%d,"seq":%d,"metrics":{"humidity":40}}' % (base + seq, seq),
+                    0,
+                    False,
+                    seq,
+                    None,
+                )
+            )
+        assert len(gateway._backlog) > 50_000, "the writer should have been congested"
+        # Tens of thousands held: draining them must not stop the loop for long.
+        slowest = 0.0
+        async with asyncio.timeout(60):
+            while gateway.hotel.accepted < total:
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                slowest = max(slowest, time.perf_counter() - started)
+        await gateway.writer.flush()
+        points = gateway.store.query_telemetry("env", "humidity", 0, 2**62, 2 * total)
+    assert len(points) == total
+    assert slowest < 0.1, f"the event loop was held for {slowest * 1000:.0f} ms"

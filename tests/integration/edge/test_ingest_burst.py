@@ -69,6 +69,6 @@ async def test_a_burst_is_stored_whole_while_the_lan_api_keeps_answering(
         assert await publisher.wait() == 0
     await harness.gateway.writer.flush()
     assert calls >= 3, "the burst ended before the API was called during it"
-    assert slowest < 0.25, f"a LAN call took {slowest * 1000:.0f} ms during the burst"
+    assert slowest < 0.5, f"a LAN call took {slowest * 1000:.0f} ms during the burst"
     points = harness.gateway.store.query_telemetry("r102-env", "humidity", 0, 2**62, 2 * BURST)
     assert len(points) == BURST
