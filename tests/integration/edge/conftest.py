@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,19 @@ async def harness(
             )
         finally:
             await channel.close()
+
+
+@pytest.fixture
+def frozen_heap() -> Iterator[None]:
+    """Start-up objects out of the collector's way, as `bellhop edge run` does.
+
+    Tests that time the event loop need it: the test process's own heap (every
+    test module, pytest) would otherwise make each full collection far longer
+    than a gateway's.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

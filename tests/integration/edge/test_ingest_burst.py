@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import time
 
+import pytest
 from bellhop.lan.v1 import lan_pb2
 
 from tests.integration.edge.conftest import Harness
@@ -21,6 +22,7 @@ def _lines(count: int) -> bytes:
     )
 
 
+@pytest.mark.usefixtures("frozen_heap")
 async def test_a_burst_is_stored_whole_while_the_lan_api_keeps_answering(
     harness: Harness,
 ) -> None:
