@@ -1,4 +1,4 @@
-"""The hot read path: device pages straight from the driver, ready to encode.
+"""The hot read path: device pages rendered to JSON by the database.
 
 A page of devices is the relay's most frequent read. Through SQLAlchemy's
 async layer (and, for SQLite, a thread hop per call) a page cost about
@@ -9,18 +9,26 @@ async layer (and, for SQLite, a thread hop per call) a page cost about
   a millisecond, less than handing it to a thread and back.
 - PostgreSQL: an asyncpg pool with prepared statements.
 
-Rows become dicts of the API's `DeviceOut` shape right here, with `state`
-passed through as the stored JSON text (an `orjson.Fragment`), so a page
-is decoded and encoded once, not twice. Only constant SQL fragments and
-placeholders are interpolated into the queries. Everything else (and
-every write) goes through SQLAlchemy; the test suite checks these pages
-against the documented schema on both backends.
+A page comes back as the JSON array text of its devices, which the route
+splices into the body: no device becomes a dict. Each device's JSON up to
+`stale` is a stored generated column that the database writes with the row
+(`devices.json_head`, db/schema.py); the query appends `stale`, which
+depends on the time of the read, and Python joins the page's rows. Rendering
+every row at read time in SQL cost more than building dicts in Python, and
+joining them in SQL (`string_agg`) nearly doubled PostgreSQL's CPU for the query
+(docs/benchmarks.md, "Cloud API").
+
+The single-device read builds a dict in Python; the tests check that both
+give the same bytes. Only constant SQL fragments and placeholders are
+interpolated into the queries. Everything else (and every write) goes
+through SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -33,6 +41,15 @@ from bellhop_cloud.errors import StoreUnavailable
 Device = dict[str, Any]  # the keys of api.schemas.DeviceOut
 
 
+@dataclass(frozen=True, slots=True)
+class DevicePageJson:
+    """A page of devices as the JSON array text of its items."""
+
+    items: str
+    count: int
+    last_id: str | None  # the last device's id, None on an empty page
+
+
 class DeviceReader(Protocol):
     async def page(
         self,
@@ -43,7 +60,7 @@ class DeviceReader(Protocol):
         after: str | None,
         limit: int,
         stale_before: datetime,
-    ) -> list[Device]:
+    ) -> DevicePageJson:
         """Devices ordered by id; `visible=None` means every room."""
 
     async def one(self, hotel_id: str, device_id: str, *, stale_before: datetime) -> Device | None:
@@ -66,6 +83,19 @@ def open_device_reader(config: RelayConfig) -> DeviceReader:
 
 _COLUMNS = "device_id, room_id, kind, firmware, online, state, last_seen"
 INLINE_BUSY_TIMEOUT_S = 0.5
+
+# A page's rows: each device's stored JSON completed with its `stale`, and its
+# id for the next cursor. SQLite keeps naive UTC text (db/schema.UtcDateTime)
+# that sorts as time does, so staleness there is a text comparison.
+_PAGE_COLUMNS = (
+    "json_head || CASE WHEN last_seen IS NULL OR last_seen < {cutoff}"
+    " THEN 'true}}' ELSE 'false}}' END, device_id"
+)
+
+
+def _joined(rows: list[Any]) -> DevicePageJson:
+    last_id = rows[-1][1] if rows else None
+    return DevicePageJson(f"[{','.join([row[0] for row in rows])}]", len(rows), last_id)
 
 
 class SqliteDeviceReader:
@@ -96,9 +126,9 @@ class SqliteDeviceReader:
         after: str | None,
         limit: int,
         stale_before: datetime,
-    ) -> list[Device]:
+    ) -> DevicePageJson:
         where = ["hotel_id = ?"]
-        args: list[Any] = [hotel_id]
+        args: list[Any] = [_sqlite_time(stale_before), hotel_id]
         if visible is not None:
             where.append(f"room_id IN ({','.join('?' * len(visible))})")
             args.extend(sorted(visible))
@@ -110,44 +140,44 @@ class SqliteDeviceReader:
             args.append(after)
         args.append(limit)
         sql = (
-            f"SELECT {_COLUMNS} FROM devices WHERE {' AND '.join(where)}"  # noqa: S608
-            " ORDER BY device_id LIMIT ?"
+            f"SELECT {_PAGE_COLUMNS.format(cutoff='?')} FROM devices"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY device_id LIMIT ?"
         )
-        return self._fetch(sql, args, stale_before)
-
-    async def one(self, hotel_id: str, device_id: str, *, stale_before: datetime) -> Device | None:
-        sql = f"SELECT {_COLUMNS} FROM devices WHERE hotel_id = ? AND device_id = ?"  # noqa: S608
-        found = self._fetch(sql, [hotel_id, device_id], stale_before)
-        return found[0] if found else None
-
-    def _fetch(self, sql: str, args: list[Any], stale_before: datetime) -> list[Device]:
         try:
             rows = self._connect().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"device read failed: {exc}") from exc
-        # SQLite keeps naive UTC text (db/schema.UtcDateTime) that sorts as
-        # time does, so staleness is a string comparison and the ISO form is
-        # a character swap.
-        cutoff = stale_before.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        fragment = orjson.Fragment
-        return [
-            {
-                "device_id": device_id,
-                "room_id": room,
-                "kind": kind,
-                "firmware": firmware,
-                "online": bool(online),
-                "state": fragment(state),
-                "last_seen": f"{seen[:10]}T{seen[11:]}Z" if seen else None,
-                "stale": seen is None or seen < cutoff,
-            }
-            for device_id, room, kind, firmware, online, state, seen in rows
-        ]
+        return _joined(rows)
+
+    async def one(self, hotel_id: str, device_id: str, *, stale_before: datetime) -> Device | None:
+        sql = f"SELECT {_COLUMNS} FROM devices WHERE hotel_id = ? AND device_id = ?"  # noqa: S608
+        try:
+            row = self._connect().execute(sql, [hotel_id, device_id]).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"device read failed: {exc}") from exc
+        if row is None:
+            return None
+        device_id, room, kind, firmware, online, state, seen = row
+        return {
+            "device_id": device_id,
+            "room_id": room,
+            "kind": kind,
+            "firmware": firmware,
+            "online": bool(online),
+            "state": orjson.Fragment(state),
+            "last_seen": f"{seen[:10]}T{seen[11:]}Z" if seen else None,
+            "stale": seen is None or seen < _sqlite_time(stale_before),
+        }
 
     async def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """The text form SQLite stores a time in (db/schema.UtcDateTime)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 async def _keep_session(connection: Any) -> None:
@@ -195,8 +225,8 @@ class PostgresDeviceReader:
         after: str | None,
         limit: int,
         stale_before: datetime,
-    ) -> list[Device]:
-        args: list[Any] = [hotel_id]
+    ) -> DevicePageJson:
+        args: list[Any] = [hotel_id, stale_before]
         where = ["hotel_id = $1"]
         if visible is not None:
             args.append(sorted(visible))
@@ -209,43 +239,41 @@ class PostgresDeviceReader:
             where.append(f"device_id > ${len(args)}")
         args.append(limit)
         sql = (
-            f"SELECT {_COLUMNS.replace('state', 'state::text')} FROM devices"  # noqa: S608
+            f"SELECT {_PAGE_COLUMNS.format(cutoff='$2')} FROM devices"  # noqa: S608
             f" WHERE {' AND '.join(where)} ORDER BY device_id LIMIT ${len(args)}"
         )
-        return await self._fetch(sql, args, stale_before)
+        return _joined(await self._fetch(sql, args))
 
     async def one(self, hotel_id: str, device_id: str, *, stale_before: datetime) -> Device | None:
         sql = (
             f"SELECT {_COLUMNS.replace('state', 'state::text')} FROM devices"  # noqa: S608
             " WHERE hotel_id = $1 AND device_id = $2"
         )
-        found = await self._fetch(sql, [hotel_id, device_id], stale_before)
-        return found[0] if found else None
+        rows = await self._fetch(sql, [hotel_id, device_id])
+        if not rows:
+            return None
+        device_id, room, kind, firmware, online, state, seen = rows[0]
+        return {
+            "device_id": device_id,
+            "room_id": room,
+            "kind": kind,
+            "firmware": firmware,
+            "online": online,
+            "state": orjson.Fragment(state),
+            "last_seen": seen,
+            "stale": seen is None or seen < stale_before,
+        }
 
-    async def _fetch(self, sql: str, args: list[Any], stale_before: datetime) -> list[Device]:
+    async def _fetch(self, sql: str, args: list[Any]) -> list[Any]:
         try:
             pool = await self._get_pool()
             # Queue here, first come first served: asyncpg's own wait for a free
             # connection lets newcomers overtake waiters, which showed as a long
             # latency tail under load.
             async with self._turns:
-                rows = await pool.fetch(sql, *args, timeout=self._timeout_s)
+                return list(await pool.fetch(sql, *args, timeout=self._timeout_s))
         except (OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
-        fragment = orjson.Fragment
-        return [
-            {
-                "device_id": device_id,
-                "room_id": room,
-                "kind": kind,
-                "firmware": firmware,
-                "online": online,
-                "state": fragment(state),
-                "last_seen": seen,
-                "stale": seen is None or seen < stale_before,
-            }
-            for device_id, room, kind, firmware, online, state, seen in rows
-        ]
 
     async def close(self) -> None:
         if self._pool is not None:
