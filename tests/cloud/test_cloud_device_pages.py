@@ -14,10 +14,11 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from bellhop_cloud import hotels
-from bellhop_cloud.api.routes_hotels import encode_cursor
+from bellhop_cloud.api.routes_hotels import PageQuery, encode_cursor, plain_page_query
 
-from tests.cloud.support import Account, Api
+from tests.cloud.support import Account, Api, expect
 
 LONG_AGO = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # whole second
 LATER = datetime(2031, 1, 2, 3, 4, 5, 120000, tzinfo=UTC)  # fresh for years; trailing zeros
@@ -191,3 +192,67 @@ async def test_pages_follow_writes(api: Api) -> None:
     assert orjson.loads(singles["dev-011"])["last_seen"] is None
     stale_window = timedelta(seconds=api.relay.config.stale_after_s)
     assert datetime.fromisoformat(item["last_seen"]) > now - stale_window
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (b"", PageQuery()),
+        (b"limit=100", PageQuery(100)),
+        (b"limit=1&cursor=ZGV2LTAwOTk&room_id=r-1", PageQuery(1, "ZGV2LTAwOTk", "r-1")),
+        (b"room_id=a;b=c", PageQuery(room_id="a;b=c")),
+        (b"limit=500", PageQuery(500)),
+        (b"cursor=" + b"A" * 200, PageQuery(cursor="A" * 200)),
+        (b"room_id=" + b"r" * 64, PageQuery(room_id="r" * 64)),
+        # Anything else is left to FastAPI's validation and decoding.
+        (b"limit=501", None),
+        (b"limit=0", None),
+        (b"limit=007", None),
+        (b"limit=1000", None),
+        (b"limit=+5", None),
+        (b"limit=-5", None),
+        (b"limit=5.0", None),
+        (b"limit=", None),
+        (b"limit", None),
+        (b"limit=5&limit=6", None),
+        (b"limit=5&", None),
+        (b"cursor=" + b"A" * 201, None),
+        (b"room_id=" + b"r" * 65, None),
+        (b"room_id=r%31", None),
+        (b"room_id=r+1", None),
+        (b"room_id=r\xc3\xa9", None),
+        (b"other=1", None),
+        (b"Limit=5", None),
+    ],
+)
+def test_plain_query_strings(query: bytes, expected: PageQuery | None) -> None:
+    assert plain_page_query(query) == expected
+
+
+async def test_plain_and_escaped_queries_answer_alike(api: Api) -> None:
+    """The short path for plain queries and FastAPI's path give the same answers."""
+    owner, _, hotel_id, _ = await seeded_hotel(api)
+    url = f"/v1/hotels/{hotel_id}/devices"
+    pairs = [
+        ("limit=5", "limit=%35"),
+        ("room_id=r1&limit=2", "room_id=r%31&limit=2"),
+        (f"cursor={encode_cursor('dev-010')}", f"cursor={encode_cursor('dev-010')}&unknown=1"),
+        ("cursor=%25%25", "cursor=%%"),
+    ]
+    for plain, escaped in pairs:
+        assert plain_page_query(escaped.encode()) is None
+        first = await api.http.get(f"{url}?{plain}", headers=owner.headers)
+        second = await api.http.get(f"{url}?{escaped}", headers=owner.headers)
+        assert (first.status_code, first.content) == (second.status_code, second.content)
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+        first = await api.http.get(f"{url}?limit=5", headers=headers)
+        second = await api.http.get(f"{url}?limit=%35", headers=headers)
+        assert first.status_code == 401
+        assert (first.headers, first.content) == (second.headers, second.content)
+    outsider = await api.account("outsider")
+    first = await api.http.get(f"{url}?limit=5", headers=outsider.headers)
+    second = await api.http.get(f"{url}?limit=%35", headers=outsider.headers)
+    assert first.status_code == 404
+    assert first.content == second.content
+    bad = expect(await api.http.get(f"{url}?cursor=%%%", headers=owner.headers), 422)
+    assert bad["code"] == "invalid_request"

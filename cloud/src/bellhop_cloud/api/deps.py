@@ -39,7 +39,7 @@ class BearerAuth(HTTPBearer):
             raise
 
 
-_bearer = BearerAuth(
+bearer = BearerAuth(
     auto_error=False, scheme_name="bearer", description="Access token from /v1/auth/login"
 )
 
@@ -71,5 +71,5 @@ async def client_address(request: Request) -> str | None:
 
 
 RelayDep = Annotated[Relay, Depends(relay_of)]
-CallerDep = Annotated[Principal, Depends(_bearer)]
+CallerDep = Annotated[Principal, Depends(bearer)]
 AddressDep = Annotated[str | None, Depends(client_address)]
