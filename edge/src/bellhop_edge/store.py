@@ -314,6 +314,8 @@ class RetentionReport:
     outbox_acked_deleted: int = 0
     outbox_unacked_dropped: int = 0
     transactions: int = 0
+    # Steps that failed (a full disk fails those that need new pages) and were skipped.
+    failed_steps: int = 0
 
     def __add__(self, other: RetentionReport) -> RetentionReport:
         return RetentionReport(
@@ -332,6 +334,7 @@ def _astuple(report: RetentionReport) -> tuple[int, ...]:
         report.outbox_acked_deleted,
         report.outbox_unacked_dropped,
         report.transactions,
+        report.failed_steps,
     )
 
 
@@ -489,6 +492,17 @@ def _connect(path: Path, synchronous: Synchronous, *, cache_kib: int) -> sqlite3
     # A WAL that grew during a burst is truncated back after checkpoints.
     conn.execute("PRAGMA journal_size_limit = 67108864")
     return conn
+
+
+def _limit_size(conn: sqlite3.Connection, max_bytes: int) -> None:
+    """Writes past `max_bytes` fail with SQLITE_FULL, as on a full disk.
+
+    A database already larger keeps its size: it cannot grow, and pages that
+    retention frees are reused.
+    """
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = max(1, max_bytes // page_size)
+    conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -823,6 +837,10 @@ class _RetentionRun:
     @property
     def done(self) -> bool:
         return self.phase is _Phase.DONE
+
+    def skip(self) -> None:
+        """Give up the current phase (its step failed) and go on with the next."""
+        self.phase = _Phase(self.phase + 1)
 
     def step(self, conn: sqlite3.Connection) -> RetentionReport:
         with _transaction(conn):
@@ -1244,9 +1262,23 @@ class _Stop:
 
 
 _STOP: Final = _Stop()
+# After a failed compaction (a full disk), the next try waits this long at most.
+COMPACT_RETRY_S: Final = 60.0
 _CHUNK_OPS: Final = 256
 # Ops travel to the thread in chunks: one queue hand-over per chunk, not per op.
 _Item = list[WriteOp] | _Call | _Stop
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A waiter told whether every op from ticket `since` on was committed."""
+
+    since: int
+    callback: Callable[[bool], None]
+
+
+# Failed tickets remembered for `on_outcome`; failures are rare, this is a bound.
+_FAILED_KEPT: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -1283,6 +1315,7 @@ class StoreWriter:
         compact_rows: int = 200_000,
         compact_interval_s: float = 300.0,
         cache_kib: int = 32768,
+        max_size_bytes: int | None = None,
     ) -> None:
         if max_batch < 1 or max_pending < 1 or max_delay_ms < 0:
             raise ValueError("max_batch and max_pending must be positive, max_delay_ms >= 0")
@@ -1296,12 +1329,16 @@ class StoreWriter:
         self._compact_rows = compact_rows
         self._compact_interval = compact_interval_s
         self._cache_kib = cache_kib
+        self._max_size_bytes = max_size_bytes
+        self._failed: set[int] = set()
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._submitted = 0  # tickets handed out; ticket n is the n-th item
         self._finished = 0
-        self._waiters: collections.deque[tuple[int, asyncio.Future[Any] | Callable[[], None]]]
+        self._waiters: collections.deque[
+            tuple[int, asyncio.Future[Any] | Callable[[], None] | _Outcome]
+        ]
         self._waiters = collections.deque()
         self._space = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -1405,6 +1442,27 @@ class StoreWriter:
         else:
             self._waiters.append((self._submitted, callback))
 
+    @property
+    def last_ticket(self) -> int:
+        """The number of the op submitted last (ops are numbered from 1)."""
+        return self._submitted
+
+    def on_outcome(self, since: int, callback: Callable[[bool], None]) -> None:
+        """Call `callback(ok)` on the loop once every op submitted so far is done.
+
+        `ok` is False if any op numbered `since` or later failed: what a QoS 1
+        acknowledgement needs to know about the ops of one message.
+        """
+        self._check_open()
+        if self._submitted == self._finished:
+            callback(not self._failed_between(since, self._finished))
+        else:
+            self._waiters.append((self._submitted, _Outcome(since, callback)))
+
+    def _failed_between(self, first: int, last: int) -> bool:
+        failed = self._failed
+        return bool(failed) and any(first <= ticket <= last for ticket in failed)
+
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (or reported failed)."""
         if self._fatal is not None:
@@ -1425,7 +1483,14 @@ class StoreWriter:
             self._check_open()
             await self.wait_for_space()
             self._enqueue(_Call(run.step))
-            step: RetentionReport = await self._wait(self._submitted)
+            try:
+                step: RetentionReport = await self._wait(self._submitted)
+            except WriteFailedError as exc:
+                # On a full disk the steps that need new pages (moving staged
+                # points, rollups) fail; the deleting steps after them free space.
+                log.warning("retention: %s step failed (%s)", run.phase.name.lower(), exc.__cause__)
+                run.skip()
+                step = RetentionReport(failed_steps=1)
             report += step
         return report
 
@@ -1479,25 +1544,38 @@ class StoreWriter:
             stats.largest_batch = max(stats.largest_batch, done.batch_size)
         for error in done.failures.values():
             stats.last_error = str(error)
+        if done.failures:
+            if len(self._failed) > _FAILED_KEPT:
+                self._failed = set(sorted(self._failed)[_FAILED_KEPT // 2 :])
+            self._failed.update(done.failures)
         waiters = self._waiters
         while waiters and waiters[0][0] <= done.through:
             ticket, waiter = waiters.popleft()
-            if not isinstance(waiter, asyncio.Future):
-                try:
-                    waiter()
-                except Exception:  # one bad callback must not strand the others
-                    log.exception("on_commit callback failed")
-            elif waiter.done():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    self._resolve(waiter, ticket, done)
                 continue
-            elif ticket in done.failures:
-                failure = done.failures[ticket]
-                error = WriteFailedError(f"write not committed: {failure}")
-                error.__cause__ = failure
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(done.results.get(ticket))
+            try:  # one bad callback must not strand the others
+                if isinstance(waiter, _Outcome):
+                    waiter.callback(not self._failed_between(waiter.since, ticket))
+                else:
+                    waiter()
+            except Exception:
+                log.exception("store writer callback failed")
+        if not waiters:
+            self._failed.clear()
         if self.pending < self._max_pending:
             self._space.set()
+
+    @staticmethod
+    def _resolve(waiter: asyncio.Future[Any], ticket: int, done: _Done) -> None:
+        failure = done.failures.get(ticket)
+        if failure is None:
+            waiter.set_result(done.results.get(ticket))
+            return
+        error = WriteFailedError(f"write not committed: {failure}")
+        error.__cause__ = failure
+        waiter.set_exception(error)
 
     def _on_exit(self, error: BaseException | None) -> None:
         if error is not None:
@@ -1505,7 +1583,10 @@ class StoreWriter:
             self.stats.last_error = str(error)
             while self._waiters:
                 _, waiter = self._waiters.popleft()
-                if isinstance(waiter, asyncio.Future) and not waiter.done():
+                if isinstance(waiter, _Outcome):
+                    with contextlib.suppress(Exception):
+                        waiter.callback(False)
+                elif isinstance(waiter, asyncio.Future) and not waiter.done():
                     failure = WriterClosedError("the store writer died")
                     failure.__cause__ = error
                     waiter.set_exception(failure)
@@ -1525,6 +1606,8 @@ class StoreWriter:
         try:
             conn = _connect(self.path, self._synchronous, cache_kib=self._cache_kib)
             _migrate(conn)
+            if self._max_size_bytes is not None:
+                _limit_size(conn, self._max_size_bytes)
         except BaseException as exc:
             loop.call_soon_threadsafe(_fail, ready, exc)
             loop.call_soon_threadsafe(self._on_exit, exc)
@@ -1566,6 +1649,7 @@ class _WriterThread:
         self._dirty = False
         self._staged = history.staged_rows(conn)
         self._compacting = False
+        self._compact_retry_at = 0.0
 
     def run(self) -> None:
         w = self._w
@@ -1682,6 +1766,8 @@ class _WriterThread:
         self._applier.staged_points = 0
         now = time.monotonic()
         if not self._compacting:
+            if now < self._compact_retry_at:
+                return
             due = self._staged > 0 and now - self._last_compact >= w._compact_interval
             self._compacting = due or self._staged >= w._compact_rows
         if not self._compacting:
@@ -1691,8 +1777,10 @@ class _WriterThread:
             with _transaction(self._conn):
                 moved = history.compact(self._conn, chunk)
         except sqlite3.Error as exc:
+            # A full disk: try again in a while, not after every batch.
             log.warning("telemetry compaction failed: %s", exc)
             self._compacting = False
+            self._compact_retry_at = now + min(COMPACT_RETRY_S, w._compact_interval)
             return
         self._dirty = True
         self._staged = max(0, self._staged - moved)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,7 @@ from bellhop_edge.store import (
     SchemaVersionError,
     StoreWriter,
     WriteFailedError,
+    WriteOp,
     WriterClosedError,
     WriterFullError,
 )
@@ -255,6 +256,85 @@ async def test_a_bad_op_fails_alone_and_the_rest_of_its_batch_commits(
     assert [p.value for p in got] == [20.0, 21.0]
     assert store.query_telemetry(dev, "humidity", T0, T0 + 10) == []
     assert dev not in store.load_reported()
+
+
+async def test_on_outcome_tells_each_message_whether_its_own_writes_failed(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    outcomes: dict[str, bool] = {}
+
+    def record(name: str) -> Callable[[bool], None]:
+        return lambda ok: outcomes.__setitem__(name, ok)
+
+    ops: list[tuple[str, WriteOp]] = [
+        ("good", points(dev, T0, temperature=20.0)),
+        ("bad", PutReported(ReportedState(dev, 1, {"t": math.nan}, T0))),
+        ("after", points(dev, T0 + 1, temperature=21.0)),
+    ]
+    async with StoreWriter(db_path) as writer:
+        for name, op in ops:
+            first = writer.last_ticket + 1
+            writer.submit(op)
+            writer.on_outcome(first, record(name))
+        await writer.flush()
+        # Settled at once when nothing is pending.
+        writer.on_outcome(writer.last_ticket + 1, record("none"))
+    assert outcomes == {"good": True, "bad": False, "after": True, "none": True}
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_a_size_limit_fails_writes_as_a_full_disk_would(
+    db_path: Path, test_name: str
+) -> None:
+    EdgeStore.open(db_path).close()
+    dev = f"{test_name}-env"
+    async with StoreWriter(db_path, max_size_bytes=1 << 20) as writer:
+        failed_at = None
+        for i in range(20_000):
+            first = writer.last_ticket + 1
+            writer.submit(points(dev, T0 + i, temperature=20.0, humidity=40.0, luminosity=300.0))
+            outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            writer.on_outcome(first, outcome.set_result)
+            if i % 500 == 499 and not await outcome:
+                failed_at = i
+                break
+        assert failed_at is not None, "1 MiB should not hold 60,000 points"
+        assert "full" in (writer.stats.last_error or "")
+    assert _size(db_path) <= 1 << 20
+
+
+async def test_retention_on_a_full_database_frees_space_for_new_writes(
+    db_path: Path, test_name: str
+) -> None:
+    EdgeStore.open(db_path).close()
+    dev = f"{test_name}-door"
+    week = 7 * 86400_000
+    async with StoreWriter(db_path, max_size_bytes=1 << 20) as writer:
+        # Old events and points fill the database to its limit; the points are
+        # still staged, and moving them into their index would need new pages.
+        filled = 0
+        while writer.stats.failed == 0:
+            for _ in range(100):
+                filled += 1
+                event = DeviceEvent(dev, EventKind.DOOR, T0 + filled, {"open": filled % 2 == 0})
+                writer.submit(PutEvent(event))
+                writer.submit(points(dev, T0 + filled, battery=50.0))
+            await writer.flush()
+        new = PutTelemetry([TelemetryPoint(dev, f"m{i}", T0 + 200 * week, 1.0) for i in range(300)])
+        with pytest.raises(WriteFailedError):
+            await writer.submit_and_wait(new)
+        # Moving staged points needs new pages and fails; deleting old events
+        # does not, and makes room.
+        report = await writer.apply_retention(
+            RetentionPolicy(events_retention_s=86400), T0 + 100 * week
+        )
+        assert report.events_deleted > 0
+        await writer.submit_and_wait(new)
+    assert _size(db_path) <= 1 << 20
 
 
 async def test_on_commit_runs_after_the_data_is_readable(
@@ -485,7 +565,7 @@ async def test_a_failing_commit_callback_does_not_strand_the_others(
         writer.on_commit(lambda: called.append("second"))
         await writer.flush()
     assert called == ["second"]
-    assert "on_commit callback failed" in caplog.text
+    assert "store writer callback failed" in caplog.text
 
 
 def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test_name: str) -> None:
