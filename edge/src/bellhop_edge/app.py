@@ -27,6 +27,7 @@ import grpc
 from bellhop.lan.v1 import lan_pb2
 from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
+from bellhop_devices.messages import DeviceMessage
 
 from bellhop_edge import convert
 from bellhop_edge import store as store_ops
@@ -65,6 +66,9 @@ log = logging.getLogger(__name__)
 BACKLOG_MAX = 100_000
 # Held messages handled per event-loop turn when the writer has caught up.
 DRAIN_SLICE = 256
+# Reconnect delays while QoS 1 messages cannot be stored (see Gateway._settle).
+STORE_RETRY_MIN_S = 1.0
+STORE_RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class Gateway:
         # Messages held back while the writer is congested (see _on_message).
         self._backlog: collections.deque[aiomqtt.Message] = collections.deque()
         self._draining = False
+        self._store_failures = 0  # in a row, for the reconnect back-off
         self._server: grpc.aio.Server | None = None
 
     # -- lifecycle ------------------------------------------------------------
@@ -126,6 +131,9 @@ class Gateway:
             max_batch=config.store.batch_max_ops,
             max_delay_ms=config.store.batch_max_delay_ms,
             max_pending=config.store.max_pending_ops,
+            max_size_bytes=(
+                None if config.store.max_size_mib is None else config.store.max_size_mib << 20
+            ),
         )
         await self.writer.start()
         self.commands = CommandService(
@@ -274,11 +282,42 @@ class Gateway:
             self._log_reject(exc.reason.value, _device_of(topic), exc.detail)
             self.link.ack(message)  # garbage is counted, not redelivered forever
             return
+        first_op = self.writer.last_ticket + 1
         changes = self.hotel.apply(decoded, now)
         self._process(changes, now)
         if message.qos > 0:
             connection = self.link.connection
-            self.writer.on_commit(lambda: self.link.ack(message, connection))
+            self.writer.on_outcome(
+                first_op, lambda ok: self._settle(message, decoded, connection, ok=ok)
+            )
+
+    def _settle(
+        self, message: aiomqtt.Message, decoded: DeviceMessage, connection: int, *, ok: bool
+    ) -> None:
+        """A QoS 1 message's writes are done: acknowledge it, or have it sent again.
+
+        PUBACK means "stored". A message whose writes failed (disk full, I/O
+        error) is not acknowledged; the broker keeps it and sends it again on
+        the next connection, so the link reconnects, backing off while the
+        failures go on.
+        """
+        if ok:
+            self._store_failures = 0
+            self.link.ack(message, connection)
+            return
+        self.hotel.forget(decoded)
+        if connection != self.link.connection:
+            return  # that connection is gone: the broker resends on the current one
+        delay = min(STORE_RETRY_MAX_S, STORE_RETRY_MIN_S * 2 ** min(self._store_failures, 10))
+        if self.link.drop(delay):
+            self._store_failures += 1
+            log.error(
+                "a message from %s could not be stored (%s); reconnecting to the broker"
+                " in %.1f s so that it sends it again",
+                decoded.device_id,
+                self.writer.stats.last_error,
+                delay,
+            )
 
     def _process(self, changes: Iterable[Change], now: int) -> None:  # noqa: PLR0912 - a branch per change kind
         hotel = self.hotel

@@ -100,6 +100,9 @@ class StoreConfig(_Section):
     batch_max_delay_ms: int = Field(default=0, ge=0)
     # Uncommitted writes before ingest holds messages back (see docs/edge-store.md).
     max_pending_ops: int = Field(default=50_000, ge=16)
+    # The database never grows past this; writes beyond it fail as on a full
+    # disk (QoS 1 messages are then not acknowledged). None: the disk's size.
+    max_size_mib: int | None = Field(default=None, ge=1)
 
 
 class RoomEntry(_Section):
@@ -115,7 +118,7 @@ class DeviceEntry(_Section):
 
 
 class EdgeConfig(BaseSettings):
-    """Everything one gateway needs; see docs/edge-config.md."""
+    """Everything one gateway needs; see docs/edge-gateway.md, "Configuration"."""
 
     model_config = SettingsConfigDict(
         env_prefix="BELLHOP_EDGE_",

@@ -330,6 +330,22 @@ class Hotel:
             # Trimmed in bulk, so remembering costs O(1) per message on average.
             self._recent[device_id] = dict.fromkeys(list(recent)[-RECENT_PER_DEVICE:])
 
+    def forget(self, message: DeviceMessage) -> None:
+        """Take back the replay memory of a message whose writes failed.
+
+        The broker redelivers it (it was not acknowledged), and the copy must
+        then be stored rather than dropped as already stored.
+        """
+        if isinstance(message, Telemetry):
+            key: ReplayKey = ("t", message.ts)
+        elif isinstance(message, Event):
+            key = event_key(message.ts, message.kind.value, message.data)
+        else:
+            return
+        recent = self._recent.get(message.device_id)
+        if recent is not None:
+            recent.pop(key, None)
+
     def _screen(self, message: DeviceMessage, now: int) -> str | None:
         """Why a device message must not be applied: a replay, or a clock far ahead."""
         if isinstance(message, Telemetry):

@@ -174,6 +174,9 @@ class MqttLink:
         self.state = LinkState.CONNECTING
         self.connected = asyncio.Event()
         self.connects = 0
+        self.drops = 0
+        self._dropping = False
+        self._drop_delay = 0.0
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
@@ -228,14 +231,32 @@ class MqttLink:
                     async for _ in client.messages:
                         pass
             except aiomqtt.MqttError as exc:
-                log.warning("broker connection lost: %s", exc)
+                if not self._dropping:
+                    log.warning("broker connection lost: %s", exc)
             except (OSError, ValueError) as exc:
                 # An unreadable password file or CA: keep trying, it may be fixed.
                 log.error("cannot connect to the broker: %s", exc)
             finally:
                 self._client = None
             self._set_state(LinkState.WAITING)
-            await asyncio.sleep(next(delays))
+            delay = max(next(delays), self._drop_delay)
+            self._dropping, self._drop_delay = False, 0.0
+            await asyncio.sleep(delay)
+
+    def drop(self, delay_s: float) -> bool:
+        """Disconnect now and reconnect after `delay_s`, so the broker redelivers.
+
+        Unacknowledged QoS 1 messages of a persistent session are sent again
+        only on a new connection. Once per connection (returns whether this call
+        dropped it); the session is kept.
+        """
+        client = self._client
+        if client is None or self._dropping or not self.connected.is_set():
+            return False
+        self._dropping, self._drop_delay = True, delay_s
+        self.drops += 1
+        client._client.disconnect()
+        return True
 
     @property
     def connection(self) -> int:

@@ -1,0 +1,72 @@
+"""A full disk: QoS 1 messages that cannot be stored are not acknowledged, and arrive later."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import aiomqtt
+from bellhop_devices import codec
+from bellhop_devices.messages import Channel
+from bellhop_edge.app import Gateway
+
+from tests.integration.edge.conftest import gateway_config
+from tests.support.mosquitto import MosquittoBroker
+
+
+async def test_messages_refused_by_a_full_disk_are_stored_once_space_is_back(
+    tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
+) -> None:
+    gw_creds = mosquitto.add_gateway(hotel_id)
+    creds = mosquitto.add_devices(hotel_id, ["r102-env"])["r102-env"]
+    mosquitto.reload()
+    # The database may not grow past 2 MiB (as a disk of that size would).
+    config = gateway_config(tmp_path, hotel_id, mosquitto, gw_creds, store={"max_size_mib": 2})
+    topic = codec.topic(hotel_id, "r102-env", Channel.TELEMETRY)
+    base = int(time.time() * 1000) - 100_000
+    sent = 0
+    async with Gateway(config) as gateway:
+        await asyncio.wait_for(gateway.link.connected.wait(), 10)
+        connects = gateway.link.connects
+        # Something else fills the rest of the disk.
+        other = sqlite3.connect(config.database_path, isolation_level=None)
+        other.execute("CREATE TABLE ballast (b BLOB)")
+        other.execute("INSERT INTO ballast VALUES (zeroblob(3 * 1024 * 1024))")
+        async with aiomqtt.Client(
+            mosquitto.host,
+            mosquitto.port,
+            username=creds.username,
+            password=creds.password,
+            identifier=f"{hotel_id}-r102-env",
+            timeout=5,
+        ) as device:
+            async with asyncio.timeout(30):
+                while gateway.writer.stats.failed == 0:
+                    sent += 1
+                    body = {"v": 1, "ts": base + sent, "seq": sent, "metrics": {"humidity": 40}}
+                    await device.publish(topic, json.dumps(body).encode(), qos=1)
+                    await asyncio.sleep(0.002)
+                # A few more while the disk is full.
+                for _ in range(5):
+                    sent += 1
+                    body = {"v": 1, "ts": base + sent, "seq": sent, "metrics": {"humidity": 40}}
+                    await device.publish(topic, json.dumps(body).encode(), qos=1)
+                # Not acknowledged: the gateway reconnects for the broker to send them again.
+                while gateway.link.drops == 0:
+                    await asyncio.sleep(0.01)
+                other.execute("DROP TABLE ballast")  # space is back
+                other.close()
+                while True:
+                    await gateway.writer.flush()
+                    points = gateway.store.query_telemetry(
+                        "r102-env", "humidity", 0, 2**62, 10 * sent
+                    )
+                    if len(points) >= sent:
+                        break
+                    await asyncio.sleep(0.05)
+        assert gateway.link.connects > connects
+        assert gateway.writer.stats.failed > 0
+    assert sorted(p.ts for p in points) == [base + i for i in range(1, sent + 1)]
