@@ -180,41 +180,39 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-async def _keep_session(connection: Any) -> None:
-    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN...).
+class PostgresDeviceReader:
+    """Reads on a few asyncpg connections of its own, lent first come first served.
 
-    This pool only ever runs single SELECTs in autocommit: there is no
-    session state to reset, and the reset query cost as much as the read.
+    Not an asyncpg pool: its acquire and release cost a sixth of this read in
+    the relay, its wait for a free connection lets newcomers overtake waiters
+    (a long latency tail under load), and its reset query on release cost as
+    much as the read. These connections only ever run single SELECTs in
+    autocommit, so there is no session state to reset; one that fails in any
+    way is dropped and replaced on its next turn.
     """
 
-
-class PostgresDeviceReader:
     def __init__(self, url: URL, *, schema: str | None, pool_size: int, timeout_s: float) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._schema = schema
-        self._pool_size = pool_size
+        self._settings = {"search_path": schema} if schema else None
         self._timeout_s = timeout_s
-        self._pool: Any = None
-        self._lock = asyncio.Lock()
+        # A turn comes with an idle slot: a connection, or None until one is
+        # opened for it. The semaphore queues fairly; asyncio.Queue would let a
+        # newcomer take a connection put back for a woken waiter.
         self._turns = asyncio.Semaphore(pool_size)
+        self._idle: list[Any] = [None] * pool_size
+        self._open: set[Any] = set()
 
-    async def _get_pool(self) -> Any:
-        if self._pool is None:
-            import asyncpg  # type: ignore[import-untyped]
+    async def _connect(self) -> Any:
+        import asyncpg  # type: ignore[import-untyped]
 
-            async with self._lock:
-                if self._pool is None:
-                    settings = {"search_path": self._schema} if self._schema else None
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=1,
-                        max_size=self._pool_size,
-                        timeout=self._timeout_s,
-                        command_timeout=self._timeout_s,
-                        server_settings=settings,
-                        reset=_keep_session,
-                    )
-        return self._pool
+        connection = await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout_s,
+            command_timeout=self._timeout_s,
+            server_settings=self._settings,
+        )
+        self._open.add(connection)
+        return connection
 
     async def page(
         self,
@@ -265,17 +263,28 @@ class PostgresDeviceReader:
         }
 
     async def _fetch(self, sql: str, args: list[Any]) -> list[Any]:
-        try:
-            pool = await self._get_pool()
-            # Queue here, first come first served: asyncpg's own wait for a free
-            # connection lets newcomers overtake waiters, which showed as a long
-            # latency tail under load.
-            async with self._turns:
-                return list(await pool.fetch(sql, *args, timeout=self._timeout_s))
-        except (OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
+        async with self._turns:
+            connection = self._idle.pop()
+            try:
+                if connection is None or connection.is_closed():
+                    self._open.discard(connection)
+                    connection = await self._connect()
+                return list(await connection.fetch(sql, *args))
+            except BaseException as exc:
+                if connection is not None:
+                    self._open.discard(connection)
+                    connection.terminate()
+                    connection = None
+                if isinstance(exc, OSError | TimeoutError):
+                    raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
+                raise
+            finally:
+                self._idle.append(connection)
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        connections, self._open = self._open, set()
+        for connection in connections:
+            try:
+                await connection.close(timeout=self._timeout_s)
+            except (OSError, TimeoutError):
+                connection.terminate()
