@@ -10,22 +10,26 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from bellhop_edge.app import Gateway
-from bellhop_edge.config import load_config
+from bellhop_edge.config import EdgeConfig, load_config
 
 
-async def test_a_congested_writer_holds_messages_back_and_loses_none(tmp_path: Path) -> None:
-    config = load_config(
+def _brokerless(tmp_path: Path, hotel_id: str, *, max_pending_ops: int) -> EdgeConfig:
+    """One environment sensor and no broker: messages are fed the way the link hands them over."""
+    return load_config(
         overrides={
-            "hotel_id": "h-congestion",
+            "hotel_id": hotel_id,
             "data_dir": str(tmp_path),
-            # No broker: messages are fed the way the MQTT link hands them over.
             "mqtt": {"port": 1, "reconnect_min_s": 5},
             "api": {"listen": "127.0.0.1:0"},
-            "store": {"max_pending_ops": 64},
+            "store": {"max_pending_ops": max_pending_ops},
             "rooms": [{"room_id": "101"}],
             "devices": [{"device_id": "env", "room_id": "101", "kind": "environment_sensor"}],
         }
     )
+
+
+async def test_a_congested_writer_holds_messages_back_and_loses_none(tmp_path: Path) -> None:
+    config = _brokerless(tmp_path, "h-congestion", max_pending_ops=64)
     total = 3000
     base = int(time.time() * 1000)
     async with Gateway(config) as gateway:
@@ -86,17 +90,7 @@ async def test_a_gateway_that_cannot_start_releases_what_it_opened(tmp_path: Pat
 
 @pytest.mark.usefixtures("frozen_heap")
 async def test_draining_held_messages_leaves_the_event_loop_free(tmp_path: Path) -> None:
-    config = load_config(
-        overrides={
-            "hotel_id": "h-drain",
-            "data_dir": str(tmp_path),
-            "mqtt": {"port": 1, "reconnect_min_s": 5},
-            "api": {"listen": "127.0.0.1:0"},
-            "store": {"max_pending_ops": 100_000},
-            "rooms": [{"room_id": "101"}],
-            "devices": [{"device_id": "env", "room_id": "101", "kind": "environment_sensor"}],
-        }
-    )
+    config = _brokerless(tmp_path, "h-drain", max_pending_ops=100_000)
     total = 120_000
     base = int(time.time() * 1000) - total
     async with Gateway(config) as gateway:
