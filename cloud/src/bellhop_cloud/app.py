@@ -60,6 +60,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
     metrics = relay.metrics if relay is not None else RelayMetrics()
     problems.install(app)
     # Routes are matched in order; the hot device reads go first.
+    routes_hotels.add_device_page(app)
     for module in (routes_hotels, routes_auth, routes_orgs, routes_gateways, routes_health):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
