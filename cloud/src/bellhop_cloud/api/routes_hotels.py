@@ -83,7 +83,9 @@ class DevicePageRoute(APIRoute):
     quarter of this read. A query string of known parameters that needs no
     decoding and holds valid values (nearly every request) is read here;
     anything else, and so every validation error, goes through the declared
-    endpoint, whose signature is also what the OpenAPI document shows.
+    endpoint, whose signature is also what the OpenAPI document shows. The
+    short path calls `bearer` itself, so `app.dependency_overrides` does not
+    reach it.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
