@@ -174,6 +174,12 @@ class MqttLink:
         self.state = LinkState.CONNECTING
         self.connected = asyncio.Event()
         self.connects = 0
+        # Which socket is current. Message ids are only valid on the socket
+        # they came in on; counted when the socket opens, because a broker
+        # sends a persistent session's queued messages right after CONNACK,
+        # before the subscriptions are even confirmed.
+        self._socket = 0
+        self._paho: Any = None  # the client of the current socket, for acks
         self.drops = 0
         self._dropping = False
         self._drop_delay = 0.0
@@ -209,6 +215,16 @@ class MqttLink:
         # what lets us send PUBACK only after the message is committed.
         client._client.manual_ack_set(True)
         read_in_chunks(client)
+        paho = client._client
+        opened = paho.on_socket_open
+
+        def on_socket_open(mqttc: Any, userdata: Any, sock: Any) -> None:
+            self._socket += 1  # before anything is read from it
+            self._paho = mqttc
+            if opened is not None:
+                opened(mqttc, userdata, sock)
+
+        paho.on_socket_open = on_socket_open
         return client
 
     async def run(self) -> None:
@@ -261,7 +277,7 @@ class MqttLink:
     @property
     def connection(self) -> int:
         """Which connection is current; message ids are only valid within one."""
-        return self.connects
+        return self._socket
 
     def ack(self, message: aiomqtt.Message, connection: int | None = None) -> None:
         """Acknowledge a QoS 1 message now that its effects are durable.
@@ -269,12 +285,12 @@ class MqttLink:
         A message from an earlier connection is not acknowledged on this one:
         its id may have been reused, and the broker redelivers it anyway.
         """
-        client = self._client
-        if client is None or message.qos == 0:
+        paho = self._paho
+        if paho is None or message.qos == 0:
             return
-        if connection is not None and connection != self.connects:
+        if connection is not None and connection != self._socket:
             return
-        client._client.ack(message.mid, message.qos)
+        paho.ack(message.mid, message.qos)
 
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False

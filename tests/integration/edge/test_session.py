@@ -1,0 +1,59 @@
+"""What the broker kept for the gateway while it was away is stored, all of it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import aiomqtt
+from bellhop_devices import codec
+from bellhop_devices.messages import Channel
+from bellhop_edge.app import Gateway
+from bellhop_edge.hotel import DUPLICATE
+
+from tests.integration.edge.conftest import gateway_config
+from tests.support.mosquitto import MosquittoBroker
+
+# More than the broker's in-flight window (max_inflight_messages 1000): every
+# message sent right after the reconnect must be acknowledged for the rest to come.
+QUEUED = 2500
+
+
+async def test_messages_queued_while_the_gateway_was_away_are_all_stored(
+    tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
+) -> None:
+    gw_creds = mosquitto.add_gateway(hotel_id)
+    creds = mosquitto.add_devices(hotel_id, ["r102-env"])["r102-env"]
+    mosquitto.reload()
+    config = gateway_config(tmp_path, hotel_id, mosquitto, gw_creds)
+    async with Gateway(config) as gateway:  # the broker now keeps a session for it
+        await asyncio.wait_for(gateway.link.connected.wait(), 10)
+    base = int(time.time() * 1000) - QUEUED
+    async with aiomqtt.Client(
+        mosquitto.host,
+        mosquitto.port,
+        username=creds.username,
+        password=creds.password,
+        identifier=f"{hotel_id}-r102-env",
+        timeout=5,
+    ) as device:
+        topic = codec.topic(hotel_id, "r102-env", Channel.TELEMETRY)
+        for seq in range(1, QUEUED + 1):
+            body = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"humidity": 40}}
+            await device.publish(topic, json.dumps(body).encode(), qos=1)
+    async with Gateway(config) as gateway:
+        async with asyncio.timeout(20):
+            while gateway.hotel.accepted < QUEUED:
+                await asyncio.sleep(0.01)
+        await gateway.writer.flush()
+        points = gateway.store.query_telemetry("r102-env", "humidity", 0, 2**62, 2 * QUEUED)
+        await asyncio.sleep(0.2)  # the last acknowledgements reach the broker
+    assert [p.ts for p in points] == [base + seq for seq in range(1, QUEUED + 1)]
+    # Every one of them was acknowledged: none comes again on the next connection.
+    async with Gateway(config) as gateway:
+        await asyncio.wait_for(gateway.link.connected.wait(), 10)
+        await asyncio.sleep(0.5)
+        assert gateway.hotel.rejected[DUPLICATE] == 0
+        assert gateway.hotel.accepted == 0
