@@ -115,8 +115,10 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             await g.publish(cmd, f'{{"id":"{i}"}}'.encode(), qos=1)
             await anext(replies)
             samples.append((time.perf_counter() - began) * 1000)
-    # Leaving the clients disconnects them, which ends the echo's iteration.
-    await asyncio.wait_for(asyncio.gather(echoer, return_exceptions=True), 10)
+        # Stopped before the clients close: an echo caught publishing while
+        # they disconnect would wait for a PUBACK that never comes.
+        echoer.cancel()
+        await asyncio.gather(echoer, return_exceptions=True)
     return samples
 
 
