@@ -60,6 +60,21 @@ def gateway_config(
     return load_config(overrides=overrides)
 
 
+def device_client(
+    mosquitto: MosquittoBroker, hotel_id: str, device_id: str, creds: Credentials, **kwargs: Any
+) -> aiomqtt.Client:
+    """A raw MQTT client with the device's own credentials."""
+    return aiomqtt.Client(
+        mosquitto.host,
+        mosquitto.port,
+        username=creds.username,
+        password=creds.password,
+        identifier=f"{hotel_id}-{device_id}",
+        timeout=5,
+        **kwargs,
+    )
+
+
 @dataclass
 class FakeDevice:
     """A device under the test's control: raw MQTT with its own credentials."""
@@ -115,15 +130,8 @@ class Harness:
         return (("authorization", f"Bearer {self.viewer_token}"),)
 
     def device_client(self, device_id: str, **kwargs: Any) -> aiomqtt.Client:
-        c = self.creds[device_id]
-        return aiomqtt.Client(
-            self.mosquitto.host,
-            self.mosquitto.port,
-            username=c.username,
-            password=c.password,
-            identifier=f"{self.hotel_id}-{device_id}",
-            timeout=5,
-            **kwargs,
+        return device_client(
+            self.mosquitto, self.hotel_id, device_id, self.creds[device_id], **kwargs
         )
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:

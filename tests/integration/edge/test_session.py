@@ -7,13 +7,12 @@ import json
 import time
 from pathlib import Path
 
-import aiomqtt
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 from bellhop_edge.app import Gateway
 from bellhop_edge.hotel import DUPLICATE
 
-from tests.integration.edge.conftest import gateway_config
+from tests.integration.edge.conftest import device_client, gateway_config
 from tests.support.mosquitto import MosquittoBroker
 
 # More than the broker's in-flight window (max_inflight_messages 1000): every
@@ -31,14 +30,7 @@ async def test_messages_queued_while_the_gateway_was_away_are_all_stored(
     async with Gateway(config) as gateway:  # the broker now keeps a session for it
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
     base = int(time.time() * 1000) - QUEUED
-    async with aiomqtt.Client(
-        mosquitto.host,
-        mosquitto.port,
-        username=creds.username,
-        password=creds.password,
-        identifier=f"{hotel_id}-r102-env",
-        timeout=5,
-    ) as device:
+    async with device_client(mosquitto, hotel_id, "r102-env", creds) as device:
         topic = codec.topic(hotel_id, "r102-env", Channel.TELEMETRY)
         for seq in range(1, QUEUED + 1):
             body = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"humidity": 40}}

@@ -8,12 +8,11 @@ import sqlite3
 import time
 from pathlib import Path
 
-import aiomqtt
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 from bellhop_edge.app import Gateway
 
-from tests.integration.edge.conftest import gateway_config
+from tests.integration.edge.conftest import device_client, gateway_config
 from tests.support.mosquitto import MosquittoBroker
 
 
@@ -35,14 +34,7 @@ async def test_messages_refused_by_a_full_disk_are_stored_once_space_is_back(
         other = sqlite3.connect(config.database_path, isolation_level=None)
         other.execute("CREATE TABLE ballast (b BLOB)")
         other.execute("INSERT INTO ballast VALUES (zeroblob(3 * 1024 * 1024))")
-        async with aiomqtt.Client(
-            mosquitto.host,
-            mosquitto.port,
-            username=creds.username,
-            password=creds.password,
-            identifier=f"{hotel_id}-r102-env",
-            timeout=5,
-        ) as device:
+        async with device_client(mosquitto, hotel_id, "r102-env", creds) as device:
             async with asyncio.timeout(30):
                 while gateway.writer.stats.failed == 0:
                     sent += 1
