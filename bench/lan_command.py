@@ -115,10 +115,12 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             await g.publish(cmd, f'{{"id":"{i}"}}'.encode(), qos=1)
             await anext(replies)
             samples.append((time.perf_counter() - began) * 1000)
-        # Stopped before the clients close: an echo caught publishing while
-        # they disconnect would wait for a PUBACK that never comes.
-        echoer.cancel()
-        await asyncio.gather(echoer, return_exceptions=True)
+    # The clients are closed, which ends the echo's iteration; one caught
+    # publishing would wait for a PUBACK that never comes, so it is cancelled
+    # too. Cancelled before the clients close, Python 3.11's wait_for could
+    # swallow the cancellation and leave it waiting for a message for ever.
+    echoer.cancel()
+    await asyncio.wait({echoer}, timeout=10)
     return samples
 
 
