@@ -163,7 +163,7 @@ class Gateway:
             "gateway for hotel %s up: %d rooms, %d devices, LAN API on port %d",
             config.hotel_id,
             len(self.hotel.rooms),
-            len(self.hotel.list_devices()),
+            self.hotel.registered_count,
             self.api_port,
         )
         return self
@@ -464,7 +464,7 @@ class Gateway:
                 log.info(
                     "registry reloaded: %d rooms, %d devices (%d removed)",
                     len(self.hotel.rooms),
-                    len(self.hotel.list_devices()),
+                    self.hotel.registered_count,
                     len(gone),
                 )
 
@@ -543,7 +543,7 @@ class Gateway:
             hotel_id=hotel.hotel_id,
             broker_connected=self.link.connected.is_set(),
             devices_online=hotel.online,
-            devices_total=len(hotel.list_devices()),
+            devices_total=hotel.registered_count,
             rejected=dict(hotel.rejected),
             accepted=hotel.accepted,
             started_at=convert.ts(self.started_at),

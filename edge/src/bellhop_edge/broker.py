@@ -178,13 +178,13 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
     """Write so that the broker never reads a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

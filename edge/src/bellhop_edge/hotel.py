@@ -104,6 +104,15 @@ def event_key(ts: int, kind: str, data: Mapping[str, Any]) -> ReplayKey:
     return ("e", ts, kind, json.dumps(dict(data), sort_keys=True, separators=(",", ":")))
 
 
+def _replay_key(message: DeviceMessage) -> tuple[int, ReplayKey] | None:
+    """The device time and replay key of a message that could be redelivered and stored twice."""
+    if isinstance(message, Telemetry):
+        return message.ts, ("t", message.ts)
+    if isinstance(message, Event):
+        return message.ts, event_key(message.ts, message.kind.value, message.data)
+    return None
+
+
 class Hotel:
     """Registry, current state and liveness of one hotel's devices."""
 
@@ -200,6 +209,10 @@ class Hotel:
         if not device.registered:
             raise NotFound(f"device {device_id!r} is not registered (seen on the broker only)")
         return device
+
+    @property
+    def registered_count(self) -> int:
+        return sum(1 for d in self.devices.values() if d.registered)
 
     def list_devices(
         self, room_id: str | None = None, *, include_unknown: bool = False
@@ -336,28 +349,19 @@ class Hotel:
         The broker redelivers it (it was not acknowledged), and the copy must
         then be stored rather than dropped as already stored.
         """
-        if isinstance(message, Telemetry):
-            key: ReplayKey = ("t", message.ts)
-        elif isinstance(message, Event):
-            key = event_key(message.ts, message.kind.value, message.data)
-        else:
-            return
+        found = _replay_key(message)
         recent = self._recent.get(message.device_id)
-        if recent is not None:
-            recent.pop(key, None)
+        if found is not None and recent is not None:
+            recent.pop(found[1], None)
 
     def _screen(self, message: DeviceMessage, now: int) -> str | None:
         """Why a device message must not be applied: a replay, or a clock far ahead."""
-        if isinstance(message, Telemetry):
-            ts = message.ts
-            key: ReplayKey = ("t", ts)
-        elif isinstance(message, Event):
-            ts = message.ts
-            key = event_key(ts, message.kind.value, message.data)
-        elif isinstance(message, StateReport):
+        if isinstance(message, StateReport):
             return FUTURE if message.ts > now + MAX_AHEAD_MS else None
-        else:
+        found = _replay_key(message)
+        if found is None:
             return None  # status and acks are idempotent
+        ts, key = found
         if ts > now + MAX_AHEAD_MS:
             return FUTURE
         recent = self._recent.get(message.device_id)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bellhop_edge import broker
 from bellhop_edge.errors import ConfigError
 
 __all__ = [
@@ -59,20 +59,6 @@ class ServerCertificate:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)  # the umask may have narrowed O_CREAT's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -178,8 +164,8 @@ class HotelPki:
             .sign(key, hashes.SHA256())
         )
         # The key first: a certificate without its key would block a retry.
-        _write(self.ca_key, _key_pem(key), 0o600)
-        _write(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        broker.write_atomic(self.ca_key, _key_pem(key), mode=0o600)
+        broker.write_atomic(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return self.ca_cert
 
     def adopt_ca(self, cert_path: Path, key_path: Path) -> tuple[Path, Path]:
@@ -194,7 +180,7 @@ class HotelPki:
                 f"{self.ca_cert} holds another CA, which provisioned devices trust;"
                 " move the directory away to start over (and re-provision every device)"
             )
-        _write(self.ca_cert, pem, 0o644)
+        broker.write_atomic(self.ca_cert, pem, mode=0o644)
         return self.ca_cert, key_path
 
     def issue_server(
@@ -237,8 +223,10 @@ class HotelPki:
             .add_extension(authority, critical=False)
             .sign(signer, hashes.SHA256())
         )
-        _write(self.server_key, _key_pem(key), 0o640)
-        _write(self.server_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        broker.write_atomic(self.server_key, _key_pem(key), mode=0o640)
+        broker.write_atomic(
+            self.server_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644
+        )
         return ServerCertificate(
             self.ca_cert, self.server_cert, self.server_key, tuple(names), not_after
         )

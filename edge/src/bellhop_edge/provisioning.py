@@ -31,7 +31,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Channel, DeviceKind
 
 from bellhop_edge import broker
+from bellhop_edge.commands import now_ms
 from bellhop_edge.errors import Conflict, EdgeError, InvalidRequest, NotFound, Unavailable
 from bellhop_edge.model import Connectivity, Device, Room
 from bellhop_edge.store import EdgeStore, PutDevice, PutRoom, WriteOp
@@ -328,10 +328,6 @@ class _AccountFile:
         broker.write_atomic(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _check_device_id(device_id: str) -> None:
     try:
         codec.topic("h", device_id, Channel.STATUS)
@@ -413,7 +409,7 @@ class Provisioner:
                     " or revoke them first"
                 )
             self._register(devices)
-            now = _now_ms()
+            now = now_ms()
             bundles = []
             for new in devices:
                 password = broker.generate_password()
@@ -469,7 +465,7 @@ class Provisioner:
             stored = self._device_account(accounts, device_id)
             password = broker.generate_password()
             account = broker.device_account(self.hotel_id, device_id, password)
-            accounts[stored.account.username] = _Stored(account, _now_ms())
+            accounts[stored.account.username] = _Stored(account, now_ms())
             bundle = self._registered_bundle(device_id, password)
             self._apply(accounts, [bundle])
         return bundle
@@ -529,7 +525,7 @@ class Provisioner:
             password = broker.generate_password()
             broker.write_atomic(secret_file, password + "\n", mode=0o600)
             account = broker.gateway_account(self.hotel_id, password)
-            accounts[account.username] = _Stored(account, _now_ms())
+            accounts[account.username] = _Stored(account, now_ms())
             self._apply(accounts)
         return self.gateway_username
 

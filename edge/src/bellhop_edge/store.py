@@ -2,8 +2,9 @@
 
     store = EdgeStore.open(path)            # migrates; reads + rare writes
     async with StoreWriter(path) as writer:  # the hot path, one thread
+        first = writer.last_ticket + 1
         writer.submit(PutTelemetry(points))
-        writer.on_commit(ack_to_broker)
+        writer.on_outcome(first, ack_or_redeliver)  # called with ok: bool
         await writer.flush()
 
 Every write is a `WriteOp` (a frozen dataclass). `EdgeStore.apply` runs ops
@@ -20,6 +21,7 @@ described in docs/edge-store.md.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import json
@@ -30,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +43,7 @@ from bellhop.common.v1 import common_pb2
 from sqlite_utils import Database
 
 from bellhop_edge import convert, history
-from bellhop_edge.commands import CommandRecord, CommandRequest
+from bellhop_edge.commands import CommandRecord, CommandRequest, now_ms
 from bellhop_edge.errors import EdgeError, InvalidRequest, Unavailable
 from bellhop_edge.model import (
     Alert,
@@ -318,24 +320,7 @@ class RetentionReport:
     failed_steps: int = 0
 
     def __add__(self, other: RetentionReport) -> RetentionReport:
-        return RetentionReport(
-            *(a + b for a, b in zip(_astuple(self), _astuple(other), strict=True))
-        )
-
-
-def _astuple(report: RetentionReport) -> tuple[int, ...]:
-    return (
-        report.raw_rows_compacted,
-        report.raw_rows_rolled_up,
-        report.rollup_rows_deleted,
-        report.events_deleted,
-        report.alerts_deleted,
-        report.commands_deleted,
-        report.outbox_acked_deleted,
-        report.outbox_unacked_dropped,
-        report.transactions,
-        report.failed_steps,
-    )
+        return RetentionReport(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 # -- schema -------------------------------------------------------------------------
@@ -553,10 +538,6 @@ def _json(values: Mapping[str, Any] | None) -> str | None:
 def _ms(seconds: float) -> int:
     """Whole milliseconds: bucket arithmetic in SQL must stay integer."""
     return round(seconds * 1000)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # -- applying ops -------------------------------------------------------------------
@@ -777,10 +758,7 @@ class _Applier:
             )
 
     def _ack(self, seq: int) -> None:
-        last = self._conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
-        ).fetchone()
-        if seq < 0 or seq > (int(last[0]) if last else 0):
+        if seq < 0 or seq > _last_seq(self._conn):
             raise InvalidAckError(f"ack of outbox seq {seq} beyond the last appended")
         self._conn.execute(
             "UPDATE outbox_state SET last_acked_seq = max(last_acked_seq, ?) WHERE id = 1", (seq,)
@@ -971,7 +949,7 @@ class EdgeStore:
         """Apply ops in one transaction, now; all or nothing."""
         try:
             with _transaction(self._conn):
-                self._applier.apply_batch(ops, _now_ms())
+                self._applier.apply_batch(ops, now_ms())
         except BaseException:
             self._applier.series.forget()
             raise
@@ -1330,7 +1308,8 @@ class StoreWriter:
         self._compact_interval = compact_interval_s
         self._cache_kib = cache_kib
         self._max_size_bytes = max_size_bytes
-        self._failed: set[int] = set()
+        # Failed tickets, ascending (they are reported in ticket order).
+        self._failed: list[int] = []
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1420,10 +1399,7 @@ class StoreWriter:
             await self._space.wait()
 
     async def wait_for_space(self) -> None:
-        while self.pending >= self._max_pending:
-            self._check_open()
-            self._space.clear()
-            await self._space.wait()
+        await self.wait_below(self._max_pending - 1)
 
     async def submit_and_wait(self, op: WriteOp) -> None:
         """Queue an op and return once it is committed; raises `WriteFailedError` if not."""
@@ -1461,7 +1437,8 @@ class StoreWriter:
 
     def _failed_between(self, first: int, last: int) -> bool:
         failed = self._failed
-        return bool(failed) and any(first <= ticket <= last for ticket in failed)
+        i = bisect.bisect_left(failed, first)
+        return i < len(failed) and failed[i] <= last
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (or reported failed)."""
@@ -1546,8 +1523,8 @@ class StoreWriter:
             stats.last_error = str(error)
         if done.failures:
             if len(self._failed) > _FAILED_KEPT:
-                self._failed = set(sorted(self._failed)[_FAILED_KEPT // 2 :])
-            self._failed.update(done.failures)
+                del self._failed[: len(self._failed) - _FAILED_KEPT // 2]
+            self._failed.extend(sorted(done.failures))
         waiters = self._waiters
         while waiters and waiters[0][0] <= done.through:
             ticket, waiter = waiters.popleft()
@@ -1697,7 +1674,7 @@ class _WriterThread:
         self._count += len(batch)
         rejected_before = self._applier.rejected_points
         failures: dict[int, BaseException] = {}
-        now = _now_ms()
+        now = now_ms()
         try:
             with _transaction(self._conn):
                 self._applier.apply_batch(batch, now)
