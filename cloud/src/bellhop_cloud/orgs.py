@@ -26,7 +26,14 @@ from bellhop_cloud.errors import (
     RoleNotAllowed,
     UserNotFound,
 )
-from bellhop_cloud.rbac.permissions import Access, Grant, Permission, Role, may_grant
+from bellhop_cloud.rbac.permissions import (
+    Access,
+    Grant,
+    Permission,
+    Role,
+    best_role,
+    may_grant,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +162,7 @@ async def members(conn: AsyncConnection, org_id: str) -> list[Member]:
         by_user.setdefault(row.user_id, (row, []))[1].append(grant_from_row(row))
     result = []
     for row, held in by_user.values():
-        roles = [g.role for g in held if g.active(now)]
-        best = max(roles, key=lambda r: r.rank) if roles else None
+        best = best_role(g.role for g in held if g.active(now))
         result.append(Member(row.user_id, row.email, row.display_name, best))
     return result
 

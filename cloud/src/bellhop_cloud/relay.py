@@ -28,7 +28,6 @@ class Relay:
     config: RelayConfig
     store: Store
     tokens: AccessTokens
-    passwords: Passwords
     limiter: RateLimiter
     metrics: RelayMetrics
     accounts: Accounts
@@ -64,12 +63,11 @@ class Relay:
             await store.close()
             await limiter.close()
             raise
-        passwords = Passwords.from_config(config)
         metrics = metrics or RelayMetrics()
         accounts = Accounts(
             config,
             store=store,
-            passwords=passwords,
+            passwords=Passwords.from_config(config),
             tokens=tokens,
             limiter=limiter,
             metrics=metrics,
@@ -78,7 +76,6 @@ class Relay:
             config,
             store,
             tokens,
-            passwords,
             limiter,
             metrics,
             accounts,

@@ -17,9 +17,5 @@ from fastapi import Response
 _OPTIONS = orjson.OPT_UTC_Z
 
 
-def json_response(payload: Any, status_code: int = 200) -> Response:
-    return Response(
-        orjson.dumps(payload, option=_OPTIONS),
-        status_code=status_code,
-        media_type="application/json",
-    )
+def json_response(payload: Any) -> Response:
+    return Response(orjson.dumps(payload, option=_OPTIONS), media_type="application/json")

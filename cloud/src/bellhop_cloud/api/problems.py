@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bellhop_cloud.api.schemas import Problem
-from bellhop_cloud.errors import AuthError, RateLimited, RelayError
+from bellhop_cloud.errors import AuthError, InvalidRequest, RateLimited, RelayError
 from bellhop_cloud.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     return problem_response(
         request,
-        status=422,
-        code="invalid_request",
-        title="Invalid request",
+        status=InvalidRequest.status,
+        code=InvalidRequest.code,
+        title=InvalidRequest.title,
         detail="the request does not match the API schema",
         errors=errors,
     )
@@ -102,9 +102,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
         request,
-        status=500,
-        code="internal_error",
-        title="Internal error",
+        status=RelayError.status,
+        code=RelayError.code,
+        title=RelayError.title,
         detail="the relay failed to answer; the error is logged",
     )
 

@@ -154,8 +154,7 @@ async def device_page(
     if page.last_id is not None and page.count == query.limit:
         next_cursor = encode_cursor(page.last_id)
     # The items are JSON text from the database, spliced in as they are.
-    body = {"items": orjson.Fragment(page.items), "next_cursor": next_cursor}
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response({"items": orjson.Fragment(page.items), "next_cursor": next_cursor})
 
 
 async def list_devices(

@@ -108,14 +108,16 @@ class Access:
         return bool(self.grants)
 
     def org_role(self) -> Role | None:
-        return _best(g.role for g in self.grants if g.scope is Scope.ORGANISATION)
+        return best_role(g.role for g in self.grants if g.scope is Scope.ORGANISATION)
 
     def hotel_role(self, hotel_id: str) -> Role | None:
         """The best role that holds for the whole hotel (room-limited grants excluded)."""
-        return _best(g.role for g in self.grants if g.rooms is None and g.covers_hotel(hotel_id))
+        return best_role(
+            g.role for g in self.grants if g.rooms is None and g.covers_hotel(hotel_id)
+        )
 
     def room_role(self, hotel_id: str, room_id: str) -> Role | None:
-        return _best(
+        return best_role(
             g.role
             for g in self.grants
             if g.covers_hotel(hotel_id) and (g.rooms is None or room_id in g.rooms)
@@ -156,7 +158,8 @@ class Access:
         return self.org_role() if hotel_id is None else self.hotel_role(hotel_id)
 
 
-def _best(roles: Iterable[Role]) -> Role | None:
+def best_role(roles: Iterable[Role]) -> Role | None:
+    """The highest of `roles`, or None; the first of equals."""
     best: Role | None = None
     for role in roles:
         if best is None or role.rank > best.rank:
