@@ -14,7 +14,7 @@ from pathlib import Path
 from _load import ROOT, broker
 from bellhop_devices.sim import floor_of, layout
 from bellhop_edge.auth import LocalTokens, Role
-from bellhop_edge.localbroker import free_port, wait_for_port
+from bellhop_edge.localbroker import free_port, stop_process, wait_for_port
 
 
 @dataclass
@@ -102,24 +102,26 @@ def hotel(
             stderr=subprocess.STDOUT,
             env=env,
         )
-        wait_for_port("127.0.0.1", api_port, timeout=60)
         sim_log = (workdir / "sim.log").open("wb")
-        sim = subprocess.Popen(
-            [
-                bellhop,
-                "sim",
-                "--provisioning",
-                str(provisioning),
-                "--interval",
-                str(interval_s),
-                "--summary-every",
-                "3600",
-            ],
-            stdout=sim_log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        sim: subprocess.Popen[bytes] | None = None
         try:
+            # Inside the try: a gateway that does not come up is still stopped.
+            wait_for_port("127.0.0.1", api_port, timeout=60)
+            sim = subprocess.Popen(
+                [
+                    bellhop,
+                    "sim",
+                    "--provisioning",
+                    str(provisioning),
+                    "--interval",
+                    str(interval_s),
+                    "--summary-every",
+                    "3600",
+                ],
+                stdout=sim_log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             yield RunningHotel(
                 hotel_id,
                 gateway,
@@ -130,13 +132,8 @@ def hotel(
                 workdir / "edge" / "edge.db",
             )
         finally:
-            for proc in (sim, gateway):
-                proc.terminate()
-            for proc in (sim, gateway):
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(sim)
+            stop_process(gateway)
             log.close()
             sim_log.close()
 
@@ -147,7 +144,7 @@ def wait_online(stub, auth, count: int, timeout: float = 120) -> float:  # type:
 
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        status = stub.GetGatewayStatus(lan_pb2.GetGatewayStatusRequest(), metadata=auth)
+        status = stub.GetGatewayStatus(lan_pb2.GetGatewayStatusRequest(), metadata=auth, timeout=5)
         if status.devices_online >= count:
             return time.monotonic() - began
         time.sleep(0.5)

@@ -90,6 +90,7 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             password=gw.password,
             identifier="floor-gw",
             socket_options=nodelay,
+            timeout=5,
         ) as g,
         aiomqtt.Client(
             mq.host,
@@ -98,6 +99,7 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
             password=dev.password,
             identifier="floor-dev",
             socket_options=nodelay,
+            timeout=5,
         ) as d,
     ):
         await d.subscribe(cmd, qos=1)
@@ -113,7 +115,8 @@ async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-unt
         for i in range(n):
             began = time.perf_counter()
             await g.publish(cmd, f'{{"id":"{i}"}}'.encode(), qos=1)
-            await anext(replies)
+            async with asyncio.timeout(5):
+                await anext(replies)
             samples.append((time.perf_counter() - began) * 1000)
     # The clients are closed, which ends the echo's iteration; one caught
     # publishing would wait for a PUBACK that never comes, so it is cancelled
