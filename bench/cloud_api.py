@@ -222,7 +222,9 @@ async def load(port: int, path: str, headers: dict[str, str], seconds: float, in
     measuring = False
     into.seconds += time.perf_counter() - started
     stop = True
-    await asyncio.gather(*tasks, return_exceptions=True)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    # A client that died (timeout, reset) is an error, not a silent stop.
+    into.errors += sum(isinstance(o, Exception) for o in outcomes)
     into.requests = len(into.latencies)
 
 
@@ -244,13 +246,21 @@ async def start_relay(workdir: Path, database_url: str) -> RelayProcess:
     config_path = write_config(workdir, database_url, port)
     hotel_id, token = await seed(load_config(config_path))
     process = subprocess.Popen([sys.executable, __file__, "--serve", str(config_path)])
-    await wait_ready(port, process)
-    headers = {"Authorization": f"Bearer {token}"}
-    path = f"/v1/hotels/{hotel_id}/devices?limit={PAGE}"
-    status, body = await one_request(port, path, headers)
-    assert status == 200, (status, body[:200])
-    assert len(json.loads(body)["items"]) == PAGE
-    return RelayProcess(port, path, headers, process)
+    relay = RelayProcess(
+        port,
+        f"/v1/hotels/{hotel_id}/devices?limit={PAGE}",
+        {"Authorization": f"Bearer {token}"},
+        process,
+    )
+    try:
+        await wait_ready(port, process)
+        status, body = await one_request(port, relay.path, relay.headers)
+        assert status == 200, (status, body[:200])
+        assert len(json.loads(body)["items"]) == PAGE
+    except BaseException:
+        stop_relay(relay)  # a relay that failed its check does not outlive the run
+        raise
+    return relay
 
 
 def stop_relay(relay: RelayProcess) -> None:
