@@ -75,6 +75,13 @@ def device_client(
     )
 
 
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `predicate` until it holds; TimeoutError after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
 @dataclass
 class FakeDevice:
     """A device under the test's control: raw MQTT with its own credentials."""
@@ -135,9 +142,7 @@ class Harness:
         )
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
+        await wait_until(predicate, timeout)
 
 
 @pytest.fixture

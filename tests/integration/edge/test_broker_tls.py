@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bellhop_cli.main import build_parser
+from tests.integration.edge.conftest import wait_until
 from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
 
 
@@ -368,9 +369,7 @@ async def test_gateway_takes_a_burst_over_tls_whole(gateway_broker: ProvisionedB
             for seq in range(1, total + 1):
                 payload = b'{"v":1,"ts":%d,"seq":%d,"metrics":{"humidity":40}}' % (base + seq, seq)
                 await device.publish(topic, payload, qos=0 if seq < total else 1)
-        async with asyncio.timeout(20):
-            while gateway.hotel.accepted < total:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: gateway.hotel.accepted >= total, timeout=20)
         await gateway.writer.flush()
         points = gateway.store.query_telemetry("r101-env", "humidity", 0, 2**62, 2 * total)
     assert len(points) == total

@@ -12,6 +12,8 @@ import pytest
 from bellhop_edge.app import Gateway
 from bellhop_edge.config import EdgeConfig, load_config
 
+from tests.integration.edge.conftest import wait_until
+
 
 def _brokerless(tmp_path: Path, hotel_id: str, *, max_pending_ops: int) -> EdgeConfig:
     """One environment sensor and no broker: messages are fed the way the link hands them over."""
@@ -51,9 +53,7 @@ async def test_a_congested_writer_holds_messages_back_and_loses_none(tmp_path: P
                 )
             )
         assert gateway._backlog, "the writer should have been congested"
-        async with asyncio.timeout(20):
-            while gateway.hotel.accepted < total:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: gateway.hotel.accepted >= total, timeout=20)
         await gateway.writer.flush()
         points = gateway.store.query_telemetry("env", "humidity", 0, 2**62, 10 * total)
     assert len(points) == total

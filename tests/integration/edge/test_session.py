@@ -12,7 +12,7 @@ from bellhop_devices.messages import Channel
 from bellhop_edge.app import Gateway
 from bellhop_edge.hotel import DUPLICATE
 
-from tests.integration.edge.conftest import device_client, gateway_config
+from tests.integration.edge.conftest import device_client, gateway_config, wait_until
 from tests.support.mosquitto import MosquittoBroker
 
 # More than the broker's in-flight window (max_inflight_messages 1000): every
@@ -36,9 +36,7 @@ async def test_messages_queued_while_the_gateway_was_away_are_all_stored(
             body = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"humidity": 40}}
             await device.publish(topic, json.dumps(body).encode(), qos=1)
     async with Gateway(config) as gateway:
-        async with asyncio.timeout(20):
-            while gateway.hotel.accepted < QUEUED:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: gateway.hotel.accepted >= QUEUED, timeout=20)
         await gateway.writer.flush()
         points = gateway.store.query_telemetry("r102-env", "humidity", 0, 2**62, 2 * QUEUED)
         await asyncio.sleep(0.2)  # the last acknowledgements reach the broker
