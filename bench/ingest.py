@@ -28,10 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiomqtt
 from _load import broker, publish_load, report
-from bellhop_edge.app import Gateway
 from bellhop_edge.config import load_config
+from bellhop_edge.gateway import Gateway
 from bellhop_edge.localbroker import Credentials, MosquittoBroker
-from bellhop_edge.mqtt import read_in_chunks
+from bellhop_edge.mqtt._compat import read_in_chunks
 from bellhop_edge.store import EdgeStore
 
 HOTEL = "bench-ingest"

@@ -45,7 +45,7 @@ def _main(args: argparse.Namespace) -> int:
     for noisy in ("bellhop.sim", "bellhop_edge.mqtt", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The demo prints alerts itself, from the LAN API's live stream.
-    logging.getLogger("bellhop_edge.app").setLevel(logging.ERROR)
+    logging.getLogger("bellhop_edge.gateway").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_demo(args))
     print("demo stopped cleanly", file=sys.stderr)
@@ -60,9 +60,9 @@ async def _demo(args: argparse.Namespace) -> None:
     import grpc
     from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
     from bellhop_devices.sim import Broker, DeviceSpec, SimulatedHotel, floor_of, layout
-    from bellhop_edge.app import Gateway
     from bellhop_edge.auth import LocalTokens, Role
     from bellhop_edge.config import load_config
+    from bellhop_edge.gateway import Gateway
     from bellhop_edge.localbroker import MosquittoBroker, local_broker
 
     hotel_id = "demo-hotel"

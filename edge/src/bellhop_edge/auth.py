@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import jwt
 
-from bellhop_edge.broker import write_atomic
 from bellhop_edge.errors import AuthError, PermissionDenied
+from bellhop_edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 

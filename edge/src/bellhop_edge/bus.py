@@ -10,27 +10,39 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
+
+from bellhop_edge.core.model import LiveEvent
+
+__all__ = ["EventBus", "Lagging", "Subscription"]
+
+QUEUE_MAX: Final = 10_000
 
 
 class Lagging(Exception):
     """The watcher did not keep up and was disconnected."""
 
 
+class _Lagging:
+    """Put in a watcher's queue in place of what it missed."""
+
+
+_LAGGING: Final = _Lagging()
+
+
 @dataclass(eq=False)
 class Subscription:
     room_id: str | None
-    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    queue: asyncio.Queue[LiveEvent | _Lagging] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_MAX)
+    )
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    async def __aiter__(self) -> AsyncIterator[LiveEvent]:
         while True:
             item = await self.queue.get()
-            if item is _LAGGING:
+            if isinstance(item, _Lagging):
                 raise Lagging("too slow to follow live events; reconnect and resync")
             yield item
-
-
-_LAGGING = object()
 
 
 class EventBus:
@@ -50,12 +62,12 @@ class EventBus:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    def publish(self, item: Any, room_id: str | None) -> None:
+    def publish(self, event: LiveEvent) -> None:
         for sub in list(self._subscriptions):
-            if sub.room_id is not None and sub.room_id != room_id:
+            if sub.room_id is not None and sub.room_id != event.room_id:
                 continue
             try:
-                sub.queue.put_nowait(item)
+                sub.queue.put_nowait(event)
             except asyncio.QueueFull:
                 self._subscriptions.discard(sub)
                 self.dropped_watchers += 1

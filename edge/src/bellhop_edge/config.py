@@ -1,27 +1,67 @@
-"""Typed configuration of one gateway: a TOML file plus environment overrides.
+"""Typed configuration of one gateway: a TOML file, the environment, overrides.
 
-Loaded once by `load_config` and passed down; nothing reads the environment
-later. Environment variables win over the file and use the prefix
-`BELLHOP_EDGE_` with `__` between levels, e.g. `BELLHOP_EDGE_MQTT__PORT=1884`.
+    config = load_config(Path("/etc/bellhop/edge.toml"))
+
+Loaded once and passed down; nothing reads the environment later. Each
+section is one model, used as it is by the part it configures (the rule
+engine takes `RulesConfig`, retention `RetentionConfig`), so a limit is
+checked in one place and `bellhop edge check-config` refuses exactly what
+`bellhop edge run` would. Every error names its field.
+
+Precedence: `overrides` (command-line flags, tests), then the environment
+(prefix `BELLHOP_EDGE_`, `__` between levels, e.g. `BELLHOP_EDGE_MQTT__PORT`),
+then the file (pydantic-settings' TOML source), then the defaults. Every
+setting is described in docs/edge-gateway.md, "Configuration".
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from bellhop_devices.messages import DeviceKind
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from bellhop_devices import codec
+from bellhop_devices.errors import DecodeError
+from bellhop_devices.messages import Channel, DeviceKind
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from bellhop_edge.errors import ConfigError
 
+__all__ = [
+    "ApiConfig",
+    "CommandsConfig",
+    "DeviceEntry",
+    "EdgeConfig",
+    "LivenessConfig",
+    "MqttConfig",
+    "RetentionConfig",
+    "RoomEntry",
+    "RulesConfig",
+    "StoreConfig",
+    "load_config",
+]
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+_ROOM_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 
 Seconds = Annotated[float, Field(gt=0)]
+
+
+def _ordered(section: BaseModel, low: str, high: str) -> None:
+    """`low` must not exceed `high`; the error names both fields."""
+    a, b = getattr(section, low), getattr(section, high)
+    if a > b:
+        raise ValueError(f"{low} ({a:g}) must not exceed {high} ({b:g})")
 
 
 class _Section(BaseModel):
@@ -29,19 +69,26 @@ class _Section(BaseModel):
 
 
 class MqttConfig(_Section):
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
     port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
+    username: str | None = Field(default=None, min_length=1, max_length=128)
     password: str | None = Field(default=None, repr=False)
     # A file holding the password keeps the secret out of the config and the environment.
     password_file: Path | None = None
     tls_ca: Path | None = None
-    client_id: str | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     connect_timeout_s: Seconds = 10.0
     reconnect_min_s: Seconds = 0.5
     reconnect_max_s: Seconds = 30.0
     max_payload_bytes: int = Field(default=8192, ge=256, le=262144)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        _ordered(self, "reconnect_min_s", "reconnect_max_s")
+        return self
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:
@@ -56,14 +103,31 @@ class ApiConfig(_Section):
     # A cached copy of the cloud's JWKS: staff tokens issued by the cloud verify offline.
     jwks_file: Path | None = None
     jwt_issuer: str | None = None
-    jwt_audience: str = "bellhop-edge"
+    jwt_audience: str = Field(default="bellhop-edge", min_length=1)
     # Loopback only: lets the demo and tests run without tokens. Never on a LAN address.
     allow_unauthenticated_loopback: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("HOST:PORT, e.g. '0.0.0.0:50051' (port 0 picks a free one)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
 
 
 class LivenessConfig(_Section):
     heartbeat_timeout_s: Seconds = 60.0
     check_interval_s: Seconds = 1.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _ordered(self, "check_interval_s", "heartbeat_timeout_s")
+        return self
 
 
 class CommandsConfig(_Section):
@@ -75,29 +139,66 @@ class CommandsConfig(_Section):
     # enough that the broker's and the devices' queues never overflow.
     fleet_max_in_flight: int = Field(default=512, ge=1)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _ordered(self, "default_timeout_s", "max_timeout_s")
+        _ordered(self, "fleet_max_in_flight", "max_in_flight")
+        return self
 
-class RulesSection(_Section):
-    temperature_min_c: float = 16.0
-    temperature_max_c: float = 28.0
+
+class RulesConfig(_Section):
+    """Thresholds of every alert rule, the same for every room (docs/alert-rules.md)."""
+
+    temperature_min_c: float = Field(default=16.0, ge=-50, le=100)
+    temperature_max_c: float = Field(default=28.0, ge=-50, le=100)
+    # Back inside the range by this much before the alert clears.
     temperature_hysteresis_c: float = Field(default=0.5, ge=0)
-    gas_ppm_max: float = 400.0
+    gas_ppm_max: float = Field(default=400.0, gt=0)
+    gas_hysteresis_ppm: float = Field(default=50.0, ge=0)
     door_open_max_s: Seconds = 300.0
     battery_low_pct: float = Field(default=15.0, ge=0, le=100)
+    # A new battery, not a reading that wobbles by a percent, clears it.
+    battery_hysteresis_pct: float = Field(default=5.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        span = self.temperature_max_c - self.temperature_min_c
+        if span <= 2 * self.temperature_hysteresis_c:
+            raise ValueError(
+                f"temperature_min_c ({self.temperature_min_c:g}) must be below"
+                f" temperature_max_c ({self.temperature_max_c:g}) by more than twice"
+                f" temperature_hysteresis_c ({self.temperature_hysteresis_c:g})"
+            )
+        if self.gas_hysteresis_ppm >= self.gas_ppm_max:
+            raise ValueError(
+                f"gas_hysteresis_ppm ({self.gas_hysteresis_ppm:g}) must be below"
+                f" gas_ppm_max ({self.gas_ppm_max:g})"
+            )
+        return self
 
 
 class RetentionConfig(_Section):
+    """How long each kind of record is kept (docs/edge-store.md, "Retention")."""
+
     raw_retention_s: Seconds = 7 * 86400
     rollup_bucket_s: Seconds = 300
     rollup_retention_s: Seconds = 400 * 86400
     events_retention_s: Seconds = 90 * 86400
+    # Unacked outbox events older than this are dropped so that a gateway that
+    # is never connected cannot fill its disk; the bridge sees the gap and
+    # resyncs with a snapshot. None keeps them forever.
+    outbox_max_age_s: Seconds | None = 30 * 86400
     run_every_s: Seconds = 600
+    # Work per transaction, so the writer is never held for long.
+    series_per_chunk: int = Field(default=200, ge=1)
+    rows_per_chunk: int = Field(default=20_000, ge=1)
 
 
 class StoreConfig(_Section):
     # NORMAL survives a process crash; FULL also the last commits on power loss.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     batch_max_ops: int = Field(default=2000, ge=1)
-    batch_max_delay_ms: int = Field(default=0, ge=0)
+    batch_max_delay_ms: int = Field(default=0, ge=0, le=1000)
     # Uncommitted writes before ingest holds messages back (see docs/edge-store.md).
     max_pending_ops: int = Field(default=50_000, ge=16)
     # The database never grows past this; writes beyond it fail as on a full
@@ -106,15 +207,29 @@ class StoreConfig(_Section):
 
 
 class RoomEntry(_Section):
-    room_id: str
-    name: str = ""
-    floor: int = 0
+    room_id: str = Field(pattern=_ROOM_ID.pattern)
+    name: str = Field(default="", max_length=128)
+    floor: int = Field(default=0, ge=-100, le=1000)
 
 
 class DeviceEntry(_Section):
     device_id: str
-    room_id: str
+    room_id: str = Field(pattern=_ROOM_ID.pattern)
     kind: DeviceKind
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        try:
+            codec.topic("h", value, Channel.STATUS)
+        except DecodeError as exc:
+            raise ValueError(exc.detail) from None
+        return value
+
+
+# The file being loaded; pydantic-settings takes a TOML file from the class,
+# and one class serves every file (see `load_config`).
+_toml_file: ContextVar[Path | None] = ContextVar("bellhop_edge_toml_file", default=None)
 
 
 class EdgeConfig(BaseSettings):
@@ -134,7 +249,7 @@ class EdgeConfig(BaseSettings):
     api: ApiConfig = ApiConfig()
     liveness: LivenessConfig = LivenessConfig()
     commands: CommandsConfig = CommandsConfig()
-    rules: RulesSection = RulesSection()
+    rules: RulesConfig = RulesConfig()
     retention: RetentionConfig = RetentionConfig()
     store: StoreConfig = StoreConfig()
     # Declarative registry: upserted at start-up (devices may also be added later).
@@ -147,6 +262,17 @@ class EdgeConfig(BaseSettings):
         if not _ID.match(value):
             raise ValueError("lower-case letters, digits, '-' and '_', at most 48, e.g. 'lisbon-1'")
         return value
+
+    @model_validator(mode="after")
+    def _unique_registry(self) -> Self:
+        for what, ids in (
+            ("rooms", [r.room_id for r in self.rooms]),
+            ("devices", [d.device_id for d in self.devices]),
+        ):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise ValueError(f"{what}: listed more than once: {', '.join(twice)}")
+        return self
 
     @property
     def database_path(self) -> Path:
@@ -161,8 +287,17 @@ class EdgeConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file arrives as init values; the environment overrides it.
-        return (env_settings, init_settings)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
+        return (init_settings, env_settings, toml)
+
+
+@contextmanager
+def _reading(path: Path | None) -> Iterator[None]:
+    token = _toml_file.set(path)
+    try:
+        yield
+    finally:
+        _toml_file.reset(token)
 
 
 def load_config(
@@ -170,18 +305,19 @@ def load_config(
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> EdgeConfig:
-    """Read `path` (TOML), apply the environment and `overrides`, validate."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    data.update(overrides or {})
+    """Read `path` (TOML), apply the environment and `overrides`, validate.
+
+    Raises `ConfigError` listing every invalid field, never a traceback.
+    """
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        return EdgeConfig(**data)
+        with _reading(path):
+            return EdgeConfig(**dict(overrides or {}))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
 
@@ -191,5 +327,6 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     lines = [f"{where}invalid configuration:"]
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "(root)"
-        lines.append(f"  {field}: {error['msg']}")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {field}: {message}")
     return "\n".join(lines)

@@ -1,4 +1,8 @@
-"""Translation between the gateway's domain records and protobuf messages."""
+"""Translation between the gateway's domain records and the shared protobuf messages.
+
+Used by the store (outbox events) and the LAN API; nothing else builds
+`common.v1` messages from domain records.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from bellhop_devices.messages import DeviceKind, EventKind
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.json_format import MessageToDict
 
-from bellhop_edge.model import (
+from bellhop_edge.core.model import (
     Alert,
     AlertKind,
     AlertSeverity,

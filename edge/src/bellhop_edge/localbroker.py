@@ -2,7 +2,7 @@
 
 Used by the demo, the tests and the benchmarks: `MosquittoBroker` runs the
 real Mosquitto on a free loopback port with the password file and ACL that
-`bellhop_edge.broker` renders, so what is tested is what ships. Production
+`bellhop_edge.provisioning.broker_files` renders, so what is tested is what ships. Production
 runs Mosquitto under systemd instead (deploy/).
 """
 
@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bellhop_edge import broker
+from bellhop_edge.files import write_atomic
+from bellhop_edge.provisioning import broker_files as broker
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -105,8 +106,8 @@ class MosquittoBroker:
 
     def _write_files(self) -> None:
         accounts = list(self._accounts.values())
-        broker.write_atomic(self.workdir / "passwd", broker.render_passwd(accounts))
-        broker.write_atomic(self.workdir / "acl", broker.render_acl(accounts))
+        write_atomic(self.workdir / "passwd", broker.render_passwd(accounts))
+        write_atomic(self.workdir / "acl", broker.render_acl(accounts))
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads the password file and the ACL."""

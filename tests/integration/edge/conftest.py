@@ -16,9 +16,9 @@ import pytest
 from bellhop.lan.v1 import lan_pb2_grpc
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
-from bellhop_edge.app import Gateway
 from bellhop_edge.auth import LocalTokens, Role
 from bellhop_edge.config import EdgeConfig, load_config
+from bellhop_edge.gateway import Gateway
 
 from tests.support.mosquitto import Credentials, MosquittoBroker
 

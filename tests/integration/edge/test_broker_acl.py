@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
-from bellhop_edge import broker
+from bellhop_edge.provisioning import broker_files as broker
 
 from tests.support.mosquitto import MosquittoBroker
 

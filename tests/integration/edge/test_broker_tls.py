@@ -24,8 +24,8 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Status
 from bellhop_devices.sim import SimulatedHotel, load_provisioning
-from bellhop_edge import broker
 from bellhop_edge.localbroker import MOSQUITTO, stop_process
+from bellhop_edge.provisioning import broker_files as broker
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -336,8 +336,8 @@ def test_ca_without_broker_names_creates_nothing(tmp_path: Path, hotel_id: str) 
 
 async def test_gateway_takes_a_burst_over_tls_whole(gateway_broker: ProvisionedBroker) -> None:
     """TLS sockets hold decrypted bytes of their own; the gateway's reader must drain them."""
-    from bellhop_edge.app import Gateway
     from bellhop_edge.config import load_config
+    from bellhop_edge.gateway import Gateway
 
     gb = gateway_broker
     result = gb.devices(

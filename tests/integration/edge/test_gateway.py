@@ -326,7 +326,7 @@ async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None
 
 async def test_registry_changes_beside_the_gateway_are_picked_up(harness: Harness) -> None:
     from bellhop_devices.messages import DeviceKind
-    from bellhop_edge.model import Device, Room
+    from bellhop_edge.core.model import Device, Room
     from bellhop_edge.store import EdgeStore
 
     with EdgeStore.open(harness.gateway.config.database_path) as store:
@@ -387,7 +387,7 @@ async def test_fleet_command_reports_per_device_and_never_runs_twice(harness: Ha
 
 
 async def test_a_broker_outage_does_not_mark_every_device_offline(harness: Harness) -> None:
-    from bellhop_edge.model import Connectivity
+    from bellhop_edge.core.model import Connectivity
 
     async with harness.device_client("r101-light") as client:
         device = FakeDevice(harness.hotel_id, "r101-light", client)
@@ -402,4 +402,4 @@ async def test_a_broker_outage_does_not_mark_every_device_offline(harness: Harne
     await harness.wait_for(harness.gateway.link.connected.is_set, timeout=10)
     await asyncio.sleep(0.5)
     assert harness.gateway.hotel.device("r101-light").connectivity is Connectivity.ONLINE
-    assert not harness.gateway.alerts.open_alerts()
+    assert not harness.gateway.ingest.alerts.open_alerts()

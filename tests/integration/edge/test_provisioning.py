@@ -18,16 +18,16 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Telemetry
 from bellhop_devices.sim import load_provisioning
-from bellhop_edge import broker
-from bellhop_edge.app import Gateway
 from bellhop_edge.config import load_config
-from bellhop_edge.model import Room
+from bellhop_edge.core.model import Room
+from bellhop_edge.gateway import Gateway
 from bellhop_edge.provisioning import (
     BrokerEndpoint,
     Bundle,
     SiteSettings,
     render_header,
 )
+from bellhop_edge.provisioning import broker_files as broker
 from bellhop_edge.store import EdgeStore
 
 from tests.integration.edge.test_broker_tls import (

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bellhop.common.v1 import common_pb2
-from bellhop_edge import store as store_module
-from bellhop_edge.commands import CommandRecord, CommandRequest
-from bellhop_edge.model import (
+from bellhop_edge.config import RetentionConfig
+from bellhop_edge.core.commands import CommandRecord, CommandRequest
+from bellhop_edge.core.model import (
     Alert,
     AlertKind,
     AlertSeverity,
@@ -29,12 +29,8 @@ from bellhop_edge.model import (
     Room,
     TelemetryPoint,
 )
-from bellhop_edge.store import (
-    SCHEMA_VERSION,
+from bellhop_edge.core.ops import (
     AckOutbox,
-    EdgeStore,
-    InvalidAckError,
-    OutboxKind,
     PutAlert,
     PutCommand,
     PutDesired,
@@ -43,14 +39,17 @@ from bellhop_edge.store import (
     PutLastSeen,
     PutReported,
     PutTelemetry,
-    RetentionPolicy,
-    SchemaVersionError,
-    StoreWriter,
-    WriteFailedError,
     WriteOp,
+)
+from bellhop_edge.errors import (
+    InvalidAckError,
+    SchemaVersionError,
+    WriteFailedError,
     WriterClosedError,
     WriterFullError,
 )
+from bellhop_edge.store import SCHEMA_VERSION, EdgeStore, OutboxKind, StoreWriter, WriterReport
+from bellhop_edge.store.schema import MIGRATIONS
 from sqlite_utils import Database
 
 T0 = 1_800_000_000_000  # a fixed "now" in Unix ms
@@ -204,7 +203,7 @@ async def test_acked_outbox_rows_are_pruned_and_sequences_never_reused(
             store.ack_outbox(6)
         store.ack_outbox(3)  # an older, repeated ack does not move it back
         assert store.outbox_last_acked() == 5
-        report = store.apply_retention(RetentionPolicy(), T0)
+        report = store.apply_retention(RetentionConfig(), T0)
         assert report.outbox_acked_deleted == 5
         assert store.outbox_after(0) == []
     with EdgeStore.open(db_path) as store:
@@ -258,29 +257,24 @@ async def test_a_bad_op_fails_alone_and_the_rest_of_its_batch_commits(
     assert dev not in store.load_reported()
 
 
-async def test_on_outcome_tells_each_message_whether_its_own_writes_failed(
+async def test_reports_name_each_ticket_that_failed(
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
-    outcomes: dict[str, bool] = {}
-
-    def record(name: str) -> Callable[[bool], None]:
-        return lambda ok: outcomes.__setitem__(name, ok)
-
-    ops: list[tuple[str, WriteOp]] = [
-        ("good", points(dev, T0, temperature=20.0)),
-        ("bad", PutReported(ReportedState(dev, 1, {"t": math.nan}, T0))),
-        ("after", points(dev, T0 + 1, temperature=21.0)),
+    reports: list[WriterReport] = []
+    ops: list[WriteOp] = [
+        points(dev, T0, temperature=20.0),
+        PutReported(ReportedState(dev, 1, {"t": math.nan}, T0)),  # JSON has no NaN
+        points(dev, T0 + 1, temperature=21.0),
     ]
     async with StoreWriter(db_path) as writer:
-        for name, op in ops:
-            first = writer.last_ticket + 1
+        writer.add_listener(reports.append)
+        for op in ops:
             writer.submit(op)
-            writer.on_outcome(first, record(name))
         await writer.flush()
-        # Settled at once when nothing is pending.
-        writer.on_outcome(writer.last_ticket + 1, record("none"))
-    assert outcomes == {"good": True, "bad": False, "after": True, "none": True}
+    assert reports[-1].through == 3
+    assert [t for r in reports for t in r.failed] == [2]
+    assert not any(r.died for r in reports)
 
 
 def _size(path: Path) -> int:
@@ -294,14 +288,15 @@ async def test_a_size_limit_fails_writes_as_a_full_disk_would(
     dev = f"{test_name}-env"
     async with StoreWriter(db_path, max_size_bytes=1 << 20) as writer:
         failed_at = None
+        reports: list[WriterReport] = []
+        writer.add_listener(reports.append)
         for i in range(20_000):
-            first = writer.last_ticket + 1
             writer.submit(points(dev, T0 + i, temperature=20.0, humidity=40.0, luminosity=300.0))
-            outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            writer.on_outcome(first, outcome.set_result)
-            if i % 500 == 499 and not await outcome:
-                failed_at = i
-                break
+            if i % 500 == 499:
+                await writer.flush()
+                if any(r.failed for r in reports):
+                    failed_at = i
+                    break
         assert failed_at is not None, "1 MiB should not hold 60,000 points"
         assert "full" in (writer.stats.last_error or "")
     assert _size(db_path) <= 1 << 20
@@ -330,7 +325,7 @@ async def test_retention_on_a_full_database_frees_space_for_new_writes(
         # Moving staged points needs new pages and fails; deleting old events
         # does not, and makes room.
         report = await writer.apply_retention(
-            RetentionPolicy(events_retention_s=86400), T0 + 100 * week
+            RetentionConfig(events_retention_s=86400), T0 + 100 * week
         )
         assert report.events_deleted > 0
         await writer.submit_and_wait(new)
@@ -399,7 +394,7 @@ async def test_retention_rolls_old_raw_points_into_buckets_and_queries_span_both
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
-    policy = RetentionPolicy(
+    policy = RetentionConfig(
         raw_retention_s=3600,
         rollup_bucket_s=300,
         rollup_retention_s=86400,
@@ -448,7 +443,7 @@ async def test_late_points_for_a_rolled_bucket_merge_into_it(
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
-    policy = RetentionPolicy(raw_retention_s=60.0, rollup_bucket_s=300.0)  # config gives floats
+    policy = RetentionConfig(raw_retention_s=60.0, rollup_bucket_s=300.0)  # config gives floats
     now = T0 + 3600_000
     store.apply(points(dev, T0, temperature=10.0))
     store.apply_retention(policy, now)
@@ -464,7 +459,7 @@ def test_unacked_outbox_events_past_the_age_limit_are_dropped(
 ) -> None:
     dev = f"{test_name}-env"
     store.apply(points(dev, T0, temperature=1.0))
-    policy = RetentionPolicy(outbox_max_age_s=3600)
+    policy = RetentionConfig(outbox_max_age_s=3600)
     entries = store.outbox_after(0)
     assert store.apply_retention(policy, entries[0].ts + 1000).outbox_unacked_dropped == 0
     dropped = store.apply_retention(policy, entries[0].ts + 3601_000).outbox_unacked_dropped
@@ -478,7 +473,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
     dev = f"{test_name}-env"
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
-    store_module._MIGRATIONS[0](Database(conn, execute_plugins=False))
+    MIGRATIONS[0](Database(conn, execute_plugins=False))
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO series (device_id, metric) VALUES (?, 'temperature')", (dev,))
     conn.execute("INSERT INTO telemetry VALUES (1, ?, 19.0)", (T0,))  # v1 wrote here directly
@@ -533,7 +528,7 @@ async def test_history_and_outbox_reads_work_from_worker_threads(
 async def test_ingest_is_committed_between_retention_steps(
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
-    policy = RetentionPolicy(raw_retention_s=60, series_per_chunk=1, outbox_max_age_s=None)
+    policy = RetentionConfig(raw_retention_s=60, series_per_chunk=1, outbox_max_age_s=None)
     old = [points(f"{test_name}-{i}", T0, temperature=1.0) for i in range(40)]
     store.apply(*old)
     committed_during: list[int] = []
@@ -582,8 +577,8 @@ def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test
 
 def test_live_status_never_brings_back_a_removed_device(db_path: Path) -> None:
     from bellhop_devices.messages import DeviceKind
-    from bellhop_edge.model import Connectivity, Device
-    from bellhop_edge.store import PutDeviceStatus, RemoveDevice
+    from bellhop_edge.core.model import Connectivity, Device
+    from bellhop_edge.core.ops import PutDeviceStatus, RemoveDevice
 
     registered = Device("r1-light", "101", DeviceKind.LIGHT, registered=True)
     with EdgeStore.open(db_path) as store:

@@ -20,8 +20,9 @@ T0 = 1_800_000_000_000
 CHILD = f"""
 import asyncio, sys
 from pathlib import Path
-from bellhop_edge.model import TelemetryPoint
-from bellhop_edge.store import PutTelemetry, StoreWriter, Synchronous
+from bellhop_edge.core.model import TelemetryPoint
+from bellhop_edge.core.ops import PutTelemetry
+from bellhop_edge.store import StoreWriter, Synchronous
 
 async def main(path: str, device: str, sync: str) -> None:
     async with StoreWriter(Path(path), synchronous=Synchronous(sync)) as writer:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
-from bellhop_edge.app import Gateway
+from bellhop_edge.gateway import Gateway
 
 from tests.integration.edge.conftest import device_client, gateway_config
 from tests.support.mosquitto import MosquittoBroker

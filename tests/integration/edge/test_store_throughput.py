@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from bellhop_edge.model import TelemetryPoint
-from bellhop_edge.store import EdgeStore, PutTelemetry, StoreWriter
+from bellhop_edge.core.model import TelemetryPoint
+from bellhop_edge.core.ops import PutTelemetry
+from bellhop_edge.store import EdgeStore, StoreWriter
 
 T0 = 1_800_000_000_000
 DEVICES = 2000  # a full hotel

@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from bellhop_edge.alerts import AlertBook, AlertClearedError, UnknownAlertError
-from bellhop_edge.errors import Conflict, NotFound
-from bellhop_edge.model import AlertKind, AlertSeverity, AlertState
-from bellhop_edge.rules import RaiseAlert
+from bellhop_edge.core.alerts import AlertBook
+from bellhop_edge.core.model import AlertKind, AlertSeverity, AlertState
+from bellhop_edge.core.rules import RaiseAlert
+from bellhop_edge.errors import AlertClearedError, Conflict, NotFound, UnknownAlertError
 
 NOW = 1_800_000_000_000
 GAS = AlertKind.GAS
@@ -96,7 +96,8 @@ def test_acknowledging_a_cleared_or_unknown_alert_is_a_specific_error(
     book.clear(GAS, dev, NOW + 1)
     with pytest.raises(AlertClearedError) as cleared:
         book.acknowledge(alert.alert_id, "staff", "", NOW + 2)
-    assert cleared.value.alert.state is AlertState.CLEARED
+    assert cleared.value.alert_id == alert.alert_id
+    assert book.get(alert.alert_id).state is AlertState.CLEARED  # type: ignore[union-attr]
     assert isinstance(cleared.value, Conflict)
     with pytest.raises(UnknownAlertError) as unknown:
         book.acknowledge("nope", "staff", "", NOW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from bellhop_devices.messages import Ack, AckStatus
-from bellhop_edge.commands import (
+from bellhop_edge.core.commands import (
     CommandBook,
     CommandRecord,
     CommandRequest,
@@ -12,8 +12,8 @@ from bellhop_edge.commands import (
     Join,
     Publish,
 )
+from bellhop_edge.core.model import CommandResult, CommandStatus
 from bellhop_edge.errors import Conflict, Unavailable
-from bellhop_edge.model import CommandResult, CommandStatus
 
 NOW = 1_700_000_000_000
 

@@ -13,8 +13,7 @@ from bellhop_devices.messages import (
     Status,
     Telemetry,
 )
-from bellhop_edge.errors import Conflict, NotFound
-from bellhop_edge.hotel import (
+from bellhop_edge.core.hotel import (
     AckReceived,
     ConnectivityChanged,
     DeviceUpdated,
@@ -24,7 +23,8 @@ from bellhop_edge.hotel import (
     StateChanged,
     TelemetryAccepted,
 )
-from bellhop_edge.model import Connectivity, Room
+from bellhop_edge.core.model import Connectivity, Room
+from bellhop_edge.errors import Conflict, NotFound
 
 NOW = 1_700_000_000_000
 
@@ -174,7 +174,7 @@ def test_a_device_clock_far_ahead_is_rejected_not_stored(hotel: Hotel) -> None:
 
 
 def test_registry_reload_keeps_live_facts_and_drops_removed(hotel: Hotel) -> None:
-    from bellhop_edge.model import Device
+    from bellhop_edge.core.model import Device
 
     hotel.apply(Status("r101-thermostat", True, NOW, DeviceKind.THERMOSTAT, "2.0.0"), NOW)
     gone = hotel.reload_registry(

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from bellhop_edge.mqtt import READ_CHUNK, _ReadBuffer
+from bellhop_edge.mqtt._compat import READ_CHUNK, ReadBuffer
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def test_small_reads_are_served_from_one_recv(
 ) -> None:
     sock, peer = pair
     peer.sendall(b"\x30\x05hello\x30\x05world")
-    reader = _ReadBuffer(sock, asyncio.get_running_loop())
+    reader = ReadBuffer(sock, asyncio.get_running_loop())
     assert reader.recv(1) == b"\x30"
     # Everything else arrived with the first read and waits in the buffer.
     assert reader.pending() == 13
@@ -45,7 +45,7 @@ async def test_the_socket_is_read_once_per_loop_turn(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = pair
-    reader = _ReadBuffer(sock, asyncio.get_running_loop())
+    reader = ReadBuffer(sock, asyncio.get_running_loop())
     with pytest.raises(BlockingIOError):
         reader.recv(1)
     peer.sendall(b"ab")
@@ -65,7 +65,7 @@ async def test_a_packet_split_across_reads_is_reassembled(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = pair
-    reader = _ReadBuffer(sock, asyncio.get_running_loop())
+    reader = ReadBuffer(sock, asyncio.get_running_loop())
     peer.sendall(b"xyz")
     assert reader.recv(1) == b"x"
     # paho asks for the whole body and accepts what there is.
@@ -84,7 +84,7 @@ async def test_more_than_one_chunk_is_read_in_order(
     data = bytes(range(256)) * (READ_CHUNK // 256 * 3)
     sent = 0
     got = bytearray()
-    reader = _ReadBuffer(sock, asyncio.get_running_loop())
+    reader = ReadBuffer(sock, asyncio.get_running_loop())
     while len(got) < len(data):
         if sent < len(data):
             with contextlib.suppress(BlockingIOError):
@@ -100,7 +100,7 @@ async def test_end_of_stream_and_socket_attributes_pass_through(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sock, peer = pair
-    reader = _ReadBuffer(sock, asyncio.get_running_loop())
+    reader = ReadBuffer(sock, asyncio.get_running_loop())
     assert reader.fileno() == sock.fileno()
     peer.close()
     assert reader.recv(1) == b""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bellhop_edge.model import (
+from bellhop_edge.config import RulesConfig
+from bellhop_edge.core.model import (
     AlertKind,
     AlertSeverity,
     Connectivity,
@@ -12,7 +13,7 @@ from bellhop_edge.model import (
     ReportedState,
     TelemetryPoint,
 )
-from bellhop_edge.rules import Action, ClearAlert, RaiseAlert, RuleEngine, RulesConfig
+from bellhop_edge.core.rules import Action, ClearAlert, RaiseAlert, RuleEngine
 
 NOW = 1_800_000_000_000
 TEMP = AlertKind.TEMPERATURE_OUT_OF_RANGE

@@ -9,7 +9,7 @@ up. Clearing ends the alert; a later raise of the same condition is a new
 alert with a new id. The book returns every changed `Alert`; the caller
 persists it through the store writer (which also puts it in the outbox).
 
-Errors (both `AlertError`, an `EdgeError`):
+Errors (from `bellhop_edge.errors`):
 
     UnknownAlertError   no open or recently cleared alert has this id (NotFound)
     AlertClearedError   the alert was already cleared; too late to acknowledge (Conflict)
@@ -22,27 +22,11 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from bellhop_edge.errors import Conflict, EdgeError, NotFound
-from bellhop_edge.model import Alert, AlertKind, AlertState
-from bellhop_edge.rules import RaiseAlert
+from bellhop_edge.core.model import Alert, AlertKind, AlertState
+from bellhop_edge.core.rules import RaiseAlert
+from bellhop_edge.errors import AlertClearedError, UnknownAlertError
 
-__all__ = ["AlertBook", "AlertClearedError", "AlertError", "UnknownAlertError"]
-
-
-class AlertError(EdgeError):
-    """Root of the alert book's errors."""
-
-
-class UnknownAlertError(AlertError, NotFound):
-    def __init__(self, alert_id: str) -> None:
-        super().__init__(f"no open alert {alert_id!r}")
-        self.alert_id = alert_id
-
-
-class AlertClearedError(AlertError, Conflict):
-    def __init__(self, alert: Alert) -> None:
-        super().__init__(f"alert {alert.alert_id!r} was already cleared")
-        self.alert = alert
+__all__ = ["AlertBook", "new_alert_id"]
 
 
 def new_alert_id() -> str:
@@ -121,7 +105,7 @@ class AlertBook:
         if alert is None:
             cleared = self._cleared.get(alert_id)
             if cleared is not None:
-                raise AlertClearedError(cleared)
+                raise AlertClearedError(cleared.alert_id)
             raise UnknownAlertError(alert_id)
         if alert.state is AlertState.ACKNOWLEDGED:
             return alert

@@ -25,7 +25,7 @@ import sqlite3
 
 import orjson
 
-from bellhop_edge.model import TelemetryPoint
+from bellhop_edge.core.model import TelemetryPoint
 
 __all__ = [
     "HISTORY_DDL",

@@ -40,31 +40,33 @@ from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Channel, DeviceKind
 
-from bellhop_edge import broker
-from bellhop_edge.commands import now_ms
-from bellhop_edge.errors import Conflict, EdgeError, InvalidRequest, NotFound, Unavailable
-from bellhop_edge.model import Connectivity, Device, Room
-from bellhop_edge.store import EdgeStore, PutDevice, PutRoom, WriteOp
+from bellhop_edge.clock import now_ms
+from bellhop_edge.core.model import Connectivity, Device, Room
+from bellhop_edge.core.ops import PutDevice, PutRoom, WriteOp
+from bellhop_edge.errors import (
+    AccountFileError,
+    AlreadyProvisionedError,
+    InvalidDeviceError,
+    ReloadFailedError,
+    UnknownDeviceError,
+)
+from bellhop_edge.files import write_atomic
+from bellhop_edge.provisioning import broker_files as broker
+from bellhop_edge.store import EdgeStore
 
 __all__ = [
     "HEADER_FORMAT",
-    "AccountFileError",
-    "AlreadyProvisionedError",
     "BrokerEndpoint",
     "BrokerFiles",
     "Bundle",
     "BundleFiles",
     "CommandReload",
     "DeviceCredentials",
-    "InvalidDeviceError",
     "NewDevice",
     "Provisioner",
-    "ProvisioningError",
     "Reload",
-    "ReloadFailedError",
     "SignalReload",
     "SiteSettings",
-    "UnknownDeviceError",
     "render_header",
     "render_simulator",
     "write_bundles",
@@ -75,39 +77,6 @@ HEADER_FORMAT: Final = 1
 _ACCOUNTS_FORMAT: Final = 1
 _ROOM_ID = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 _TIMEZONE = re.compile(r"[\x21-\x7e]{1,64}")
-
-
-# -- errors ---------------------------------------------------------------------------
-class ProvisioningError(EdgeError):
-    """Root of provisioning's errors (under `EdgeError`)."""
-
-
-class InvalidDeviceError(ProvisioningError, InvalidRequest):
-    """A device id, room id, kind or setting that can never be provisioned."""
-
-
-class UnknownDeviceError(ProvisioningError, NotFound):
-    """No broker account for this device."""
-
-
-class AlreadyProvisionedError(ProvisioningError, Conflict):
-    """The device already has credentials: rotate them instead."""
-
-
-class AccountFileError(ProvisioningError):
-    """The accounts file is unreadable or belongs to another hotel; left untouched."""
-
-
-class ReloadFailedError(ProvisioningError, Unavailable):
-    """The files were written but the broker could not be told to reload them.
-
-    `bundles` holds what the operation issued: the passwords exist nowhere
-    else, so the caller must still hand them out.
-    """
-
-    def __init__(self, message: str, bundles: Sequence[Bundle] = ()) -> None:
-        super().__init__(message)
-        self.bundles = tuple(bundles)
 
 
 # -- records ----------------------------------------------------------------------------
@@ -325,7 +294,7 @@ class _AccountFile:
             for s in sorted(accounts.values(), key=lambda s: s.account.username)
         ]
         doc = {"format": _ACCOUNTS_FORMAT, "hotel_id": self.hotel_id, "accounts": rows}
-        broker.write_atomic(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
+        write_atomic(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
 
 
 def _check_device_id(device_id: str) -> None:
@@ -523,7 +492,7 @@ class Provisioner:
                     f"{self.gateway_username} exists: rotate it to get a new password"
                 )
             password = broker.generate_password()
-            broker.write_atomic(secret_file, password + "\n", mode=0o600)
+            write_atomic(secret_file, password + "\n", mode=0o600)
             account = broker.gateway_account(self.hotel_id, password)
             accounts[account.username] = _Stored(account, now_ms())
             self._apply(accounts)
@@ -553,10 +522,8 @@ class Provisioner:
             key=lambda a: (a.role is not broker.AccountRole.GATEWAY, a.username),
         )
         # 0640: the broker reads them through the directory's group (deploy/mosquitto).
-        broker.write_atomic(
-            self.broker_files.password_file, broker.render_passwd(ordered), mode=0o640
-        )
-        broker.write_atomic(self.broker_files.acl_file, broker.render_acl(ordered), mode=0o640)
+        write_atomic(self.broker_files.password_file, broker.render_passwd(ordered), mode=0o640)
+        write_atomic(self.broker_files.acl_file, broker.render_acl(ordered), mode=0o640)
         if self._reload is not None:
             try:
                 self._reload()
@@ -691,13 +658,13 @@ def write_bundles(
     ca_pem = bundles[0].ca_pem
     if ca_pem is not None and bundles[0].broker.tls:
         ca_file = out_dir / "ca.pem"
-        broker.write_atomic(ca_file, ca_pem, mode=0o644)
+        write_atomic(ca_file, ca_pem, mode=0o644)
     header_files = []
     # The firmware speaks TLS only: without the hotel CA there is no header to write.
     if headers and ca_pem is not None and bundles[0].broker.tls:
         for bundle in bundles:
             path = out_dir / f"{bundle.device_id}.h"
-            broker.write_atomic(path, render_header(bundle, site), mode=0o600)
+            write_atomic(path, render_header(bundle, site), mode=0o600)
             header_files.append(path)
     simulator_file = None
     if simulator:
@@ -705,5 +672,5 @@ def write_bundles(
             f"{bundles[0].device_id}.json" if len(bundles) == 1 else "devices.json"
         )
         simulator_file = out_dir / name
-        broker.write_atomic(simulator_file, render_simulator(bundles, ca_file=ca_file), mode=0o600)
+        write_atomic(simulator_file, render_simulator(bundles, ca_file=ca_file), mode=0o600)
     return BundleFiles(tuple(header_files), simulator_file, ca_file)

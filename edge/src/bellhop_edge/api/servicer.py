@@ -1,132 +1,111 @@
-"""The gRPC LAN API: a thin adapter over the gateway.
+"""The LanService: a thin adapter between protobuf and the gateway's domain calls.
 
-One interceptor authenticates every call (bearer token, verified locally)
-and maps the gateway's errors to gRPC status codes; the servicer only
-translates between protobuf and the gateway's domain calls. The standard
-health and reflection services are served beside it without a token, so
-monitoring and tooling work as usual.
+Handlers check the caller's role (set by `interceptor`), translate the request,
+call the backend (the `Gateway`, seen through `LanBackend`) and translate the
+answer back. They raise `EdgeError`s; the interceptor turns them into status
+codes.
 """
 
 from __future__ import annotations
 
-import contextvars
-import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
-import grpc
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from bellhop_edge import convert
-from bellhop_edge.auth import Authenticator, Principal, Role
-from bellhop_edge.bus import Lagging
-from bellhop_edge.commands import expiring_request, fleet_command_id, new_command_id, now_ms
-from bellhop_edge.errors import (
-    AuthError,
-    Conflict,
-    DeadlineExceeded,
-    EdgeError,
-    InvalidRequest,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
+from bellhop_edge.api.interceptor import principal
+from bellhop_edge.auth import Role
+from bellhop_edge.bus import EventBus, Lagging
+from bellhop_edge.clock import now_ms
+from bellhop_edge.config import EdgeConfig
+from bellhop_edge.core.commands import (
+    CommandRecord,
+    CommandRequest,
+    expiring_request,
+    fleet_command_id,
+    new_command_id,
 )
-from bellhop_edge.model import CommandStatus
+from bellhop_edge.core.hotel import Hotel
+from bellhop_edge.core.model import (
+    Alert,
+    AlertState,
+    CommandResult,
+    CommandStatus,
+    ConnectivityChange,
+    DesiredState,
+    DeviceEvent,
+    GatewayStatus,
+    LiveEvent,
+    ReportedState,
+    TelemetryPoint,
+)
+from bellhop_edge.errors import InvalidRequest, Unavailable
 
-if TYPE_CHECKING:
-    from bellhop_edge.app import Gateway
-
-log = logging.getLogger(__name__)
-
-SERVICE = lan_pb2.DESCRIPTOR.services_by_name["LanService"].full_name
-_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
-
-STATUS_CODES: list[tuple[type[EdgeError], grpc.StatusCode]] = [
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (Conflict, grpc.StatusCode.ABORTED),
-    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-]
+__all__ = ["LanBackend", "LanServicer", "watch_event"]
 
 
-def status_for(exc: EdgeError) -> grpc.StatusCode:
-    for kind, code in STATUS_CODES:
-        if isinstance(exc, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+class LanBackend(Protocol):
+    """What the LAN API needs of the gateway."""
+
+    @property
+    def config(self) -> EdgeConfig: ...
+
+    @property
+    def hotel(self) -> Hotel: ...
+
+    @property
+    def bus(self) -> EventBus: ...
+
+    def set_desired(
+        self, device_id: str, values: dict[str, Any], *, by: str, expected_version: int = 0
+    ) -> DesiredState: ...
+
+    async def send_command(self, request: CommandRequest, *, timeout: float) -> CommandRecord: ...
+
+    async def send_fleet(
+        self, requests: list[CommandRequest], *, timeout: float, max_in_flight: int
+    ) -> list[CommandRecord]: ...
+
+    def list_alerts(
+        self, states: list[AlertState], room_id: str | None, limit: int
+    ) -> list[Alert]: ...
+
+    def acknowledge_alert(self, alert_id: str, *, by: str, note: str) -> Alert: ...
+
+    async def query_telemetry(
+        self, device_id: str, metric: str, start: int, end: int, limit: int
+    ) -> list[TelemetryPoint]: ...
+
+    def status(self) -> GatewayStatus: ...
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates LanService calls and maps EdgeError to status codes."""
-
-    def __init__(self, authenticator: Authenticator, *, allow_anonymous: bool = False) -> None:
-        self._auth = authenticator
-        self._allow_anonymous = allow_anonymous
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(f"/{SERVICE}/"):
-            return handler
-        metadata = dict(details.invocation_metadata or ())
-        raw = metadata.get("authorization")
-        authorization = raw.decode() if isinstance(raw, bytes) else raw
-
-        def principal_or_abort() -> Principal:
-            if authorization is None and self._allow_anonymous:
-                return Principal("loopback", Role.ADMIN, "anonymous")
-            return self._auth.authenticate(authorization)
-
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
-
-            async def unary(request: Any, context: Any) -> Any:
-                try:
-                    _principal.set(principal_or_abort())
-                    return await inner(request, context)
-                except EdgeError as exc:
-                    await context.abort(status_for(exc), str(exc))
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                try:
-                    _principal.set(principal_or_abort())
-                    async for item in inner_stream(request, context):
-                        yield item
-                except EdgeError as exc:
-                    await context.abort(status_for(exc), str(exc))
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
-
-
-def principal() -> Principal:
-    return _principal.get()
+def watch_event(event: LiveEvent) -> lan_pb2.WatchEventsResponse:
+    """A live event as the WatchEvents stream carries it."""
+    item = event.item
+    if isinstance(item, TelemetryPoint):
+        return lan_pb2.WatchEventsResponse(telemetry=convert.telemetry(item))
+    if isinstance(item, ReportedState):
+        return lan_pb2.WatchEventsResponse(state=convert.reported(item))
+    if isinstance(item, DeviceEvent):
+        return lan_pb2.WatchEventsResponse(device_event=convert.event(item))
+    if isinstance(item, Alert):
+        return lan_pb2.WatchEventsResponse(alert=convert.alert(item))
+    if isinstance(item, CommandResult):
+        return lan_pb2.WatchEventsResponse(command_result=convert.command_result(item))
+    assert isinstance(item, ConnectivityChange)
+    status = lan_pb2.DeviceStatusChange(
+        device_id=item.device_id,
+        connectivity=convert.CONNECTIVITY[item.connectivity],
+        ts=convert.ts(item.ts),
+    )
+    return lan_pb2.WatchEventsResponse(status=status)
 
 
 class LanServicer(lan_pb2_grpc.LanServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
-        self._gw = gateway
+    def __init__(self, backend: LanBackend) -> None:
+        self._gw = backend
 
     async def ListRooms(
         self, request: lan_pb2.ListRoomsRequest, context: Any
@@ -186,6 +165,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
             params=convert.from_struct(request.params),
             ttl_s=ttl,
             command_id=request.command_id or None,
+            now=now_ms(),
             requested_by=who.subject,
         )
         record = await self._gw.send_command(command, timeout=timeout)
@@ -222,8 +202,8 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
                 params=params,
                 ttl_s=ttl,
                 command_id=fleet_command_id(fleet_id, device_id),
-                requested_by=who.subject,
                 now=now,
+                requested_by=who.subject,
             )
             for device_id in devices
         ]
@@ -298,8 +278,8 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
         principal().require(Role.VIEWER, "watching events")
         subscription = self._gw.bus.subscribe(request.room_id or None)
         try:
-            async for item in subscription:
-                yield item
+            async for event in subscription:
+                yield watch_event(event)
         except Lagging as exc:
             raise Unavailable(str(exc)) from None
         finally:
@@ -309,37 +289,13 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
         self, request: lan_pb2.GetGatewayStatusRequest, context: Any
     ) -> lan_pb2.GetGatewayStatusResponse:
         principal().require(Role.VIEWER, "reading gateway status")
-        return self._gw.status_message()
-
-
-async def start_server(
-    gateway: Gateway, authenticator: Authenticator
-) -> tuple[grpc.aio.Server, int]:
-    """Start the LAN API on the configured address; returns the bound port."""
-    config = gateway.config.api
-    host = config.listen.rpartition(":")[0]
-    anonymous = config.allow_unauthenticated_loopback and host in (
-        "127.0.0.1",
-        "localhost",
-        "[::1]",
-    )
-    server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(authenticator, allow_anonymous=anonymous)]
-    )
-    lan_pb2_grpc.add_LanServiceServicer_to_server(LanServicer(gateway), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    try:
-        bound = server.add_insecure_port(config.listen)
-    except RuntimeError:  # grpcio raises where older releases returned 0
-        bound = 0
-    if bound == 0:
-        raise Unavailable(f"cannot listen on {config.listen} (address in use or not local)")
-    await server.start()
-    log.info("LAN API listening on %s:%d", host, bound)
-    return server, bound
+        s = self._gw.status()
+        return lan_pb2.GetGatewayStatusResponse(
+            hotel_id=s.hotel_id,
+            broker_connected=s.broker_connected,
+            devices_online=s.devices_online,
+            devices_total=s.devices_total,
+            rejected=dict(s.rejected),
+            accepted=s.accepted,
+            started_at=convert.ts(s.started_at),
+        )

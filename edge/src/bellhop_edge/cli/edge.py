@@ -1,4 +1,7 @@
-"""`bellhop edge …` subcommands. Heavy imports stay inside the handlers."""
+"""`bellhop edge …`: run the gateway, check its configuration, mint staff tokens.
+
+Heavy imports stay inside the handlers, so `bellhop --help` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +39,9 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(handler=_token_revoke)
 
-    from bellhop_edge import devices_cli
+    from bellhop_edge.cli import devices
 
-    devices_cli.register(subparsers)
+    devices.register(subparsers)
 
 
 def _load(path: Path) -> Any:
@@ -55,7 +58,7 @@ def _load(path: Path) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bellhop_edge.app import run
+    from bellhop_edge.gateway import run
 
     config = _load(args.config)
     logging.basicConfig(

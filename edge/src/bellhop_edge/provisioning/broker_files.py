@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -176,17 +175,3 @@ def render_config(
             "tls_version tlsv1.2",
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
-    """Write so that the broker never reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

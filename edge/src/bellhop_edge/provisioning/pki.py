@@ -22,15 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from bellhop_edge import broker
-from bellhop_edge.errors import ConfigError
+from bellhop_edge.errors import PkiError
+from bellhop_edge.files import write_atomic
 
 __all__ = [
     "DEFAULT_CA_DAYS",
     "DEFAULT_SERVER_DAYS",
     "LOOPBACK_HOSTS",
     "HotelPki",
-    "PkiError",
     "ServerCertificate",
 ]
 
@@ -40,10 +39,6 @@ DEFAULT_CA_DAYS = 7300
 DEFAULT_SERVER_DAYS = 3650
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 _BACKDATE = datetime.timedelta(hours=1)  # tolerate a device clock slightly behind
-
-
-class PkiError(ConfigError):
-    """A CA or certificate that cannot be created, read or used."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +159,8 @@ class HotelPki:
             .sign(key, hashes.SHA256())
         )
         # The key first: a certificate without its key would block a retry.
-        broker.write_atomic(self.ca_key, _key_pem(key), mode=0o600)
-        broker.write_atomic(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+        write_atomic(self.ca_key, _key_pem(key), mode=0o600)
+        write_atomic(self.ca_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return self.ca_cert
 
     def adopt_ca(self, cert_path: Path, key_path: Path) -> tuple[Path, Path]:
@@ -180,7 +175,7 @@ class HotelPki:
                 f"{self.ca_cert} holds another CA, which provisioned devices trust;"
                 " move the directory away to start over (and re-provision every device)"
             )
-        broker.write_atomic(self.ca_cert, pem, mode=0o644)
+        write_atomic(self.ca_cert, pem, mode=0o644)
         return self.ca_cert, key_path
 
     def issue_server(
@@ -223,10 +218,8 @@ class HotelPki:
             .add_extension(authority, critical=False)
             .sign(signer, hashes.SHA256())
         )
-        broker.write_atomic(self.server_key, _key_pem(key), mode=0o640)
-        broker.write_atomic(
-            self.server_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644
-        )
+        write_atomic(self.server_key, _key_pem(key), mode=0o640)
+        write_atomic(self.server_cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
         return ServerCertificate(
             self.ca_cert, self.server_cert, self.server_key, tuple(names), not_after
         )

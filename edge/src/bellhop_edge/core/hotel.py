@@ -25,8 +25,7 @@ from bellhop_devices.messages import (
     Telemetry,
 )
 
-from bellhop_edge.errors import Conflict, NotFound
-from bellhop_edge.model import (
+from bellhop_edge.core.model import (
     Connectivity,
     DesiredState,
     Device,
@@ -35,6 +34,7 @@ from bellhop_edge.model import (
     Room,
     TelemetryPoint,
 )
+from bellhop_edge.errors import Conflict, NotFound
 
 
 # Changes the core reports; the driver persists and publishes them.

@@ -22,11 +22,15 @@ __all__ = [
     "CommandResult",
     "CommandStatus",
     "Connectivity",
+    "ConnectivityChange",
     "DesiredState",
     "Device",
     "DeviceEvent",
     "DeviceKind",
     "EventKind",
+    "GatewayStatus",
+    "LiveEvent",
+    "LiveItem",
     "ReportedState",
     "Room",
     "TelemetryPoint",
@@ -144,3 +148,35 @@ class CommandResult:
     result: Mapping[str, Any] | None = None
     error: str | None = None
     completed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectivityChange:
+    """A device went online or offline at `ts` (gateway time)."""
+
+    device_id: str
+    connectivity: Connectivity
+    ts: int
+
+
+# What live watchers are told, and the room it happened in (None: no room).
+LiveItem = TelemetryPoint | ReportedState | DeviceEvent | ConnectivityChange | Alert | CommandResult
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    item: LiveItem
+    room_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """The gateway's health, as the LAN API reports it."""
+
+    hotel_id: str
+    broker_connected: bool
+    devices_online: int
+    devices_total: int
+    rejected: Mapping[str, int]
+    accepted: int
+    started_at: int

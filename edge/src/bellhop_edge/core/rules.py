@@ -1,12 +1,13 @@
 """Alert rules: a sans-I/O engine fed readings, events and liveness.
 
-    engine = RuleEngine(RulesConfig(), raised=book.conditions())
+    engine = RuleEngine(config.rules, raised=book.conditions())
     for action in engine.on_telemetry(point, now_ms):
         ...  # RaiseAlert / ClearAlert -> AlertBook -> store writer
 
 The engine remembers which conditions it has raised, so it answers each
 transition once, and applies hysteresis so that a reading hovering at a
-threshold does not flap. It never reads a clock: every call takes `now_ms`,
+threshold does not flap. Its thresholds are `config.RulesConfig`, validated
+there once. It never reads a clock: every call takes `now_ms`,
 and `tick(now_ms)` drives the door-left-open timers. Every rule, its default
 and its hysteresis are in docs/alert-rules.md.
 """
@@ -17,7 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bellhop_edge.model import (
+from bellhop_edge.config import RulesConfig
+from bellhop_edge.core.model import (
     AlertKind,
     AlertSeverity,
     Connectivity,
@@ -27,7 +29,7 @@ from bellhop_edge.model import (
     TelemetryPoint,
 )
 
-__all__ = ["Action", "ClearAlert", "RaiseAlert", "RuleEngine", "RulesConfig"]
+__all__ = ["Action", "ClearAlert", "RaiseAlert", "RuleEngine"]
 
 TEMPERATURE = "temperature"
 GAS_PPM = "gas_ppm"
@@ -41,35 +43,6 @@ SEVERITY: Mapping[AlertKind, AlertSeverity] = {
     AlertKind.BATTERY_LOW: AlertSeverity.WARNING,
     AlertKind.DEVICE_OFFLINE: AlertSeverity.WARNING,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RulesConfig:
-    """Thresholds of every rule; the same for every room of the hotel."""
-
-    temperature_min_c: float = 16.0
-    temperature_max_c: float = 28.0
-    # Back inside the range by this much before the alert clears.
-    temperature_hysteresis_c: float = 0.5
-    gas_ppm_max: float = 400.0
-    gas_hysteresis_ppm: float = 50.0
-    door_open_max_s: float = 300.0
-    battery_low_pct: float = 15.0
-    # A new battery, not a reading that wobbles by a percent, clears it.
-    battery_hysteresis_pct: float = 5.0
-
-    def __post_init__(self) -> None:
-        hysteresis = (
-            self.temperature_hysteresis_c,
-            self.gas_hysteresis_ppm,
-            self.battery_hysteresis_pct,
-        )
-        if min(hysteresis) < 0:
-            raise ValueError("hysteresis must not be negative")
-        if self.temperature_max_c - self.temperature_min_c <= 2 * self.temperature_hysteresis_c:
-            raise ValueError("the temperature range must be wider than twice its hysteresis")
-        if self.door_open_max_s <= 0 or self.gas_ppm_max <= 0:
-            raise ValueError("door_open_max_s and gas_ppm_max must be positive")
 
 
 @dataclass(frozen=True, slots=True)

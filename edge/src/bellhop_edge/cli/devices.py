@@ -248,8 +248,8 @@ def _reload(args: argparse.Namespace) -> Reload | None:
 
 
 def _provisioner(args: argparse.Namespace, config: EdgeConfig, store: EdgeStore) -> Provisioner:
-    from bellhop_edge.pki import LOOPBACK_HOSTS, HotelPki
     from bellhop_edge.provisioning import BrokerEndpoint, BrokerFiles, Provisioner
+    from bellhop_edge.provisioning.pki import LOOPBACK_HOSTS, HotelPki
 
     broker_dir = _broker_dir(args, config)
     files = BrokerFiles(
@@ -294,8 +294,7 @@ Operation = Callable[["Provisioner", "SiteSettings"], int]
 
 def _run(args: argparse.Namespace, operation: Operation) -> int:
     """Run `operation(provisioner, site)`, turning the domain's errors into messages."""
-    from bellhop_edge.errors import EdgeError
-    from bellhop_edge.provisioning import ReloadFailedError
+    from bellhop_edge.errors import EdgeError, ReloadFailedError
     from bellhop_edge.store import EdgeStore
 
     config = _load(args.config)
@@ -352,8 +351,10 @@ def _reload_note(args: argparse.Namespace) -> None:
 
 # -- handlers -----------------------------------------------------------------------------
 def _ca(args: argparse.Namespace) -> int:
-    from bellhop_edge import broker
-    from bellhop_edge.pki import DEFAULT_SERVER_DAYS, LOOPBACK_HOSTS, HotelPki, PkiError
+    from bellhop_edge.errors import PkiError
+    from bellhop_edge.files import write_atomic
+    from bellhop_edge.provisioning import broker_files as broker
+    from bellhop_edge.provisioning.pki import DEFAULT_SERVER_DAYS, LOOPBACK_HOSTS, HotelPki
 
     config = _load(args.config)
     broker_dir = _broker_dir(args, config)
@@ -389,7 +390,7 @@ def _ca(args: argparse.Namespace) -> int:
         run_as=args.mosquitto_user,
     )
     path = broker_dir / "mosquitto.conf"
-    broker.write_atomic(path, conf, mode=0o640)
+    write_atomic(path, conf, mode=0o640)
     print(f"broker config: {path} (restart Mosquitto to load a new certificate or listener)")
     return 0
 
@@ -448,7 +449,8 @@ def _read_csv(path: Path) -> list[Any]:
 
     from bellhop_devices.messages import DeviceKind
 
-    from bellhop_edge.provisioning import InvalidDeviceError, NewDevice
+    from bellhop_edge.errors import InvalidDeviceError
+    from bellhop_edge.provisioning import NewDevice
 
     out = []
     with path.open(newline="") as handle:
