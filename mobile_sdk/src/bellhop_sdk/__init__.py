@@ -1,1 +1,3 @@
-"""Bellhop mobile SDK."""
+"""Bellhop mobile SDK: one client for the hotel LAN and the cloud (not built yet)."""
+
+__all__: list[str] = []
