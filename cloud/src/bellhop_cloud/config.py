@@ -1,30 +1,51 @@
-"""Typed configuration of the relay, loaded once from a TOML file and the environment.
+"""Typed configuration of the relay: a TOML file, the environment, overrides.
 
-Precedence: explicit overrides (command-line flags), then the environment
-(`BELLHOP_CLOUD_*`), then the file, then defaults. The
-result is frozen and passed down; nothing reads the environment later.
+    config = load_config(Path("relay.toml"), port=9000)
+
+Precedence: explicit overrides (keyword arguments, command-line flags), then
+the environment (`BELLHOP_CLOUD_<FIELD>`), then the file (pydantic-settings'
+TOML source, keys as the field names), then the defaults. Loaded once, frozen
+and passed down; nothing reads the environment later. Combinations that
+`bellhop cloud run` could not use are refused here, each error naming its
+fields. Every key is listed in docs/cloud-api.md, "Running".
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from bellhop_cloud.errors import ConfigError
 
 ENV_PREFIX = "BELLHOP_CLOUD_"
 MAX_ACCESS_TOKEN_TTL_S = 900
+# argon2 needs at least 8 KiB of memory per lane; below that hashing fails.
+ARGON2_MIN_KIB_PER_LANE = 8
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class RateLimitBackend(StrEnum):
     MEMORY = "memory"  # one process: the embedded default
     REDIS = "redis"  # several relay nodes share counters
+
+
+# The file being loaded; pydantic-settings takes a TOML file from the class,
+# and one class serves every file (see `load_config`).
+_toml_file: ContextVar[Path | None] = ContextVar("bellhop_cloud_toml_file", default=None)
 
 
 class RelayConfig(BaseSettings):
@@ -54,7 +75,7 @@ class RelayConfig(BaseSettings):
 
     # argon2id; the defaults are RFC 9106's second recommended option.
     password_time_cost: int = Field(default=3, ge=1)
-    password_memory_kib: int = Field(default=64 * 1024, ge=8)
+    password_memory_kib: int = Field(default=64 * 1024, ge=ARGON2_MIN_KIB_PER_LANE)
     password_parallelism: int = Field(default=4, ge=1)
 
     login_account_limit: int = Field(default=5, ge=1, description="failed logins per window")
@@ -81,37 +102,109 @@ class RelayConfig(BaseSettings):
             ("postgres://", "postgresql+asyncpg://"),
         ):
             if url.startswith(plain):
-                return driver + url[len(plain) :]
-        if url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            return url
-        msg = "database_url must start with sqlite:// or postgresql://"
-        raise ValueError(msg)
+                url = driver + url[len(plain) :]
+                break
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        # The store pools connections and the device reader opens its own: an
+        # in-memory database would be a different, empty one for each.
+        if url.startswith("sqlite") and _sqlite_database(url) in {"", ":memory:"}:
+            raise ValueError("in-memory SQLite cannot be shared; give a file, sqlite:///FILE")
+        return url
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(_REDIS_SCHEMES):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return url
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Refuse combinations the relay would fail on later or silently ignore."""
+        problems: list[str] = []
+        if self.rate_limit_backend is RateLimitBackend.REDIS and self.redis_url is None:
+            problems.append('redis_url: required when rate_limit_backend is "redis"')
+        if self.refresh_token_ttl_s <= self.access_token_ttl_s:
+            problems.append(
+                f"refresh_token_ttl_s ({self.refresh_token_ttl_s}) must be longer than"
+                f" access_token_ttl_s ({self.access_token_ttl_s})"
+            )
+        if self.database_schema is not None and self.is_sqlite:
+            problems.append("database_schema: PostgreSQL only, but database_url is SQLite")
+        lanes_kib = ARGON2_MIN_KIB_PER_LANE * self.password_parallelism
+        if self.password_memory_kib < lanes_kib:
+            problems.append(
+                f"password_memory_kib ({self.password_memory_kib}) must be at least"
+                f" {ARGON2_MIN_KIB_PER_LANE} per password_parallelism lane ({lanes_kib})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: overrides, then the environment, then the file.
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
+        return (init_settings, env_settings, toml)
+
+
+def _sqlite_database(url: str) -> str:
+    """The database part of a SQLite URL: `sqlite+aiosqlite:///x.db?mode=ro` gives `x.db`."""
+    rest = url.partition("://")[2].partition("?")[0]
+    return rest.removeprefix("/")
+
+
+@contextmanager
+def _reading(path: Path | None) -> Iterator[None]:
+    token = _toml_file.set(path)
+    try:
+        yield
+    finally:
+        _toml_file.reset(token)
+
 
 def load_config(path: Path | None = None, **overrides: Any) -> RelayConfig:
-    """Read `path` (TOML, keys as the field names) and the environment.
+    """Read `path` (TOML), apply the environment and `overrides`, validate.
 
-    Raises ConfigError with every problem listed, never a traceback.
+    Raises `ConfigError` listing every problem, each naming its field, never a traceback.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values.update(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
     try:
-        if any(key.startswith(ENV_PREFIX) for key in os.environ):
-            from_env = RelayConfig()
-            values.update(from_env.model_dump(include=from_env.model_fields_set))
-        values.update(overrides)
-        return RelayConfig(**values)
+        with _reading(path):
+            return RelayConfig(**overrides)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8 only
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from exc
+        raise ConfigError(_describe(exc, path, overrides)) from None
+
+
+def _describe(exc: ValidationError, path: Path | None, overrides: dict[str, Any]) -> str:
+    """One line, as `bellhop cloud` prints it: `invalid configuration: port: ...; ...`."""
+    # A bad value from the environment is named by its variable: it is not in the file.
+    from_env = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in error["loc"])
+        variable = ENV_PREFIX + field.upper()
+        if field in RelayConfig.model_fields and field not in overrides and variable in from_env:
+            field += f" (from {variable})"
+        # Errors of a combination carry no location; their message names the fields.
+        problems.append(f"{field}: {message}" if field else message)
+    where = f"{path}: " if path else ""
+    return f"{where}invalid configuration: {'; '.join(problems)}"
