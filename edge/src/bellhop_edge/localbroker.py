@@ -2,8 +2,8 @@
 
 Used by the demo, the tests and the benchmarks: `MosquittoBroker` runs the
 real Mosquitto on a free loopback port with the password file and ACL that
-`bellhop_edge.provisioning.broker_files` renders, so what is tested is what ships. Production
-runs Mosquitto under systemd instead (deploy/).
+`bellhop_edge.provisioning.broker_files` renders, so what is tested is what
+ships. Production runs Mosquitto under systemd instead (deploy/).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Credentials:
 
 
 class MosquittoBroker:
-    """One mosquitto process; accounts are rendered by `bellhop_edge.broker`."""
+    """One mosquitto process; accounts are rendered by `provisioning.broker_files`."""
 
     host = "127.0.0.1"
 

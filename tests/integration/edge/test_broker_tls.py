@@ -1,22 +1,10 @@
-"""The broker's TLS as `bellhop devices ca` sets it up, on a real Mosquitto.
-
-`ProvisionedBroker` runs Mosquitto with exactly the mosquitto.conf that the
-command renders (listening on loopback here) and records its pid where
-`--broker-pid-file` reads it, so the tests exercise the files that ship.
-"""
+"""The broker's TLS as `bellhop devices ca` sets it up, on a real Mosquitto."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import gc
-import getpass
-import io
-import subprocess
-import warnings
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
@@ -24,153 +12,23 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel, DeviceKind, Status
 from bellhop_devices.sim import SimulatedHotel, load_provisioning
-from bellhop_edge.localbroker import MOSQUITTO, stop_process
 from bellhop_edge.provisioning import broker_files as broker
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from bellhop_cli.main import build_parser
+from tests.integration.edge.broker_helpers import (
+    ProvisionedBroker,
+    connect_error,
+    gateway_broker,
+    run_cli,
+    wait_accepted,
+)
 from tests.integration.edge.conftest import wait_until
-from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
+from tests.support.mosquitto import require_mosquitto
 
-
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str | Path) -> CliResult:
-    """`bellhop devices …` in-process, parsed by the `bellhop` command itself."""
-    args = build_parser().parse_args(["devices", *(str(a) for a in argv)])
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = args.handler(args)
-    return CliResult(code, out.getvalue(), err.getvalue())
-
-
-class ProvisionedBroker:
-    """A gateway's data directory with a broker configured by `bellhop devices ca`."""
-
-    host = "127.0.0.1"
-
-    def __init__(self, root: Path, hotel_id: str) -> None:
-        self.hotel_id = hotel_id
-        self.config = root / "edge.toml"
-        self.data_dir = root / "edge"
-        self.config.write_text(f'hotel_id = "{hotel_id}"\ndata_dir = "{self.data_dir}"\n')
-        self.broker_dir = self.data_dir / "broker"
-        self.tls_dir = self.broker_dir / "tls"
-        self.pid_file = root / "mosquitto.pid"
-        self.log = root / "mosquitto.log"
-        self.port = free_port()
-        self.tls_port = free_port()
-        self.bundles = root / "bundles"
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def ca(self, *extra: str | Path) -> CliResult:
-        result = run_cli(
-            "ca",
-            "--config",
-            self.config,
-            "--hosts",
-            "gateway.test.lan",
-            "--plain-port",
-            str(self.port),
-            "--tls-port",
-            str(self.tls_port),
-            "--tls-bind",
-            self.host,
-            "--mosquitto-user",
-            getpass.getuser(),
-            *extra,
-        )
-        assert result.code == 0, result.err
-        return result
-
-    def devices(self, command: str, *argv: str | Path, reload: bool = True) -> CliResult:
-        """A `bellhop devices` command that changes accounts, reloading this broker."""
-        how = ("--broker-pid-file", self.pid_file) if reload else ("--no-reload",)
-        bundle = ("--out", self.bundles, "--broker-host", self.host, "--broker-port")
-        bundle_args = (*bundle, str(self.tls_port)) if command in {"add", "rotate"} else ()
-        return run_cli(command, "--config", self.config, *how, *bundle_args, *argv)
-
-    def start(self) -> None:
-        conf = self.broker_dir / "mosquitto.conf"
-        run_conf = self.broker_dir / "mosquitto.test.conf"
-        run_conf.write_text(conf.read_text() + f"log_dest file {self.log}\nlog_type all\n")
-        # An empty password file and ACL until the first account (mosquitto needs both).
-        for name in ("passwd", "acl"):
-            (self.broker_dir / name).touch()
-        self._proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(run_conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
-        try:
-            wait_for_port(self.host, self.tls_port)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()}") from None
-
-    def stop(self) -> None:
-        stop_process(self._proc)
-        self._proc = None
-
-    def gateway_password(self) -> str:
-        return (self.broker_dir / "gateway.secret").read_text().strip()
-
-    def client(
-        self, username: str, password: str, *, ca: Path | None = None, **kwargs: object
-    ) -> aiomqtt.Client:
-        """Over TLS, verifying the broker against `ca` (default: the hotel CA)."""
-        tls = aiomqtt.TLSParameters(ca_certs=str(ca or self.tls_dir / "ca.crt"))
-        return aiomqtt.Client(
-            self.host,
-            self.tls_port,
-            username=username,
-            password=password,
-            tls_params=tls,
-            timeout=5,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-
-@pytest.fixture
-def gateway_broker(tmp_path: Path, hotel_id: str) -> Iterator[ProvisionedBroker]:
-    """`devices ca` and `devices gateway` done, the broker running on their files."""
-    require_mosquitto()
-    gb = ProvisionedBroker(tmp_path, hotel_id)
-    gb.ca()
-    gb.start()
-    try:
-        result = gb.devices("gateway")
-        assert result.code == 0, result.err
-        yield gb
-    finally:
-        gb.stop()
-
-
-async def connect_error(client: aiomqtt.Client) -> str:
-    """Why connecting fails (the test fails if it succeeds)."""
-    try:
-        async with client:
-            pass
-    except aiomqtt.MqttError as exc:
-        error = str(exc)
-    else:
-        pytest.fail("the connection was accepted")
-    # paho-mqtt 2.2 leaves the socket of a failed TLS handshake to the garbage
-    # collector; collect it here rather than as a warning in some later test,
-    # once the loop has dropped the executor future that still holds it.
-    del client
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        await asyncio.sleep(0.01)
-        gc.collect()
-    return error
+__all__ = ["gateway_broker"]  # the fixture, imported for the tests below
 
 
 def _other_ca(path: Path) -> Path:
@@ -258,8 +116,9 @@ async def test_operator_ca_signs_the_broker_certificate(tmp_path: Path, hotel_id
     gb.start()
     try:
         assert gb.devices("gateway").code == 0
-        async with gb.client(f"gateway-{hotel_id}", gb.gateway_password(), ca=own_ca):
-            pass
+        await wait_accepted(
+            lambda: gb.client(f"gateway-{hotel_id}", gb.gateway_password(), ca=own_ca)
+        )
     finally:
         gb.stop()
 
@@ -345,8 +204,10 @@ async def test_gateway_takes_a_burst_over_tls_whole(gateway_broker: ProvisionedB
     )
     assert result.code == 0, result.err
     spec = load_provisioning(gb.bundles / "r101-env.json").devices[0]
-    assert spec.username is not None
-    assert spec.password is not None
+    username, password = spec.username, spec.password
+    assert username is not None
+    assert password is not None
+    await wait_accepted(lambda: gb.client(username, password))  # once the reload applies
     config = load_config(
         gb.config,
         overrides={
@@ -365,7 +226,7 @@ async def test_gateway_takes_a_burst_over_tls_whole(gateway_broker: ProvisionedB
     topic = codec.topic(gb.hotel_id, "r101-env", Channel.TELEMETRY)
     async with Gateway(config) as gateway:
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
-        async with gb.client(spec.username, spec.password) as device:
+        async with gb.client(username, password) as device:
             for seq in range(1, total + 1):
                 payload = b'{"v":1,"ts":%d,"seq":%d,"metrics":{"humidity":40}}' % (base + seq, seq)
                 await device.publish(topic, payload, qos=0 if seq < total else 1)
