@@ -1,4 +1,5 @@
-"""A real Mosquitto for the device simulator's tests, plus an edge-side listener."""
+"""A real Mosquitto for the device simulator's tests, an edge-side listener,
+and waits on conditions (each with a deadline) instead of fixed sleeps."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import contextlib
 import re
 import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,39 +15,17 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from bellhop_devices import codec
-from bellhop_devices.messages import DeviceMessage
+from bellhop_devices.messages import Channel, DeviceMessage
 from bellhop_devices.sim import Broker
+from bellhop_edge.localbroker import MOSQUITTO, stop_process
 
-MOSQUITTO = Path("/usr/sbin/mosquitto")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"mosquitto did not listen on {port} within {timeout_s} s")
-
-
-def free_port() -> int:
-    return _free_port()
+from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
 
 
 @contextlib.contextmanager
 def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Broker]:
-    """A Mosquitto listening on 127.0.0.1:`port`, killed on exit."""
-    if not MOSQUITTO.exists():
-        pytest.fail(f"{MOSQUITTO} is missing: install the mosquitto package")
+    """A Mosquitto listening on 127.0.0.1:`port`, stopped on exit."""
+    require_mosquitto()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
     conf.write_text(
@@ -55,25 +33,40 @@ def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Br
         f"set_tcp_nodelay true\n{extra_conf}",
         encoding="utf-8",
     )
-    with (workdir / "mosquitto.log").open("ab") as log:
-        proc = subprocess.Popen([str(MOSQUITTO), "-c", str(conf)], stdout=log, stderr=log)
+    log_path = workdir / "mosquitto.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         try:
-            _wait_listening(port, proc)
+            wait_for_port("127.0.0.1", port, timeout=5.0)
+            # Whatever answered, it was not this broker if it has already exited.
+            if proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {proc.returncode}; see {log_path}")
             yield Broker(host="127.0.0.1", port=port)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Poll `predicate` until it holds; fail the test if it does not within `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"not {what} within {timeout_s} s")
+
+
+async def subscribe(client: aiomqtt.Client, topic_filters: list[str]) -> None:
+    """Subscribe at QoS 1; returns once the SUBACK has granted every filter."""
+    granted = await client.subscribe([(topic_filter, 1) for topic_filter in topic_filters])
+    assert list(granted) == [1] * len(topic_filters), f"SUBACK granted {granted}"
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """Mosquitto on a free loopback port, anonymous clients allowed, no persistence."""
     with run_mosquitto(
-        tmp_path_factory.mktemp("mosquitto"), _free_port(), "allow_anonymous true\n"
+        tmp_path_factory.mktemp("mosquitto"), free_port(), "allow_anonymous true\n"
     ) as running:
         yield running
 
@@ -102,25 +95,45 @@ class EdgeListener:
     hotel_id: str
     pending: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    markers: int = 0
 
     def put(self, received: Received) -> None:
         self.pending.append(received)
         self.arrived.set()
 
-    async def next(
-        self, match: Callable[[Received], bool] = lambda r: True, timeout_s: float = 5.0
-    ) -> Received:
-        """The oldest message not taken yet that matches (others stay pending)."""
+    async def _index(self, match: Callable[[Received], bool], timeout_s: float) -> int:
         async with asyncio.timeout(timeout_s):
             while True:
                 for index, received in enumerate(self.pending):
                     if match(received):
-                        return self.pending.pop(index)
+                        return index
                 self.arrived.clear()
                 await self.arrived.wait()
 
-    def clear(self) -> None:
-        self.pending.clear()
+    async def next(
+        self, match: Callable[[Received], bool] = lambda r: True, timeout_s: float = 5.0
+    ) -> Received:
+        """The oldest message not taken yet that matches (others stay pending)."""
+        return self.pending.pop(await self._index(match, timeout_s))
+
+    async def barrier(self, timeout_s: float = 5.0) -> list[Received]:
+        """Take every message the broker routed here before now, in order.
+
+        Publishes a marker to a topic this listener subscribes to and waits
+        for it: the broker forwards to one subscriber in the order it routed,
+        so whatever was published before the marker arrives before it. This
+        is how a test shows that something did not happen.
+        """
+        self.markers += 1
+        marker_topic = codec.topic(self.hotel_id, "test-marker", Channel.EVENT)
+        payload = f"marker-{self.markers}".encode()
+        await self.publish(marker_topic, payload)
+        index = await self._index(
+            lambda r: r.topic == marker_topic and r.payload == payload, timeout_s
+        )
+        before = self.pending[:index]
+        del self.pending[: index + 1]
+        return before
 
     async def publish(self, topic: str, payload: bytes) -> None:
         await self.client.publish(topic, payload, qos=1)
@@ -135,8 +148,7 @@ async def edge(broker: Broker, hotel_id: str) -> AsyncIterator[EdgeListener]:
         timeout=5,
         socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     ) as client:
-        for topic_filter in codec.subscriptions(hotel_id):
-            await client.subscribe(topic_filter, qos=1)
+        await subscribe(client, codec.subscriptions(hotel_id))
         listener = EdgeListener(client, hotel_id)
 
         async def pump() -> None:

@@ -19,7 +19,9 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Ack, AckStatus, Channel, Command, DeviceKind, Status
 from bellhop_devices.sim import Broker, Link, SimulatedDevice, SimulatedHotel, load_provisioning
 
-from .conftest import free_port, run_mosquitto
+from tests.support.mosquitto import free_port
+
+from .conftest import run_mosquitto, subscribe, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -131,8 +133,7 @@ async def test_provisioned_devices_connect_over_tls_with_their_own_credentials(
             ) as edge,
             hotel,
         ):
-            for topic_filter in codec.subscriptions(hotel_id):
-                await edge.subscribe(topic_filter, qos=1)
+            await subscribe(edge, codec.subscriptions(hotel_id))
             light = hotel.devices["r101-light"]
             await light.wait_online()
             await hotel.devices["r101-door_lock"].wait_online()
@@ -158,36 +159,40 @@ async def test_provisioned_devices_connect_over_tls_with_their_own_credentials(
             assert births == {"r101-light", "r101-door_lock"}
             assert ack == Ack("r101-light", "c-tls-1", AckStatus.OK, {"on": True, "brightness": 30})
             refused = hotel.devices["r102-light"]
-            assert refused.link in (Link.CONNECTING, Link.BACKING_OFF)
+            await wait_until(lambda: refused.link is Link.BACKING_OFF, "refused and backing off")
             assert refused.stats.connects == 0
-
-
-def _online(device: SimulatedDevice) -> bool:
-    return device.link is Link.ONLINE
 
 
 async def test_device_waits_for_a_late_broker_and_rides_out_a_restart(
     tmp_path: Path, hotel_id: str
 ) -> None:
     port = free_port()
+    failed_attempts = 0
+
+    def counted_delays() -> Iterator[float]:
+        # The device asks for a delay after every attempt that failed.
+        nonlocal failed_attempts
+        for delay in no_delay():
+            failed_attempts += 1
+            yield delay
+
     device = SimulatedDevice(
         hotel_id=hotel_id,
         device_id="r101-thermostat",
         kind=DeviceKind.THERMOSTAT,
         broker=Broker(port=port),
         interval_s=0.1,
-        reconnect_delays=no_delay,
+        reconnect_delays=counted_delays,
         timeout_s=2,
     )
     async with device:
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: failed_attempts >= 3, "three failed connection attempts")
         assert device.link in (Link.CONNECTING, Link.BACKING_OFF)
+        assert device.stats.connects == 0
         with run_mosquitto(tmp_path / "first", port, "allow_anonymous true\n"):
             await device.wait_online(5)
         # Broker gone: the device notices and keeps trying.
-        async with asyncio.timeout(5):
-            while _online(device):
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: device.link is not Link.ONLINE, "offline after the broker stopped")
         with run_mosquitto(tmp_path / "second", port, "allow_anonymous true\n"):
             await device.wait_online(5)
             assert device.stats.connects == 2

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from bellhop_devices import codec
+from bellhop_devices.codec import parse
 from bellhop_devices.errors import DecodeError
 
 VECTORS = Path(__file__).resolve().parents[3] / "firmware" / "vectors"
@@ -46,7 +47,7 @@ def _damaged(payload: bytes, rng: random.Random) -> bytes:
 
 def _strict(payload: bytes) -> Any:
     try:
-        return codec._strict_load(payload)
+        return parse.strict_load(payload)
     except DecodeError:
         return DecodeError
 
@@ -80,7 +81,7 @@ SPECIAL = [
 
 @pytest.mark.parametrize("payload", SPECIAL)
 def test_special_cases_agree(payload: bytes) -> None:
-    fast = codec._fast_load(payload)
+    fast = parse.fast_load(payload)
     if fast is not None:
         assert _typed(fast) == _typed(_strict(payload))
 
@@ -90,7 +91,7 @@ def test_vectors_and_damaged_variants_agree() -> None:
     answered = 0
     for payload in _payloads():
         for candidate in [payload] + [_damaged(payload, rng) for _ in range(40)]:
-            fast = codec._fast_load(candidate)
+            fast = parse.fast_load(candidate)
             if fast is None:
                 continue
             answered += 1
