@@ -204,6 +204,10 @@ class StoreConfig(_Section):
     # The database never grows past this; writes beyond it fail as on a full
     # disk (QoS 1 messages are then not acknowledged). None: the disk's size.
     max_size_mib: int | None = Field(default=None, ge=1)
+    # Receipts of the QoS 1 messages committed last, by which a message the
+    # broker sends again after a crash is recognised (core/replay.py). Must
+    # exceed the broker's in-flight window (1,000 in the generated config).
+    replay_receipts: int = Field(default=10_000, ge=2_000, le=1_000_000)
 
 
 class RoomEntry(_Section):

@@ -48,6 +48,7 @@ from bellhop_edge.core.model import (
     TelemetryPoint,
 )
 from bellhop_edge.core.ops import PutCommand, PutDesired, PutLastSeen
+from bellhop_edge.core.replay import ReplayMemory
 from bellhop_edge.core.rules import RuleEngine
 from bellhop_edge.errors import EdgeError, InvalidRequest
 from bellhop_edge.mqtt import MqttLink
@@ -102,9 +103,9 @@ class Gateway:
             devices=self.store.list_devices(include_unknown=True),
             reported=self.store.load_reported().values(),
             desired=self.store.load_desired().values(),
-            recent_telemetry_ts=self.store.recent_telemetry_ts(),
-            recent_events=self.store.recent_events(),
         )
+        replay = ReplayMemory(tail=config.store.replay_receipts)
+        replay.restore(self.store.receipts(config.store.replay_receipts))
         for entry in config.devices:
             device = self.hotel.register_device(entry.device_id, entry.room_id, entry.kind)
             self.store.upsert_device(device)
@@ -113,6 +114,7 @@ class Gateway:
             self.hotel,
             RuleEngine(config.rules, raised=alerts.conditions()),
             alerts,
+            replay,
             max_payload_bytes=config.mqtt.max_payload_bytes,
         )
         self.writer = StoreWriter(
@@ -124,6 +126,7 @@ class Gateway:
             max_size_bytes=(
                 None if config.store.max_size_mib is None else config.store.max_size_mib << 20
             ),
+            receipts_kept=config.store.replay_receipts,
         )
         self.writer.add_listener(self._on_writer_report)
         await self.writer.start()
@@ -248,7 +251,7 @@ class Gateway:
             payload = str(payload).encode()
         first = self.writer.last_ticket + 1
         effects = self.ingest.receive(
-            message.topic.value, bytes(payload), now_ms(), live=self.bus.active
+            message.topic.value, bytes(payload), message.qos, now_ms(), live=self.bus.active
         )
         self._carry_out(effects)
         if message.qos:

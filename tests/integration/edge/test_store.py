@@ -37,6 +37,7 @@ from bellhop_edge.core.ops import (
     PutDevice,
     PutEvent,
     PutLastSeen,
+    PutMessage,
     PutReported,
     PutTelemetry,
     WriteOp,
@@ -483,7 +484,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
         got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
         assert [(p.ts, p.value) for p in got] == [(T0, 19.0), (T0 + 1, 20.0)]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 
@@ -563,16 +564,50 @@ async def test_a_failing_commit_callback_does_not_strand_the_others(
     assert "store writer callback failed" in caplog.text
 
 
-def test_registry_version_and_newest_times_survive_reopening(db_path: Path, test_name: str) -> None:
+def test_registry_version_and_receipts_survive_reopening(db_path: Path, test_name: str) -> None:
     dev = f"{test_name}-env"
     with EdgeStore.open(db_path) as store:
         assert store.registry_version() == 0
         assert store.bump_registry_version() == 1
-        store.apply(points(dev, T0 + 5, temperature=21.0), points(dev, T0 + 9, humidity=40.0))
+        store.apply(
+            PutMessage(-5, (points(dev, T0 + 5, temperature=21.0),)),
+            points(dev, T0 + 7, temperature=21.5),  # QoS 0: no receipt
+            PutMessage(2**63 - 1, (points(dev, T0 + 9, humidity=40.0),)),
+        )
     with EdgeStore.open(db_path) as store:
         assert store.registry_version() == 1
-        assert store.recent_telemetry_ts() == {dev: {T0 + 5, T0 + 9}}
-        assert store.recent_events() == []
+        assert store.receipts(10) == [-5, 2**63 - 1]
+        assert store.receipts(1) == [2**63 - 1]
+
+
+async def test_a_message_whose_writes_fail_leaves_no_receipt(
+    store: EdgeStore, db_path: Path, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    bad = PutReported(ReportedState(dev, 1, {"t": math.nan}, T0))  # JSON has no NaN
+    async with StoreWriter(db_path) as writer:
+        writer.submit(PutMessage(1, (points(dev, T0, temperature=20.0),)))
+        writer.submit(PutMessage(2, (points(dev, T0 + 1, temperature=21.0), bad)))
+        writer.submit(PutMessage(3, (points(dev, T0 + 2, temperature=22.0),)))
+        await writer.flush()
+    # All or nothing per message: the second one's point is not stored either.
+    got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
+    assert [p.value for p in got] == [20.0, 22.0]
+    assert store.receipts(10) == [1, 3]
+
+
+async def test_the_writer_keeps_only_the_newest_receipts(db_path: Path, test_name: str) -> None:
+    EdgeStore.open(db_path).close()
+    dev = f"{test_name}-env"
+    async with StoreWriter(db_path, receipts_kept=100, checkpoint_interval_s=0.01) as writer:
+        for i in range(1, 501):
+            writer.submit(PutMessage(i, (points(dev, T0 + i, temperature=20.0),)))
+        await writer.flush()
+        with EdgeStore.open(db_path) as store:
+            async with asyncio.timeout(10):
+                while len(store.receipts(1000)) > 100:
+                    await asyncio.sleep(0.01)  # pruned between batches, at a checkpoint
+            assert store.receipts(1000) == list(range(401, 501))
 
 
 def test_live_status_never_brings_back_a_removed_device(db_path: Path) -> None:

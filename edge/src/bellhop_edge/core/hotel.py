@@ -5,13 +5,13 @@ changes they cause (state, telemetry, events, connectivity). It never
 touches a socket or a database: the gateway's driver persists the changes
 through the store writer, evaluates alert rules on them and fans them out
 to live watchers. Reads of current state are served from here, not SQLite.
+Whether a message was seen before is `replay`'s business, asked by `ingest`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -93,24 +93,6 @@ DUPLICATE = "duplicate"
 FUTURE = "timestamp_in_future"
 # Device clocks may run ahead a little; a day ahead is a broken clock or unit.
 MAX_AHEAD_MS = 24 * 3600 * 1000
-# Recent message keys remembered per device to recognise redeliveries: the
-# broker only redelivers what was not acknowledged, a handful per device.
-RECENT_PER_DEVICE = 32
-
-ReplayKey = tuple[object, ...]
-
-
-def event_key(ts: int, kind: str, data: Mapping[str, Any]) -> ReplayKey:
-    return ("e", ts, kind, json.dumps(dict(data), sort_keys=True, separators=(",", ":")))
-
-
-def _replay_key(message: DeviceMessage) -> tuple[int, ReplayKey] | None:
-    """The device time and replay key of a message that could be redelivered and stored twice."""
-    if isinstance(message, Telemetry):
-        return message.ts, ("t", message.ts)
-    if isinstance(message, Event):
-        return message.ts, event_key(message.ts, message.kind.value, message.data)
-    return None
 
 
 class Hotel:
@@ -125,8 +107,6 @@ class Hotel:
         devices: Iterable[Device] = (),
         reported: Iterable[ReportedState] = (),
         desired: Iterable[DesiredState] = (),
-        recent_telemetry_ts: Mapping[str, Iterable[int]] | None = None,
-        recent_events: Iterable[tuple[str, int, str, str]] = (),
     ) -> None:
         self.hotel_id = hotel_id
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
@@ -141,18 +121,6 @@ class Hotel:
         self.latest: dict[tuple[str, str], TelemetryPoint] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
-        # Keys of the newest telemetry and events accepted per device, so that a
-        # message the broker redelivers (its PUBACK was lost in a crash) is
-        # recognised and not stored, or sent to the cloud, twice. A point is
-        # keyed by its time (storage keeps one value per device, metric and
-        # millisecond anyway); an event by time, kind and data, so two real
-        # events in the same millisecond are both kept.
-        self._recent: dict[str, dict[ReplayKey, None]] = {}
-        for device_id, stamps in (recent_telemetry_ts or {}).items():
-            for ts in sorted(stamps)[-RECENT_PER_DEVICE:]:
-                self._remember(device_id, ("t", ts))
-        for device_id, ts, kind, data in recent_events:
-            self._remember(device_id, event_key(ts, kind, json.loads(data)))
 
     # -- registry -----------------------------------------------------------
     def upsert_room(self, room: Room) -> Room:
@@ -291,13 +259,10 @@ class Hotel:
         if device is None or not device.registered:
             return self._unknown(message, device, now)
         self.last_seen[device_id] = now
-        reason = self._screen(message, now)
-        if reason is not None:
-            self.rejected[reason] += 1
-            detail = (
-                "already stored (redelivered)" if reason == DUPLICATE else "a day or more ahead"
-            )
-            return [Rejected(reason, device_id, detail)]
+        ts = message.ts if isinstance(message, Telemetry | Event | StateReport) else None
+        if ts is not None and ts > now + MAX_AHEAD_MS:
+            self.rejected[FUTURE] += 1
+            return [Rejected(FUTURE, device_id, "a day or more ahead")]
         self.accepted += 1
         changes: list[Change] = []
         if device.connectivity is not Connectivity.ONLINE and not (
@@ -334,41 +299,15 @@ class Hotel:
             changes.append(AckReceived(device_id, message))
         return changes
 
-    def _remember(self, device_id: str, key: ReplayKey) -> None:
-        recent = self._recent.get(device_id)
-        if recent is None:
-            recent = self._recent[device_id] = {}
-        recent[key] = None
-        if len(recent) > 2 * RECENT_PER_DEVICE:
-            # Trimmed in bulk, so remembering costs O(1) per message on average.
-            self._recent[device_id] = dict.fromkeys(list(recent)[-RECENT_PER_DEVICE:])
+    def duplicate(self, device_id: str, now: int) -> Rejected:
+        """A registered device's message that was already stored (see `replay`)."""
+        self.last_seen[device_id] = now
+        self.rejected[DUPLICATE] += 1
+        return Rejected(DUPLICATE, device_id, "already stored (redelivered)")
 
-    def forget(self, message: DeviceMessage) -> None:
-        """Take back the replay memory of a message whose writes failed.
-
-        The broker redelivers it (it was not acknowledged), and the copy must
-        then be stored rather than dropped as already stored.
-        """
-        found = _replay_key(message)
-        recent = self._recent.get(message.device_id)
-        if found is not None and recent is not None:
-            recent.pop(found[1], None)
-
-    def _screen(self, message: DeviceMessage, now: int) -> str | None:
-        """Why a device message must not be applied: a replay, or a clock far ahead."""
-        if isinstance(message, StateReport):
-            return FUTURE if message.ts > now + MAX_AHEAD_MS else None
-        found = _replay_key(message)
-        if found is None:
-            return None  # status and acks are idempotent
-        ts, key = found
-        if ts > now + MAX_AHEAD_MS:
-            return FUTURE
-        recent = self._recent.get(message.device_id)
-        if recent is not None and key in recent:
-            return DUPLICATE
-        self._remember(message.device_id, key)
-        return None
+    def is_registered(self, device_id: str) -> bool:
+        device = self.devices.get(device_id)
+        return device is not None and device.registered
 
     def _status(self, device: Device, message: Status, now: int) -> list[Change]:
         changes: list[Change] = []

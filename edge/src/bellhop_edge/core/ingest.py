@@ -1,16 +1,19 @@
 """Ingest: a device message and a time in; write ops and live events out.
 
-    ingest = Ingest(hotel, RuleEngine(config.rules), AlertBook(), max_payload_bytes=8192)
-    effects = ingest.receive(topic, payload, now_ms, live=bus.active)
+    ingest = Ingest(hotel, RuleEngine(config.rules), AlertBook(), ReplayMemory(),
+                    max_payload_bytes=4096)
+    effects = ingest.receive(topic, payload, qos, now_ms, live=bus.active)
     for op in effects.ops: writer.submit(op)
     for event in effects.live: bus.publish(event)
     for ack in effects.acks: commands.on_ack(ack.device_id, ack.ack)
 
-One message goes through the whole core here: the codec decodes it, the
-`Hotel` applies it (registry, state, replay screening, liveness), the
+One message goes through the whole core here: the codec decodes it,
+`ReplayMemory` recognises one that was already stored, the `Hotel` applies
+it (registry, state, liveness), the
 `RuleEngine` evaluates it and the `AlertBook` turns the rules' verdicts into
 alerts. What comes out is data: the ops to commit (each one that the cloud
-must hear about appends its outbox row in the same transaction), the events
+must hear about appends its outbox row in the same transaction; a QoS 1
+message's ops travel as one `PutMessage` with its replay receipt), the events
 for live watchers, the device acks for the command driver, and what is worth
 a log line. No socket, database or clock is touched.
 
@@ -52,10 +55,12 @@ from bellhop_edge.core.ops import (
     PutAlert,
     PutDeviceStatus,
     PutEvent,
+    PutMessage,
     PutReported,
     PutTelemetry,
     WriteOp,
 )
+from bellhop_edge.core.replay import ReplayMemory, replay_key
 from bellhop_edge.core.rules import Action, RaiseAlert, RuleEngine
 
 __all__ = ["Effects", "Ingest"]
@@ -93,18 +98,25 @@ class Ingest:
     """The hotel's core: every device message and clock tick goes through here."""
 
     def __init__(
-        self, hotel: Hotel, rules: RuleEngine, alerts: AlertBook, *, max_payload_bytes: int
+        self,
+        hotel: Hotel,
+        rules: RuleEngine,
+        alerts: AlertBook,
+        replay: ReplayMemory,
+        *,
+        max_payload_bytes: int,
     ) -> None:
         self.hotel = hotel
         self.rules = rules
         self.alerts = alerts
+        self.replay = replay
         self._max_bytes = max_payload_bytes
         self._effects = Effects()
         self._live = False
         self._logged: set[tuple[str, str]] = set()
 
     # -- inputs -------------------------------------------------------------------------
-    def receive(self, topic: str, payload: bytes, now: int, *, live: bool) -> Effects:
+    def receive(self, topic: str, payload: bytes, qos: int, now: int, *, live: bool) -> Effects:
         """One MQTT message as the broker delivered it."""
         fx = self._begin(live)
         try:
@@ -116,7 +128,22 @@ class Ingest:
             self._reject(exc.reason.value, _device_of(topic), exc.detail)
             return fx
         fx.message = message
-        self._apply(self.hotel.apply(message, now), now)
+        hotel, device_id = self.hotel, message.device_id
+        # Only a QoS 1 delivery can come twice: a device that publishes at QoS 0
+        # never sends again, and the broker never resends a QoS 0 message.
+        key = replay_key(message) if qos > 0 else None
+        if key is not None and hotel.is_registered(device_id):
+            if self.replay.seen(device_id, key):
+                self._log_once(hotel.duplicate(device_id, now))
+                return fx
+            accepted = hotel.accepted
+            self._apply(hotel.apply(message, now), now)
+            if hotel.accepted == accepted:
+                return fx  # refused (a clock far ahead): nothing to remember
+            self.replay.remember(device_id, key)
+            fx.ops[:] = [PutMessage(key, tuple(fx.ops))]
+            return fx
+        self._apply(hotel.apply(message, now), now)
         return fx
 
     def tick(self, now: int) -> Effects:
@@ -149,11 +176,14 @@ class Ingest:
         gone = self.hotel.reload_registry(rooms, devices)
         for device_id in gone:
             self.rules.forget(device_id)
+            self.replay.drop_device(device_id)
         return gone
 
     def forget(self, message: DeviceMessage) -> None:
         """Its writes failed: the broker sends it again, and then it must be stored."""
-        self.hotel.forget(message)
+        key = replay_key(message)
+        if key is not None:
+            self.replay.forget(message.device_id, key)
 
     # -- applying changes ---------------------------------------------------------------
     def _begin(self, live: bool) -> Effects:

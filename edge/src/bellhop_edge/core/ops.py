@@ -32,6 +32,7 @@ __all__ = [
     "PutDeviceStatus",
     "PutEvent",
     "PutLastSeen",
+    "PutMessage",
     "PutReported",
     "PutRoom",
     "PutTelemetry",
@@ -119,6 +120,19 @@ class AckOutbox:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class PutMessage:
+    """The writes of one QoS 1 device message and its receipt: all or nothing.
+
+    The receipt (`replay.replay_key`) is committed in the same transaction as
+    the writes, so after a crash the gateway knows exactly which of the
+    messages the broker sends again were already stored.
+    """
+
+    receipt: int
+    ops: tuple[WriteOp, ...]
+
+
 WriteOp = (
     PutTelemetry
     | PutReported
@@ -132,4 +146,5 @@ WriteOp = (
     | PutAlert
     | PutCommand
     | AckOutbox
+    | PutMessage
 )

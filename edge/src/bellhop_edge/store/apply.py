@@ -16,6 +16,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import orjson
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 
@@ -30,6 +31,7 @@ from bellhop_edge.core.ops import (
     PutDeviceStatus,
     PutEvent,
     PutLastSeen,
+    PutMessage,
     PutReported,
     PutRoom,
     PutTelemetry,
@@ -43,6 +45,8 @@ __all__ = ["FINAL_COMMAND", "Applier", "to_json"]
 
 # Commands whose final status must never be overwritten by a later write.
 FINAL_COMMAND: Final = ("succeeded", "failed", "expired")
+# One statement for a whole batch's receipts (see history.py for why json_each).
+_INSERT_RECEIPTS: Final = "INSERT INTO receipts (key) SELECT value FROM json_each(?1) ORDER BY key"
 
 
 def to_json(values: Mapping[str, Any] | None) -> str | None:
@@ -61,24 +65,45 @@ class Applier:
         self.staged_points = 0  # appended to telemetry_recent by this applier
 
     def apply_batch(self, ops: Sequence[WriteOp], now: int) -> None:
-        """Apply ops in order; consecutive telemetry ops become one bulk insert."""
+        """Apply ops in order; consecutive telemetry ops become one bulk insert.
+
+        A `PutMessage` is its ops in order, plus its receipt; receipts are
+        inserted in one statement at the end, in the same transaction.
+        """
         rows: list[tuple[int, int, float]] = []
-        series_id = self.series.id_for
+        receipts: list[int] = []
         for op in ops:
             if isinstance(op, PutTelemetry):
-                for p in op.points:
-                    value = float(p.value)
-                    # JSON (and so the bulk insert) has no NaN or infinity.
-                    if math.isfinite(value):
-                        rows.append((series_id(p.device_id, p.metric), int(p.ts), value))
-                    else:
-                        self.rejected_points += 1
+                self._rows(op, rows)
+                continue
+            if isinstance(op, PutMessage):
+                receipts.append(op.receipt)
+                for inner in op.ops:
+                    if isinstance(inner, PutTelemetry):
+                        self._rows(inner, rows)
+                        continue
+                    if rows:
+                        self._insert(rows, now)
+                        rows = []
+                    self.apply_one(inner, now)
                 continue
             if rows:
                 self._insert(rows, now)
                 rows = []
             self.apply_one(op, now)
         self._insert(rows, now)
+        if receipts:
+            self._conn.execute(_INSERT_RECEIPTS, (orjson.dumps(receipts).decode(),))
+
+    def _rows(self, op: PutTelemetry, rows: list[tuple[int, int, float]]) -> None:
+        series_id = self.series.id_for
+        for p in op.points:
+            value = float(p.value)
+            # JSON (and so the bulk insert) has no NaN or infinity.
+            if math.isfinite(value):
+                rows.append((series_id(p.device_id, p.metric), int(p.ts), value))
+            else:
+                self.rejected_points += 1
 
     def _insert(self, rows: list[tuple[int, int, float]], now: int) -> None:
         history.insert_points(self._conn, rows, outbox_ts=now)
@@ -86,7 +111,7 @@ class Applier:
 
     def apply_one(self, op: WriteOp, now: int) -> None:
         conn = self._conn
-        if isinstance(op, PutTelemetry):
+        if isinstance(op, PutTelemetry | PutMessage):
             self.apply_batch((op,), now)
         elif isinstance(op, PutReported):
             s = op.state

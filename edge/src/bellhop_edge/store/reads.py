@@ -287,32 +287,12 @@ class EdgeStore:
             ).fetchone()
         return int(row[0])
 
-    def recent_telemetry_ts(self, per_series: int = 64) -> dict[str, set[int]]:
-        """Times of the newest stored points per device, to recognise redelivered messages."""
-        recent: dict[str, set[int]] = {}
+    def receipts(self, limit: int) -> list[int]:
+        """The replay keys of the newest `limit` QoS 1 messages committed, oldest first."""
         rows = self._conn.execute(
-            "SELECT series_id, ts FROM telemetry_recent ORDER BY id DESC LIMIT ?",
-            (per_series * 1000,),
+            "SELECT key FROM receipts ORDER BY id DESC LIMIT ?", (limit,)
         ).fetchall()
-        series = dict(self._conn.execute("SELECT series_id, device_id FROM series").fetchall())
-        for series_id, ts in rows:
-            recent.setdefault(series[series_id], set()).add(int(ts))
-        for series_id, device_id in series.items():
-            newest = self._conn.execute(
-                "SELECT ts FROM telemetry WHERE series_id = ? ORDER BY ts DESC LIMIT ?",
-                (series_id, per_series),
-            ).fetchall()
-            recent.setdefault(device_id, set()).update(int(ts) for (ts,) in newest)
-        return recent
-
-    def recent_events(self, limit: int = 20_000) -> list[tuple[str, int, str, str]]:
-        """The newest stored events (device, ts, kind, data as stored), oldest first."""
-        rows = self._conn.execute(
-            "SELECT device_id, ts, kind, coalesce(data, '{}') FROM events"
-            " ORDER BY event_id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [(d, int(ts), k, data) for d, ts, k, data in reversed(rows)]
+        return [int(key) for (key,) in reversed(rows)]
 
     def counts(self) -> StoreCounts:
         one = self._conn.execute

@@ -170,11 +170,17 @@ def _schema_v3(db: Database) -> None:
     db.execute("INSERT INTO registry_state (id, version) VALUES (0, 0)")
 
 
+def _schema_v4(db: Database) -> None:
+    """Replay receipts: the keys of the QoS 1 messages committed last (core/replay.py)."""
+    db.execute("CREATE TABLE receipts (id INTEGER PRIMARY KEY, key INTEGER NOT NULL) STRICT")
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
     _schema_v2,
     _schema_v3,
+    _schema_v4,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -89,6 +89,7 @@ class StoreWriter:
         compact_interval_s: float = 300.0,
         cache_kib: int = 32768,
         max_size_bytes: int | None = None,
+        receipts_kept: int = 10_000,
     ) -> None:
         if max_batch < 1 or max_pending < 1 or max_delay_ms < 0:
             raise ValueError("max_batch and max_pending must be positive, max_delay_ms >= 0")
@@ -101,6 +102,7 @@ class StoreWriter:
             checkpoint_interval_s=checkpoint_interval_s,
             compact_rows=compact_rows,
             compact_interval_s=compact_interval_s,
+            receipts_kept=receipts_kept,
         )
         self._max_pending = max_pending
         self._cache_kib = cache_kib

@@ -66,6 +66,8 @@ class ThreadSettings:
     checkpoint_interval_s: float
     compact_rows: int
     compact_interval_s: float
+    # Replay receipts kept (core/replay.py); older ones are deleted between batches.
+    receipts_kept: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,17 @@ class WriterThread:
         self._maybe_compact()
         self._maybe_checkpoint()
 
+    def _prune_receipts(self) -> None:
+        """Keep the newest `receipts_kept` receipts; run at checkpoints, in its own transaction."""
+        try:
+            with transaction(self._conn):
+                self._conn.execute(
+                    "DELETE FROM receipts WHERE id <= (SELECT max(id) FROM receipts) - ?",
+                    (self._settings.receipts_kept,),
+                )
+        except sqlite3.Error as exc:
+            log.warning("pruning replay receipts failed: %s", exc)
+
     def _maybe_compact(self) -> None:
         """Move staged telemetry into its index, one chunk between two batches."""
         s = self._settings
@@ -265,6 +278,7 @@ class WriterThread:
         if self._dirty and now - self._last_checkpoint >= s.checkpoint_interval_s:
             self._last_checkpoint = now
             self._dirty = False
+            self._prune_receipts()
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error as exc:
