@@ -10,16 +10,10 @@ the outbox, which is what the cloud will receive, exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -27,94 +21,11 @@ import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 
-from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.edge_process import EdgeProcess, until, write_config
+from tests.support.mosquitto import MosquittoBroker
 
 DEVICE = "r101-env"
 TOTAL = 6000
-
-
-def _config(
-    tmp_path: Path, hotel_id: str, mosquitto: MosquittoBroker, username: str, password: str
-) -> Path:
-    config = tmp_path / "edge.toml"
-    config.write_text(
-        f'hotel_id = "{hotel_id}"\ndata_dir = "{tmp_path / "edge"}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'username = "{username}"\npassword = "{password}"\n'
-        "reconnect_min_s = 0.05\nreconnect_max_s = 0.2\n"
-        f'[api]\nlisten = "127.0.0.1:{free_port()}"\n'
-        '[[rooms]]\nroom_id = "101"\nfloor = 1\n'
-        f'[[devices]]\ndevice_id = "{DEVICE}"\nroom_id = "101"\nkind = "environment_sensor"\n'
-    )
-    return config
-
-
-class Gateway:
-    """`bellhop edge run` as a process, and what it has committed so far."""
-
-    def __init__(self, config: Path, database: Path, log: Path) -> None:
-        self._config = config
-        self._database = database
-        self._log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        with self._log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bellhop_cli.main",
-                    "edge",
-                    "run",
-                    "--config",
-                    str(self._config),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(timeout=30)
-
-    def committed(self, *, distinct: bool = False) -> int:
-        """Telemetry events in the outbox: what the gateway has committed."""
-        if not self._database.exists():
-            return 0
-        what = "count(DISTINCT point_ts)" if distinct else "count(*)"
-        db = sqlite3.connect(f"file:{self._database}?mode=ro", uri=True, timeout=5)
-        try:
-            sql = f"SELECT {what} FROM outbox WHERE kind = 3"
-            return int(db.execute(sql).fetchone()[0])
-        except sqlite3.OperationalError:  # not created yet
-            return 0
-        finally:
-            db.close()
-
-    def subscribed(self) -> int:
-        """How many times a gateway has subscribed ("connected to broker" is logged after)."""
-        return self._log.read_text().count("connected to broker") if self._log.exists() else 0
-
-    def log_tail(self) -> str:
-        return self._log.read_text()[-4000:]
-
-
-async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.005)
 
 
 def _counts(database: Path) -> tuple[int, int, int, int]:
@@ -141,8 +52,15 @@ async def test_many_kills_store_and_send_every_message_exactly_once(
     gw = mosquitto.add_gateway(hotel_id)
     dev = mosquitto.add_device(hotel_id, DEVICE)
     mosquitto.reload()
-    config = _config(tmp_path, hotel_id, mosquitto, gw.username, gw.password)
-    gateway = Gateway(config, tmp_path / "edge" / "edge.db", tmp_path / "gateway.log")
+    config = tmp_path / "edge.toml"
+    write_config(
+        config,
+        hotel_id=hotel_id,
+        mosquitto=mosquitto,
+        gateway=gw,
+        devices={DEVICE: "environment_sensor"},
+    )
+    gateway = EdgeProcess(config)
     rng = random.Random(hotel_id)  # the same kill points on every run of this test
     topic = codec.topic(hotel_id, DEVICE, Channel.TELEMETRY)
     base = int(time.time() * 1000) - TOTAL - 10
@@ -172,7 +90,7 @@ async def test_many_kills_store_and_send_every_message_exactly_once(
 
             # The gateway's session must exist before the first message so that
             # the broker queues for it.
-            await _until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
+            await until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
             while seq < TOTAL - 600:
                 # 1. Mid-stream, at a random moment.
                 await publish(rng.randint(50, 400))
@@ -188,19 +106,19 @@ async def test_many_kills_store_and_send_every_message_exactly_once(
                 def drained_to(t: int = target) -> bool:
                     return gateway.committed() >= t
 
-                await _until(drained_to, 60, "draining")
+                await until(drained_to, 60, "draining")
                 gateway.kill()
                 gateway.start()
             await publish(TOTAL - seq)
             assert seq == TOTAL
-            await _until(lambda: gateway.committed(distinct=True) >= TOTAL, 60, "all stored")
+            await until(lambda: gateway.committed(distinct=True) >= TOTAL, 60, "all stored")
             # Then a marker: once it is stored, the broker has nothing older left
             # to send again (a session's unacknowledged messages go first).
             await publish(1)
-            await _until(lambda: gateway.committed(distinct=True) > TOTAL, 60, "marker stored")
+            await until(lambda: gateway.committed(distinct=True) > TOTAL, 60, "marker stored")
     finally:
         gateway.stop()
-    history, history_distinct, outbox, outbox_distinct = _counts(tmp_path / "edge" / "edge.db")
+    history, history_distinct, outbox, outbox_distinct = _counts(gateway.database)
     report = (
         f"{gateway.kills} kills: history {history} rows ({history_distinct} distinct),"
         f" outbox {outbox} rows ({outbox_distinct} distinct), expected {TOTAL + 1}"

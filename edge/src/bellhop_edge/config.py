@@ -81,7 +81,10 @@ class MqttConfig(_Section):
     connect_timeout_s: Seconds = 10.0
     reconnect_min_s: Seconds = 0.5
     reconnect_max_s: Seconds = 30.0
-    max_payload_bytes: int = Field(default=8192, ge=256, le=262144)
+    # The device protocol's limit (4,096 bytes); a gateway may only tighten it.
+    max_payload_bytes: int = Field(
+        default=codec.DEFAULT_MAX_BYTES, ge=256, le=codec.DEFAULT_MAX_BYTES
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import sqlite3
 from collections.abc import Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 # Held messages handled per event-loop turn when the writer has caught up.
 DRAIN_SLICE: Final = 256
 LAST_SEEN_FLUSH_S: Final = 5.0
+# A clean stop: LAN calls in progress may finish; the broker link closes.
+SERVER_GRACE_S: Final = 1.0
+LINK_STOP_S: Final = 5.0
 REGISTRY_POLL_S: Final = 2.0
 
 
@@ -74,7 +78,10 @@ class Gateway:
         self.api_port: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         self._draining = False
+        self._stopping = False
+        self._link_task: asyncio.Task[None] | None = None
         self._server: grpc.aio.Server | None = None
         self.delivery: Delivery[aiomqtt.Message] = Delivery(
             max_pending=config.store.max_pending_ops
@@ -146,7 +153,7 @@ class Gateway:
             on_connection=self.delivery.connected,
         )
         self._server, self.api_port = await start_server(self, config.api, self._authenticator())
-        self._spawn(self.link.run(), "mqtt")
+        self._link_task = self._spawn(self.link.run(), "mqtt")
         self._spawn(self._liveness_loop(), "liveness")
         self._spawn(self._retention_loop(), "retention")
         self._spawn(self._last_seen_loop(), "last-seen")
@@ -169,30 +176,55 @@ class Gateway:
         await self.close()
 
     async def close(self) -> None:
+        """Stop cleanly: refuse new work, commit what was accepted, acknowledge it, disconnect.
+
+        Messages that arrive meanwhile (or were held back) are not
+        acknowledged: the broker keeps them for the next start.
+        """
         if self._closed.is_set():
             return
         self._closed.set()
+        self._stopping = True
         if self._server is not None:
-            await self._server.stop(grace=1.0)
+            await self._server.stop(grace=SERVER_GRACE_S)
         if hasattr(self, "commands"):
             self.commands.cancel_all()
-        for task in self._tasks:
+        others = [t for t in self._tasks if t is not self._link_task]
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*others, return_exceptions=True)
         if hasattr(self, "writer"):
             self._flush_last_seen()
+            # Committed now; the writer's report queues the PUBACKs on the link.
+            with contextlib.suppress(EdgeError):
+                await self.writer.flush()
+        if self._link_task is not None:
+            if self.link.stop():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._link_task), LINK_STOP_S)
+            self._link_task.cancel()
+            await asyncio.gather(self._link_task, return_exceptions=True)
+        if hasattr(self, "writer"):
             await self.writer.close()
         if hasattr(self, "store"):
             self.store.close()
         log.info("gateway for hotel %s stopped", self.config.hotel_id)
 
+    def request_stop(self) -> None:
+        """Ask `run` to stop (SIGTERM, SIGINT): the same clean stop as leaving the context."""
+        self._stop_requested.set()
+
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    async def wait_stop_requested(self) -> None:
+        await self._stop_requested.wait()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"gateway-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -218,6 +250,8 @@ class Gateway:
     # -- ingest ---------------------------------------------------------------------
     def _on_message(self, message: aiomqtt.Message) -> None:
         """Every message from the broker, as paho reads it (see mqtt/_compat.py)."""
+        if self._stopping:
+            return  # not acknowledged: the broker sends it again after the restart
         admission = self.delivery.admit(message, message.qos, self.writer.pending)
         if admission is Admission.HANDLE:
             self._handle(message)
@@ -444,11 +478,18 @@ class Gateway:
 
 
 async def run(config: EdgeConfig) -> None:
-    """Run a gateway until cancelled (Ctrl-C, SIGTERM)."""
+    """Run a gateway until SIGTERM or SIGINT, then stop it cleanly (see `Gateway.close`)."""
+    loop = asyncio.get_running_loop()
     async with Gateway(config) as gateway:
-        # Start-up objects (config, registry, protobuf descriptors) live for the
-        # whole run: keep them out of the collector's way (fewer, shorter pauses).
-        gc.collect()
-        gc.freeze()
-        with contextlib.suppress(asyncio.CancelledError):
-            await gateway.wait_closed()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gateway.request_stop)
+        try:
+            # Start-up objects (config, registry, protobuf descriptors) live for the
+            # whole run: keep them out of the collector's way (fewer, shorter pauses).
+            gc.collect()
+            gc.freeze()
+            await gateway.wait_stop_requested()
+            log.info("stopping: committing and acknowledging what was accepted")
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -89,6 +89,7 @@ class MqttLink:
         self._paho: Any = None  # the paho client of the current socket, for acks
         self._dropping = False
         self._drop_delay = 0.0
+        self._stopping = False
 
     def _set_state(self, state: LinkState) -> None:
         self.state = state
@@ -150,13 +151,16 @@ class MqttLink:
                     async for _ in client.messages:
                         pass
             except aiomqtt.MqttError as exc:
-                if not self._dropping:
+                if not (self._dropping or self._stopping):
                     log.warning("broker connection lost: %s", exc)
             except (OSError, ValueError) as exc:
                 # An unreadable password file or CA: keep trying, it may be fixed.
                 log.error("cannot connect to the broker: %s", exc)
             finally:
                 self._client = None
+            if self._stopping:
+                self._set_state(LinkState.WAITING)
+                return
             self._set_state(LinkState.WAITING)
             delay = max(next(delays), self._drop_delay)
             self._dropping, self._drop_delay = False, 0.0
@@ -174,6 +178,19 @@ class MqttLink:
             return False
         self._dropping, self._drop_delay = True, delay_s
         self.drops += 1
+        _compat.disconnect(client)
+        return True
+
+    def stop(self) -> bool:
+        """Disconnect cleanly (acknowledgements already queued go out first); `run` returns.
+
+        Returns whether there was a connection to close; `run` also returns
+        on its own if it was between connections.
+        """
+        self._stopping = True
+        client = self._client
+        if client is None:
+            return False
         _compat.disconnect(client)
         return True
 
