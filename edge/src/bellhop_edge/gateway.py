@@ -147,7 +147,12 @@ class Gateway:
         )
         self.link = MqttLink(
             config.mqtt,
-            client_id=config.mqtt.client_id or f"bellhop-gateway-{config.hotel_id}",
+            # The broker ties client ids to usernames (broker_files); use it here too.
+            client_id=(
+                config.mqtt.client_id
+                or config.mqtt.username
+                or f"bellhop-gateway-{config.hotel_id}"
+            ),
             subscriptions=codec.subscriptions(config.hotel_id),
             on_message=self._on_message,
             on_connection=self.delivery.connected,

@@ -68,9 +68,13 @@ class MosquittoBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, persistence: bool = False
+    ) -> None:
+        """`persistence`: keep queued messages in `workdir`, saved every second."""
         self.workdir = workdir
         self.port = port or free_port()
+        self.persistence_dir = workdir / "persist" if persistence else None
         self._accounts: dict[str, broker.BrokerAccount] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
@@ -109,18 +113,38 @@ class MosquittoBroker:
         write_atomic(self.workdir / "passwd", broker.render_passwd(accounts))
         write_atomic(self.workdir / "acl", broker.render_acl(accounts))
 
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads the password file and the ACL."""
+    def reload(self, *, timeout: float = 10.0) -> None:
+        """SIGHUP, and wait until Mosquitto has re-read the password file and the ACL.
+
+        It logs "Reloading config." as it reloads; clients it serves after
+        that line are checked against the new files (one thread, in order).
+        """
         assert self._proc is not None
+        before = self.logged("Reloading config.")
         self._proc.send_signal(signal.SIGHUP)
-        time.sleep(0.2)
+        self.wait_logged("Reloading config.", before + 1, timeout=timeout)
+
+    def logged(self, text: str) -> int:
+        """How many times the broker has logged `text`."""
+        return self.log_path.read_text().count(text) if self.log_path.exists() else 0
+
+    def wait_logged(self, text: str, count: int, *, timeout: float = 10.0) -> None:
+        """Wait until `text` has been logged `count` times."""
+        deadline = time.monotonic() + timeout
+        while self.logged(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"mosquitto did not log {text!r} within {timeout} s")
+            time.sleep(0.01)
 
     def start(self) -> None:
         self._write_files()
+        if self.persistence_dir is not None:
+            self.persistence_dir.mkdir(exist_ok=True)
         config = broker.render_config(
             port=self.port,
             password_file=self.workdir / "passwd",
             acl_file=self.workdir / "acl",
+            persistence_dir=self.persistence_dir,
             run_as=getpass.getuser(),
         )
         conf = self.workdir / "mosquitto.conf"
