@@ -20,9 +20,10 @@ from bellhop_edge.localbroker import Credentials, MosquittoBroker
 
 
 @contextmanager
-def broker() -> Iterator[MosquittoBroker]:
+def broker(*, persistence: bool = False) -> Iterator[MosquittoBroker]:
+    """A broker for the load; `persistence` as in production (queue saved every second)."""
     with tempfile.TemporaryDirectory(prefix="bellhop-bench-") as tmp:
-        mq = MosquittoBroker(Path(tmp))
+        mq = MosquittoBroker(Path(tmp), persistence=persistence)
         mq.start()
         try:
             yield mq

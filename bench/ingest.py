@@ -8,7 +8,7 @@ outbox, QoS handling, single SQLite writer). Rates are counted from the first
 message to the last one committed. Prints one JSON object as the last line:
 msgs_per_s, floor_msgs_per_s, ratio, lost.
 
-The gateway reads the broker socket in chunks (bellhop_edge.mqtt), which the
+The gateway reads the broker socket in chunks (bellhop_edge.mqtt._compat), which the
 bare subscriber does not; a second floor with the same read buffer, keys
 chunked_floor_msgs_per_s and ratio_to_chunked_floor, shows what the gateway's
 own work costs apart from how it reads.
@@ -43,6 +43,7 @@ async def _waves(
     per_device: int,
     waves: int,
     received: Callable[[], int],
+    qos: int,
 ) -> tuple[int, float]:
     """Publish `waves` waves of load, each once the previous one is taken.
 
@@ -55,7 +56,8 @@ async def _waves(
     first: float | None = None
     for wave in range(waves):
         load = loop.run_in_executor(
-            None, functools.partial(publish_load, mq, HOTEL, devices, per_device, wave=wave)
+            None,
+            functools.partial(publish_load, mq, HOTEL, devices, per_device, wave=wave, qos=qos),
         )
         deadline = time.monotonic() + 120
         while received() < per_wave * (wave + 1) and time.monotonic() < deadline:
@@ -74,10 +76,11 @@ async def floor(
     waves: int,
     *,
     chunked: bool = False,
+    qos: int = 0,
 ) -> float:
     """A bare aiomqtt subscriber that only counts what it receives.
 
-    `chunked`: with the gateway's socket read buffer (bellhop_edge.mqtt), so
+    `chunked`: with the gateway's socket read buffer (bellhop_edge.mqtt._compat), so
     that the gateway's own work can be told apart from how it reads.
     """
     got = 0
@@ -99,7 +102,7 @@ async def floor(
                 got += 1
 
         counter = asyncio.create_task(count())
-        received, first = await _waves(mq, devices, per_device, waves, lambda: got)
+        received, first = await _waves(mq, devices, per_device, waves, lambda: got, qos)
         last = time.perf_counter()
         counter.cancel()
     await asyncio.gather(counter, return_exceptions=True)
@@ -113,6 +116,8 @@ async def gateway_run(
     per_device: int,
     waves: int,
     workdir: Path,
+    *,
+    qos: int = 0,
 ) -> tuple[float, int]:
     """The gateway taking the same load: decode, state, rules, history, outbox."""
     total = len(devices) * per_device * waves
@@ -141,7 +146,7 @@ async def gateway_run(
     async with Gateway(config) as gateway:
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
         hotel = gateway.hotel
-        accepted, first = await _waves(mq, devices, per_device, waves, lambda: hotel.accepted)
+        accepted, first = await _waves(mq, devices, per_device, waves, lambda: hotel.accepted, qos)
         await gateway.writer.flush()
         last = time.perf_counter()
     with EdgeStore.open(workdir / "edge.db") as store:
@@ -161,21 +166,33 @@ async def main() -> None:
         default="uvloop",
         help="event loop of both the floor and the gateway (production runs uvloop)",
     )
+    parser.add_argument(
+        "--broker-persistence",
+        action="store_true",
+        help="the broker saves its queue every second, as the generated config does",
+    )
+    parser.add_argument(
+        "--qos", type=int, choices=[0, 1], default=0, help="QoS of the load (P1 is QoS 0)"
+    )
     args = parser.parse_args()
     # One wave is 100,000 messages; the full run sustains 5 of them per measurement.
     n_devices, per_device = 20, 5_000
     waves, rounds = (1, 1) if args.quick else (5, 2)
-    with broker() as mq:
+    with broker(persistence=args.broker_persistence) as mq:
         gateway_creds = mq.add_gateway(HOTEL)
         devices = mq.add_devices(HOTEL, [f"env-{i:03d}" for i in range(n_devices)])
         mq.reload()
         floors, chunked, rates, lost = [], [], [], 0
         for _ in range(rounds):
-            floors.append(await floor(mq, gateway_creds, devices, per_device, waves))
-            chunked.append(await floor(mq, gateway_creds, devices, per_device, waves, chunked=True))
+            floors.append(await floor(mq, gateway_creds, devices, per_device, waves, qos=args.qos))
+            chunked.append(
+                await floor(
+                    mq, gateway_creds, devices, per_device, waves, chunked=True, qos=args.qos
+                )
+            )
             with tempfile.TemporaryDirectory(prefix="bellhop-ingest-") as tmp:
                 rate, missing = await gateway_run(
-                    mq, gateway_creds, devices, per_device, waves, Path(tmp)
+                    mq, gateway_creds, devices, per_device, waves, Path(tmp), qos=args.qos
                 )
             rates.append(rate)
             lost += missing
@@ -185,6 +202,8 @@ async def main() -> None:
             "messages": n_devices * per_device * waves,
             "rounds": rounds,
             "loop": args.loop,
+            "qos": args.qos,
+            "broker_persistence": args.broker_persistence,
             "msgs_per_s": round(best),
             "floor_msgs_per_s": round(best_floor),
             "ratio": round(best / best_floor, 3) if best_floor else None,
