@@ -18,9 +18,16 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Ack, Channel
 
 from bellhop_edge.clock import now_ms
-from bellhop_edge.core.commands import CommandBook, CommandRecord, CommandRequest, Finished, Publish
+from bellhop_edge.core.commands import (
+    CommandBook,
+    CommandRecord,
+    CommandRequest,
+    Finished,
+    Publish,
+    command_payload,
+)
 from bellhop_edge.core.model import CommandResult, CommandStatus
-from bellhop_edge.errors import EdgeError, InvalidRequest, Unavailable
+from bellhop_edge.errors import EdgeError, Unavailable
 
 __all__ = ["CommandService", "run_fleet"]
 
@@ -56,8 +63,7 @@ class CommandService:
 
     async def execute(self, request: CommandRequest, *, timeout: float) -> CommandRecord:
         """Send (at most once) and wait for the ack up to `timeout` seconds."""
-        if not request.command_id or len(request.command_id) > 64:
-            raise InvalidRequest("command_id must be 1 to 64 characters")
+        command_payload(request)  # refused here if the device protocol would refuse it
         now = self._clock()
         previous = None if self._book.known(request.command_id) else self._load(request.command_id)
         decision = self._book.begin(request, now, previous=previous)

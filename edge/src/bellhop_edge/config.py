@@ -137,6 +137,9 @@ class CommandsConfig(_Section):
     default_timeout_s: Seconds = 5.0
     max_timeout_s: Seconds = 60.0
     default_ttl_s: Seconds = 30.0
+    # A device remembers the last 64 command ids (docs/device-protocol.md): expiries
+    # are kept short so that an id can never be run again after it is forgotten.
+    max_ttl_s: Seconds = 3600.0
     max_in_flight: int = Field(default=4096, ge=1)
     # Per fleet command: enough to keep a 2,000-device hotel under 2 s, few
     # enough that the broker's and the devices' queues never overflow.
@@ -145,6 +148,7 @@ class CommandsConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         _ordered(self, "default_timeout_s", "max_timeout_s")
+        _ordered(self, "default_ttl_s", "max_ttl_s")
         _ordered(self, "fleet_max_in_flight", "max_in_flight")
         return self
 

@@ -10,6 +10,8 @@ through without a token, so monitoring and tooling work as usual.
 from __future__ import annotations
 
 import contextvars
+import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -29,6 +31,8 @@ from bellhop_edge.errors import (
 )
 
 __all__ = ["SERVICE", "STATUS_CODES", "GatewayInterceptor", "principal", "status_for"]
+
+log = logging.getLogger(__name__)
 
 SERVICE: Final = lan_pb2.DESCRIPTOR.services_by_name["LanService"].full_name
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -50,6 +54,17 @@ def status_for(exc: EdgeError) -> grpc.StatusCode:
         if isinstance(exc, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def _unexpected(method: str) -> str:
+    """Log a bug with its traceback and a reference; the client gets only the reference.
+
+    Called from an `except` block. A Python exception's text can carry
+    internals (paths, values), so it never reaches a client.
+    """
+    reference = secrets.token_hex(4)
+    log.exception("unexpected error in %s (ref %s)", method, reference)
+    return f"internal error (ref {reference}); the gateway's log has the details"
 
 
 def principal() -> Principal:
@@ -90,6 +105,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request, context)
                 except EdgeError as exc:
                     await context.abort(status_for(exc), str(exc))
+                except Exception:
+                    await context.abort(grpc.StatusCode.INTERNAL, _unexpected(details.method))
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
@@ -106,6 +123,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                         yield item
                 except EdgeError as exc:
                     await context.abort(status_for(exc), str(exc))
+                except Exception:
+                    await context.abort(grpc.StatusCode.INTERNAL, _unexpected(details.method))
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,

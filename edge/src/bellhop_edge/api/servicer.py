@@ -1,9 +1,9 @@
 """The LanService: a thin adapter between protobuf and the gateway's domain calls.
 
-Handlers check the caller's role (set by `interceptor`), translate the request,
-call the backend (the `Gateway`, seen through `LanBackend`) and translate the
-answer back. They raise `EdgeError`s; the interceptor turns them into status
-codes.
+Handlers check the caller's role (set by `interceptor`), check and translate
+the request (`validate`: every field, before the gateway sees it), call the
+backend (the `Gateway`, seen through `LanBackend`) and translate the answer
+back. They raise `EdgeError`s; the interceptor turns them into status codes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 
 from bellhop_edge import convert
+from bellhop_edge.api import validate
 from bellhop_edge.api.interceptor import principal
 from bellhop_edge.auth import Role
 from bellhop_edge.bus import EventBus, Lagging
@@ -119,7 +120,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.ListDevicesResponse:
         principal().require(Role.VIEWER, "reading devices")
         devices = self._gw.hotel.list_devices(
-            request.room_id or None, include_unknown=request.include_unknown
+            validate.room_id(request.room_id), include_unknown=request.include_unknown
         )
         return lan_pb2.ListDevicesResponse(devices=[convert.device(d) for d in devices])
 
@@ -128,7 +129,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.GetDeviceResponse:
         principal().require(Role.VIEWER, "reading devices")
         hotel = self._gw.hotel
-        device = hotel.device(request.device_id)
+        device = hotel.device(validate.device_id(request.device_id))
         reported = hotel.reported.get(device.device_id)
         desired = hotel.desired.get(device.device_id)
         return lan_pb2.GetDeviceResponse(
@@ -143,9 +144,13 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.SetDesiredStateResponse:
         who = principal()
         who.require(Role.STAFF, "changing desired state")
+        if request.expected_version < 0:
+            raise InvalidRequest(
+                f"expected_version: must not be negative, got {request.expected_version}"
+            )
         state = self._gw.set_desired(
-            request.device_id,
-            convert.from_struct(request.values),
+            validate.device_id(request.device_id),
+            validate.flat_values(request.values, "values"),
             by=who.subject,
             expected_version=request.expected_version,
         )
@@ -156,15 +161,13 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.SendCommandResponse:
         who = principal()
         who.require(Role.STAFF, "sending commands")
-        if not request.device_id or not request.name:
-            raise InvalidRequest("device_id and name are required")
         ttl, timeout = self._ttl_and_timeout(request, context)
         command = expiring_request(
-            device_id=request.device_id,
-            name=request.name,
-            params=convert.from_struct(request.params),
+            device_id=validate.device_id(request.device_id),
+            name=validate.name(request.name, "name"),
+            params=validate.flat_values(request.params, "params"),
             ttl_s=ttl,
-            command_id=request.command_id or None,
+            command_id=validate.command_id(request.command_id),
             now=now_ms(),
             requested_by=who.subject,
         )
@@ -176,29 +179,31 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.SendFleetCommandResponse:
         who = principal()
         who.require(Role.STAFF, "sending commands")
-        if not request.name:
-            raise InvalidRequest("name is required")
+        name = validate.name(request.name, "name")
+        params = validate.flat_values(request.params, "params")
+        fleet_id = validate.command_id(request.fleet_id, "fleet_id", max_len=40) or new_command_id()
+        config = self._gw.config.commands
+        if request.max_in_flight < 0 or request.max_in_flight > config.max_in_flight:
+            raise InvalidRequest(
+                f"max_in_flight: must be 0 (the default) to {config.max_in_flight},"
+                f" got {request.max_in_flight}"
+            )
         target = request.target
-        kinds = [
-            convert.DEVICE_KINDS_BACK[k] for k in target.kinds if k in convert.DEVICE_KINDS_BACK
-        ]
         devices = self._gw.hotel.select(
-            room_ids=target.room_ids,
+            room_ids=validate.room_ids(target.room_ids, "target.room_ids"),
             floors=target.floors,
-            kinds=kinds,
-            device_ids=target.device_ids,
+            kinds=validate.enums(target.kinds, convert.DEVICE_KINDS_BACK, "target.kinds"),
+            device_ids=validate.device_ids(target.device_ids, "target.device_ids"),
             all_devices=target.all_devices,
         )
         if not devices:
-            raise InvalidRequest("the target matches no registered device")
+            raise InvalidRequest("target: matches no registered device")
         ttl, timeout = self._ttl_and_timeout(request, context)
-        fleet_id = request.fleet_id or new_command_id()
-        params = convert.from_struct(request.params)
         now = now_ms()
         requests = [
             expiring_request(
                 device_id=device_id,
-                name=request.name,
+                name=name,
                 params=params,
                 ttl_s=ttl,
                 command_id=fleet_command_id(fleet_id, device_id),
@@ -207,7 +212,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
             )
             for device_id in devices
         ]
-        limit = request.max_in_flight or self._gw.config.commands.fleet_max_in_flight
+        limit = request.max_in_flight or config.fleet_max_in_flight
         records = await self._gw.send_fleet(requests, timeout=timeout, max_in_flight=limit)
         statuses = Counter(r.result.status for r in records)
         return lan_pb2.SendFleetCommandResponse(
@@ -223,31 +228,32 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     def _ttl_and_timeout(self, request: Any, context: Any) -> tuple[float, float]:
         """The command's ttl and how long to wait, within the caller's own deadline."""
         config = self._gw.config.commands
-        ttl = (
-            request.ttl.ToTimedelta().total_seconds()
-            if request.HasField("ttl")
-            else config.default_ttl_s
+        ttl = validate.duration(
+            request.ttl,
+            "ttl",
+            present=request.HasField("ttl"),
+            default=config.default_ttl_s,
+            high=config.max_ttl_s,
         )
-        timeout = (
-            request.timeout.ToTimedelta().total_seconds()
-            if request.HasField("timeout")
-            else config.default_timeout_s
+        timeout = validate.duration(
+            request.timeout,
+            "timeout",
+            present=request.HasField("timeout"),
+            default=config.default_timeout_s,
+            high=config.max_timeout_s,
         )
-        if ttl <= 0 or timeout <= 0:
-            raise InvalidRequest("ttl and timeout must be positive")
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, max(remaining - 0.05, 0.01))
-        return ttl, min(timeout, config.max_timeout_s)
+        return ttl, timeout
 
     async def ListAlerts(
         self, request: lan_pb2.ListAlertsRequest, context: Any
     ) -> lan_pb2.ListAlertsResponse:
         principal().require(Role.VIEWER, "reading alerts")
-        states = [
-            convert.ALERT_STATES_BACK[s] for s in request.states if s in convert.ALERT_STATES_BACK
-        ]
-        alerts = self._gw.list_alerts(states, request.room_id or None, request.limit or 100)
+        states = validate.enums(request.states, convert.ALERT_STATES_BACK, "states")
+        limit = validate.limit(request.limit, "limit", default=100, maximum=1000)
+        alerts = self._gw.list_alerts(states, validate.room_id(request.room_id), limit)
         return lan_pb2.ListAlertsResponse(alerts=[convert.alert(a) for a in alerts])
 
     async def AcknowledgeAlert(
@@ -255,28 +261,34 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.AcknowledgeAlertResponse:
         who = principal()
         who.require(Role.STAFF, "acknowledging alerts")
-        alert = self._gw.acknowledge_alert(request.alert_id, by=who.subject, note=request.note)
+        alert = self._gw.acknowledge_alert(
+            validate.alert_id(request.alert_id), by=who.subject, note=validate.note(request.note)
+        )
         return lan_pb2.AcknowledgeAlertResponse(alert=convert.alert(alert))
 
     async def QueryTelemetry(
         self, request: lan_pb2.QueryTelemetryRequest, context: Any
     ) -> lan_pb2.QueryTelemetryResponse:
         principal().require(Role.VIEWER, "reading telemetry")
-        if not request.device_id or not request.metric:
-            raise InvalidRequest("device_id and metric are required")
-        start = request.start.ToMilliseconds() if request.HasField("start") else 0
-        end = request.end.ToMilliseconds() if request.HasField("end") else 2**62
-        limit = min(request.limit or 1000, 10_000)
-        points = await self._gw.query_telemetry(
-            request.device_id, request.metric, start, end, limit
+        device_id = validate.device_id(request.device_id)
+        metric = validate.name(request.metric, "metric")
+        start = validate.timestamp_ms(
+            request.start, "start", present=request.HasField("start"), default=0
         )
+        end = validate.timestamp_ms(
+            request.end, "end", present=request.HasField("end"), default=2**62
+        )
+        if end < start:
+            raise InvalidRequest("end: must not be before start")
+        limit = validate.limit(request.limit, "limit", default=1000, maximum=10_000)
+        points = await self._gw.query_telemetry(device_id, metric, start, end, limit)
         return lan_pb2.QueryTelemetryResponse(points=[convert.telemetry(p) for p in points])
 
     async def WatchEvents(
         self, request: lan_pb2.WatchEventsRequest, context: Any
     ) -> AsyncIterator[lan_pb2.WatchEventsResponse]:
         principal().require(Role.VIEWER, "watching events")
-        subscription = self._gw.bus.subscribe(request.room_id or None)
+        subscription = self._gw.bus.subscribe(validate.room_id(request.room_id))
         try:
             async for event in subscription:
                 yield watch_event(event)

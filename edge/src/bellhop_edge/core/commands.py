@@ -25,10 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bellhop_devices import codec
+from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Ack, AckStatus, Command
 
 from bellhop_edge.core.model import CommandResult, CommandStatus
-from bellhop_edge.errors import Conflict, Unavailable
+from bellhop_edge.errors import Conflict, InvalidRequest, Unavailable
 
 FINAL = frozenset({CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED})
 
@@ -216,6 +218,25 @@ class CommandBook:
             )
 
 
+def command_payload(request: CommandRequest) -> bytes:
+    """The command as its device will receive it; `InvalidRequest` if the protocol refuses it.
+
+    The device's own decoder judges the encoded payload, so what the gateway
+    sends is exactly what the protocol allows (names, at most 32 flat params,
+    text and number limits, 4,096 bytes): a command a device would drop is
+    refused here, before it reaches the broker.
+    """
+    command = Command(request.command_id, request.name, request.params, request.expires_at)
+    try:
+        payload = codec.encode_command(command)
+        codec.decode_command(payload)
+    except DecodeError as exc:
+        raise InvalidRequest(f"command: {exc.detail}") from None
+    except (TypeError, ValueError) as exc:  # what JSON cannot hold (NaN, objects)
+        raise InvalidRequest(f"command: params cannot be encoded: {exc}") from None
+    return payload
+
+
 def new_command_id() -> str:
     return uuid.uuid4().hex
 
@@ -256,6 +277,7 @@ __all__ = [
     "Finished",
     "Join",
     "Publish",
+    "command_payload",
     "expiring_request",
     "fleet_command_id",
     "new_command_id",

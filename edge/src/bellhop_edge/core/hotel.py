@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bellhop_devices.kinds import check_desired
 from bellhop_devices.messages import (
     Ack,
     DeviceKind,
@@ -34,7 +35,7 @@ from bellhop_edge.core.model import (
     Room,
     TelemetryPoint,
 )
-from bellhop_edge.errors import Conflict, NotFound
+from bellhop_edge.errors import Conflict, InvalidRequest, NotFound
 
 
 # Changes the core reports; the driver persists and publishes them.
@@ -230,7 +231,12 @@ class Hotel:
         now: int,
         expected_version: int = 0,
     ) -> DesiredState:
-        self.registered(device_id)
+        device = self.registered(device_id)
+        if device.kind is None:
+            raise InvalidRequest(f"device {device_id!r} has no kind: nothing can be set on it")
+        problems = check_desired(device.kind, values)
+        if problems:
+            raise InvalidRequest("values." + "; values.".join(problems))
         current = self.desired.get(device_id)
         version = current.version if current else 0
         if expected_version and expected_version != version:

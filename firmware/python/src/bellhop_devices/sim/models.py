@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from bellhop_devices.kinds import THERMOSTAT_MODES
 from bellhop_devices.messages import AckStatus, Command, DeviceKind, EventKind, JsonValue
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 BATTERY_THRESHOLDS = (20, 10, 5)
 GAS_WARNING_PPM = 1_000
 GAS_ALARM_PPM = 5_000
-THERMOSTAT_MODES = ("off", "heat", "cool", "auto")
 
 
 @dataclass(frozen=True, slots=True)
