@@ -1,7 +1,8 @@
 """The gateway's sans-I/O cores: plain classes fed events, returning what to do.
 
     model       domain records (rooms, devices, state, alerts, commands, live events)
-    hotel       registry, current state, replay screening and liveness
+    hotel       registry, current and desired state, liveness
+    replay      which messages were already stored (receipts committed with their writes)
     rules       alert rules with hysteresis and timers
     alerts      the lifecycle of every open alert
     commands    the command book: at most once per id, never after expiry
