@@ -54,6 +54,31 @@ async def stored_timestamps(port: int, token: str) -> list[int]:
     return [p.ts.ToMilliseconds() for p in reply.points]
 
 
+async def wait_stored(port: int, token: str, ts: int, timeout: float) -> list[int]:
+    """Poll the LAN API until the point at `ts` is stored; every stored timestamp."""
+    async with asyncio.timeout(timeout):
+        while ts not in (stamps := await stored_timestamps(port, token)):
+            await asyncio.sleep(0.2)
+    return stamps
+
+
+async def wait_subscribed(port: int, token: str, timeout: float) -> None:
+    """Until the gateway reports its broker link up (subscriptions confirmed)."""
+    async with (
+        asyncio.timeout(timeout),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = lan_pb2_grpc.LanServiceStub(channel)
+        auth = (("authorization", f"Bearer {token}"),)
+        while True:
+            status = await stub.GetGatewayStatus(
+                lan_pb2.GetGatewayStatusRequest(), metadata=auth, timeout=5
+            )
+            if status.broker_connected:
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
 ) -> None:
@@ -74,11 +99,17 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     token = LocalTokens(data / "staff-tokens.json").create("tester", Role.VIEWER)
     log = tmp_path / "gateway.log"
     gateway = start_gateway(config, log)
+    base = int(time.time() * 1000)
+    topic = codec.topic(hotel_id, DEVICE, Channel.TELEMETRY)
+
+    def telemetry(seq: int) -> bytes:
+        payload = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"temperature": 20 + seq % 10}}
+        return json.dumps(payload).encode()
+
     try:
         wait_for_port("127.0.0.1", api_port, timeout=30)
-        await asyncio.sleep(0.5)  # subscribed
-        base = int(time.time() * 1000)
-        topic = codec.topic(hotel_id, DEVICE, Channel.TELEMETRY)
+        # From here on the broker keeps the gateway's session: nothing sent is lost.
+        await wait_subscribed(api_port, token, timeout=30)
         async with aiomqtt.Client(
             mosquitto.host,
             mosquitto.port,
@@ -87,33 +118,27 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
             identifier=DEVICE,
         ) as device:
             for seq in range(1, TOTAL + 1):
-                payload = {
-                    "v": 1,
-                    "ts": base + seq,
-                    "seq": seq,
-                    "metrics": {"temperature": 20 + seq % 10},
-                }
-                await device.publish(topic, json.dumps(payload).encode(), qos=1)
+                await device.publish(topic, telemetry(seq), qos=1)
                 if seq == TOTAL // 3:
                     gateway.send_signal(signal.SIGKILL)
                     gateway.wait(timeout=10)
                 if seq == 2 * TOTAL // 3:
                     gateway = start_gateway(config, log)
-        wait_for_port("127.0.0.1", api_port, timeout=30)
-        stamps: list[int] = []
-        async with asyncio.timeout(30):
-            while len(stamps) < TOTAL:
-                await asyncio.sleep(0.2)
-                stamps = await stored_timestamps(api_port, token)
-        await asyncio.sleep(0.5)
-        stamps = await stored_timestamps(api_port, token)
+            wait_for_port("127.0.0.1", api_port, timeout=30)
+            await wait_stored(api_port, token, base + TOTAL, timeout=30)
+            # One more, after everything: the broker sends the session's older
+            # messages (redeliveries included) first, so once this one is
+            # stored, no duplicate is still to come.
+            await device.publish(topic, telemetry(TOTAL + 1), qos=1)
+            stamps = await wait_stored(api_port, token, base + TOTAL + 1, timeout=30)
     finally:
         gateway.terminate()
         gateway.wait(timeout=30)
-    assert sorted(stamps) == [base + seq for seq in range(1, TOTAL + 1)], log.read_text()[-3000:]
+    sent = [base + seq for seq in range(1, TOTAL + 2)]
+    assert sorted(stamps) == sent, log.read_text()[-3000:]
     db = sqlite3.connect(data / "edge.db")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     # What goes to the cloud: one outbox event per point, none twice.
     outbox = db.execute("SELECT point_ts FROM outbox WHERE kind = 3 ORDER BY seq").fetchall()
     db.close()
-    assert sorted(ts for (ts,) in outbox) == [base + seq for seq in range(1, TOTAL + 1)]
+    assert sorted(ts for (ts,) in outbox) == sent

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,11 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 
 @dataclass
 class FakeDevice:
-    """A device under the test's control: raw MQTT with its own credentials."""
+    """A device under the test's control: raw MQTT with its own credentials.
+
+    `async with device.serving():` answers commands until the block ends; the
+    block starts only once the broker has confirmed the command subscription.
+    """
 
     hotel_id: str
     device_id: str
@@ -105,8 +109,21 @@ class FakeDevice:
             codec.topic(self.hotel_id, self.device_id, channel), body, qos=qos, retain=retain
         )
 
-    async def serve(self) -> None:
-        await self.client.subscribe(codec.topic(self.hotel_id, self.device_id, Channel.CMD), qos=1)
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[None]:
+        """Subscribe to commands (returns after the SUBACK), answer them inside the block."""
+        topic = codec.topic(self.hotel_id, self.device_id, Channel.CMD)
+        await self.client.subscribe(topic, qos=1, timeout=5)
+        server = asyncio.create_task(self._answer_commands())
+        try:
+            yield
+        finally:
+            server.cancel()
+            # A failure while answering (not the cancellation) fails the test.
+            with contextlib.suppress(asyncio.CancelledError):
+                await server
+
+    async def _answer_commands(self) -> None:
         async for message in self.client.messages:
             command = json.loads(bytes(message.payload))
             self.commands.append(command)
@@ -145,14 +162,22 @@ class Harness:
         await wait_until(predicate, timeout)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gateway(**overrides): configuration sections merged into the harness gateway's"
+    )
+
+
 @pytest.fixture
 async def harness(
-    tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
+    request: pytest.FixtureRequest, tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
 ) -> AsyncIterator[Harness]:
     gw_creds = mosquitto.add_gateway(hotel_id)
     creds = mosquitto.add_devices(hotel_id, [*DEVICES, "stranger"])
     mosquitto.reload()
-    config = gateway_config(tmp_path, hotel_id, mosquitto, gw_creds)
+    marker = request.node.get_closest_marker("gateway")
+    overrides: dict[str, Any] = marker.kwargs if marker is not None else {}
+    config = gateway_config(tmp_path, hotel_id, mosquitto, gw_creds, **overrides)
     tokens = LocalTokens(config.data_dir / "staff-tokens.json")
     token = tokens.create("alice", Role.STAFF)
     viewer_token = tokens.create("victor", Role.VIEWER)
@@ -172,19 +197,3 @@ async def harness(
             )
         finally:
             await channel.close()
-
-
-@pytest.fixture
-def frozen_heap() -> Iterator[None]:
-    """Start-up objects out of the collector's way, as `bellhop edge run` does.
-
-    Tests that time the event loop need it: the test process's own heap (every
-    test module, pytest) would otherwise make each full collection far longer
-    than a gateway's.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

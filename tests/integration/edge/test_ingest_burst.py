@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import time
 
-import pytest
 from bellhop.lan.v1 import lan_pb2
 
 from tests.integration.edge.conftest import Harness
@@ -22,7 +21,6 @@ def _lines(count: int) -> bytes:
     )
 
 
-@pytest.mark.usefixtures("frozen_heap")
 async def test_a_burst_is_stored_whole_while_the_lan_api_keeps_answering(
     harness: Harness,
 ) -> None:
@@ -55,22 +53,20 @@ async def test_a_burst_is_stored_whole_while_the_lan_api_keeps_answering(
     await publisher.stdin.drain()
     publisher.stdin.close()
 
-    # Staff calls made while the burst is being taken are answered promptly:
-    # reading the broker socket does not hold the event loop.
-    slowest = 0.0
-    calls = 0
+    # Staff calls made while the burst is being taken are answered (each
+    # within its deadline): reading the broker socket does not starve the API.
+    # How fast they are answered is bench/responsiveness.py's figure.
+    answered_during = 0
     async with asyncio.timeout(60):
         while hotel.accepted - before < BURST:
-            started = time.perf_counter()
-            await harness.stub.GetGatewayStatus(
+            status = await harness.stub.GetGatewayStatus(
                 lan_pb2.GetGatewayStatusRequest(), metadata=harness.auth, timeout=5
             )
-            slowest = max(slowest, time.perf_counter() - started)
-            calls += 1
-            await asyncio.sleep(0.005)
+            if status.accepted - before < BURST:
+                answered_during += 1
+            await asyncio.sleep(0.005)  # the polling interval of this loop
         assert await publisher.wait() == 0
     await harness.gateway.writer.flush()
-    assert calls >= 3, "the burst ended before the API was called during it"
-    assert slowest < 0.5, f"a LAN call took {slowest * 1000:.0f} ms during the burst"
+    assert answered_during >= 3, "the burst was taken before the API was called during it"
     points = harness.gateway.store.query_telemetry("r102-env", "humidity", 0, 2**62, 2 * BURST)
     assert len(points) == BURST

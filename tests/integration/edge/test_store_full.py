@@ -12,7 +12,7 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 from bellhop_edge.gateway import Gateway
 
-from tests.integration.edge.conftest import device_client, gateway_config
+from tests.integration.edge.conftest import device_client, gateway_config, wait_until
 from tests.support.mosquitto import MosquittoBroker
 
 
@@ -35,23 +35,30 @@ async def test_messages_refused_by_a_full_disk_are_stored_once_space_is_back(
         other.execute("CREATE TABLE ballast (b BLOB)")
         other.execute("INSERT INTO ballast VALUES (zeroblob(3 * 1024 * 1024))")
         async with device_client(mosquitto, hotel_id, "r102-env", creds) as device:
+
+            async def publish() -> None:
+                nonlocal sent
+                sent += 1
+                body = {"v": 1, "ts": base + sent, "seq": sent, "metrics": {"humidity": 40}}
+                await device.publish(topic, json.dumps(body).encode(), qos=1)
+
+            # One message at a time until a write fails: each is taken in
+            # (accepted or redelivered later) before the next is sent.
+            while gateway.writer.stats.failed == 0:
+                await publish()
+                await wait_until(
+                    lambda: gateway.hotel.accepted >= sent or gateway.writer.stats.failed > 0,
+                    timeout=10,
+                )
+            # A few more while the disk is full.
+            for _ in range(5):
+                await publish()
+            # Not acknowledged: the gateway reconnects for the broker to send them again.
+            await wait_until(lambda: gateway.link.drops > 0, timeout=10)
+            other.execute("DROP TABLE ballast")  # space is back
+            other.close()
             async with asyncio.timeout(30):
-                while gateway.writer.stats.failed == 0:
-                    sent += 1
-                    body = {"v": 1, "ts": base + sent, "seq": sent, "metrics": {"humidity": 40}}
-                    await device.publish(topic, json.dumps(body).encode(), qos=1)
-                    await asyncio.sleep(0.002)
-                # A few more while the disk is full.
-                for _ in range(5):
-                    sent += 1
-                    body = {"v": 1, "ts": base + sent, "seq": sent, "metrics": {"humidity": 40}}
-                    await device.publish(topic, json.dumps(body).encode(), qos=1)
-                # Not acknowledged: the gateway reconnects for the broker to send them again.
-                while gateway.link.drops == 0:
-                    await asyncio.sleep(0.01)
-                other.execute("DROP TABLE ballast")  # space is back
-                other.close()
-                while True:
+                while True:  # polls the store; the deadline above bounds it
                     await gateway.writer.flush()
                     points = gateway.store.query_telemetry(
                         "r102-env", "humidity", 0, 2**62, 10 * sent

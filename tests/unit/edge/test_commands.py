@@ -181,8 +181,10 @@ async def test_a_caller_that_goes_away_frees_its_in_flight_slot() -> None:
 
     from bellhop_edge.commands import CommandService
 
+    published = asyncio.Event()
+
     async def publish(topic: str, payload: bytes, qos: int) -> None:
-        pass
+        published.set()
 
     book = CommandBook(max_in_flight=1)
     service = CommandService(
@@ -195,7 +197,8 @@ async def test_a_caller_that_goes_away_frees_its_in_flight_slot() -> None:
         clock=lambda: NOW,
     )
     waiting = asyncio.create_task(service.execute(request("a"), timeout=30))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(published.wait(), 5)  # sent: now it waits for the ack
+    assert book.in_flight == 1
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
