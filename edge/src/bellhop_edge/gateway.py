@@ -208,7 +208,10 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(self._link_task), LINK_STOP_S)
             self._link_task.cancel()
-            await asyncio.gather(self._link_task, return_exceptions=True)
+            # Bounded: a stop must finish within the service manager's timeout.
+            _, stuck = await asyncio.wait([self._link_task], timeout=LINK_STOP_S)
+            if stuck:
+                log.error("the broker link did not stop within %.0f s; leaving it", LINK_STOP_S)
         if hasattr(self, "writer"):
             await self.writer.close()
         if hasattr(self, "store"):

@@ -12,7 +12,6 @@ import pytest
 from bellhop.common.v1 import common_pb2
 from bellhop.lan.v1 import lan_pb2
 from bellhop_devices.messages import Channel
-from bellhop_edge.mqtt._compat import socket_of
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -106,9 +105,8 @@ async def test_the_broker_connection_has_nagle_off(harness: Harness) -> None:
     # A command and the PUBACK before it are two small writes: with Nagle's
     # algorithm on, the second waits for the broker's delayed ACK (~40 ms).
     # The latency itself is bench/lan_command.py's (p50 about 2 ms; 40 with Nagle).
-    client = harness.gateway.link._client  # no public accessor for the live connection
-    assert client is not None
-    sock: Any = socket_of(client)  # the read buffer, which forwards socket calls
+    sock: Any = harness.gateway.link.socket()  # the read buffer, which forwards socket calls
+    assert sock is not None
     assert sock.getpeername()[1] == harness.mosquitto.port
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 

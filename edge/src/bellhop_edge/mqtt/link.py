@@ -47,6 +47,18 @@ class LinkState(enum.Enum):
     WAITING = "waiting to reconnect"
 
 
+def _honour_cancellation() -> None:
+    """Raise the cancellation that Python 3.11's `asyncio.wait_for` may have swallowed.
+
+    aiomqtt waits for a SUBACK with `wait_for`; a cancellation that lands as
+    the SUBACK arrives is lost there (fixed in 3.12), and the link would go
+    on reading messages while the gateway waits for it to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def backoff(
     minimum: float, maximum: float, *, factor: float = 2.0, jitter: float = 0.5
 ) -> Iterator[float]:
@@ -142,6 +154,7 @@ class MqttLink:
                     self._client = client
                     for topic in self._subscriptions:
                         await client.subscribe(topic, qos=1, timeout=self._config.connect_timeout_s)
+                        _honour_cancellation()
                     self.connects += 1
                     delays = self._delays()
                     self._set_state(LinkState.CONNECTED)
@@ -193,6 +206,11 @@ class MqttLink:
             return False
         _compat.disconnect(client)
         return True
+
+    def socket(self) -> Any:
+        """What the current connection reads from (the chunked reader), or None."""
+        client = self._client
+        return None if client is None else _compat.socket_of(client)
 
     def ack(self, message: aiomqtt.Message) -> None:
         """Acknowledge a QoS 1 message on the current connection.
