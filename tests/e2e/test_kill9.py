@@ -1,144 +1,130 @@
-"""Guarantee 2 at the edge: what the gateway accepted survives `kill -9`.
+"""Guarantee 2 under many kills: every QoS 1 message stored once, in history and outbox.
 
-The gateway runs as a real process (`bellhop edge run`). A device publishes
-QoS 1 telemetry without pause; the gateway is SIGKILLed mid-stream and
-started again. Every message must end up stored exactly once: the gateway
-acknowledges a QoS 1 message to the broker only after its commit, and its
-persistent session makes the broker redeliver whatever was not acknowledged
-and queue what arrives while it is down.
+`bellhop edge run` is SIGKILLed again and again while a device streams QoS 1
+telemetry: mid-stream, right after start-up, and while it works through a
+backlog the broker queued for it while it was down (the moments at which a
+message can be committed and not yet acknowledged, so that the broker sends
+it again). Afterwards every message must be in history exactly once and in
+the outbox, which is what the cloud will receive, exactly once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
+import random
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiomqtt
-import grpc
-from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
+import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
-from bellhop_edge.auth import LocalTokens, Role
 
-from tests.support.mosquitto import MosquittoBroker, free_port, wait_for_port
+from tests.support.edge_process import EdgeProcess, until, write_config
+from tests.support.mosquitto import MosquittoBroker
 
 DEVICE = "r101-env"
-TOTAL = 3000
+TOTAL = 6000
 
 
-def start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bellhop_cli.main", "edge", "run", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+def _counts(database: Path) -> tuple[int, int, int, int]:
+    """(history rows, distinct history times, outbox rows, distinct outbox times)."""
+    db = sqlite3.connect(database)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        history = db.execute(
+            "SELECT count(*), count(DISTINCT ts) FROM ("
+            " SELECT ts FROM telemetry_recent UNION ALL SELECT ts FROM telemetry)"
+        ).fetchone()
+        outbox = db.execute(
+            "SELECT count(*), count(DISTINCT point_ts) FROM outbox WHERE kind = 3"
+        ).fetchone()
+    finally:
+        db.close()
+    return int(history[0]), int(history[1]), int(outbox[0]), int(outbox[1])
 
 
-async def stored_timestamps(port: int, token: str) -> list[int]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = lan_pb2_grpc.LanServiceStub(channel)
-        reply = await stub.QueryTelemetry(
-            lan_pb2.QueryTelemetryRequest(device_id=DEVICE, metric="temperature", limit=10_000),
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=5,
-        )
-    return [p.ts.ToMilliseconds() for p in reply.points]
-
-
-async def wait_stored(port: int, token: str, ts: int, timeout: float) -> list[int]:
-    """Poll the LAN API until the point at `ts` is stored; every stored timestamp."""
-    async with asyncio.timeout(timeout):
-        while ts not in (stamps := await stored_timestamps(port, token)):
-            await asyncio.sleep(0.2)
-    return stamps
-
-
-async def wait_subscribed(port: int, token: str, timeout: float) -> None:
-    """Until the gateway reports its broker link up (subscriptions confirmed)."""
-    async with (
-        asyncio.timeout(timeout),
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
-    ):
-        stub = lan_pb2_grpc.LanServiceStub(channel)
-        auth = (("authorization", f"Bearer {token}"),)
-        while True:
-            status = await stub.GetGatewayStatus(
-                lan_pb2.GetGatewayStatusRequest(), metadata=auth, timeout=5
-            )
-            if status.broker_connected:
-                return
-            await asyncio.sleep(0.05)
-
-
-async def test_sigkill_mid_stream_loses_and_duplicates_nothing(
+@pytest.mark.timeout(240)
+async def test_many_kills_store_and_send_every_message_exactly_once(
     tmp_path: Path, mosquitto: MosquittoBroker, hotel_id: str
 ) -> None:
     gw = mosquitto.add_gateway(hotel_id)
     dev = mosquitto.add_device(hotel_id, DEVICE)
     mosquitto.reload()
-    api_port = free_port()
-    data = tmp_path / "edge"
     config = tmp_path / "edge.toml"
-    config.write_text(
-        f'hotel_id = "{hotel_id}"\ndata_dir = "{data}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'username = "{gw.username}"\npassword = "{gw.password}"\nreconnect_min_s = 0.1\n'
-        f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
-        '[[rooms]]\nroom_id = "101"\nfloor = 1\n'
-        f'[[devices]]\ndevice_id = "{DEVICE}"\nroom_id = "101"\nkind = "environment_sensor"\n'
+    write_config(
+        config,
+        hotel_id=hotel_id,
+        mosquitto=mosquitto,
+        gateway=gw,
+        devices={DEVICE: "environment_sensor"},
     )
-    token = LocalTokens(data / "staff-tokens.json").create("tester", Role.VIEWER)
-    log = tmp_path / "gateway.log"
-    gateway = start_gateway(config, log)
-    base = int(time.time() * 1000)
+    gateway = EdgeProcess(config)
+    rng = random.Random(hotel_id)  # the same kill points on every run of this test
     topic = codec.topic(hotel_id, DEVICE, Channel.TELEMETRY)
+    base = int(time.time() * 1000) - TOTAL - 10
 
-    def telemetry(seq: int) -> bytes:
-        payload = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"temperature": 20 + seq % 10}}
-        return json.dumps(payload).encode()
+    def body(seq: int) -> bytes:
+        return json.dumps(
+            {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"t": seq % 50}}
+        ).encode()
 
+    gateway.start()
     try:
-        wait_for_port("127.0.0.1", api_port, timeout=30)
-        # From here on the broker keeps the gateway's session: nothing sent is lost.
-        await wait_subscribed(api_port, token, timeout=30)
         async with aiomqtt.Client(
             mosquitto.host,
             mosquitto.port,
             username=dev.username,
             password=dev.password,
             identifier=DEVICE,
+            timeout=10,
         ) as device:
-            for seq in range(1, TOTAL + 1):
-                await device.publish(topic, telemetry(seq), qos=1)
-                if seq == TOTAL // 3:
-                    gateway.send_signal(signal.SIGKILL)
-                    gateway.wait(timeout=10)
-                if seq == 2 * TOTAL // 3:
-                    gateway = start_gateway(config, log)
-            wait_for_port("127.0.0.1", api_port, timeout=30)
-            await wait_stored(api_port, token, base + TOTAL, timeout=30)
-            # One more, after everything: the broker sends the session's older
-            # messages (redeliveries included) first, so once this one is
-            # stored, no duplicate is still to come.
-            await device.publish(topic, telemetry(TOTAL + 1), qos=1)
-            stamps = await wait_stored(api_port, token, base + TOTAL + 1, timeout=30)
+            seq = 0
+
+            async def publish(count: int) -> None:
+                nonlocal seq
+                for _ in range(count):
+                    seq += 1
+                    await device.publish(topic, body(seq), qos=1)  # the broker has it
+
+            # The gateway's session must exist before the first message so that
+            # the broker queues for it.
+            await until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
+            while seq < TOTAL - 600:
+                # 1. Mid-stream, at a random moment.
+                await publish(rng.randint(50, 400))
+                gateway.kill()
+                gateway.start()
+                # 2. Away while the broker queues a backlog, then killed while draining it.
+                await publish(rng.randint(300, 900))
+                gateway.kill()
+                queued_from = gateway.committed()
+                gateway.start()
+                target = queued_from + rng.randint(1, 300)
+
+                def drained_to(t: int = target) -> bool:
+                    return gateway.committed() >= t
+
+                await until(drained_to, 60, "draining")
+                gateway.kill()
+                gateway.start()
+            await publish(TOTAL - seq)
+            assert seq == TOTAL
+            await until(lambda: gateway.committed(distinct=True) >= TOTAL, 60, "all stored")
+            # Then a marker: once it is stored, the broker has nothing older left
+            # to send again (a session's unacknowledged messages go first).
+            await publish(1)
+            await until(lambda: gateway.committed(distinct=True) > TOTAL, 60, "marker stored")
     finally:
-        gateway.terminate()
-        gateway.wait(timeout=30)
-    sent = [base + seq for seq in range(1, TOTAL + 2)]
-    assert sorted(stamps) == sent, log.read_text()[-3000:]
-    db = sqlite3.connect(data / "edge.db")
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    # What goes to the cloud: one outbox event per point, none twice.
-    outbox = db.execute("SELECT point_ts FROM outbox WHERE kind = 3 ORDER BY seq").fetchall()
-    db.close()
-    assert sorted(ts for (ts,) in outbox) == sent
+        gateway.stop()
+    history, history_distinct, outbox, outbox_distinct = _counts(gateway.database)
+    report = (
+        f"{gateway.kills} kills: history {history} rows ({history_distinct} distinct),"
+        f" outbox {outbox} rows ({outbox_distinct} distinct), expected {TOTAL + 1}"
+    )
+    print(report)
+    assert gateway.kills >= 10, report
+    expected = TOTAL + 1  # and the marker
+    assert (history_distinct, outbox_distinct) == (expected, expected), report + gateway.log_tail()
+    assert (history, outbox) == (expected, expected), report
