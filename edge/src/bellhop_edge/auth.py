@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import jwt
 
+from bellhop_edge.config import EdgeConfig
 from bellhop_edge.errors import AuthError, PermissionDenied
 from bellhop_edge.files import write_atomic
 
@@ -183,6 +184,22 @@ class JwksVerifier:
         if role is None:
             raise PermissionDenied("token grants no role on this hotel")
         return Principal(str(claims["sub"]), Role.parse(str(role)), "cloud")
+
+
+def authenticator(config: EdgeConfig) -> Authenticator:
+    """The gateway's verifiers: its own staff tokens, then the cloud's cached JWKS if present."""
+    api = config.api
+    verifiers: list[Verifier] = [LocalTokens(config.tokens_path)]
+    if api.jwks_file is not None and api.jwks_file.exists():
+        verifiers.append(
+            JwksVerifier.from_file(
+                api.jwks_file,
+                audience=api.jwt_audience,
+                issuer=api.jwt_issuer,
+                hotel_id=config.hotel_id,
+            )
+        )
+    return Authenticator(verifiers)
 
 
 class Authenticator:

@@ -289,6 +289,11 @@ class EdgeConfig(BaseSettings):
     def database_path(self) -> Path:
         return self.data_dir / "edge.db"
 
+    @property
+    def tokens_path(self) -> Path:
+        """Where staff tokens minted on the gateway are kept (hashed)."""
+        return self.api.tokens_file or self.data_dir / "staff-tokens.json"
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -29,7 +29,7 @@ import grpc
 from bellhop_devices import codec
 
 from bellhop_edge.api import start_server
-from bellhop_edge.auth import Authenticator, JwksVerifier, LocalTokens, Verifier
+from bellhop_edge.auth import authenticator
 from bellhop_edge.bus import EventBus
 from bellhop_edge.clock import now_ms
 from bellhop_edge.commands import CommandService, run_fleet
@@ -157,7 +157,7 @@ class Gateway:
             on_message=self._on_message,
             on_connection=self.delivery.connected,
         )
-        self._server, self.api_port = await start_server(self, config.api, self._authenticator())
+        self._server, self.api_port = await start_server(self, config.api, authenticator(config))
         self._link_task = self._spawn(self.link.run(), "mqtt")
         self._spawn(self._liveness_loop(), "liveness")
         self._spawn(self._retention_loop(), "retention")
@@ -238,22 +238,6 @@ class Gateway:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
-    def _authenticator(self) -> Authenticator:
-        api = self.config.api
-        verifiers: list[Verifier] = [
-            LocalTokens(api.tokens_file or self.config.data_dir / "staff-tokens.json")
-        ]
-        if api.jwks_file is not None and api.jwks_file.exists():
-            verifiers.append(
-                JwksVerifier.from_file(
-                    api.jwks_file,
-                    audience=api.jwt_audience,
-                    issuer=api.jwt_issuer,
-                    hotel_id=self.config.hotel_id,
-                )
-            )
-        return Authenticator(verifiers)
 
     # -- ingest ---------------------------------------------------------------------
     def _on_message(self, message: aiomqtt.Message) -> None:

@@ -91,7 +91,7 @@ def _check(args: argparse.Namespace) -> int:
 def _tokens(config: Any) -> Any:
     from bellhop_edge.auth import LocalTokens
 
-    return LocalTokens(config.api.tokens_file or config.data_dir / "staff-tokens.json")
+    return LocalTokens(config.tokens_path)
 
 
 def _token_create(args: argparse.Namespace) -> int:

@@ -42,7 +42,8 @@ class Setting:
         number = type(value) is int or (type(value) is float and not self.integer)
         if not number or (type(value) is float and not math.isfinite(value)):
             return f"must be {'an integer' if self.integer else 'a number'}"
-        assert self.low is not None and self.high is not None
+        assert self.low is not None
+        assert self.high is not None
         if not self.low <= value <= self.high:
             return f"must be in {self.low:g}..{self.high:g}"
         return None
