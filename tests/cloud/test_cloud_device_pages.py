@@ -27,7 +27,9 @@ ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
 
 def tricky_devices() -> list[hotels.Device]:
     """Every kind of value the JSON of a device can hold."""
-    ids = ['dev-"q"', "dev-\\back", "dev-\x01ctl", "dev-\ttab\n", "dév-é", "dev-😀", "dev-\u2028"]
+    # Ids travel in paths, where control characters are refused (api/boundary.py):
+    # those are in `kind`, which every body carries too.
+    ids = ['dev-"q"', "dev-\\back", "dév-é", "dev-😀", "dev-\u2028"]
     ids += [f"dev-{n:03d}" for n in range(len(ids), 23)]
     seen = [
         None,
@@ -46,7 +48,7 @@ def tricky_devices() -> list[hotels.Device]:
     return [
         hotels.Device(
             device_id=device_id,
-            kind=["thermostat", 'sen"sor', "lock\\x", "ünï"][n % 4],
+            kind=["thermostat", 'sen"sor', "lock\\x\x01ctl", "ünï\ttab\n"][n % 4],
             room_id=[None, "r1", "r2", "r3", 'r"q'][n % 5],
             firmware=[None, "1.0", "2.0-β"][n % 3],
             online=bool(n % 2),
@@ -166,7 +168,7 @@ async def test_times_nulls_and_escapes(api: Api) -> None:
             assert ISO_UTC.fullmatch(item["last_seen"]), item["last_seen"]
             assert datetime.fromisoformat(item["last_seen"]) == device.last_seen
             assert item["stale"] is (device.last_seen < datetime.now(UTC))
-    assert items["dev-\x01ctl"]["last_seen"] == "2031-01-02T03:04:05.120000Z"
+    assert items["dév-é"]["last_seen"] == "2031-01-02T03:04:05.120000Z"
 
 
 async def test_pages_follow_writes(api: Api) -> None:

@@ -63,5 +63,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
     routes_hotels.add_device_page(app)
     for module in (routes_hotels, routes_auth, routes_orgs, routes_gateways, routes_health):
         app.include_router(module.router)
+    # Added last is outermost: metrics see the status of every answer, 500s included.
+    app.add_middleware(problems.UnexpectedErrors)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -53,6 +53,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # Its DEBUG lines carry every statement's parameters: e-mails, names, hashes.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     run(config, log_level="debug" if args.verbose else "info")
     return 0
 

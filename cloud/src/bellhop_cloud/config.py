@@ -86,6 +86,10 @@ class RelayConfig(BaseSettings):
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=1.0, gt=0)
 
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request body"
+    )
+
     enrolment_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     stale_after_s: float = Field(default=120.0, gt=0, description="freshness window")
     access_cache_s: float = Field(

@@ -22,14 +22,15 @@ part of the API: add new ones, never rename.
     ├── Conflict                        409 conflict
     │   ├── EmailTaken                      email_taken
     │   └── LastOwner                       last_owner
-    ├── InvalidRequest                  422 invalid_request
+    ├── BodyTooLarge                    413 too_large            over max_body_bytes
+    ├── InvalidRequest                  422 invalid_request      carries field errors
     │   └── BadSignature                    bad_signature        enrolment proof does not verify
     └── RateLimited                     429 rate_limited         carries retry_after seconds
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 
 class RelayError(Exception):
@@ -135,15 +136,34 @@ class LastOwner(Conflict):
     title = "An organisation keeps at least one owner"
 
 
+class FieldError(TypedDict):
+    """Where in the request a problem is (`["body", "name"]`) and what, never the value."""
+
+    loc: list[str | int]
+    msg: str
+
+
 class InvalidRequest(RelayError):
     status = 422
     code = "invalid_request"
     title = "Invalid request"
 
+    def __init__(
+        self, detail: str | None = None, *, errors: list[FieldError] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
 
 class BadSignature(InvalidRequest):
     code = "bad_signature"
     title = "Signature does not verify"
+
+
+class BodyTooLarge(RelayError):
+    status = 413
+    code = "too_large"
+    title = "Request body too large"
 
 
 class RateLimited(RelayError):

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from bellhop_cloud.accounts import Session, User
+from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import AddressDep, Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.schemas import (
@@ -19,7 +20,7 @@ from bellhop_cloud.api.schemas import (
     UserOut,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=BoundaryRoute)
 # Short enough that a key published ahead of a rotation reaches edges in time.
 JWKS_MAX_AGE_S = 300
 PUBLIC = access_rule(Audience.PUBLIC)

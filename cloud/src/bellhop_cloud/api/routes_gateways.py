@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter
 
 from bellhop_cloud import enrolment, hotels
+from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import AddressDep, Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.schemas import (
@@ -23,7 +24,7 @@ from bellhop_cloud.errors import BadSignature
 from bellhop_cloud.orgs import require
 from bellhop_cloud.rbac.permissions import Permission
 
-router = APIRouter(tags=["gateways"])
+router = APIRouter(tags=["gateways"], route_class=BoundaryRoute)
 ENROL = access_rule(Audience.HOTEL, Permission.ENROL_GATEWAYS)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import Audience, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.schemas import Health, Readiness
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=BoundaryRoute)
 PUBLIC = access_rule(Audience.PUBLIC)
 READY_TIMEOUT_S = 2.0
 

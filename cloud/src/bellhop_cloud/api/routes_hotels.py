@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NamedTuple
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
-from fastapi.routing import APIRoute
 
 from bellhop_cloud import hotels
+from bellhop_cloud.api.boundary import BoundaryRoute, check_path_and_headers, has_control
 from bellhop_cloud.api.deps import (
     Audience,
     CallerDep,
@@ -31,7 +32,7 @@ from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.rbac.permissions import Permission
 from bellhop_cloud.relay import Relay
 
-router = APIRouter(tags=["hotels"])
+router = APIRouter(tags=["hotels"], route_class=BoundaryRoute)
 READ = access_rule(Audience.HOTEL, Permission.READ_STATE)
 HOTEL = responses(401, 404, 422)
 DEFAULT_LIMIT = 100
@@ -65,9 +66,20 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+        after = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("cursor is not one this API returned") from exc
+        raise _bad_cursor() from exc
+    # Decoded text crosses the boundary as well as the query does.
+    if has_control(after):
+        raise _bad_cursor()
+    return after
+
+
+def _bad_cursor() -> InvalidRequest:
+    return InvalidRequest(
+        "cursor is not one this API returned",
+        errors=[{"loc": ["query", "cursor"], "msg": "not a cursor of this API"}],
+    )
 
 
 class PageQuery(NamedTuple):
@@ -76,7 +88,7 @@ class PageQuery(NamedTuple):
     room_id: str | None = None
 
 
-class DevicePageRoute(APIRoute):
+class DevicePageRoute(BoundaryRoute):
     """The device page's route, with a short path for plain query strings.
 
     FastAPI's dependency solving and parameter validation cost about a
@@ -95,6 +107,7 @@ class DevicePageRoute(APIRoute):
             query = plain_page_query(request.scope["query_string"])
             if query is None:
                 return await declared(request)
+            check_path_and_headers(request.scope)  # the query is plain: nothing to check
             who = await bearer(request)  # the declared dependency, called as FastAPI would
             return await device_page(request, request.path_params["hotel_id"], who, query)
 
@@ -104,13 +117,13 @@ class DevicePageRoute(APIRoute):
 def plain_page_query(query: bytes) -> PageQuery | None:
     """The parameters of a query string that FastAPI would take as it is, else None.
 
-    Plain: ASCII without percent or plus escapes, only known parameters, each
+    Plain: visible ASCII without percent or plus escapes, only known parameters, each
     at most once with a non-empty value within its bounds; a limit in digits
     without a leading zero, which pydantic reads the same way.
     """
     if not query:
         return PageQuery()
-    if not query.isascii() or b"%" in query or b"+" in query:
+    if _NOT_PLAIN.search(query):
         return None
     values: dict[bytes, bytes] = {}
     for part in query.split(b"&"):
@@ -132,6 +145,8 @@ def plain_page_query(query: bytes) -> PageQuery | None:
     return parsed if parsed.limit <= MAX_LIMIT else None
 
 
+# Anything but visible ASCII without escapes: a control byte, space, percent, plus.
+_NOT_PLAIN = re.compile(rb"[^\x21-\x7e]|[%+]")
 # The longest plain value of each parameter (for limit, its digits).
 _PLAIN_BOUNDS = {b"limit": len(str(MAX_LIMIT)), b"cursor": MAX_CURSOR, b"room_id": MAX_ROOM_ID}
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from bellhop_cloud import audit, hotels, orgs
+from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.routes_hotels import hotel_out
@@ -25,8 +26,10 @@ from bellhop_cloud.db.store import utcnow
 from bellhop_cloud.orgs import GrantView, Organisation
 from bellhop_cloud.rbac.permissions import Access, Permission
 
-router = APIRouter(tags=["organisations"])
+router = APIRouter(tags=["organisations"], route_class=BoundaryRoute)
 ORG = responses(401, 403, 404, 422)
+# Audit ids are 64-bit integers in the store; a larger `before` is no id at all.
+MAX_AUDIT_ID = 2**63 - 1
 
 
 def _org(org: Organisation, found: Access) -> OrgOut:
@@ -216,7 +219,9 @@ async def read_audit(
     relay: RelayDep,
     who: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1, description="entries older than this id")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_AUDIT_ID, description="entries older than this id")
+    ] = None,
 ) -> AuditPage:
     """Who did what in the organisation, newest first."""
     async with relay.store.read() as conn:

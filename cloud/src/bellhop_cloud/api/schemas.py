@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -119,6 +119,16 @@ class GrantCreate(BaseModel):
         default=None, min_length=1, max_length=1000, description="limit to these rooms"
     )
     expires_at: AwareDatetime | None = Field(default=None, description="grant ends then")
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, moment: datetime | None) -> datetime | None:
+        # Stored in UTC: an offset may carry year 9999 past the range of a datetime.
+        try:
+            return moment.astimezone(UTC) if moment is not None else None
+        except OverflowError as exc:
+            msg = "outside the range of times this API stores"
+            raise ValueError(msg) from exc
 
     @field_validator("rooms")
     @classmethod

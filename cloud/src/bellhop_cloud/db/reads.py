@@ -148,7 +148,7 @@ class SqliteDeviceReader:
         try:
             rows = self._connect().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"device read failed: {exc}") from exc
+            raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
         return _joined(rows)
 
     async def one(self, hotel_id: str, device_id: str, *, stale_before: datetime) -> Device | None:
@@ -156,7 +156,7 @@ class SqliteDeviceReader:
         try:
             row = self._connect().execute(sql, [hotel_id, device_id]).fetchone()
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"device read failed: {exc}") from exc
+            raise StoreUnavailable(f"device read failed: {type(exc).__name__}") from exc
         if row is None:
             return None
         device_id, room, kind, firmware, online, state, seen = row

@@ -42,6 +42,7 @@ class Store:
 
     @classmethod
     def open(cls, config: RelayConfig) -> Store:
+        # Errors never carry bound parameters: they are what users typed.
         if config.is_sqlite:
             engine = create_async_engine(
                 config.database_url,
@@ -49,6 +50,7 @@ class Store:
                 max_overflow=0,
                 pool_timeout=config.db_timeout_s,
                 connect_args={"timeout": config.db_timeout_s},
+                hide_parameters=True,
             )
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
@@ -66,6 +68,7 @@ class Store:
                 max_overflow=config.db_pool_size,
                 pool_timeout=config.db_timeout_s,
                 connect_args=connect_args,
+                hide_parameters=True,
             )
         return cls(engine)
 
