@@ -102,3 +102,26 @@ async def test_relay_nodes_sharing_redis_throttle_together(
     finally:
         for node in nodes:
             await node.close()
+
+
+async def test_registration_is_throttled_per_address(api: Api, relay: Relay) -> None:
+    """Each sign-up costs an Argon2id hash: one address gets a few per window."""
+    limit = relay.config.register_address_limit
+    assert 1 <= limit <= 20
+    app = create_app(relay.config, relay=relay)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as signups:
+        statuses = []
+        for n in range(limit + 2):
+            body = {"email": api.email(f"s{n}"), "password": PASSWORD, "display_name": "S"}
+            statuses.append((await signups.post("/v1/auth/register", json=body)).status_code)
+        taken = {"email": api.email("s0"), "password": PASSWORD, "display_name": "S"}
+        refused = await signups.post("/v1/auth/register", json=taken)
+    assert statuses == [201] * limit + [429, 429]
+    assert refused.status_code == 429  # counted before the email is looked at: no oracle
+    problem = refused.json()
+    assert problem["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["retry-after"]) <= relay.config.register_address_window_s
+    await api.account("elsewhere")  # another address still signs up
+    metrics = (await api.http.get("/metrics")).text
+    assert "bellhop_cloud_registration_throttled_total 3.0" in metrics

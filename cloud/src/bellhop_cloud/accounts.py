@@ -70,10 +70,19 @@ class Accounts:
         self._refresh_ttl = timedelta(seconds=config.refresh_token_ttl_s)
         self._account_limit = Limit(config.login_account_limit, config.login_account_window_s)
         self._address_limit = Limit(config.login_address_limit, config.login_address_window_s)
+        self._register_limit = Limit(
+            config.register_address_limit, config.register_address_window_s
+        )
 
     async def register(
         self, email: str, password: str, display_name: str, *, address: str | None
     ) -> User:
+        # Counted before anything else, so a refused sign-up costs no hash and
+        # says nothing about whether the email is taken.
+        wait = await self._limiter.hit(f"register:address:{address}", self._register_limit)
+        if wait is not None:
+            self._metrics.registration_throttled.inc()
+            raise RateLimited(wait, "too many sign-ups from this address; try again later")
         password_hash = await self._passwords.hash(password)
         now = utcnow()
         user = User(new_id("usr"), email.lower(), display_name, now)

@@ -12,9 +12,10 @@ fields. Every key is listed in docs/cloud-api.md, "Running".
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from enum import StrEnum
@@ -66,6 +67,9 @@ class RelayConfig(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(), description="addresses or networks whose X-Forwarded-For/-Proto are believed"
+    )
 
     issuer: str = "bellhop-cloud"
     audience: str = "bellhop"
@@ -82,6 +86,9 @@ class RelayConfig(BaseSettings):
     login_account_window_s: float = Field(default=300.0, gt=0)
     login_address_limit: int = Field(default=30, ge=1, description="attempts per window")
     login_address_window_s: float = Field(default=60.0, gt=0)
+    # Each sign-up costs an argon2id hash (64 MiB by default): a few per address.
+    register_address_limit: int = Field(default=10, ge=1, description="sign-ups per window")
+    register_address_window_s: float = Field(default=600.0, gt=0)
     rate_limit_backend: RateLimitBackend = RateLimitBackend.MEMORY
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=1.0, gt=0)
@@ -115,6 +122,14 @@ class RelayConfig(BaseSettings):
         if url.startswith("sqlite") and _sqlite_database(url) in {"", ":memory:"}:
             raise ValueError("in-memory SQLite cannot be shared; give a file, sqlite:///FILE")
         return url
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(str(network) for network in parse_networks(values))
+        except ValueError as exc:
+            raise ValueError(f"not an IP address or network: {exc}") from None
 
     @field_validator("redis_url")
     @classmethod
@@ -162,6 +177,13 @@ class RelayConfig(BaseSettings):
         # First wins: overrides, then the environment, then the file.
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
         return (init_settings, env_settings, toml)
+
+
+def parse_networks(
+    values: Iterable[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Addresses or CIDR networks; ValueError naming a value that is neither."""
+    return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
 
 
 def _sqlite_database(url: str) -> str:

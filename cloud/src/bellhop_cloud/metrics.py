@@ -42,6 +42,11 @@ class RelayMetrics:
             "Login attempts refused by the rate limiter",
             registry=self.registry,
         )
+        self.registration_throttled = Counter(
+            "bellhop_cloud_registration_throttled",
+            "Sign-ups refused by the rate limiter",
+            registry=self.registry,
+        )
         self.gateways_enrolled = Counter(
             "bellhop_cloud_gateways_enrolled",
             "Gateways that exchanged an enrolment token for an identity",

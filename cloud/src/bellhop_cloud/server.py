@@ -23,6 +23,9 @@ def uvicorn_config(config: RelayConfig, *, log_level: str = "info") -> uvicorn.C
         log_level=log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
+        # The relay reads forwarded headers itself, and only from trusted_proxies
+        # (api/proxies.py); uvicorn's own handling believes any loopback peer.
+        proxy_headers=False,
     )
 
 
