@@ -124,7 +124,7 @@ async def test_several_forwarded_for_headers_are_one_list() -> None:
 
 
 def test_trusted_proxies_must_be_addresses_or_networks() -> None:
-    assert RelayConfig(trusted_proxies=["10.0.0.1", "fd00::/8"]).trusted_proxies == (
+    assert RelayConfig(trusted_proxies=("10.0.0.1", "fd00::/8")).trusted_proxies == (
         "10.0.0.1/32",
         "fd00::/8",
     )
