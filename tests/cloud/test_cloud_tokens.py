@@ -37,7 +37,7 @@ def test_a_broken_key_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_issued_token_verifies_and_carries_the_user() -> None:
     issuer = tokens()
-    issued = issuer.issue("usr_1")
+    issued = issuer.issue("usr_1", "fam_1")
     principal = issuer.verify(issued.token)
     assert principal.user_id == "usr_1"
     assert issued.expires_in == 300
@@ -47,7 +47,7 @@ def test_issued_token_verifies_and_carries_the_user() -> None:
 
 def test_expiry_holds_even_for_a_cached_token() -> None:
     issuer = tokens(ttl_s=60)
-    issued = issuer.issue("usr_1", now=time.time())
+    issued = issuer.issue("usr_1", "fam_1", now=time.time())
     issuer.verify(issued.token)  # cached now
     with pytest.raises(TokenExpired):
         issuer.verify(issued.token, now=time.time() + 61)
@@ -57,7 +57,7 @@ def test_expiry_holds_even_for_a_cached_token() -> None:
 
 def test_jwks_lets_a_third_party_verify_offline() -> None:
     issuer = tokens()
-    issued = issuer.issue("usr_1")
+    issued = issuer.issue("usr_1", "fam_1")
     (jwk,) = issuer.jwks()["keys"]
     assert set(jwk) == {"kty", "crv", "x", "kid", "alg", "use"}
     public = jwt.PyJWK(jwk)
@@ -82,7 +82,7 @@ def test_hs256_with_the_public_key_as_secret_is_refused() -> None:
 
 def test_token_of_another_relay_is_refused() -> None:
     with pytest.raises(InvalidToken):
-        tokens().verify(tokens().issue("usr_1").token)
+        tokens().verify(tokens().issue("usr_1", "fam_1").token)
 
 
 async def test_jwks_is_served_cacheable(api: Api) -> None:

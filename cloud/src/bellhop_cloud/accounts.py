@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
+from bellhop_cloud.auth.sessions import Sessions
 from bellhop_cloud.auth.tokens import REFRESH_PREFIX, AccessTokens, digest, new_secret
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import grants, refresh_tokens, users
@@ -24,7 +25,7 @@ from bellhop_cloud.errors import (
     EmailTaken,
     Forbidden,
     InvalidCredentials,
-    NotFound,
+    InvalidToken,
     RateLimited,
     RefreshTokenInvalid,
     RefreshTokenReused,
@@ -59,10 +60,12 @@ class Accounts:
         store: Store,
         passwords: Passwords,
         tokens: AccessTokens,
+        sessions: Sessions,
         limiter: RateLimiter,
         metrics: RelayMetrics,
     ) -> None:
         self._store = store
+        self._sessions = sessions
         self._passwords = passwords
         self._tokens = tokens
         self._limiter = limiter
@@ -207,6 +210,7 @@ class Accounts:
                         detail={"family_id": row.family_id},
                     )
         if reused is not None:
+            self._sessions.ended(reused[1])
             self._metrics.auth_failures.labels(reason="refresh_token_reused").inc()
             raise RefreshTokenReused
         if session is None:
@@ -234,12 +238,13 @@ class Accounts:
                 actor_id=row.user_id,
                 address=address,
             )
+        self._sessions.ended(row.family_id)
 
     async def profile(self, user_id: str) -> User:
         async with self._store.read() as conn:
             row = (await conn.execute(sa.select(users).where(users.c.id == user_id))).first()
         if row is None:
-            raise NotFound("account no longer exists")
+            raise InvalidToken("the account no longer exists")
         return User(row.id, row.email, row.display_name, row.created_at)
 
     async def rename(self, user_id: str, display_name: str) -> User:
@@ -260,7 +265,7 @@ class Accounts:
                 )
             ).first()
         if row is None:
-            raise NotFound("account no longer exists")
+            raise InvalidToken("the account no longer exists")
         account_key = f"login:account:{row.email}"
         wait = await self._limiter.blocked(account_key, self._account_limit)
         if wait is not None:
@@ -289,6 +294,7 @@ class Accounts:
                 actor_id=user_id,
                 address=address,
             )
+        self._sessions.ended_for_user(user_id)
         return session
 
     async def _start_session(self, conn: AsyncConnection, user_id: str, family: str) -> Session:
@@ -303,7 +309,7 @@ class Accounts:
                 expires_at=now + self._refresh_ttl,
             )
         )
-        access = self._tokens.issue(user_id)
+        access = self._tokens.issue(user_id, family)
         return Session(
             user_id=user_id,
             access_token=access.token,

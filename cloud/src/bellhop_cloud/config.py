@@ -76,6 +76,9 @@ class RelayConfig(BaseSettings):
     signing_key_path: Path = Path("bellhop-cloud-signing-key.pem")
     access_token_ttl_s: int = Field(default=600, ge=30, le=MAX_ACCESS_TOKEN_TTL_S)
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=60)
+    session_cache_s: float = Field(
+        default=2.0, ge=0, le=60, description="how long reads trust a live session; 0: never"
+    )
 
     # argon2id; the defaults are RFC 9106's second recommended option.
     password_time_cost: int = Field(default=3, ge=1)

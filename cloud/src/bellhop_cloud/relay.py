@@ -10,6 +10,7 @@ from functools import partial
 from bellhop_cloud import hotels
 from bellhop_cloud.accounts import Accounts
 from bellhop_cloud.auth.keys import load_or_create_signing_key
+from bellhop_cloud.auth.sessions import Sessions
 from bellhop_cloud.auth.tokens import AccessTokens
 from bellhop_cloud.config import RateLimitBackend, RelayConfig
 from bellhop_cloud.db.reads import DeviceReader, open_device_reader
@@ -31,6 +32,7 @@ class Relay:
     limiter: RateLimiter
     metrics: RelayMetrics
     accounts: Accounts
+    sessions: Sessions
     devices: DeviceReader
     access_cache: AccessCache[tuple[Hotel, Access]]
     _lookups: dict[tuple[str, str], asyncio.Future[tuple[Hotel, Access]]] = field(
@@ -64,11 +66,13 @@ class Relay:
             await limiter.close()
             raise
         metrics = metrics or RelayMetrics()
+        sessions = Sessions(store, cache_s=config.session_cache_s)
         accounts = Accounts(
             config,
             store=store,
             passwords=Passwords.from_config(config),
             tokens=tokens,
+            sessions=sessions,
             limiter=limiter,
             metrics=metrics,
         )
@@ -79,6 +83,7 @@ class Relay:
             limiter,
             metrics,
             accounts,
+            sessions,
             open_device_reader(config),
             AccessCache(config.access_cache_s),
         )

@@ -18,9 +18,13 @@ from bellhop_cloud.errors import AuthError, Unauthenticated
 from bellhop_cloud.rbac.permissions import Permission
 from bellhop_cloud.relay import Relay
 
+_READS = frozenset({"GET", "HEAD"})
+
 
 class BearerAuth(HTTPBearer):
     """The `Authorization: Bearer` scheme, resolved straight to the verified caller.
+
+    The token must verify and its session must be live (auth/sessions.py).
 
     One dependency instead of a scheme plus a verifier: FastAPI's per-
     dependency cost is a visible share of a hot read.
@@ -33,10 +37,14 @@ class BearerAuth(HTTPBearer):
             relay.metrics.auth_failures.labels(reason="unauthenticated").inc()
             raise Unauthenticated("send an access token as 'Authorization: Bearer ...'")
         try:
-            return relay.tokens.verify(credentials.credentials)
+            principal = relay.tokens.verify(credentials.credentials)
+            # Reads may trust a verified session for session_cache_s; writes ask the store.
+            fresh = request.method not in _READS
+            await relay.sessions.require_live(principal, fresh=fresh)
         except AuthError as exc:
             relay.metrics.auth_failures.labels(reason=exc.code).inc()
             raise
+        return principal
 
 
 bearer = BearerAuth(

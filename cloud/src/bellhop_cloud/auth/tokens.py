@@ -1,7 +1,10 @@
 """Access tokens (short-lived EdDSA JWTs) and opaque one-time secrets.
 
 Access token: header `alg=EdDSA`, `typ=at+jwt`, `kid`; claims `iss`, `aud`,
-`sub` (user id), `iat`, `exp`, `jti` and `token_use="access"`. Nothing but an
+`sub` (user id), `sid` (session: the refresh-token family, auth/sessions.py),
+`iat`, `exp`, `jti` and `token_use="access"`. A token whose lifetime
+(`exp - iat`) is longer than the relay issues, or issued in the future, is
+refused, whatever its signature. Nothing but an
 access token passes `verify_access`: refresh and enrolment tokens are opaque
 random strings (stored only as SHA-256 digests) and never parse as JWTs.
 """
@@ -25,7 +28,9 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 media type)
 ACCESS_TOKEN_USE = "access"  # noqa: S105
 REFRESH_PREFIX = "bhr_"
 ENROLMENT_PREFIX = "bhe_"
-_REQUIRED_CLAIMS = ["iss", "aud", "sub", "iat", "exp", "jti", "token_use"]
+_REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti", "token_use"]
+# Relay nodes' clocks may differ by this much; `iat` further ahead is refused.
+CLOCK_SKEW_S = 60
 _CACHE_SIZE = 4096
 
 
@@ -34,6 +39,7 @@ class Principal:
     """Who is calling, as proven by a verified access token."""
 
     user_id: str
+    session_id: str
     token_id: str
     expires_at: float
 
@@ -74,12 +80,15 @@ class AccessTokens:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._key.jwk()]}
 
-    def issue(self, user_id: str, *, now: float | None = None) -> IssuedAccessToken:
+    def issue(
+        self, user_id: str, session_id: str, *, now: float | None = None
+    ) -> IssuedAccessToken:
         issued_at = int(time.time() if now is None else now)
         claims = {
             "iss": self._issuer,
             "aud": self._audience,
             "sub": user_id,
+            "sid": session_id,
             "iat": issued_at,
             "exp": issued_at + self._ttl_s,
             "jti": secrets.token_urlsafe(12),
@@ -132,13 +141,26 @@ class AccessTokens:
             raise InvalidToken(_describe(exc)) from exc
         if claims.get("token_use") != ACCESS_TOKEN_USE:
             raise InvalidToken("not an access token")
-        expires_at = claims["exp"]
-        if not isinstance(expires_at, int | float) or expires_at <= now:
+        expires_at, issued_at = claims["exp"], claims["iat"]
+        if not _is_number(expires_at) or not _is_number(issued_at):
+            raise InvalidToken("malformed token")
+        # Only a token the relay could have issued: nothing longer, nothing from the future.
+        if expires_at - issued_at > self._ttl_s or issued_at > now + CLOCK_SKEW_S:
+            raise InvalidToken("lifetime longer than this relay issues")
+        if expires_at <= now:
             raise TokenExpired
-        subject = claims["sub"]
+        subject, session = claims["sub"], claims["sid"]
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("bad subject")
-        return Principal(user_id=subject, token_id=str(claims["jti"]), expires_at=expires_at)
+        if not isinstance(session, str) or not session:
+            raise InvalidToken("bad session")
+        return Principal(
+            user_id=subject, session_id=session, token_id=str(claims["jti"]), expires_at=expires_at
+        )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _describe(exc: jwt.PyJWTError) -> str:
