@@ -22,7 +22,9 @@ from tests.cloud.support import Account, Api, World, build_world
 
 PUBLIC_ROUTES = {
     ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
     ("GET", "/readyz"),
+    ("HEAD", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/.well-known/jwks.json"),
     ("POST", "/v1/auth/register"),

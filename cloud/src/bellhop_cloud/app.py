@@ -17,6 +17,7 @@ from bellhop_cloud.api import (
     routes_hotels,
     routes_orgs,
 )
+from bellhop_cloud.api.answers import AnswerHeaders
 from bellhop_cloud.api.proxies import ForwardedHeaders
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
@@ -66,6 +67,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         app.include_router(module.router)
     # Added last is outermost: metrics see the status of every answer, 500s included.
     app.add_middleware(problems.UnexpectedErrors)
+    app.add_middleware(AnswerHeaders)  # 500s included
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if config.trusted_proxies:
         app.add_middleware(ForwardedHeaders, trusted=config.trusted_proxies)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import Audience, RelayDep, access_rule
+from bellhop_cloud.api.encoding import json_response
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["operations"], route_class=BoundaryRoute)
 PUBLIC = access_rule(Audience.PUBLIC)
 READY_TIMEOUT_S = 2.0
+HEAD_OK: dict[int | str, dict[str, Any]] = {200: {"description": "As GET, without a body"}}
 
 
 @router.get("/healthz", openapi_extra=PUBLIC)
@@ -26,6 +30,25 @@ async def readyz(relay: RelayDep) -> Readiness:
     """The database answers within two seconds; a load balancer sends traffic only then."""
     await relay.store.ping(within_s=READY_TIMEOUT_S)
     return Readiness(status="ready", database="ok")
+
+
+# Load balancers probe with HEAD: the same answer as GET, its body dropped by
+# api/answers.py. Routes of their own, so each has its own operation id.
+@router.head("/healthz", openapi_extra=PUBLIC, response_class=Response, responses=HEAD_OK)
+async def healthz_head() -> Response:
+    """As GET /healthz, without a body."""
+    return json_response((await healthz()).model_dump())
+
+
+@router.head(
+    "/readyz",
+    openapi_extra=PUBLIC,
+    response_class=Response,
+    responses={**HEAD_OK, **responses(503)},
+)
+async def readyz_head(relay: RelayDep) -> Response:
+    """As GET /readyz, without a body."""
+    return json_response((await readyz(relay)).model_dump())
 
 
 @router.get(
