@@ -59,10 +59,13 @@ async def test_openapi_documents_every_error_as_a_problem(api: Api) -> None:
             if op["x-bellhop-access"]["audience"] != "public":
                 assert op.get("security") == [{"bearer": []}], where
                 assert "401" in op["responses"], where
+            assert {"422", "500"} <= set(op["responses"]), where
             for status, response in op["responses"].items():
-                if status.startswith(("4", "5")) and status != "422":
-                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                if status.startswith(("4", "5")):
+                    assert list(response["content"]) == ["application/problem+json"], where
+                    ref = response["content"]["application/problem+json"]["schema"]["$ref"]
                     assert ref.endswith("/Problem"), where
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
 async def test_health_and_readiness(api: Api) -> None:
@@ -108,3 +111,10 @@ async def test_every_json_answer_has_a_documented_schema(api: Api) -> None:
                 if status == "204" or path == "/metrics" or method == "head":
                     continue
                 assert content["application/json"]["schema"], f"{method} {path}"
+
+
+async def test_a_405_lists_every_method_of_the_path(api: Api) -> None:
+    response = await api.http.put("/v1/me")
+    assert (response.status_code, response.json()["code"]) == (405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, PATCH"
+    assert (await api.http.delete("/healthz")).headers["allow"] == "GET, HEAD"

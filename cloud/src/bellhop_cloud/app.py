@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from bellhop_cloud import __version__
 from bellhop_cloud.api import (
+    contract,
     problems,
     routes_auth,
     routes_gateways,
@@ -61,6 +62,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         app.state.relay = relay
     metrics = relay.metrics if relay is not None else RelayMetrics()
     problems.install(app)
+    contract.install(app)
     # Routes are matched in order; the hot device reads go first.
     routes_hotels.add_device_page(app)
     for module in (routes_hotels, routes_auth, routes_orgs, routes_gateways, routes_health):

@@ -20,6 +20,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bellhop_cloud.api.contract import (
+    DESCRIPTIONS,
+    MEDIA_TYPE,
+    REQUEST_ID_HEADER,
+    allowed_methods,
+)
 from bellhop_cloud.api.schemas import Problem
 from bellhop_cloud.errors import (
     AuthError,
@@ -31,8 +37,6 @@ from bellhop_cloud.relay import Relay
 
 log = logging.getLogger(__name__)
 
-MEDIA_TYPE = "application/problem+json"
-REQUEST_ID_HEADER = "X-Request-Id"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -106,13 +110,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else code
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        # The router names the methods of the first route that matched the path;
+        # a path can have several routes (GET and PATCH /v1/me), so ask the document.
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
     return problem_response(
         request,
         status=exc.status_code,
         code=code,
         title=detail,
         detail=detail,
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers,
     )
 
 
@@ -205,16 +214,4 @@ def install(app: FastAPI) -> None:
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem statuses a route can answer."""
-    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
-
-
-_DESCRIPTIONS = {
-    400: "Bad request",
-    401: "Missing, invalid or expired credentials",
-    403: "Signed in, but the role does not allow this",
-    404: "Not found (or not visible to the caller)",
-    409: "Conflict with the current state",
-    422: "The body or parameters do not match the schema",
-    429: "Too many attempts; see Retry-After",
-    503: "A dependency is unavailable",
-}
+    return {status: {"model": Problem, "description": DESCRIPTIONS[status]} for status in statuses}

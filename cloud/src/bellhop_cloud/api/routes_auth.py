@@ -49,7 +49,7 @@ def _user(user: User) -> UserOut:
     "/v1/auth/register",
     status_code=201,
     tags=["accounts"],
-    responses=responses(409, 422),
+    responses=responses(409, 422, 429),
     openapi_extra=PUBLIC,
 )
 async def register(body: RegisterRequest, relay: RelayDep, address: AddressDep) -> UserOut:
