@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import hypothesis
@@ -90,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     database=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.filter_too_much],
 )
-def test_every_answer_is_documented(case: schemathesis.Case, served: Served) -> None:
+def test_every_answer_is_documented(case: schemathesis.Case[Any], served: Served) -> None:
     case.call_and_validate(base_url=served.base, headers=served.headers)
 
 
