@@ -115,8 +115,9 @@ async def seed(config: Any) -> tuple[str, str]:
                     for n in range(DEVICES)
                 ],
             )
-        token = relay.tokens.issue(user.user_id).token
-        return hotel.hotel_id, token
+        # A real login: an access token belongs to a live session.
+        session = await relay.accounts.login("bench@example.com", "benchmark password", address=None)
+        return hotel.hotel_id, session.access_token
     finally:
         await relay.close()
 
