@@ -12,7 +12,6 @@ from typing import Any
 from bellhop.common.v1 import common_pb2 as pb
 from bellhop_devices.messages import DeviceKind, EventKind
 from google.protobuf import struct_pb2, timestamp_pb2
-from google.protobuf.json_format import MessageToDict
 
 from bellhop_edge.core.model import (
     Alert,
@@ -59,10 +58,6 @@ def struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
     message = struct_pb2.Struct()
     message.update(dict(values))
     return message
-
-
-def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
-    return MessageToDict(message)
 
 
 def room(r: Room) -> pb.Room:

@@ -31,7 +31,6 @@ from typing import Any, Final, TypeVar
 from bellhop_devices.codec import MAX_ENTRIES, MAX_TEXT_LEN, METRIC_LIMIT
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
-from bellhop_edge import convert
 from bellhop_edge.errors import InvalidRequest
 
 __all__ = [
@@ -183,28 +182,33 @@ def limit(value: int, field: str, *, default: int, maximum: int) -> int:
 def flat_values(message: struct_pb2.Struct, field: str) -> dict[str, Any]:
     """A flat object of booleans, finite numbers, short strings (and nulls).
 
-    JSON (and a protobuf Struct) has one number type: a whole number comes
-    back as an int, as a device would read it.
+    Read field by field from the Struct (a JSON conversion would choke on an
+    infinity before anything could check it). JSON has one number type: a
+    whole number comes back as an int, as a device would read it.
     """
-    values = convert.from_struct(message)
-    if len(values) > MAX_ENTRIES:
-        raise InvalidRequest(f"{field}: at most {MAX_ENTRIES} entries, got {len(values)}")
+    if len(message.fields) > MAX_ENTRIES:
+        raise InvalidRequest(f"{field}: at most {MAX_ENTRIES} entries, got {len(message.fields)}")
     out: dict[str, Any] = {}
-    for key, value in values.items():
+    for key, value in message.fields.items():
         name(key, f"{field} key")
         where = f"{field}.{key}"
-        if type(value) is float:
-            if not math.isfinite(value) or abs(value) > METRIC_LIMIT:
+        kind = value.WhichOneof("kind")
+        if kind == "number_value":
+            number = value.number_value
+            if not math.isfinite(number) or abs(number) > METRIC_LIMIT:
                 raise InvalidRequest(f"{where}: must be a finite number within +/-{METRIC_LIMIT:g}")
-            out[key] = int(value) if value.is_integer() else value
-        elif type(value) is str:
-            if len(value) > MAX_TEXT_LEN:
+            out[key] = int(number) if number.is_integer() else number
+        elif kind == "string_value":
+            text = value.string_value
+            if len(text) > MAX_TEXT_LEN:
                 raise InvalidRequest(f"{where}: at most {MAX_TEXT_LEN} characters")
-            if _CONTROL.search(value):
+            if _CONTROL.search(text):
                 raise InvalidRequest(f"{where}: control characters are not allowed")
-            out[key] = value
-        elif value is None or type(value) is bool:
-            out[key] = value
+            out[key] = text
+        elif kind == "bool_value":
+            out[key] = value.bool_value
+        elif kind == "null_value":
+            out[key] = None
         else:
             raise InvalidRequest(
                 f"{where}: must be a boolean, number, string or null, not a list or object"
