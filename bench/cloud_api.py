@@ -116,7 +116,9 @@ async def seed(config: Any) -> tuple[str, str]:
                 ],
             )
         # A real login: an access token belongs to a live session.
-        session = await relay.accounts.login("bench@example.com", "benchmark password", address=None)
+        session = await relay.accounts.login(
+            "bench@example.com", "benchmark password", address=None
+        )
         return hotel.hotel_id, session.access_token
     finally:
         await relay.close()

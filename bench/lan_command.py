@@ -35,6 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tests.support.mosquitto import free_port, wait_for_port
 
 HOTEL = "bench-lan"
+FLOOR_HOTEL = "bench-lan-floor"
 DEVICE = "r101-light"
 
 
@@ -77,9 +78,13 @@ async def grpc_floor(n: int) -> list[float]:
 
 
 async def mqtt_floor(mq, gw, dev, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """A bare QoS 1 round trip: gateway publishes, device answers, gateway receives."""
-    cmd = f"hotel/{HOTEL}/device/floor-dev/cmd"
-    ack = f"hotel/{HOTEL}/device/floor-dev/ack"
+    """A bare QoS 1 round trip: gateway publishes, device answers, gateway receives.
+
+    In a hotel of its own: the broker gives each client its username as id,
+    so the floor's clients must not share an account with the running gateway.
+    """
+    cmd = f"hotel/{FLOOR_HOTEL}/device/floor-dev/cmd"
+    ack = f"hotel/{FLOOR_HOTEL}/device/floor-dev/ack"
     samples = []
     nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     async with (
@@ -156,7 +161,9 @@ async def main() -> None:
     n = 1_000 if args.quick else 5_000
     with broker() as mq, tempfile.TemporaryDirectory(prefix="bellhop-lan-") as tmp:
         gw = mq.add_gateway(HOTEL)
-        creds = mq.add_devices(HOTEL, [DEVICE, "floor-dev"])
+        creds = mq.add_devices(HOTEL, [DEVICE])
+        floor_gw = mq.add_gateway(FLOOR_HOTEL)
+        floor_dev = mq.add_device(FLOOR_HOTEL, "floor-dev")
         mq.reload()
         api_port = free_port()
         config = Path(tmp) / "edge.toml"
@@ -182,7 +189,7 @@ async def main() -> None:
             await asyncio.sleep(1.5)
             samples = await commands(api_port, token, n)
             grpc_samples = await grpc_floor(n)
-            mqtt_samples = await mqtt_floor(mq, gw, creds["floor-dev"], n)
+            mqtt_samples = await mqtt_floor(mq, floor_gw, floor_dev, n)
         finally:
             device.terminate()
             gateway.terminate()
