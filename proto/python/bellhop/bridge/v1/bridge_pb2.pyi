@@ -3,6 +3,8 @@
 isort:skip_file
 Frames of the outbound WebSocket bridge between an edge gateway and the
 cloud relay. Every WebSocket binary message carries exactly one Frame.
+The protocol (handshake, lanes, acknowledgements, heartbeats, limits) is
+described in docs/bridge.md; its state machines are bellhop_bridge.
 """
 
 from bellhop.common.v1 import common_pb2 as _common_pb2
@@ -11,6 +13,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +24,26 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Lane:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LaneEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lane.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LANE_UNSPECIFIED: _Lane.ValueType  # 0
+    LANE_BULK: _Lane.ValueType  # 1
+    LANE_PRIORITY: _Lane.ValueType  # 2
+
+class Lane(_Lane, metaclass=_LaneEnumTypeWrapper):
+    """Events travel on two lanes, each in sequence order and acknowledged on its
+    own: alarms and alert changes overtake a telemetry backlog.
+    """
+
+LANE_UNSPECIFIED: Lane.ValueType  # 0
+LANE_BULK: Lane.ValueType  # 1
+LANE_PRIORITY: Lane.ValueType  # 2
+Global___Lane: _TypeAlias = Lane  # noqa: Y015
 
 @_typing.final
 class Frame(_message.Message):
@@ -166,31 +189,97 @@ Global___Proof: _TypeAlias = Proof  # noqa: Y015
 
 @_typing.final
 class Welcome(_message.Message):
-    """Cloud -> edge: the gateway is accepted; resume after last_acked_seq."""
+    """Cloud -> edge: the gateway is accepted; resume each lane after its last
+    acknowledged sequence.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     LAST_ACKED_SEQ_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    LAST_ACKED_PRIORITY_SEQ_FIELD_NUMBER: _builtins.int
+    WINDOW_EVENTS_FIELD_NUMBER: _builtins.int
+    WINDOW_BYTES_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     last_acked_seq: _builtins.int
+    """The bulk lane's."""
     heartbeat_interval_s: _builtins.int
+    last_acked_priority_seq: _builtins.int
+    window_events: _builtins.int
+    """Flow control: events and bytes the edge may have sent and not had
+    acknowledged, over both lanes.
+    """
+    window_bytes: _builtins.int
+    heartbeat_interval_ms: _builtins.int
+    """The same interval to the millisecond; when set, it wins."""
     def __init__(
         self,
         *,
         last_acked_seq: _builtins.int = ...,
         heartbeat_interval_s: _builtins.int = ...,
+        last_acked_priority_seq: _builtins.int = ...,
+        window_events: _builtins.int = ...,
+        window_bytes: _builtins.int = ...,
+        heartbeat_interval_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "last_acked_seq", b"last_acked_seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_interval_s", b"heartbeat_interval_s", "last_acked_priority_seq", b"last_acked_priority_seq", "last_acked_seq", b"last_acked_seq", "window_bytes", b"window_bytes", "window_events", b"window_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
 
 @_typing.final
+class Gap(_message.Message):
+    """Events the edge dropped before they could be sent (thinned when its outbox
+    was full, or older than its limit): the cloud records exactly what is missing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_SEQ_FIELD_NUMBER: _builtins.int
+    LAST_SEQ_FIELD_NUMBER: _builtins.int
+    TELEMETRY_POINTS_FIELD_NUMBER: _builtins.int
+    OTHER_EVENTS_FIELD_NUMBER: _builtins.int
+    OLDEST_FIELD_NUMBER: _builtins.int
+    NEWEST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    first_seq: _builtins.int
+    """Sequences between these, on the event's lane, will never arrive."""
+    last_seq: _builtins.int
+    telemetry_points: _builtins.int
+    other_events: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def oldest(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def newest(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        first_seq: _builtins.int = ...,
+        last_seq: _builtins.int = ...,
+        telemetry_points: _builtins.int = ...,
+        other_events: _builtins.int = ...,
+        oldest: _timestamp_pb2.Timestamp | None = ...,
+        newest: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["newest", b"newest", "oldest", b"oldest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seq", b"first_seq", "last_seq", b"last_seq", "newest", b"newest", "oldest", b"oldest", "other_events", b"other_events", "reason", b"reason", "telemetry_points", b"telemetry_points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Gap: _TypeAlias = Gap  # noqa: Y015
+
+@_typing.final
 class OutboxEvent(_message.Message):
-    """One entry of the edge's outbox. Sequence numbers start at 1 and have no gaps."""
+    """One entry of the edge's outbox. Sequence numbers start at 1 and only grow;
+    a lane carries a subsequence of them. Events the edge dropped are reported
+    by a Gap event, never left as a silent hole.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -203,7 +292,10 @@ class OutboxEvent(_message.Message):
     COMMAND_RESULT_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    LANE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    lane: Global___Lane.ValueType
     @_builtins.property
     def ts(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -220,6 +312,8 @@ class OutboxEvent(_message.Message):
     def device(self) -> _common_pb2.Device: ...
     @_builtins.property
     def room(self) -> _common_pb2.Room: ...
+    @_builtins.property
+    def gap(self) -> Global___Gap: ...
     def __init__(
         self,
         *,
@@ -232,12 +326,14 @@ class OutboxEvent(_message.Message):
         command_result: _common_pb2.CommandResult | None = ...,
         device: _common_pb2.Device | None = ...,
         room: _common_pb2.Room | None = ...,
+        gap: Global___Gap | None = ...,
+        lane: Global___Lane.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "payload", b"payload", "room", b"room", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "gap", b"gap", "payload", b"payload", "room", b"room", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "payload", b"payload", "room", b"room", "seq", b"seq", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "gap", b"gap", "lane", b"lane", "payload", b"payload", "room", b"room", "seq", b"seq", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["telemetry", "state", "device_event", "alert", "command_result", "device", "room"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["telemetry", "state", "device_event", "alert", "command_result", "device", "room", "gap"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -267,20 +363,23 @@ Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class EventAck(_message.Message):
-    """Cloud -> edge: everything up to and including seq is stored."""
+    """Cloud -> edge: everything of the lane up to and including seq is stored."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQ_FIELD_NUMBER: _builtins.int
+    LANE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    lane: Global___Lane.ValueType
     def __init__(
         self,
         *,
         seq: _builtins.int = ...,
+        lane: Global___Lane.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lane", b"lane", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -430,19 +529,34 @@ Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
+    """Both ways, every heartbeat interval; a peer silent for longer than its
+    timeout is gone, even if the connection looks open. The edge's say what it
+    still has to send, so the cloud can show a hotel's backlog.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SENT_AT_FIELD_NUMBER: _builtins.int
+    BACKLOG_EVENTS_FIELD_NUMBER: _builtins.int
+    OLDEST_UNSENT_FIELD_NUMBER: _builtins.int
+    THINNED_POINTS_FIELD_NUMBER: _builtins.int
+    backlog_events: _builtins.int
+    thinned_points: _builtins.int
     @_builtins.property
     def sent_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def oldest_unsent(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         sent_at: _timestamp_pb2.Timestamp | None = ...,
+        backlog_events: _builtins.int = ...,
+        oldest_unsent: _timestamp_pb2.Timestamp | None = ...,
+        thinned_points: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_unsent", b"oldest_unsent", "sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sent_at", b"sent_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backlog_events", b"backlog_events", "oldest_unsent", b"oldest_unsent", "sent_at", b"sent_at", "thinned_points", b"thinned_points"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

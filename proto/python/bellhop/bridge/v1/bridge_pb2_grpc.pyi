@@ -3,6 +3,8 @@
 isort:skip_file
 Frames of the outbound WebSocket bridge between an edge gateway and the
 cloud relay. Every WebSocket binary message carries exactly one Frame.
+The protocol (handshake, lanes, acknowledgements, heartbeats, limits) is
+described in docs/bridge.md; its state machines are bellhop_bridge.
 """
 
 from collections import abc as _abc

@@ -1,0 +1,102 @@
+"""Frames on the wire: one protobuf `Frame` per WebSocket binary message.
+
+    frame = decode(data)            # ProtocolError(BAD_FRAME | TOO_LARGE) on garbage
+    data = encode(frame)
+    data = encode_batch([entry.data for entry in entries])
+
+`encode_batch` writes an `EventBatch` frame from events that are already
+serialized (the edge's outbox keeps them so), without decoding them again:
+
+    Frame    field 5 (events), length-delimited:  0x2a <varint len> <EventBatch>
+    EventBatch field 1 (events), repeated:        0x0a <varint len> <OutboxEvent> ...
+
+Limits are checked here, once, for both ends: a frame is at most
+`MAX_FRAME_BYTES`, a batch at most `MAX_BATCH_EVENTS` events, and every
+string a peer sends (ids, codes, messages) is short and free of control
+characters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from bellhop.bridge.v1 import bridge_pb2
+from google.protobuf.message import DecodeError
+
+from bellhop_bridge.errors import CloseCode, ProtocolError
+
+__all__ = [
+    "MAX_BATCH_EVENTS",
+    "MAX_FRAME_BYTES",
+    "NONCE_BYTES",
+    "PROTOCOL_VERSION",
+    "check_text",
+    "decode",
+    "encode",
+    "encode_batch",
+    "proof_message",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 1 << 20
+MAX_BATCH_EVENTS: Final = 1000
+NONCE_BYTES: Final = 32
+MAX_TEXT: Final = 200
+# What the gateway signs: a context, its id and the relay's nonce (docs/bridge.md).
+_PROOF_CONTEXT: Final = b"bellhop-bridge-v1\x00"
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+_FRAME_EVENTS_TAG: Final = b"\x2a"
+_BATCH_EVENT_TAG: Final = b"\x0a"
+
+
+def encode(frame: bridge_pb2.Frame) -> bytes:
+    return frame.SerializeToString()
+
+
+def decode(data: bytes) -> bridge_pb2.Frame:
+    """One frame from a peer; `ProtocolError` for anything but a valid, bounded frame."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(CloseCode.TOO_LARGE, f"a frame of {len(data)} bytes")
+    frame = bridge_pb2.Frame()
+    try:
+        frame.ParseFromString(data)
+    except DecodeError:
+        raise ProtocolError(CloseCode.BAD_FRAME, "not a bridge frame") from None
+    if frame.WhichOneof("body") is None:
+        raise ProtocolError(CloseCode.BAD_FRAME, "an empty frame")
+    if frame.HasField("events") and len(frame.events.events) > MAX_BATCH_EVENTS:
+        raise ProtocolError(CloseCode.BAD_FRAME, f"more than {MAX_BATCH_EVENTS} events in a batch")
+    return frame
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_batch(events: Iterable[bytes]) -> bytes:
+    """An `EventBatch` frame from serialized `OutboxEvent`s, byte for byte."""
+    batch = b"".join(_BATCH_EVENT_TAG + _varint(len(e)) + e for e in events)
+    return _FRAME_EVENTS_TAG + _varint(len(batch)) + batch
+
+
+def proof_message(gateway_id: str, nonce: bytes) -> bytes:
+    """What the gateway signs with its enrolment key to answer a challenge."""
+    return _PROOF_CONTEXT + gateway_id.encode() + b"\x00" + nonce
+
+
+def check_text(value: str, field: str, *, max_len: int = MAX_TEXT, required: bool = True) -> str:
+    """A short string from a peer, without control characters."""
+    if required and not value:
+        raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is empty")
+    if len(value) > max_len:
+        raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is longer than {max_len}")
+    if _CONTROL.search(value):
+        raise ProtocolError(CloseCode.BAD_FRAME, f"{field} holds control characters")
+    return value

@@ -1,0 +1,202 @@
+"""The relay's end of a bridge: check who the gateway is, then take its events.
+
+    conn = RelayConnection(now=t, nonce=os.urandom(32), window_events=..., window_bytes=...)
+    HelloReceived(gateway_id, hotel_id, ...)  -> conn.challenge() or conn.close(UNKNOWN_GATEWAY)
+    ProofReceived(message, signature)         -> conn.welcome(last_acked) or conn.close(BAD_PROOF)
+    BatchReceived(events)                     -> apply `Dedup.fresh(...)` in one transaction,
+                                                 then conn.ack(lane, seq) for each lane
+
+Within a connection each lane's sequence only rises and the gateway keeps
+within its window; a gateway that breaks either is closed. Across
+connections the edge resends what was not acknowledged, which `Dedup`
+recognises by each lane's last applied sequence.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from bellhop.bridge.v1 import bridge_pb2
+
+from bellhop_bridge import frames
+from bellhop_bridge.connection import Connection, State
+from bellhop_bridge.edge import LANES, TIMEOUT_INTERVALS
+from bellhop_bridge.errors import CloseCode, ProtocolError
+from bellhop_bridge.events import (
+    BatchReceived,
+    CommandResultReceived,
+    HelloReceived,
+    Lane,
+    ProofReceived,
+    SnapshotReceived,
+)
+
+__all__ = ["Dedup", "RelayConnection"]
+
+ID_MAX: Final = 64
+
+
+class RelayConnection(Connection):
+    """One gateway's connection, from its Hello to close."""
+
+    def __init__(
+        self,
+        *,
+        now: float,
+        nonce: bytes,
+        window_events: int,
+        window_bytes: int,
+        heartbeat_interval_s: float = 15.0,
+        handshake_timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(
+            now=now,
+            handshake_timeout_s=handshake_timeout_s,
+            heartbeat_interval_s=heartbeat_interval_s,
+            peer_timeout_s=heartbeat_interval_s * TIMEOUT_INTERVALS,
+        )
+        if len(nonce) != frames.NONCE_BYTES:
+            raise ValueError(f"the nonce must be {frames.NONCE_BYTES} bytes")
+        self._nonce = nonce
+        self._window_events = window_events
+        self._window_bytes = window_bytes
+        self.gateway_id: str | None = None
+        self.hotel_id: str | None = None
+        self._step = "hello"  # hello -> challenged -> proved (then OPEN)
+        self._received: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        self._acked: dict[Lane, int] = dict.fromkeys(LANES, 0)
+        # Per lane: the seqs received and not yet acknowledged (the window's count).
+        self._pending: dict[Lane, collections.deque[int]] = {
+            lane: collections.deque() for lane in LANES
+        }
+
+    # -- the driver's answers ------------------------------------------------------------
+    def challenge(self, now: float) -> None:
+        """The gateway is known: ask it to prove it holds its enrolment key."""
+        self._expect_step("hello_checked")
+        self._step = "challenged"
+        self._send(bridge_pb2.Frame(challenge=bridge_pb2.Challenge(nonce=self._nonce)), now)
+
+    def welcome(self, last_acked: Mapping[Lane, int], now: float) -> None:
+        """The proof holds: open, and tell the gateway where each lane resumes."""
+        self._expect_step("proved")
+        self.state = State.OPEN
+        self._received = {lane: last_acked.get(lane, 0) for lane in LANES}
+        self._acked = dict(self._received)
+        welcome = bridge_pb2.Welcome(
+            last_acked_seq=self._acked[bridge_pb2.LANE_BULK],
+            last_acked_priority_seq=self._acked[bridge_pb2.LANE_PRIORITY],
+            heartbeat_interval_s=max(1, round(self.heartbeat_interval_s)),
+            heartbeat_interval_ms=round(self.heartbeat_interval_s * 1000),
+            window_events=self._window_events,
+            window_bytes=self._window_bytes,
+        )
+        self._send(bridge_pb2.Frame(welcome=welcome), now)
+
+    def ack(self, lane: Lane, seq: int, now: float) -> None:
+        """Everything of `lane` through `seq` is stored (committed)."""
+        if self.state is not State.OPEN or seq <= self._acked[lane]:
+            return
+        if seq > self._received[lane]:
+            raise ValueError(f"ack of seq {seq} on lane {lane}, received {self._received[lane]}")
+        pending = self._pending[lane]
+        while pending and pending[0] <= seq:
+            pending.popleft()
+        self._acked[lane] = seq
+        ack = bridge_pb2.EventAck(seq=seq, lane=bridge_pb2.Lane.ValueType(lane))
+        self._send(bridge_pb2.Frame(ack=ack), now)
+
+    def send_command(self, command: bridge_pb2.RemoteCommand, now: float) -> None:
+        self._send(bridge_pb2.Frame(command=command), now)
+
+    def acknowledge_alert(self, ack: bridge_pb2.AlertAcknowledgement, now: float) -> None:
+        self._send(bridge_pb2.Frame(alert_acknowledgement=ack), now)
+
+    def request_snapshot(self, request_id: str, now: float) -> None:
+        request = bridge_pb2.SnapshotRequest(request_id=request_id)
+        self._send(bridge_pb2.Frame(snapshot_request=request), now)
+
+    # -- receiving ------------------------------------------------------------------------
+    def _handle(self, frame: bridge_pb2.Frame, now: float) -> None:
+        body = frame.WhichOneof("body")
+        if self.state is State.HANDSHAKE:
+            if body == "hello" and self._step == "hello":
+                self._hello(frame.hello)
+            elif body == "proof" and self._step == "challenged":
+                self._step = "proved"
+                message = frames.proof_message(self.gateway_id or "", self._nonce)
+                self._events.append(ProofReceived(message, frame.proof.signature))
+            else:
+                raise self._unexpected(frame)
+        elif body == "events":
+            self._batch(frame.events.events)
+        elif body == "command_result":
+            self._events.append(CommandResultReceived(frame.command_result))
+        elif body == "snapshot":
+            self._events.append(SnapshotReceived(frame.snapshot))
+        else:
+            raise self._unexpected(frame)
+
+    def _hello(self, hello: bridge_pb2.Hello) -> None:
+        if hello.protocol_version != frames.PROTOCOL_VERSION:
+            raise ProtocolError(
+                CloseCode.UNSUPPORTED_VERSION,
+                f"protocol version {hello.protocol_version}; this relay speaks"
+                f" {frames.PROTOCOL_VERSION}",
+            )
+        self.gateway_id = frames.check_text(hello.gateway_id, "gateway_id", max_len=ID_MAX)
+        self.hotel_id = frames.check_text(hello.hotel_id, "hotel_id", max_len=ID_MAX)
+        software = frames.check_text(hello.software_version, "software_version", required=False)
+        self._step = "hello_checked"
+        self._events.append(
+            HelloReceived(self.gateway_id, self.hotel_id, hello.protocol_version, software)
+        )
+
+    def _batch(self, events: Sequence[bridge_pb2.OutboxEvent]) -> None:
+        # Per lane: how many events arrived after the last ack (for the window).
+        for event in events:
+            lane = event.lane
+            if lane not in self._received:
+                raise ProtocolError(CloseCode.BAD_FRAME, f"an event on unknown lane {lane}")
+            if event.seq <= self._received[lane]:
+                raise ProtocolError(
+                    CloseCode.OUT_OF_ORDER,
+                    f"lane {lane}: seq {event.seq} after {self._received[lane]}",
+                )
+            if event.WhichOneof("payload") is None:
+                raise ProtocolError(CloseCode.BAD_FRAME, f"event {event.seq} carries nothing")
+            self._received[lane] = event.seq
+            self._pending[lane].append(event.seq)
+        unacked = sum(len(p) for p in self._pending.values())
+        if unacked > self._window_events:
+            raise ProtocolError(
+                CloseCode.WINDOW_EXCEEDED, f"{unacked} events sent and not acknowledged"
+            )
+        self._events.append(BatchReceived(list(events)))
+
+    def _expect_step(self, step: str) -> None:
+        if self.state is not State.HANDSHAKE or self._step != step:
+            raise RuntimeError(f"not at the {step} step of the handshake")
+
+
+@dataclass(slots=True)
+class Dedup:
+    """Which events of a batch are new, by each lane's last applied sequence.
+
+    The relay keeps `last_applied` in the same transaction as what it
+    applies, so a batch sent again after a reconnect (or a crash of either
+    end) is applied once.
+    """
+
+    last_applied: dict[Lane, int]
+
+    def fresh(self, events: Sequence[bridge_pb2.OutboxEvent]) -> list[bridge_pb2.OutboxEvent]:
+        out = []
+        for event in events:
+            if event.seq > self.last_applied.get(event.lane, 0):
+                self.last_applied[event.lane] = event.seq
+                out.append(event)
+        return out
