@@ -39,6 +39,7 @@ from bellhop_edge.errors import ConfigError
 
 __all__ = [
     "ApiConfig",
+    "BridgeConfig",
     "CommandsConfig",
     "DeviceEntry",
     "EdgeConfig",
@@ -195,6 +196,10 @@ class RetentionConfig(_Section):
     # is never connected cannot fill its disk; the bridge sees the gap and
     # resyncs with a snapshot. None keeps them forever.
     outbox_max_age_s: Seconds | None = 30 * 86400
+    # Unacknowledged outbox events kept at most; past it the oldest raw
+    # telemetry is thinned (never alarms, alerts, command results or registry
+    # changes) and a gap record tells the cloud. None: no cap.
+    outbox_max_events: int | None = Field(default=2_000_000, ge=1000)
     run_every_s: Seconds = 600
     # Work per transaction, so the writer is never held for long.
     series_per_chunk: int = Field(default=200, ge=1)
@@ -215,6 +220,24 @@ class StoreConfig(_Section):
     # broker sends again after a crash is recognised (core/replay.py). Must
     # exceed the broker's in-flight window (1,000 in the generated config).
     replay_receipts: int = Field(default=10_000, ge=2_000, le=1_000_000)
+
+
+class BridgeConfig(_Section):
+    """The bridge to the cloud relay (docs/bridge.md); active once the gateway is enrolled."""
+
+    enabled: bool = True
+    connect_timeout_s: Seconds = 10.0
+    reconnect_min_s: Seconds = 1.0
+    reconnect_max_s: Seconds = 60.0
+    # Events per batch frame (the relay's window bounds what is in flight).
+    batch_events: int = Field(default=500, ge=1, le=1000)
+    # A private CA for a relay whose certificate public CAs do not sign.
+    tls_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _ordered(self, "reconnect_min_s", "reconnect_max_s")
+        return self
 
 
 class RoomEntry(_Section):
@@ -263,6 +286,7 @@ class EdgeConfig(BaseSettings):
     rules: RulesConfig = RulesConfig()
     retention: RetentionConfig = RetentionConfig()
     store: StoreConfig = StoreConfig()
+    bridge: BridgeConfig = BridgeConfig()
     # Declarative registry: upserted at start-up (devices may also be added later).
     rooms: tuple[RoomEntry, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()

@@ -30,6 +30,7 @@ from bellhop_devices import codec
 
 from bellhop_edge.api import start_server
 from bellhop_edge.auth import authenticator
+from bellhop_edge.bridge.client import bridge_for
 from bellhop_edge.bus import EventBus
 from bellhop_edge.clock import now_ms
 from bellhop_edge.commands import CommandService, run_fleet
@@ -158,6 +159,11 @@ class Gateway:
             on_connection=self.delivery.connected,
         )
         self._server, self.api_port = await start_server(self, config.api, authenticator(config))
+        self.bridge = bridge_for(
+            config, store=self.store, writer=self.writer, hotel=self.hotel, alerts=alerts
+        )
+        if self.bridge is not None:
+            self._spawn(self.bridge.run(), "bridge")
         self._link_task = self._spawn(self.link.run(), "mqtt")
         self._spawn(self._liveness_loop(), "liveness")
         self._spawn(self._retention_loop(), "retention")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_edge.config import RetentionConfig
 from bellhop_edge.core.commands import CommandRecord, CommandRequest
@@ -165,7 +166,7 @@ def test_removing_a_device_drops_its_state_and_tells_the_cloud(
 
 
 # -- outbox ---------------------------------------------------------------------------
-async def test_outbox_mirrors_writes_in_order_with_gapless_sequence(
+async def test_outbox_mirrors_writes_in_order_with_rising_sequence(
     store: EdgeStore, db_path: Path, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
@@ -455,17 +456,64 @@ async def test_late_points_for_a_rolled_bucket_merge_into_it(
     ]
 
 
-def test_unacked_outbox_events_past_the_age_limit_are_dropped(
+def test_unacked_outbox_events_past_the_age_limit_leave_a_gap_record(
     store: EdgeStore, test_name: str
 ) -> None:
     dev = f"{test_name}-env"
-    store.apply(points(dev, T0, temperature=1.0))
+    store.apply(points(dev, T0, temperature=1.0, humidity=2.0))
     policy = RetentionConfig(outbox_max_age_s=3600)
     entries = store.outbox_after(0)
     assert store.apply_retention(policy, entries[0].ts + 1000).outbox_unacked_dropped == 0
     dropped = store.apply_retention(policy, entries[0].ts + 3601_000).outbox_unacked_dropped
-    assert dropped == 1
-    assert store.outbox_after(0) == []
+    assert dropped == 2
+    (gap,) = [e.event() for e in store.outbox_after(0)]
+    assert gap.lane == bridge_pb2.LANE_BULK
+    assert (gap.gap.first_seq, gap.gap.last_seq) == (1, 2)
+    assert (gap.gap.telemetry_points, gap.gap.other_events) == (2, 0)
+    assert gap.gap.reason == "outbox_too_old"
+
+
+def test_over_its_cap_the_outbox_thins_raw_telemetry_and_nothing_else(
+    store: EdgeStore, test_name: str
+) -> None:
+    dev = f"{test_name}-env"
+    store.apply(*(points(dev, T0 + i, temperature=20.0) for i in range(1500)))
+    alarm = DeviceEvent(dev, EventKind.BREACH, T0 + 1500, {})
+    store.apply(PutEvent(alarm))
+    store.apply(*(points(dev, T0 + 2000 + i, temperature=21.0) for i in range(600)))
+    policy = RetentionConfig(outbox_max_events=1000, outbox_max_age_s=None)
+    report = store.apply_retention(policy, T0 + 3000)
+    assert report.outbox_thinned == 1101  # 2,101 unacked, a cap of 1,000
+    entries = store.outbox_after(0, limit=5000)
+    kinds = [e.kind for e in entries]
+    assert kinds.count(OutboxKind.DEVICE_EVENT) == 1, "an alarm is never thinned"
+    (gap,) = [e.event().gap for e in entries if e.kind is OutboxKind.GAP]
+    assert (gap.first_seq, gap.last_seq, gap.telemetry_points) == (1, 1101, 1101)
+    assert gap.reason == "outbox_full"
+    kept = [
+        e.event().telemetry.ts.ToMilliseconds() for e in entries if e.kind is OutboxKind.TELEMETRY
+    ]
+    assert kept[0] == T0 + 1101, "the oldest points go first"
+    assert store.counts().outbox_pending == 1001  # the newest 999 points, the alarm, the gap
+
+
+def test_each_lane_is_read_and_acknowledged_on_its_own(store: EdgeStore, test_name: str) -> None:
+    dev = f"{test_name}-door"
+    store.apply(points(dev, T0, battery=50.0))
+    store.apply(PutEvent(DeviceEvent(dev, EventKind.DOOR, T0 + 1, {"open": True})))
+    store.apply(points(dev, T0 + 2, battery=49.0))
+    bulk = bridge_pb2.LANE_BULK
+    priority = bridge_pb2.LANE_PRIORITY
+    assert [e.seq for e in store.outbox_after(0, lane=priority)] == [2]
+    assert [e.seq for e in store.outbox_after(0, lane=bulk)] == [1, 3]
+    assert store.outbox_after(0, lane=priority)[0].event().lane == priority
+    store.ack_outbox(2, priority)
+    assert store.outbox_acked() == {bulk: 0, priority: 2}
+    assert store.counts().outbox_pending == 2
+    written = store.outbox_after(0)[0].ts  # outbox rows carry the gateway's clock
+    report = store.apply_retention(RetentionConfig(), written)
+    assert report.outbox_acked_deleted == 1
+    assert [e.seq for e in store.outbox_after(0)] == [1, 3]
 
 
 def test_a_version_1_database_is_migrated_forward_keeping_its_history(
@@ -484,7 +532,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
         got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
         assert [(p.ts, p.value) for p in got] == [(T0, 19.0), (T0 + 1, 20.0)]
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 

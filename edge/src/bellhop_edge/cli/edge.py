@@ -25,6 +25,19 @@ def register(subparsers: Any) -> None:
     check.add_argument("--config", type=Path, required=True)
     check.set_defaults(handler=_check)
 
+    enrol = commands.add_parser(
+        "enrol", help="enrol this gateway with the cloud relay (once; keeps its key in DATA_DIR)"
+    )
+    enrol.add_argument("--config", type=Path, required=True)
+    enrol.add_argument("--relay", required=True, help="the relay's base URL, https://host[:port]")
+    enrol.add_argument(
+        "--token",
+        required=True,
+        help="the one-time enrolment token from the relay; '-' reads it from standard input",
+    )
+    enrol.add_argument("--name", default=None, help="how the relay lists it (default: hotel id)")
+    enrol.set_defaults(handler=_enrol)
+
     token = commands.add_parser("token", help="staff tokens verified by the gateway itself")
     token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
     create = token_commands.add_parser("create", help="mint a token (printed once, stored hashed)")
@@ -85,6 +98,28 @@ def _loop_factory() -> Any:
 def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     print(config.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
+    return 0
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    from bellhop_edge.bridge.identity import enrol
+    from bellhop_edge.errors import EdgeError
+
+    config = _load(args.config)
+    # '-': from standard input, so the token stays out of the process list and shell history.
+    token = sys.stdin.readline().strip() if args.token == "-" else str(args.token)  # noqa: S105
+    try:
+        identity = enrol(
+            config.data_dir,
+            relay_url=args.relay,
+            token=token,
+            name=args.name or config.hotel_id,
+        )
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled as gateway {identity.gateway_id} of hotel {identity.hotel_id}")
+    print(f"key and identity kept in {identity.directory(config.data_dir)} (mode 0600)")
     return 0
 
 

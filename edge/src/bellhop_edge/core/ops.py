@@ -115,9 +115,13 @@ class PutCommand:
 
 @dataclass(frozen=True, slots=True)
 class AckOutbox:
-    """The cloud stored everything up to and including `seq`."""
+    """The cloud stored everything of `lane` up to and including `seq`.
+
+    Lanes as in bridge.v1.Lane: 1 bulk, 2 priority (docs/bridge.md).
+    """
 
     seq: int
+    lane: int = 1
 
 
 @dataclass(frozen=True, slots=True)

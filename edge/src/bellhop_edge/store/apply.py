@@ -169,7 +169,7 @@ class Applier:
         elif isinstance(op, PutCommand):
             self._put_command(op.record, now)
         else:
-            self._ack(op.seq)
+            outbox.ack(self._conn, op.seq, op.lane)
 
     def _outbox(self, now: int, kind: OutboxKind, event: bridge_pb2.OutboxEvent) -> None:
         outbox.append(self._conn, now, kind, event)
@@ -287,6 +287,3 @@ class Applier:
                 OutboxKind.COMMAND_RESULT,
                 bridge_pb2.OutboxEvent(command_result=convert.command_result(res)),
             )
-
-    def _ack(self, seq: int) -> None:
-        outbox.ack(self._conn, seq)

@@ -62,12 +62,9 @@ class StoreCounts:
     # Raw points waiting for compaction (bounded by the writer's compact_rows).
     staged_points: int
     outbox_last_seq: int
-    outbox_last_acked: int
+    # Events not yet acknowledged by the cloud, over both lanes.
+    outbox_pending: int
     size_bytes: int
-
-    @property
-    def outbox_pending(self) -> int:
-        return self.outbox_last_seq - self.outbox_last_acked
 
 
 class EdgeStore:
@@ -150,8 +147,8 @@ class EdgeStore:
     def remove_device(self, device_id: str) -> None:
         self.apply(RemoveDevice(device_id))
 
-    def ack_outbox(self, seq: int) -> None:
-        self.apply(AckOutbox(seq))
+    def ack_outbox(self, seq: int, lane: int = outbox.BULK) -> None:
+        self.apply(AckOutbox(seq, lane))
 
     def apply_retention(self, policy: RetentionConfig, now: int) -> RetentionReport:
         """Retention in small transactions on this connection (tools, tests)."""
@@ -265,12 +262,22 @@ class EdgeStore:
             self._reader(), device_id, metric, start_ms=start_ms, end_ms=end_ms, limit=limit
         )
 
-    def outbox_after(self, seq: int, limit: int = 1000) -> list[OutboxEntry]:
-        """Events with a sequence above `seq`, in order, at most `limit`."""
-        return outbox.read_after(self._reader(), seq, limit)
+    def outbox_after(
+        self, seq: int, limit: int = 1000, lane: int | None = None
+    ) -> list[OutboxEntry]:
+        """Events of `lane` (None: every lane) above `seq`, in order, at most `limit`."""
+        return outbox.read_after(self._reader(), seq, limit, lane)
 
-    def outbox_last_acked(self) -> int:
-        return outbox.last_acked(self._conn)
+    def outbox_last_acked(self, lane: int = outbox.BULK) -> int:
+        return outbox.last_acked(self._reader())[lane]
+
+    def outbox_acked(self) -> dict[int, int]:
+        """Each lane's last acknowledged sequence."""
+        return outbox.last_acked(self._reader())
+
+    def outbox_backlog(self) -> outbox.Backlog:
+        """What the cloud has not acknowledged yet, per lane, and the oldest's time."""
+        return outbox.backlog(self._reader())
 
     def outbox_last_seq(self) -> int:
         return outbox.last_seq(self._conn)
@@ -311,7 +318,7 @@ class EdgeStore:
             series=self._db.table("series").count,
             staged_points=history.staged_rows(self._conn),
             outbox_last_seq=self.outbox_last_seq(),
-            outbox_last_acked=self.outbox_last_acked(),
+            outbox_pending=outbox.backlog(self._conn).total,
             size_bytes=page_count * page_size,
         )
 

@@ -21,7 +21,7 @@ from enum import IntEnum
 from typing import Final
 
 from bellhop_edge.config import RetentionConfig
-from bellhop_edge.store import history
+from bellhop_edge.store import history, outbox
 from bellhop_edge.store.schema import transaction
 
 __all__ = ["RetentionReport", "RetentionRun"]
@@ -44,6 +44,7 @@ class RetentionReport:
     commands_deleted: int = 0
     outbox_acked_deleted: int = 0
     outbox_unacked_dropped: int = 0
+    outbox_thinned: int = 0
     transactions: int = 0
     # Steps that failed (a full disk fails those that need new pages) and were skipped.
     failed_steps: int = 0
@@ -60,7 +61,8 @@ class _Phase(IntEnum):
     COMMANDS = 4
     OUTBOX_ACKED = 5
     OUTBOX_OLD = 6
-    DONE = 7
+    OUTBOX_CAP = 7
+    DONE = 8
 
 
 # Phase -> (table, key, condition, report field). Constants, never input.
@@ -82,10 +84,10 @@ _PRUNES: Final = {
     _Phase.OUTBOX_ACKED: (
         "outbox",
         "seq",
-        "seq <= (SELECT last_acked_seq FROM outbox_state)",
+        "(lane = 1 AND seq <= (SELECT last_acked_seq FROM outbox_state))"
+        " OR (lane = 2 AND seq <= (SELECT last_acked_priority_seq FROM outbox_state))",
         "outbox_acked_deleted",
     ),
-    _Phase.OUTBOX_OLD: ("outbox", "seq", "ts < :outbox_old", "outbox_unacked_dropped"),
 }
 
 
@@ -97,6 +99,7 @@ class RetentionRun:
     now: int
     phase: _Phase = _Phase.COMPACT
     after_series: int = 0
+    thin_left: int | None = None  # outbox events still to thin in this run
 
     @property
     def done(self) -> bool:
@@ -146,9 +149,10 @@ class RetentionRun:
 
     def _prune(self, conn: sqlite3.Connection) -> RetentionReport:
         p, phase = self.policy, self.phase
-        if phase is _Phase.OUTBOX_OLD and p.outbox_max_age_s is None:
-            self.phase = _Phase.DONE
-            return RetentionReport()
+        if phase is _Phase.OUTBOX_OLD:
+            return self._outbox_old(conn)
+        if phase is _Phase.OUTBOX_CAP:
+            return self._outbox_cap(conn)
         table, key, where, counter = _PRUNES[phase]
         sql = (
             f"DELETE FROM {table} WHERE {key} IN"  # noqa: S608 - constants
@@ -157,12 +161,45 @@ class RetentionRun:
         args = {
             "old": self.now - _ms(p.events_retention_s),
             "now": self.now,
-            "outbox_old": self.now - _ms(p.outbox_max_age_s or 0),
             "limit": p.rows_per_chunk,
         }
         n = conn.execute(sql, args).rowcount
         if n < p.rows_per_chunk:
             self.phase = _Phase(phase + 1)
-        if n and phase is _Phase.OUTBOX_OLD:
-            log.warning("dropped %d unacked outbox events older than the outbox limit", n)
         return RetentionReport(**{counter: n})
+
+    def _outbox_old(self, conn: sqlite3.Connection) -> RetentionReport:
+        """Unacknowledged events older than the limit go, and a gap record says so."""
+        p = self.policy
+        if p.outbox_max_age_s is None:
+            self.phase = _Phase.OUTBOX_CAP
+            return RetentionReport()
+        old = {"old": self.now - _ms(p.outbox_max_age_s)}
+        n = outbox.drop(
+            conn, "ts < :old", old, p.rows_per_chunk, reason="outbox_too_old", now=self.now
+        )
+        if n < p.rows_per_chunk:
+            self.phase = _Phase.OUTBOX_CAP
+        if n:
+            log.warning("dropped %d unacked outbox events older than the outbox limit", n)
+        return RetentionReport(outbox_unacked_dropped=n)
+
+    def _outbox_cap(self, conn: sqlite3.Connection) -> RetentionReport:
+        """Past the cap, the oldest raw telemetry is thinned; nothing else ever is.
+
+        The excess is measured once per run (each chunk's gap record is an
+        event too), then thinned a chunk per step.
+        """
+        cap = self.policy.outbox_max_events
+        if self.thin_left is None:
+            self.thin_left = 0 if cap is None else max(0, outbox.backlog(conn).total - cap)
+        if self.thin_left <= 0:
+            self.phase = _Phase.DONE
+            return RetentionReport()
+        limit = min(self.thin_left, self.policy.rows_per_chunk)
+        n = outbox.drop(conn, "kind = 3", {}, limit, reason="outbox_full", now=self.now)
+        self.thin_left -= limit
+        if n < limit:
+            self.phase = _Phase.DONE  # nothing thinnable is left
+        log.warning("outbox over its cap: thinned %d raw telemetry points", n)
+        return RetentionReport(outbox_thinned=n)

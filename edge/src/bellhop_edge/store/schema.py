@@ -175,12 +175,25 @@ def _schema_v4(db: Database) -> None:
     db.execute("CREATE TABLE receipts (id INTEGER PRIMARY KEY, key INTEGER NOT NULL) STRICT")
 
 
+def _schema_v5(db: Database) -> None:
+    """Bridge lanes: alert changes and device events overtake a telemetry backlog."""
+    db.execute("ALTER TABLE outbox ADD COLUMN lane INTEGER NOT NULL DEFAULT 1")
+    db.execute("UPDATE outbox SET lane = 2 WHERE kind IN (5, 6)")  # device events, alerts
+    db.execute("CREATE INDEX outbox_priority ON outbox (seq) WHERE lane = 2")
+    db.execute(
+        "ALTER TABLE outbox_state ADD COLUMN last_acked_priority_seq INTEGER NOT NULL DEFAULT 0"
+    )
+    # One acknowledgement covered every kind before: it covers both lanes now.
+    db.execute("UPDATE outbox_state SET last_acked_priority_seq = last_acked_seq")
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
     _schema_v2,
     _schema_v3,
     _schema_v4,
+    _schema_v5,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

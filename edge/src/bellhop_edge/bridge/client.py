@@ -1,0 +1,319 @@
+"""The gateway's bridge client: a thin asyncio driver over `bellhop_bridge.EdgeConnection`.
+
+    client = BridgeClient(identity, key, store=store, writer=writer, snapshot=..., config=...)
+    task = asyncio.create_task(client.run())   # connects, streams, reconnects; until cancelled
+
+One WebSocket to the relay at a time. After the handshake it streams each
+outbox lane from the relay's last acknowledged sequence (priority first),
+within the relay's window, and records each acknowledgement durably. A
+non-fatal close (a dead link, the relay restarting) is followed by a
+reconnect with capped exponential back-off and full jitter; a fatal one (the
+gateway was revoked) ends `run`, with the reason logged and kept in `stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
+from bellhop_bridge import (
+    LANES,
+    Acked,
+    AlertAcknowledged,
+    Closed,
+    CommandReceived,
+    EdgeConnection,
+    Event,
+    Opened,
+    SnapshotRequested,
+    full_jitter,
+)
+from bellhop_bridge.frames import MAX_FRAME_BYTES
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from bellhop_edge.bridge.identity import Identity
+from bellhop_edge.bridge.snapshot import snapshot
+from bellhop_edge.config import BridgeConfig, EdgeConfig
+from bellhop_edge.core.alerts import AlertBook
+from bellhop_edge.core.hotel import Hotel
+from bellhop_edge.core.ops import AckOutbox
+from bellhop_edge.errors import ConfigError, EdgeError
+from bellhop_edge.store import EdgeStore, StoreWriter
+
+__all__ = ["BridgeClient", "BridgeState", "BridgeStats", "bridge_for"]
+
+log = logging.getLogger(__name__)
+
+SOFTWARE_VERSION: Final = "bellhop-edge 0.1.0"
+# How often the backlog figures the heartbeats carry are read again.
+BACKLOG_EVERY_S: Final = 5.0
+
+
+class BridgeState(enum.Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    WAITING = "waiting to reconnect"
+    STOPPED = "stopped: the relay refused this gateway"
+
+
+@dataclass(slots=True)
+class BridgeStats:
+    connects: int = 0
+    opens: int = 0
+    events_sent: int = 0
+    acked: dict[int, int] = field(default_factory=dict)
+    closes: dict[str, int] = field(default_factory=dict)
+    last_close: str | None = None
+
+
+class BridgeClient:
+    """Keeps one hotel's bridge to the relay up; owns nothing but its socket."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        key: Ed25519PrivateKey,
+        *,
+        store: EdgeStore,
+        writer: StoreWriter,
+        snapshot: Callable[[str], bridge_pb2.Snapshot],
+        config: BridgeConfig,
+        on_alert_ack: Callable[[bridge_pb2.AlertAcknowledgement], None] | None = None,
+        delays: Callable[[], Iterator[float]] | None = None,
+    ) -> None:
+        self.identity = identity
+        self._key = key
+        self._store = store
+        self._writer = writer
+        self._snapshot = snapshot
+        self._config = config
+        self._on_alert_ack = on_alert_ack
+        self._delays = delays or (
+            lambda: full_jitter(config.reconnect_min_s, config.reconnect_max_s)
+        )
+        self.state = BridgeState.CONNECTING
+        self.stats = BridgeStats()
+        self._more = asyncio.Event()  # the outbox grew, or the window opened
+        self._send_lock = asyncio.Lock()
+
+    def wake(self) -> None:
+        """Something may be ready to send (a commit, an ack)."""
+        self._more.set()
+
+    async def run(self) -> None:
+        """Connect, stream, reconnect; returns when cancelled or refused for good."""
+        delays = self._delays()
+        while True:
+            self.state = BridgeState.CONNECTING
+            self.stats.connects += 1
+            closed: Closed | None = None
+            opened = False
+            try:
+                async with self._connect() as ws:
+                    opened, closed = await self._session(ws)
+            except (OSError, TimeoutError, InvalidURI, InvalidHandshake, ConnectionClosed) as exc:
+                self._note(f"cannot reach the relay: {exc}")
+            if closed is not None:
+                self._note(f"{closed.code.value}: {closed.message}")
+                if closed.fatal:
+                    self.state = BridgeState.STOPPED
+                    log.error(
+                        "the relay refused this gateway for good (%s: %s); not reconnecting."
+                        " Enrol it again (`bellhop edge enrol`).",
+                        closed.code.value,
+                        closed.message,
+                    )
+                    return
+            if opened:
+                delays = self._delays()
+            self.state = BridgeState.WAITING
+            await asyncio.sleep(next(delays))
+
+    def _connect(self) -> connect:
+        config = self._config
+        tls: ssl.SSLContext | None = None
+        if self.identity.bridge_url.startswith("wss:"):
+            tls = ssl.create_default_context(
+                cafile=str(config.tls_ca) if config.tls_ca is not None else None
+            )
+        return connect(
+            self.identity.bridge_url,
+            ssl=tls,
+            open_timeout=config.connect_timeout_s,
+            close_timeout=config.connect_timeout_s,
+            # The protocol has its own heartbeats, which also carry the backlog.
+            ping_interval=None,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,
+            proxy=None,
+            user_agent_header=SOFTWARE_VERSION,
+        )
+
+    async def _session(self, ws: ClientConnection) -> tuple[bool, Closed | None]:
+        loop = asyncio.get_running_loop()
+        conn = EdgeConnection(
+            gateway_id=self.identity.gateway_id,
+            hotel_id=self.identity.hotel_id,
+            software_version=SOFTWARE_VERSION,
+            sign=self._key.sign,
+            now=loop.time(),
+        )
+        opened, closed = False, None
+        sender: asyncio.Task[None] | None = None
+        try:
+            await self._flush(ws, conn)
+            while not conn.closed:
+                try:
+                    async with asyncio.timeout_at(conn.next_deadline()):
+                        data = await ws.recv()
+                except TimeoutError:
+                    conn.tick(loop.time())
+                except ConnectionClosed as exc:
+                    conn.connection_lost(f"the connection closed ({exc.rcvd or 'no close frame'})")
+                else:
+                    conn.receive_data(
+                        data if isinstance(data, bytes) else data.encode(), loop.time()
+                    )
+                for event in conn.events_received():
+                    if isinstance(event, Opened):
+                        opened = True
+                        self._opened(event)
+                        sender = asyncio.create_task(
+                            self._stream(ws, conn, dict(event.last_acked)), name="bridge-stream"
+                        )
+                    elif isinstance(event, Closed):
+                        closed = event
+                    else:
+                        self._handle(event, conn, loop.time())
+                with contextlib.suppress(ConnectionClosed):
+                    await self._flush(ws, conn)
+        finally:
+            if sender is not None:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        return opened, closed
+
+    def _opened(self, event: Opened) -> None:
+        self.state = BridgeState.OPEN
+        self.stats.opens += 1
+        self.stats.acked = dict(event.last_acked)
+        log.info(
+            "bridge to %s open; resuming after %s",
+            self.identity.relay_url,
+            ", ".join(f"lane {lane}: {seq}" for lane, seq in sorted(event.last_acked.items())),
+        )
+
+    def _handle(self, event: Event, conn: EdgeConnection, now: float) -> None:
+        if isinstance(event, Acked):
+            self.stats.acked[event.lane] = event.seq
+            # Recorded durably; acknowledged rows are pruned by retention.
+            with contextlib.suppress(EdgeError):
+                self._writer.submit(AckOutbox(event.seq, event.lane))
+            self.wake()
+        elif isinstance(event, SnapshotRequested):
+            conn.send_snapshot(self._snapshot(event.request_id), now)
+        elif isinstance(event, AlertAcknowledged):
+            if self._on_alert_ack is not None:
+                self._on_alert_ack(event.acknowledgement)
+        elif isinstance(event, CommandReceived):
+            # Remote commands are not executed by this gateway version: say so at once.
+            command = event.command.command
+            result = bridge_pb2.RemoteCommandResult()
+            result.result.command_id = command.command_id
+            result.result.device_id = command.device_id
+            result.result.status = common_pb2.COMMAND_STATUS_FAILED
+            result.result.error = "remote commands are not supported by this gateway"
+            conn.send_command_result(result, now)
+
+    async def _stream(
+        self, ws: ClientConnection, conn: EdgeConnection, cursors: dict[int, int]
+    ) -> None:
+        """Send each lane after its cursor, priority first, as the window allows."""
+        loop = asyncio.get_running_loop()
+        next_backlog = 0.0
+        while not conn.closed:
+            self._more.clear()
+            if loop.time() >= next_backlog:
+                backlog = await asyncio.to_thread(self._store.outbox_backlog)
+                conn.backlog = (backlog.total, backlog.oldest_ms, 0)
+                next_backlog = loop.time() + BACKLOG_EVERY_S
+            left_events, left_bytes = conn.window_left()
+            limit = min(left_events, self._config.batch_events)
+            batch = await asyncio.to_thread(self._read, cursors, limit, left_bytes) if limit else []
+            if not batch:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(BACKLOG_EVERY_S):
+                        await self._more.wait()
+                continue
+            conn.send_events(batch, loop.time())
+            self.stats.events_sent += len(batch)
+            for lane, seq, _ in batch:
+                cursors[lane] = max(cursors[lane], seq)
+            await self._flush(ws, conn)
+
+    def _read(
+        self, cursors: dict[int, int], limit: int, bytes_left: int
+    ) -> list[tuple[int, int, bytes]]:
+        """Up to `limit` events (and `bytes_left` bytes), priority lane first. In a thread."""
+        out: list[tuple[int, int, bytes]] = []
+        for lane in LANES:
+            if len(out) >= limit:
+                break
+            for entry in self._store.outbox_after(cursors[lane], limit - len(out), lane):
+                if len(entry.data) > bytes_left:
+                    return out
+                bytes_left -= len(entry.data)
+                out.append((lane, entry.seq, entry.data))
+        return out
+
+    async def _flush(self, ws: ClientConnection, conn: EdgeConnection) -> None:
+        # One sender at a time: frames must leave in the order they were made.
+        async with self._send_lock:
+            for data in conn.data_to_send():
+                await ws.send(data)
+
+    def _note(self, reason: str) -> None:
+        self.stats.last_close = reason
+        key = reason.split(":", 1)[0]
+        self.stats.closes[key] = self.stats.closes.get(key, 0) + 1
+        log.warning("bridge closed: %s", reason)
+
+
+def bridge_for(
+    config: EdgeConfig,
+    *,
+    store: EdgeStore,
+    writer: StoreWriter,
+    hotel: Hotel,
+    alerts: AlertBook,
+) -> BridgeClient | None:
+    """The gateway's bridge client, or None when it is not enrolled (or the bridge is off)."""
+    if not config.bridge.enabled:
+        return None
+    identity = Identity.load(config.data_dir)
+    if identity is None:
+        return None
+    if identity.hotel_id != config.hotel_id:
+        raise ConfigError(
+            f"enrolled for hotel {identity.hotel_id!r}, configured for {config.hotel_id!r}"
+        )
+    client = BridgeClient(
+        identity,
+        Identity.key(config.data_dir),
+        store=store,
+        writer=writer,
+        snapshot=lambda request_id: snapshot(hotel, alerts, request_id, store.outbox_last_seq()),
+        config=config.bridge,
+    )
+    writer.add_listener(lambda _report: client.wake())
+    return client
