@@ -17,9 +17,11 @@ from bellhop_cloud.api import (
     routes_health,
     routes_hotels,
     routes_orgs,
+    routes_sync,
 )
 from bellhop_cloud.api.answers import AnswerHeaders
 from bellhop_cloud.api.proxies import ForwardedHeaders
+from bellhop_cloud.bridge.endpoint import BridgeEndpoint
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
 from bellhop_cloud.relay import Relay
@@ -47,7 +49,13 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         # of the collector's full passes removes most of their pause.
         gc.freeze()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if config.bridge_port is not None:
+                    endpoint = BridgeEndpoint(owned)
+                    host = config.bridge_host or config.host
+                    await stack.enter_async_context(endpoint.serving(host, config.bridge_port))
+                    app.state.bridge = endpoint
+                yield
         finally:
             await owned.close()
 
@@ -65,7 +73,14 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
     contract.install(app)
     # Routes are matched in order; the hot device reads go first.
     routes_hotels.add_device_page(app)
-    for module in (routes_hotels, routes_auth, routes_orgs, routes_gateways, routes_health):
+    for module in (
+        routes_hotels,
+        routes_sync,
+        routes_auth,
+        routes_orgs,
+        routes_gateways,
+        routes_health,
+    ):
         app.include_router(module.router)
     # Added last is outermost: metrics see the status of every answer, 500s included.
     app.add_middleware(problems.UnexpectedErrors)

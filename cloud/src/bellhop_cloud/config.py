@@ -102,6 +102,23 @@ class RelayConfig(BaseSettings):
 
     enrolment_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     stale_after_s: float = Field(default=120.0, gt=0, description="freshness window")
+
+    # The bridge endpoint (docs/bridge.md), on a port of its own; None: off.
+    bridge_host: str | None = Field(default=None, description="default: host")
+    bridge_port: int | None = Field(default=8081, ge=0, le=65535)
+    bridge_public_url: str | None = Field(
+        default=None,
+        pattern=r"^wss?://[^\s/?#@]+/v1/bridge$",
+        description="the URL enrolled gateways dial, when a proxy stands in front; "
+        "default: ws(s)://<the enrolment request's host>:<bridge_port>/v1/bridge",
+    )
+    bridge_window_events: int = Field(default=5000, ge=1, le=100_000)
+    bridge_window_bytes: int = Field(default=8 << 20, ge=4096, le=64 << 20)
+    bridge_heartbeat_s: float = Field(default=15.0, ge=0.05, le=300)
+    bridge_handshake_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    bridge_revocation_check_s: float = Field(
+        default=5.0, gt=0, le=300, description="a revoked gateway is cut off within this"
+    )
     access_cache_s: float = Field(
         default=1.0, ge=0, le=10, description="how long a hotel access check is reused; 0: never"
     )

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -256,3 +257,20 @@ async def is_gateway_active(store: Store, gateway_id: str) -> bool:
     """False for unknown and revoked gateways; the bridge checks it on connect and periodically."""
     identity = await load_identity(store, gateway_id)
     return identity is not None and identity.active
+
+
+async def revoked_among(store: Store, gateway_ids: Sequence[str]) -> list[str]:
+    """Which of these gateways are revoked (or gone): those whose bridges must end."""
+    found: set[str] = set()
+    revoked: list[str] = []
+    async with store.read() as conn:
+        for start in range(0, len(gateway_ids), 500):
+            chunk = list(gateway_ids[start : start + 500])
+            rows = await conn.execute(
+                sa.select(gateways.c.id, gateways.c.revoked_at).where(gateways.c.id.in_(chunk))
+            )
+            for gateway_id, revoked_at in rows:
+                found.add(gateway_id)
+                if revoked_at is not None:
+                    revoked.append(gateway_id)
+    return revoked + [g for g in gateway_ids if g not in found]

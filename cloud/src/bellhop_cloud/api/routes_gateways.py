@@ -5,19 +5,22 @@ from __future__ import annotations
 import binascii
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from bellhop_cloud import enrolment, hotels
 from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import AddressDep, Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.schemas import (
+    EnrolledOut,
     EnrolmentTokenCreate,
     EnrolmentTokenOut,
     EnrolRequest,
     GatewayOut,
 )
 from bellhop_cloud.auth.keys import b64url, b64url_decode
+from bellhop_cloud.bridge.endpoint import BRIDGE_PATH
+from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.store import utcnow
 from bellhop_cloud.enrolment import Gateway
 from bellhop_cloud.errors import BadSignature
@@ -71,7 +74,9 @@ async def create_enrolment_token(
     responses=responses(401, 422),
     openapi_extra=access_rule(Audience.PUBLIC),
 )
-async def enrol(body: EnrolRequest, relay: RelayDep, address: AddressDep) -> GatewayOut:
+async def enrol(
+    body: EnrolRequest, request: Request, relay: RelayDep, address: AddressDep
+) -> EnrolledOut:
     """Exchange an enrolment token and a public key (with proof of its private key) for an id.
 
     `signature` is the Ed25519 signature of the bytes `bellhop-enrol-v1`, a zero
@@ -91,7 +96,19 @@ async def enrol(body: EnrolRequest, relay: RelayDep, address: AddressDep) -> Gat
         address=address,
     )
     relay.metrics.gateways_enrolled.inc()
-    return _gateway_out(gateway, utcnow(), timedelta(seconds=relay.config.stale_after_s))
+    out = _gateway_out(gateway, utcnow(), timedelta(seconds=relay.config.stale_after_s))
+    return EnrolledOut(**out.model_dump(), bridge_url=bridge_url(relay.config, request))
+
+
+def bridge_url(config: RelayConfig, request: Request) -> str:
+    """The bridge URL gateways are told: configured, or this host on the bridge port."""
+    if config.bridge_public_url is not None:
+        return config.bridge_public_url
+    scheme = "wss" if request.url.scheme == "https" else "ws"
+    host = request.url.hostname or config.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{config.bridge_port}{BRIDGE_PATH}"
 
 
 @router.get(

@@ -253,6 +253,10 @@ class GatewayOut(BaseModel):
     stale: bool
 
 
+class EnrolledOut(GatewayOut):
+    bridge_url: str = Field(description="where the gateway opens its bridge, ws(s)://…/v1/bridge")
+
+
 # Audit and health
 
 

@@ -224,3 +224,99 @@ audit_log = sa.Table(
     sa.Column("address", sa.String(64)),
     sa.Column("detail", sa.JSON, nullable=False),
 )
+
+# -- what the bridge brings (migration 0003) ------------------------------------------
+# Times the edge measured are Unix milliseconds (BIGINT), as on the wire.
+MILLIS = sa.BigInteger()
+
+# One row per gateway: where each bridge lane stands, and what its edge still holds.
+gateway_links = sa.Table(
+    "gateway_links",
+    metadata,
+    sa.Column("gateway_id", ID, sa.ForeignKey("gateways.id"), primary_key=True),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False, index=True),
+    sa.Column("last_bulk_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_priority_seq", sa.BigInteger, nullable=False),
+    sa.Column("connected", sa.Boolean, nullable=False),
+    sa.Column("connected_at", UtcDateTime),
+    sa.Column("disconnected_at", UtcDateTime),
+    sa.Column("close_reason", sa.String(64)),
+    sa.Column("last_heard_at", UtcDateTime),
+    sa.Column("backlog_events", sa.BigInteger, nullable=False),
+    sa.Column("oldest_unsent_ms", MILLIS),
+    sa.Column("gap_points", sa.BigInteger, nullable=False),
+    sa.Column("gap_events", sa.BigInteger, nullable=False),
+)
+
+telemetry = sa.Table(
+    "telemetry",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("ts", MILLIS, primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+device_events = sa.Table(
+    "device_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("ts", MILLIS, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Index("ix_device_events_hotel_id_ts", "hotel_id", "ts"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    # Keyed by hotel as well: ids come from the edge, and one hotel's gateway
+    # must never reach another hotel's rows by reusing an id.
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("alert_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("room_id", sa.String(64)),
+    sa.Column("message", sa.String(500), nullable=False),
+    sa.Column("raised_at", MILLIS, nullable=False),
+    sa.Column("acknowledged_at", MILLIS),
+    sa.Column("acknowledged_by", sa.String(200)),
+    sa.Column("note", sa.String(1000)),
+    sa.Column("cleared_at", MILLIS),
+    sa.Index("ix_alerts_hotel_id_raised_at", "hotel_id", "raised_at"),
+)
+
+command_results = sa.Table(
+    "command_results",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("command_id", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.String(500)),
+    sa.Column("completed_at", MILLIS),
+)
+
+# What an edge had to drop before it could send it: never a silent hole.
+sync_gaps = sa.Table(
+    "sync_gaps",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False, index=True),
+    sa.Column("gateway_id", ID, nullable=False),
+    sa.Column("lane", sa.SmallInteger, nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("telemetry_points", sa.BigInteger, nullable=False),
+    sa.Column("other_events", sa.BigInteger, nullable=False),
+    sa.Column("oldest_ms", MILLIS),
+    sa.Column("newest_ms", MILLIS),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+)

@@ -47,6 +47,7 @@ class Identity:
     gateway_id: str
     hotel_id: str
     relay_url: str  # the relay's base URL, http(s)://host[:port]
+    bridge_endpoint: str = ""  # the relay's answer at enrolment; "": derived from relay_url
 
     @staticmethod
     def directory(data_dir: Path) -> Path:
@@ -57,7 +58,15 @@ class Identity:
         path = cls.directory(data_dir) / "identity.json"
         try:
             doc = json.loads(path.read_text())
-            return cls(str(doc["gateway_id"]), str(doc["hotel_id"]), str(doc["relay_url"]))
+            identity = cls(
+                str(doc["gateway_id"]),
+                str(doc["hotel_id"]),
+                str(doc["relay_url"]),
+                str(doc.get("bridge_endpoint") or ""),
+            )
+            if identity.bridge_endpoint:
+                check_bridge_url(identity.bridge_endpoint)
+            return identity
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -80,10 +89,21 @@ class Identity:
 
     @property
     def bridge_url(self) -> str:
-        """ws(s)://host/v1/bridge, from the relay's http(s) base URL."""
+        """Where the bridge connects: as the relay said, else ws(s)://host/v1/bridge."""
+        if self.bridge_endpoint:
+            return self.bridge_endpoint
         parts = urllib.parse.urlsplit(self.relay_url)
         scheme = {"https": "wss", "http": "ws"}[parts.scheme]
         return urllib.parse.urlunsplit((scheme, parts.netloc, BRIDGE_PATH, "", ""))
+
+
+def check_bridge_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in {"ws", "wss"} or not parts.netloc or parts.path != BRIDGE_PATH:
+        raise ConfigError(f"bridge URL {url!r}: expected ws(s)://host[:port]{BRIDGE_PATH}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError("the bridge URL must hold no query, fragment or credentials")
+    return url
 
 
 def check_relay_url(url: str) -> str:
@@ -111,13 +131,18 @@ def enrol(data_dir: Path, *, relay_url: str, token: str, name: str) -> Identity:
         "name": name,
     }
     answer = _post(relay_url + "/v1/gateways/enrol", body)
-    identity = Identity(str(answer["id"]), str(answer["hotel_id"]), relay_url)
+    bridge_url = check_bridge_url(str(answer.get("bridge_url") or _derived(relay_url)))
+    identity = Identity(str(answer["id"]), str(answer["hotel_id"]), relay_url, bridge_url)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     write_atomic(Identity.directory(data_dir) / "key.pem", pem, mode=0o600)
     identity.save(data_dir)
     return identity
+
+
+def _derived(relay_url: str) -> str:
+    return Identity("", "", relay_url).bridge_url
 
 
 def _post(url: str, body: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,317 @@
+"""The relay's bridge endpoint: a thin asyncio driver over `bellhop_bridge.RelayConnection`.
+
+    endpoint = BridgeEndpoint(relay)
+    async with endpoint.serving(host, port):    # websockets' own server
+        ...
+
+Per connection: the gateway's Hello is checked against its enrolment (known,
+not revoked, this hotel), its proof against the public key it enrolled
+with; then batches are applied in one transaction each with the lanes' new
+positions (so each event once) and acknowledged after the commit. A second
+connection of the same gateway replaces the first. A revoked gateway is cut
+off within `bridge_revocation_check_s`, with a fatal close so that it stops
+retrying. Why websockets' own server rather than a route of the HTTP app:
+docs/bridge.md, "Where the relay serves bridges".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Final
+
+from bellhop_bridge import (
+    LANES,
+    BatchReceived,
+    CloseCode,
+    Closed,
+    Dedup,
+    Event,
+    HeartbeatReceived,
+    HelloReceived,
+    ProofReceived,
+    RelayConnection,
+    SnapshotReceived,
+)
+from bellhop_bridge.frames import MAX_FRAME_BYTES, NONCE_BYTES
+from sqlalchemy.exc import SQLAlchemyError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode as CloseStatus
+from websockets.http11 import Request, Response
+
+from bellhop_cloud import enrolment
+from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.enrolment import GatewayIdentity
+from bellhop_cloud.relay import Relay
+
+__all__ = ["BRIDGE_PATH", "BridgeEndpoint"]
+
+BRIDGE_PATH: Final = "/v1/bridge"
+
+log = logging.getLogger(__name__)
+
+# A heartbeat's backlog figures are written at most this often per gateway.
+HEARD_EVERY_S: Final = 5.0
+
+
+class _Link:
+    """One gateway's live connection on this node."""
+
+    def __init__(self, ws: ServerConnection, conn: RelayConnection) -> None:
+        self.ws = ws
+        self.conn = conn
+        self.identity: GatewayIdentity | None = None
+        self.heard_at = 0.0
+        self.close_reason = "closed"
+        self.lock = asyncio.Lock()  # frames leave in the order they were made
+
+
+def _who(link: _Link) -> str:
+    return link.identity.gateway_id if link.identity is not None else "an unidentified gateway"
+
+
+class BridgeEndpoint:
+    def __init__(self, relay: Relay, config: RelayConfig | None = None) -> None:
+        self.relay = relay
+        self._config = config or relay.config
+        self._live: dict[str, _Link] = {}
+        self.applied_events = 0
+        self.rejected_events = 0
+        self.closes: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def serving(self, host: str, port: int) -> AsyncIterator[Server]:
+        async with serve(
+            self.handle,
+            host,
+            port,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,  # memory per idle bridge, and the frames are protobuf
+            ping_interval=None,  # the protocol's own heartbeats find dead links
+            open_timeout=self._config.bridge_handshake_timeout_s,
+            server_header=None,
+            process_request=self._route,
+        ) as server:
+            watcher = asyncio.create_task(self._watch_revocations(), name="bridge-revocations")
+            try:
+                yield server
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+                await self.close_all(CloseCode.SHUTTING_DOWN, "the relay is restarting")
+
+    async def close_all(self, code: CloseCode, message: str) -> None:
+        """Close every bridge on this node, telling each gateway why."""
+        for link in list(self._live.values()):
+            link.conn.close(code, message)
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                await self._flush(link)
+                await link.ws.close()
+
+    def _route(self, ws: ServerConnection, request: Request) -> Response | None:
+        if request.path != BRIDGE_PATH:
+            self.closes["not_found"] = self.closes.get("not_found", 0) + 1
+            return ws.respond(HTTPStatus.NOT_FOUND, "the bridge is at /v1/bridge\n")
+        return None
+
+    @property
+    def connected(self) -> int:
+        return len(self._live)
+
+    async def handle(self, ws: ServerConnection) -> None:
+        loop = asyncio.get_running_loop()
+        conn = RelayConnection(
+            now=loop.time(),
+            nonce=os.urandom(NONCE_BYTES),
+            window_events=self._config.bridge_window_events,
+            window_bytes=self._config.bridge_window_bytes,
+            heartbeat_interval_s=self._config.bridge_heartbeat_s,
+            handshake_timeout_s=self._config.bridge_handshake_timeout_s,
+        )
+        link = _Link(ws, conn)
+        try:
+            while not conn.closed:
+                try:
+                    async with asyncio.timeout_at(conn.next_deadline()):
+                        data = await ws.recv()
+                except TimeoutError:
+                    conn.tick(loop.time())
+                except ConnectionClosed as exc:
+                    if exc.sent is not None and exc.sent.code == CloseStatus.MESSAGE_TOO_BIG:
+                        conn.close(CloseCode.TOO_LARGE, "a frame past the size limit")
+                    else:
+                        conn.connection_lost("the gateway's connection closed")
+                else:
+                    if isinstance(data, str):
+                        conn.close(CloseCode.BAD_FRAME, "a text frame")
+                    else:
+                        conn.receive_data(data, loop.time())
+                await self._drain(link)
+                try:
+                    await self._flush(link)
+                except (TimeoutError, ConnectionClosed):
+                    conn.connection_lost("the gateway stopped reading")
+                    await self._drain(link)
+        finally:
+            await self._closed(link)
+
+    async def _drain(self, link: _Link) -> None:
+        """Handle what the connection reported, including what handling it made it report."""
+        conn, loop = link.conn, asyncio.get_running_loop()
+        while events := conn.events_received():
+            try:
+                for event in events:
+                    await self._on(link, event, loop.time())
+            except SQLAlchemyError:
+                # Nothing of the batch is acknowledged, so the edge sends it again.
+                log.exception("bridge of %s: the database refused", _who(link))
+                conn.close(CloseCode.INTERNAL, "the relay could not store this; try again")
+
+    async def _on(self, link: _Link, event: Event, now: float) -> None:
+        conn = link.conn
+        if isinstance(event, HelloReceived):
+            identity = await enrolment.load_identity(self.relay.store, event.gateway_id)
+            if identity is None:
+                conn.close(CloseCode.UNKNOWN_GATEWAY, "this gateway was never enrolled")
+            elif not identity.active:
+                conn.close(CloseCode.REVOKED, "this gateway was revoked; enrol it again")
+            elif identity.hotel_id != event.hotel_id:
+                conn.close(CloseCode.WRONG_HOTEL, "the gateway is enrolled for another hotel")
+            else:
+                link.identity = identity
+                conn.challenge(now)
+        elif isinstance(event, ProofReceived):
+            await self._proved(link, event, now)
+        elif isinstance(event, BatchReceived):
+            await self._apply(link, event, now)
+        elif isinstance(event, HeartbeatReceived):
+            await self._heard(link, event, now)
+        elif isinstance(event, SnapshotReceived):
+            await self._snapshot(link, event)
+        elif isinstance(event, Closed):
+            name = event.code.value
+            self.closes[name] = self.closes.get(name, 0) + 1
+            link.close_reason = name
+            if not event.by_peer or event.code is not CloseCode.CONNECTION_LOST:
+                log.info("bridge of %s closed: %s (%s)", _who(link), name, event.message)
+
+    async def _proved(self, link: _Link, event: ProofReceived, now: float) -> None:
+        identity = link.identity
+        assert identity is not None
+        if not identity.verify(event.message, event.signature):
+            link.conn.close(CloseCode.BAD_PROOF, "the proof does not match the enrolled key")
+            return
+        stale = self._live.get(identity.gateway_id)
+        if stale is not None:
+            # The newer connection is the gateway's own; the older one is a dead link.
+            stale.conn.close(CloseCode.REPLACED, "the gateway connected again")
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                await self._flush(stale)
+                await stale.ws.close()
+        self._live[identity.gateway_id] = link
+        async with self.relay.store.write() as db:
+            state = await sync.open_link(
+                db, identity.gateway_id, identity.hotel_id, datetime.now(UTC)
+            )
+        link.conn.welcome(state.last_applied, now)
+        if state.new:
+            # No record of this gateway here (first connection, or a restored
+            # database): ask for the whole picture so the relay ends equal to it.
+            link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
+        log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
+
+    async def _apply(self, link: _Link, event: BatchReceived, now: float) -> None:
+        identity = link.identity
+        assert identity is not None
+        async with self.relay.store.write() as db:
+            # The row's lock orders this against any other connection of the gateway.
+            last = await sync.lanes(db, identity.gateway_id) or {}
+            dedup = Dedup(dict(last))
+            plan = Plan.of(dedup.fresh(event.events), identity.hotel_id)
+            await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC))
+        self.applied_events += len(plan.telemetry) + len(plan.events)
+        if plan.rejected:
+            self.rejected_events += len(plan.rejected)
+            log.warning(
+                "gateway %s: %d events refused (%s)",
+                identity.gateway_id,
+                len(plan.rejected),
+                plan.rejected[0],
+            )
+        for lane in LANES:
+            seqs = [e.seq for e in event.events if e.lane == lane]
+            if seqs:
+                link.conn.ack(lane, max(seqs), now)
+
+    async def _heard(self, link: _Link, event: HeartbeatReceived, now: float) -> None:
+        identity = link.identity
+        if identity is None or now - link.heard_at < HEARD_EVERY_S:
+            return
+        link.heard_at = now
+        async with self.relay.store.write() as db:
+            await sync.heard(
+                db,
+                identity.gateway_id,
+                backlog_events=event.backlog_events,
+                oldest_unsent_ms=event.oldest_unsent_ms,
+                now=datetime.now(UTC),
+            )
+
+    async def _snapshot(self, link: _Link, event: SnapshotReceived) -> None:
+        identity = link.identity
+        assert identity is not None
+        async with self.relay.store.write() as db:
+            await sync.apply_snapshot(db, identity.gateway_id, identity.hotel_id, event.snapshot)
+        log.info("gateway %s: snapshot applied", identity.gateway_id)
+
+    async def _watch_revocations(self) -> None:
+        """Cut live bridges within `bridge_revocation_check_s` of their gateway's revocation.
+
+        One query per interval for the whole node, whatever the number of bridges.
+        """
+        every = self._config.bridge_revocation_check_s
+        while True:
+            await asyncio.sleep(every)
+            live = [gateway_id for gateway_id in self._live]
+            if not live:
+                continue
+            try:
+                revoked = await enrolment.revoked_among(self.relay.store, live)
+            except SQLAlchemyError:
+                log.warning("bridge: cannot check revocations now", exc_info=True)
+                continue
+            for gateway_id in revoked:
+                link = self._live.get(gateway_id)
+                if link is None:
+                    continue
+                link.conn.close(CloseCode.REVOKED, "this gateway was revoked")
+                with contextlib.suppress(TimeoutError, ConnectionClosed):
+                    await self._flush(link)
+                    await link.ws.close()
+
+    async def _flush(self, link: _Link) -> None:
+        # A peer that stops reading fills the socket's buffer; a send that cannot
+        # finish within a heartbeat interval means the link is dead.
+        async with link.lock, asyncio.timeout(self._config.bridge_heartbeat_s * 3):
+            for data in link.conn.data_to_send():
+                await link.ws.send(data)
+
+    async def _closed(self, link: _Link) -> None:
+        identity = link.identity
+        if identity is None or self._live.get(identity.gateway_id) is not link:
+            return
+        del self._live[identity.gateway_id]
+        reason = link.close_reason
+        with contextlib.suppress(Exception):
+            async with self.relay.store.write() as db:
+                await sync.set_connected(
+                    db, identity.gateway_id, reason=reason, now=datetime.now(UTC)
+                )

@@ -1,0 +1,214 @@
+"""What a batch of bridge events asks of the relay's database, without touching it.
+
+    plan = Plan.of(events, hotel_id)     # events already past `Dedup`
+    await sync.apply(conn, plan, ...)    # one transaction
+
+A sans-I/O core: events in, rows out, grouped by table so a batch of
+thousands is a handful of statements. Later events win where one row keeps
+only the latest (a device's reported state, an alert, a command's result).
+Every value from the edge is checked as it crosses this boundary; an event
+that breaks a rule is skipped and counted (`Plan.rejected`), never applied
+half-way and never allowed to stall its lane.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
+from google.protobuf.json_format import MessageToDict
+
+__all__ = ["Plan"]
+
+_ID: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
+_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+TEXT_MAX: Final = 500
+
+_KINDS: Final = {
+    v: k.removeprefix("DEVICE_KIND_").lower() for k, v in common_pb2.DeviceKind.items()
+}
+_EVENTS: Final = {v: k.removeprefix("EVENT_KIND_").lower() for k, v in common_pb2.EventKind.items()}
+_ALERT_KINDS: Final = {
+    v: k.removeprefix("ALERT_KIND_").lower() for k, v in common_pb2.AlertKind.items()
+}
+_SEVERITIES: Final = {
+    v: k.removeprefix("ALERT_SEVERITY_").lower() for k, v in common_pb2.AlertSeverity.items()
+}
+_ALERT_STATES: Final = {
+    v: k.removeprefix("ALERT_STATE_").lower() for k, v in common_pb2.AlertState.items()
+}
+_COMMAND_STATUSES: Final = {
+    v: k.removeprefix("COMMAND_STATUS_").lower() for k, v in common_pb2.CommandStatus.items()
+}
+
+
+class _Skip(Exception):
+    """This event breaks a rule; it is counted and skipped."""
+
+
+def _id(value: str, what: str) -> str:
+    if _ID.fullmatch(value) is None:
+        raise _Skip(f"{what} {value[:40]!r}")
+    return value
+
+
+def _text(value: str, limit: int = TEXT_MAX) -> str:
+    if _CONTROL.search(value):
+        raise _Skip("control characters")
+    return value[:limit]
+
+
+def _ms(stamp: Any) -> int:
+    return int(stamp.ToMilliseconds())
+
+
+def _json(struct: Any) -> dict[str, Any]:
+    try:
+        values: dict[str, Any] = MessageToDict(struct)
+    except ValueError as exc:  # an infinity, which JSON cannot hold
+        raise _Skip(str(exc)) from None
+    return values
+
+
+@dataclass(slots=True)
+class Plan:
+    hotel_id: str
+    telemetry: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, tuple[dict[str, Any], int]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry: latest
+    removed: set[str] = field(default_factory=set)
+    rooms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: dict[int, int] = field(default_factory=dict)
+    rejected: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: Iterable[bridge_pb2.OutboxEvent], hotel_id: str) -> Plan:
+        plan = cls(hotel_id)
+        for event in events:
+            plan.last_seq[event.lane] = max(plan.last_seq.get(event.lane, 0), event.seq)
+            try:
+                plan._add(event)
+            except _Skip as why:
+                plan.rejected.append(f"seq {event.seq}: {why}")
+        return plan
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.telemetry
+            or self.states
+            or self.devices
+            or self.removed
+            or self.rooms
+            or self.events
+            or self.alerts
+            or self.commands
+            or self.gaps
+        )
+
+    def _add(self, event: bridge_pb2.OutboxEvent) -> None:
+        kind = event.WhichOneof("payload")
+        hotel_id = self.hotel_id
+        if kind == "telemetry":
+            p = event.telemetry
+            if _NAME.fullmatch(p.metric) is None or not math.isfinite(p.value):
+                raise _Skip(f"telemetry {p.metric[:40]!r}={p.value}")
+            self.telemetry.append(
+                {
+                    "hotel_id": hotel_id,
+                    "device_id": _id(p.device_id, "device"),
+                    "metric": p.metric,
+                    "ts": _ms(p.ts),
+                    "value": p.value,
+                }
+            )
+        elif kind == "state":
+            s = event.state
+            self.states[_id(s.device_id, "device")] = (_json(s.values), _ms(s.updated_at))
+        elif kind == "device":
+            d = event.device
+            device_id = _id(d.device_id, "device")
+            if not d.registered:
+                self.removed.add(device_id)
+                self.devices.pop(device_id, None)
+                return
+            self.removed.discard(device_id)
+            self.devices[device_id] = {
+                "room_id": _id(d.room_id, "room") if d.room_id else None,
+                "kind": _KINDS.get(d.kind, "unspecified"),
+                "firmware": _text(d.firmware, 64) or None,
+                "online": d.connectivity == common_pb2.CONNECTIVITY_ONLINE,
+                "last_seen_ms": _ms(d.last_seen) if d.HasField("last_seen") else None,
+            }
+        elif kind == "room":
+            r = event.room
+            room_id = _id(r.room_id, "room")
+            self.rooms[room_id] = {"name": _text(r.name, 200) or room_id, "floor": r.floor}
+        elif kind == "device_event":
+            e = event.device_event
+            self.events.append(
+                {
+                    "hotel_id": hotel_id,
+                    "device_id": _id(e.device_id, "device"),
+                    "kind": _EVENTS.get(e.kind, "unspecified"),
+                    "ts": _ms(e.ts),
+                    "data": _json(e.data),
+                }
+            )
+        elif kind == "alert":
+            self._alert(event.alert)
+        elif kind == "command_result":
+            c = event.command_result
+            self.commands[_id(c.command_id, "command")] = {
+                "hotel_id": hotel_id,
+                "command_id": c.command_id,
+                "device_id": _id(c.device_id, "device"),
+                "status": _COMMAND_STATUSES.get(c.status, "unspecified"),
+                "result": _json(c.result) if c.HasField("result") else None,
+                "error": _text(c.error) or None,
+                "completed_at": _ms(c.completed_at) if c.HasField("completed_at") else None,
+            }
+        elif kind == "gap":
+            g = event.gap
+            self.gaps.append(
+                {
+                    "lane": event.lane,
+                    "first_seq": g.first_seq,
+                    "last_seq": g.last_seq,
+                    "telemetry_points": g.telemetry_points,
+                    "other_events": g.other_events,
+                    "oldest_ms": _ms(g.oldest) if g.HasField("oldest") else None,
+                    "newest_ms": _ms(g.newest) if g.HasField("newest") else None,
+                    "reason": _text(g.reason, 32) or "unknown",
+                }
+            )
+        else:
+            raise _Skip(f"an event of kind {kind}")
+
+    def _alert(self, a: common_pb2.Alert) -> None:
+        alert_id = _id(a.alert_id, "alert")
+        self.alerts[alert_id] = {
+            "alert_id": alert_id,
+            "hotel_id": self.hotel_id,
+            "kind": _ALERT_KINDS.get(a.kind, "unspecified"),
+            "severity": _SEVERITIES.get(a.severity, "unspecified"),
+            "state": _ALERT_STATES.get(a.state, "unspecified"),
+            "device_id": _id(a.device_id, "device"),
+            "room_id": _id(a.room_id, "room") if a.room_id else None,
+            "message": _text(a.message),
+            "raised_at": _ms(a.raised_at),
+            "acknowledged_at": _ms(a.acknowledged_at) if a.HasField("acknowledged_at") else None,
+            "acknowledged_by": _text(a.acknowledged_by, 200) or None,
+            "note": _text(a.note, 1000) or None,
+            "cleared_at": _ms(a.cleared_at) if a.HasField("cleared_at") else None,
+        }

@@ -1,0 +1,296 @@
+"""The relay's database side of the bridge: each gateway's link row, and applying plans.
+
+Every function runs inside the caller's transaction (`store.write()`), so a
+batch's rows and its lanes' new positions are committed together: an event
+is applied once however often the edge sends it (`bellhop_bridge.Dedup`
+against `last_applied`, read under the row's lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from bellhop.bridge.v1 import bridge_pb2
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.db.schema import (
+    alerts,
+    command_results,
+    device_events,
+    devices,
+    gateway_links,
+    gateways,
+    hotels,
+    rooms,
+    sync_gaps,
+    telemetry,
+)
+
+__all__ = ["LinkState", "apply", "apply_snapshot", "heard", "lanes", "open_link", "set_connected"]
+
+BULK, PRIORITY = int(bridge_pb2.LANE_BULK), int(bridge_pb2.LANE_PRIORITY)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    last_applied: dict[int, int]
+    new: bool  # the relay had no record of this gateway's lanes
+
+
+def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def lanes(conn: AsyncConnection, gateway_id: str) -> dict[int, int] | None:
+    """Each lane's last applied sequence, the row locked until the transaction ends."""
+    row = (
+        await conn.execute(
+            sa.select(gateway_links.c.last_bulk_seq, gateway_links.c.last_priority_seq)
+            .where(gateway_links.c.gateway_id == gateway_id)
+            .with_for_update()
+        )
+    ).first()
+    return None if row is None else {BULK: int(row[0]), PRIORITY: int(row[1])}
+
+
+async def open_link(
+    conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime
+) -> LinkState:
+    """The gateway's bridge is open: its row, created on the first connection."""
+    last = await lanes(conn, gateway_id)
+    new = last is None
+    if last is None:
+        await conn.execute(
+            gateway_links.insert().values(
+                gateway_id=gateway_id,
+                hotel_id=hotel_id,
+                last_bulk_seq=0,
+                last_priority_seq=0,
+                connected=True,
+                connected_at=now,
+                backlog_events=0,
+                gap_points=0,
+                gap_events=0,
+            )
+        )
+        last = {BULK: 0, PRIORITY: 0}
+    else:
+        await conn.execute(
+            gateway_links.update()
+            .where(gateway_links.c.gateway_id == gateway_id)
+            .values(connected=True, connected_at=now, close_reason=None, last_heard_at=now)
+        )
+    return LinkState(last, new)
+
+
+async def set_connected(
+    conn: AsyncConnection, gateway_id: str, *, reason: str, now: datetime
+) -> None:
+    await conn.execute(
+        gateway_links.update()
+        .where(gateway_links.c.gateway_id == gateway_id)
+        .values(connected=False, disconnected_at=now, close_reason=reason[:64])
+    )
+
+
+async def heard(
+    conn: AsyncConnection,
+    gateway_id: str,
+    *,
+    backlog_events: int,
+    oldest_unsent_ms: int | None,
+    now: datetime,
+) -> None:
+    """A heartbeat: the edge's backlog, as it reported it."""
+    await conn.execute(
+        gateway_links.update()
+        .where(gateway_links.c.gateway_id == gateway_id)
+        .values(
+            last_heard_at=now,
+            backlog_events=backlog_events,
+            oldest_unsent_ms=oldest_unsent_ms,
+        )
+    )
+    await conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
+
+
+async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
+    """Write the plan's rows and move the lanes forward, in the caller's transaction."""
+    hotel_id = plan.hotel_id
+    if plan.telemetry:
+        await conn.execute(_insert(conn, telemetry).on_conflict_do_nothing(), plan.telemetry)
+    if plan.rooms:
+        statement = _insert(conn, rooms)
+        statement = statement.on_conflict_do_update(
+            index_elements=[rooms.c.hotel_id, rooms.c.room_id],
+            set_={"name": statement.excluded.name, "floor": statement.excluded.floor},
+        )
+        await conn.execute(
+            statement,
+            [{"hotel_id": hotel_id, "room_id": k, **v} for k, v in plan.rooms.items()],
+        )
+    if plan.devices:
+        await _registry(conn, hotel_id, plan.devices)
+    if plan.removed:
+        await conn.execute(
+            devices.delete().where(
+                devices.c.hotel_id == hotel_id, devices.c.device_id.in_(plan.removed)
+            )
+        )
+    for device_id, (values, updated_ms) in plan.states.items():
+        await _state(conn, hotel_id, device_id, values, updated_ms)
+    if plan.events:
+        await conn.execute(device_events.insert(), plan.events)
+    if plan.alerts:
+        await _replace(
+            conn, alerts, [alerts.c.hotel_id, alerts.c.alert_id], list(plan.alerts.values())
+        )
+    if plan.commands:
+        await _replace(
+            conn,
+            command_results,
+            [command_results.c.hotel_id, command_results.c.command_id],
+            list(plan.commands.values()),
+        )
+    if plan.gaps:
+        await conn.execute(
+            sync_gaps.insert(),
+            [
+                {"hotel_id": hotel_id, "gateway_id": gateway_id, "received_at": now, **g}
+                for g in plan.gaps
+            ],
+        )
+    link: dict[str, Any] = {"last_heard_at": now}
+    greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
+    if BULK in plan.last_seq:
+        link["last_bulk_seq"] = greatest(gateway_links.c.last_bulk_seq, plan.last_seq[BULK])
+    if PRIORITY in plan.last_seq:
+        link["last_priority_seq"] = greatest(
+            gateway_links.c.last_priority_seq, plan.last_seq[PRIORITY]
+        )
+    if plan.gaps:
+        link["gap_points"] = gateway_links.c.gap_points + sum(
+            g["telemetry_points"] for g in plan.gaps
+        )
+        link["gap_events"] = gateway_links.c.gap_events + sum(g["other_events"] for g in plan.gaps)
+    await conn.execute(
+        gateway_links.update().where(gateway_links.c.gateway_id == gateway_id).values(**link)
+    )
+    await _seen(conn, gateway_id, hotel_id, now)
+
+
+async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime) -> None:
+    """The hotel and its gateway were heard from now (`last_seen` of the REST API)."""
+    await conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
+    await conn.execute(
+        hotels.update()
+        .where(
+            hotels.c.id == hotel_id, sa.or_(hotels.c.last_seen.is_(None), hotels.c.last_seen < now)
+        )
+        .values(last_seen=now)
+    )
+
+
+async def _registry(
+    conn: AsyncConnection, hotel_id: str, items: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Registry changes: kind, room, firmware, connectivity; the state is left alone."""
+    rows = [
+        {
+            "hotel_id": hotel_id,
+            "device_id": device_id,
+            "room_id": d["room_id"],
+            "kind": d["kind"],
+            "firmware": d["firmware"],
+            "online": d["online"],
+            "state": {},
+            "last_seen": _at(d["last_seen_ms"]),
+        }
+        for device_id, d in items.items()
+    ]
+    statement = _insert(conn, devices)
+    statement = statement.on_conflict_do_update(
+        index_elements=[devices.c.hotel_id, devices.c.device_id],
+        set_={
+            name: statement.excluded[name]
+            for name in ("room_id", "kind", "firmware", "online", "last_seen")
+        },
+    )
+    await conn.execute(statement, rows)
+
+
+async def _state(
+    conn: AsyncConnection, hotel_id: str, device_id: str, values: dict[str, Any], updated_ms: int
+) -> None:
+    statement = _insert(conn, devices).values(
+        hotel_id=hotel_id,
+        device_id=device_id,
+        kind="unspecified",  # its registry event comes later
+        online=False,
+        state=values,
+        last_seen=_at(updated_ms),
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[devices.c.hotel_id, devices.c.device_id],
+        set_={"state": statement.excluded.state},
+    )
+    await conn.execute(statement)
+
+
+async def _replace(
+    conn: AsyncConnection, table: sa.Table, key: list[sa.Column[Any]], rows: list[dict[str, Any]]
+) -> None:
+    statement = _insert(conn, table)
+    names = [c.name for c in table.columns if c.name not in {k.name for k in key}]
+    statement = statement.on_conflict_do_update(
+        index_elements=key, set_={name: statement.excluded[name] for name in names}
+    )
+    await conn.execute(statement, rows)
+
+
+async def apply_snapshot(
+    conn: AsyncConnection, gateway_id: str, hotel_id: str, snapshot: bridge_pb2.Snapshot
+) -> Plan:
+    """A full picture from the edge: the relay's rooms, devices, state and open alerts
+    become exactly the edge's."""
+    events: list[bridge_pb2.OutboxEvent] = []
+    for room in snapshot.rooms:
+        events.append(bridge_pb2.OutboxEvent(room=room))
+    for device in snapshot.devices:
+        events.append(bridge_pb2.OutboxEvent(device=device))
+    for state in snapshot.states:
+        events.append(bridge_pb2.OutboxEvent(state=state))
+    for alert in snapshot.alerts:
+        events.append(bridge_pb2.OutboxEvent(alert=alert))
+    plan = Plan.of(events, hotel_id)
+    plan.last_seq.clear()  # a snapshot moves no lane
+    now = datetime.now(UTC)
+    await conn.execute(
+        devices.delete().where(
+            devices.c.hotel_id == hotel_id, devices.c.device_id.not_in(set(plan.devices))
+        )
+    )
+    # Alerts the relay holds open that the edge no longer does ended meanwhile.
+    await conn.execute(
+        alerts.update()
+        .where(
+            alerts.c.hotel_id == hotel_id,
+            alerts.c.state != "cleared",
+            alerts.c.alert_id.not_in(set(plan.alerts)),
+        )
+        .values(state="cleared", cleared_at=int(now.timestamp() * 1000))
+    )
+    await apply(conn, gateway_id, plan, now)
+    return plan

@@ -1,0 +1,163 @@
+"""A real gateway and the relay's bridge endpoint: devices → Mosquitto → gateway →
+bridge → relay → REST, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from bellhop_bridge import Opened
+from bellhop_edge.bridge.client import BridgeState
+from bellhop_edge.gateway import Gateway
+
+from tests.cloud.bridging import (
+    CloudHotel,
+    EdgeSite,
+    RawGateway,
+    bridge_server,
+    cloud_hotel,
+    until,
+)
+from tests.cloud.support import Api
+from tests.support.mosquitto import MosquittoBroker
+
+
+@pytest.fixture
+async def hotel(api: Api) -> CloudHotel:
+    return await cloud_hotel(api)
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
+    return EdgeSite(tmp_path, mosquitto, hotel)
+
+
+async def started(gateway: Gateway) -> None:
+    await asyncio.wait_for(gateway.link.connected.wait(), 10)
+
+
+async def settle(gateway: Gateway, timeout: float = 20.0) -> None:
+    """Everything the gateway has written so far is applied at the relay: the relay
+    acknowledges only after its commit, and the edge has nothing left unacknowledged."""
+    await gateway.writer.flush()
+    await until(lambda: gateway.store.outbox_backlog().total == 0, timeout)
+
+
+async def test_a_reading_and_an_alert_reach_the_cloud(hotel: CloudHotel, site: EdgeSite) -> None:
+    async with bridge_server(hotel.api.relay) as bridge:
+        async with Gateway(site.config(bridge.url)) as gateway:
+            await started(gateway)
+            await site.telemetry(120)
+            await site.breach()
+            await settle(gateway)
+            link = await hotel.link()
+            assert link["connected"] is True
+            assert link["backlog_events"] >= 0
+            assert link["gateway_id"] == hotel.gateway_id
+        # The gateway stopped: the relay says so, and why.
+        await until(lambda: bridge.endpoint.connected == 0)
+    link = await hotel.link()
+    assert link["connected"] is False
+    assert link["close_reason"] == "connection_lost"
+
+    points = await hotel.points("r102-env")
+    assert len(points) == 120
+    stamps = [datetime.fromisoformat(p["ts"]) for p in points]
+    assert stamps == sorted(stamps)
+    buckets = await hotel.get(
+        "/devices/r102-env/telemetry",
+        metric="humidity",
+        start="2000-01-01T00:00:00Z",
+        end="2100-01-01T00:00:00Z",
+        every_s=3600,
+    )
+    assert sum(b["count"] for b in buckets["points"]) == 120
+
+    device = await hotel.get("/devices/r102-env")
+    assert device["kind"] == "environment_sensor"
+    assert device["room_id"] == "102"
+    alerts = await hotel.get("/alerts", state="open")
+    assert [a["device_id"] for a in alerts] == ["r101-door"]
+    assert alerts[0]["kind"] == "breach"
+    rooms = await hotel.get("/rooms")
+    assert {r["room_id"] for r in rooms["items"]} >= {"101", "102"}
+
+
+async def test_an_outage_loses_nothing_and_repeats_nothing(
+    hotel: CloudHotel, site: EdgeSite
+) -> None:
+    """The relay is down while devices report; when it is back every reading arrives
+    once, and the breach raised during the outage goes first."""
+    async with bridge_server(hotel.api.relay) as bridge:
+        port = bridge.port
+        async with Gateway(site.config(bridge.url)) as gateway:
+            await started(gateway)
+            await site.telemetry(50)
+            await settle(gateway)
+    async with Gateway(site.config(f"ws://127.0.0.1:{port}/v1/bridge")) as gateway:
+        await started(gateway)
+        await site.telemetry(400, start=51)
+        await site.breach()
+        await gateway.writer.flush()
+        assert gateway.bridge is not None
+        bridge_client = gateway.bridge
+        assert bridge_client.state is not BridgeState.OPEN
+        async with bridge_server(hotel.api.relay, port=port):
+            await settle(gateway)
+    points = await hotel.points("r102-env")
+    assert len(points) == 450
+    assert len({p["ts"] for p in points}) == 450
+    alerts = await hotel.get("/alerts")
+    assert len(alerts) == 1
+
+
+async def test_a_revoked_gateway_is_cut_off_and_stops_retrying(
+    hotel: CloudHotel, site: EdgeSite
+) -> None:
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        assert gateway.bridge is not None
+        client = gateway.bridge
+        await until(lambda: client.state is BridgeState.OPEN)
+        await hotel.revoke()
+        # The check runs every 0.2 s here (5 s by default).
+        await until(lambda: client.state is BridgeState.STOPPED, timeout=5)
+        assert "revoked" in (client.stats.last_close or "")
+        assert bridge.endpoint.connected == 0
+        # STOPPED is final: the client's task has ended, nothing will dial again.
+        assert client.stats.connects == 1
+    link = await hotel.link()
+    assert link["close_reason"] == "revoked"
+    assert bridge.endpoint.closes["revoked"] == 1
+
+
+async def test_a_second_connection_replaces_the_first(hotel: CloudHotel, site: EdgeSite) -> None:
+    """Two gateways with one identity (a restored backup left running): the newer wins,
+    the older reconnects, and nothing is applied twice."""
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        assert gateway.bridge is not None
+        first = gateway.bridge
+        await until(lambda: first.state is BridgeState.OPEN)
+        await site.telemetry(30)
+        await settle(gateway)
+        first.stats.closes.clear()
+        # The same gateway opens a second connection (the first is now a stale link).
+        async with RawGateway.opened(
+            bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key
+        ) as raw:
+            await raw.until_event(Opened)
+            await until(lambda: first.stats.closes.get("replaced", 0) == 1)
+        await until(lambda: first.state is BridgeState.OPEN)
+        await site.telemetry(10, start=31)
+        await settle(gateway)
+    assert bridge.endpoint.closes["replaced"] >= 1
+    assert len(await hotel.points("r102-env")) == 40
