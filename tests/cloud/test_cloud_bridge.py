@@ -4,6 +4,7 @@ bridge → relay → REST, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 
@@ -161,3 +162,40 @@ async def test_a_second_connection_replaces_the_first(hotel: CloudHotel, site: E
         await settle(gateway)
     assert bridge.endpoint.closes["replaced"] >= 1
     assert len(await hotel.points("r102-env")) == 40
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a stopped gateway's database, as a backup would be."""
+    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+        src.backup(dst)
+
+
+async def test_an_edge_restored_from_an_older_copy_loses_nothing(
+    hotel: CloudHotel, site: EdgeSite, tmp_path: Path
+) -> None:
+    """After a restore the edge's sequence goes back; what it records then must not be
+    taken for repeats of what the relay already has."""
+    backup = tmp_path / "backup.db"
+    async with bridge_server(hotel.api.relay) as bridge:
+        config = site.config(bridge.url)
+        async with Gateway(config) as gateway:
+            await started(gateway)
+            await site.telemetry(50)
+            await settle(gateway)
+        _copy_database(config.database_path, backup)
+        async with Gateway(config) as gateway:
+            await started(gateway)
+            await site.telemetry(30, start=51)
+            await settle(gateway)
+        # The gateway's disk is replaced; the older copy comes back.
+        for stale in config.data_dir.glob("edge.db*"):
+            stale.unlink()
+        _copy_database(backup, config.database_path)
+        async with Gateway(config) as gateway:
+            await started(gateway)
+            await site.telemetry(20, start=81)
+            await settle(gateway)
+            assert gateway.bridge is not None
+            assert gateway.bridge.stats.resyncs == 1
+    points = await hotel.points("r102-env")
+    assert len(points) == len({p["ts"] for p in points}) == 100

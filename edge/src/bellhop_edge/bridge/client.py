@@ -48,7 +48,7 @@ from bellhop_edge.core.alerts import AlertBook
 from bellhop_edge.core.hotel import Hotel
 from bellhop_edge.core.ops import AckOutbox
 from bellhop_edge.errors import ConfigError, EdgeError
-from bellhop_edge.store import EdgeStore, StoreWriter
+from bellhop_edge.store import EdgeStore, StoreWriter, outbox
 
 __all__ = ["BridgeClient", "BridgeState", "BridgeStats", "bridge_for"]
 
@@ -74,6 +74,7 @@ class BridgeStats:
     acked: dict[int, int] = field(default_factory=dict)
     closes: dict[str, int] = field(default_factory=dict)
     last_close: str | None = None
+    resyncs: int = 0  # snapshots sent because one end's sequence went back
 
 
 class BridgeClient:
@@ -187,7 +188,7 @@ class BridgeClient:
                 for event in conn.events_received():
                     if isinstance(event, Opened):
                         opened = True
-                        self._opened(event)
+                        await self._opened(event, conn, loop.time())
                         sender = asyncio.create_task(
                             self._stream(ws, conn, dict(event.last_acked)), name="bridge-stream"
                         )
@@ -203,15 +204,36 @@ class BridgeClient:
                 await asyncio.gather(sender, return_exceptions=True)
         return opened, closed
 
-    def _opened(self, event: Opened) -> None:
+    async def _opened(self, event: Opened, conn: EdgeConnection, now: float) -> None:
         self.state = BridgeState.OPEN
         self.stats.opens += 1
         self.stats.acked = dict(event.last_acked)
         log.info(
             "bridge to %s open; resuming after %s",
-            self.identity.relay_url,
+            self.identity.bridge_url,
             ", ".join(f"lane {lane}: {seq}" for lane, seq in sorted(event.last_acked.items())),
         )
+        relay = event.last_acked
+        last_seq = await asyncio.to_thread(self._store.outbox_last_seq)
+        mine = await asyncio.to_thread(self._store.outbox_acked)
+        if max(relay.values(), default=0) > last_seq:
+            # The relay has sequences this outbox never made: this database was
+            # restored from an older copy. Renumber what is unsent past them.
+            moved = await self._writer.call(lambda db: outbox.rebase(db, relay))
+            log.warning(
+                "the relay holds events up to %d, this outbox only reached %d (restored"
+                " from an older copy?): %d unsent events renumbered; sending a snapshot",
+                max(relay.values()),
+                last_seq,
+                moved,
+            )
+        elif not any(relay.get(lane, 0) < mine.get(lane, 0) for lane in LANES):
+            return
+        else:
+            # The relay forgot what it had acknowledged (its database was restored).
+            log.warning("the relay is behind its own acknowledgements; sending a snapshot")
+        self.stats.resyncs += 1
+        conn.send_snapshot(self._snapshot("edge-resync"), now)
 
     def _handle(self, event: Event, conn: EdgeConnection, now: float) -> None:
         if isinstance(event, Acked):

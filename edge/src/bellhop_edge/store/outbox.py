@@ -116,6 +116,44 @@ def last_acked(conn: sqlite3.Connection) -> dict[int, int]:
     return {BULK: int(bulk), PRIORITY: int(priority)}
 
 
+def rebase(conn: sqlite3.Connection, relay_acked: Mapping[int, int]) -> int:
+    """Move every unacknowledged event past what the relay holds; returns how many moved.
+
+    For an edge whose database was restored from an older copy: its sequence
+    went back, so the events it appends now reuse numbers the relay has
+    already applied, and would be skipped as repeats. Rows keep their order;
+    each lane's acknowledgement moves with its rows; new events continue
+    after them. Events the copy held and the relay had already applied are
+    sent again: history keyed by time ignores them, a device event may show
+    twice; losing them would be worse.
+    """
+    above = max(relay_acked.values())
+    acked = last_acked(conn)
+    low = min(acked.values())
+    shift = above - low
+    if shift <= 0:
+        return 0
+    # Through negative numbers: one UPDATE in place could collide with a row not moved yet.
+    moved = conn.execute("UPDATE outbox SET seq = -(seq + ?) WHERE seq > ?", (shift, low)).rowcount
+    conn.execute("UPDATE outbox SET seq = -seq WHERE seq < 0")
+    top = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+    conn.execute(
+        "UPDATE sqlite_sequence SET seq = max(seq, ?, ?) WHERE name = 'outbox'", (top, above)
+    )
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ?"
+        " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+        (max(top, above),),
+    )
+    for lane, column in _ACKED_COLUMN.items():
+        moved_ack = acked[lane] + shift if acked[lane] > low else acked[lane]
+        conn.execute(
+            f"UPDATE outbox_state SET {column} = ? WHERE id = 1",  # noqa: S608 - constant
+            (max(moved_ack, min(relay_acked.get(lane, 0), above)),),
+        )
+    return int(moved)
+
+
 def ack(conn: sqlite3.Connection, seq: int, lane: int = BULK) -> None:
     """The cloud stored everything of `lane` up to `seq`; never goes backwards."""
     column = _ACKED_COLUMN.get(lane)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from bellhop_edge.config import RetentionConfig
 from bellhop_edge.core.ops import WriteOp
@@ -44,6 +44,7 @@ from bellhop_edge.store.writer_thread import (
 
 __all__ = ["StoreWriter", "WriterReport", "WriterStats"]
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _STOP: Final = Stop()
@@ -203,6 +204,13 @@ class StoreWriter:
         """Queue an op and return once it is committed; raises `WriteFailedError` if not."""
         await self.put(op)
         await self._wait(self._submitted)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the writer thread in a transaction of its own, after what is queued."""
+        self._check_open()
+        self._enqueue(Call(fn))
+        result: T = await self._wait(self._submitted)
+        return result
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call `callback` on the loop once every op submitted so far is done.
