@@ -22,6 +22,7 @@ from bellhop_cloud.api import (
 from bellhop_cloud.api.answers import AnswerHeaders
 from bellhop_cloud.api.proxies import ForwardedHeaders
 from bellhop_cloud.bridge.endpoint import BridgeEndpoint
+from bellhop_cloud.bridge.retention import Retention
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
 from bellhop_cloud.relay import Relay
@@ -50,6 +51,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         gc.freeze()
         try:
             async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(Retention(owned.store, config).running())
                 if config.bridge_port is not None:
                     endpoint = BridgeEndpoint(owned)
                     host = config.bridge_host or config.host

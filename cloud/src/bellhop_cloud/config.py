@@ -119,6 +119,14 @@ class RelayConfig(BaseSettings):
     bridge_revocation_check_s: float = Field(
         default=5.0, gt=0, le=300, description="a revoked gateway is cut off within this"
     )
+
+    # What the bridge brought is kept this long (bridge/retention.py); state is kept always.
+    telemetry_retention_days: int = Field(default=90, ge=1, le=3650)
+    events_retention_days: int = Field(default=365, ge=1, le=3650)
+    alerts_retention_days: int = Field(
+        default=365, ge=1, le=3650, description="cleared alerts and finished commands"
+    )
+    retention_interval_s: float = Field(default=3600.0, ge=1, le=86_400)
     access_cache_s: float = Field(
         default=1.0, ge=0, le=10, description="how long a hotel access check is reused; 0: never"
     )
