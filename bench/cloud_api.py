@@ -130,6 +130,8 @@ def write_config(workdir: Path, database_url: str, port: int) -> Path:
         "database_url": database_url,
         "signing_key_path": str(workdir / "signing-key.pem"),
         "port": port,
+        # This benchmark measures REST reads; several nodes share one machine.
+        "bridge_enabled": False,
         "access_token_ttl_s": 900,
         "password_time_cost": 1,
         "password_memory_kib": 1024,

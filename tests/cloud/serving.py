@@ -28,7 +28,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serving(config: RelayConfig) -> Iterator[str]:
     """Serve `config` (its port is replaced by a free one); yield the base URL."""
-    config = config.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    config = config.model_copy(
+        update={"host": "127.0.0.1", "port": free_port(), "bridge_port": free_port()}
+    )
     server = uvicorn.Server(uvicorn_config(config, log_level="warning"))
     thread = threading.Thread(target=server.run, name="relay-server", daemon=True)
     thread.start()

@@ -52,7 +52,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(Retention(owned.store, config).running())
-                if config.bridge_port is not None:
+                if config.bridge_enabled:
                     endpoint = BridgeEndpoint(owned)
                     host = config.bridge_host or config.host
                     await stack.enter_async_context(endpoint.serving(host, config.bridge_port))

@@ -103,9 +103,10 @@ class RelayConfig(BaseSettings):
     enrolment_token_ttl_s: int = Field(default=3600, ge=60, le=7 * 86400)
     stale_after_s: float = Field(default=120.0, gt=0, description="freshness window")
 
-    # The bridge endpoint (docs/bridge.md), on a port of its own; None: off.
+    # The bridge endpoint (docs/bridge.md), on a port of its own.
     bridge_host: str | None = Field(default=None, description="default: host")
-    bridge_port: int | None = Field(default=8081, ge=0, le=65535)
+    bridge_enabled: bool = Field(default=True, description="false: serve REST only")
+    bridge_port: int = Field(default=8081, ge=0, le=65535)
     bridge_public_url: str | None = Field(
         default=None,
         pattern=r"^wss?://[^\s/?#@]+/v1/bridge$",

@@ -135,11 +135,18 @@ async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetim
         statement = _insert(conn, rooms)
         statement = statement.on_conflict_do_update(
             index_elements=[rooms.c.hotel_id, rooms.c.room_id],
-            set_={"name": statement.excluded.name, "floor": statement.excluded.floor},
+            set_={
+                "name": statement.excluded.name,
+                "floor": statement.excluded.floor,
+                "last_seen": statement.excluded.last_seen,
+            },
         )
         await conn.execute(
             statement,
-            [{"hotel_id": hotel_id, "room_id": k, **v} for k, v in plan.rooms.items()],
+            [
+                {"hotel_id": hotel_id, "room_id": k, "last_seen": now, **v}
+                for k, v in plan.rooms.items()
+            ],
         )
     if plan.devices:
         await _registry(conn, hotel_id, plan.devices)
