@@ -9,7 +9,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from bellhop_bridge import Opened
+from bellhop_cloud.db.schema import desired_states, gateway_links
 from bellhop_edge.bridge.client import BridgeState
 from bellhop_edge.gateway import Gateway
 
@@ -199,3 +201,35 @@ async def test_an_edge_restored_from_an_older_copy_loses_nothing(
             assert gateway.bridge.stats.resyncs == 1
     points = await hotel.points("r102-env")
     assert len(points) == len({p["ts"] for p in points}) == 100
+
+
+async def desired_rows(hotel: CloudHotel) -> dict[str, tuple[int, dict[str, object]]]:
+    async with hotel.api.relay.store.read() as conn:
+        rows = await conn.execute(
+            sa.select(
+                desired_states.c.device_id, desired_states.c.version, desired_states.c["values"]
+            ).where(desired_states.c.hotel_id == hotel.hotel_id)
+        )
+        return {device: (version, values) for device, version, values in rows}
+
+
+async def test_what_staff_set_on_the_lan_reaches_the_cloud_and_survives_a_resync(
+    hotel: CloudHotel, site: EdgeSite
+) -> None:
+    async with bridge_server(hotel.api.relay) as bridge:
+        async with Gateway(site.config(bridge.url)) as gateway:
+            await started(gateway)
+            gateway.set_desired("r101-thermostat", {"setpoint": 22.5}, by="alice")
+            gateway.set_desired("r101-thermostat", {"setpoint": 23.0}, by="alice")
+            await settle(gateway)
+        assert await desired_rows(hotel) == {"r101-thermostat": (2, {"setpoint": 23.0})}
+        # The relay loses what it had of this hotel (a restored database): the snapshot
+        # it asks for brings the desired state back.
+        async with hotel.api.relay.store.write() as conn:
+            await conn.execute(desired_states.delete())
+            await conn.execute(gateway_links.delete())
+        async with Gateway(site.config(bridge.url)) as gateway:
+            await started(gateway)
+            await until(lambda: bridge.endpoint.snapshots >= 1)
+            await settle(gateway)
+    assert await desired_rows(hotel) == {"r101-thermostat": (2, {"setpoint": 23.0})}

@@ -110,6 +110,9 @@ def _event(
         event.device_event.data.update({metric or "k": message})
     elif which == "alert":
         event.alert.alert_id, event.alert.device_id, event.alert.message = metric, device, message
+    elif which == "desired":
+        event.desired.device_id, event.desired.updated_by = device, message
+        event.desired.values.update({metric or "k": value})
     else:
         event.gap.reason = message
     return event
@@ -124,7 +127,9 @@ events = st.builds(
     texts,
     st.floats(allow_nan=True, allow_infinity=True),
     texts,
-    st.sampled_from(["telemetry", "state", "device", "room", "device_event", "alert", "gap"]),
+    st.sampled_from(
+        ["telemetry", "state", "desired", "device", "room", "device_event", "alert", "gap"]
+    ),
 )
 
 

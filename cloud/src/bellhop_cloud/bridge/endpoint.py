@@ -85,6 +85,7 @@ class BridgeEndpoint:
         self._live: dict[str, _Link] = {}
         self.applied_events = 0
         self.rejected_events = 0
+        self.snapshots = 0
         self.closes: dict[str, int] = {}
 
     @contextlib.asynccontextmanager
@@ -270,6 +271,7 @@ class BridgeEndpoint:
         assert identity is not None
         async with self.relay.store.write() as db:
             await sync.apply_snapshot(db, identity.gateway_id, identity.hotel_id, event.snapshot)
+        self.snapshots += 1
         log.info("gateway %s: snapshot applied", identity.gateway_id)
 
     async def _watch_revocations(self) -> None:

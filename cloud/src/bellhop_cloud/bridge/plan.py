@@ -81,6 +81,7 @@ class Plan:
     hotel_id: str
     telemetry: list[dict[str, Any]] = field(default_factory=list)
     states: dict[str, tuple[dict[str, Any], int]] = field(default_factory=dict)
+    desired: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry: latest
     removed: set[str] = field(default_factory=set)
     rooms: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -107,6 +108,7 @@ class Plan:
         return not (
             self.telemetry
             or self.states
+            or self.desired
             or self.devices
             or self.removed
             or self.rooms
@@ -135,6 +137,17 @@ class Plan:
         elif kind == "state":
             s = event.state
             self.states[_id(s.device_id, "device")] = (_json(s.values), _ms(s.updated_at))
+        elif kind == "desired":
+            w = event.desired
+            device_id = _id(w.device_id, "device")
+            self.desired[device_id] = {
+                "hotel_id": hotel_id,
+                "device_id": device_id,
+                "version": w.version,
+                "values": _json(w.values),
+                "updated_at": _ms(w.updated_at),
+                "updated_by": _text(w.updated_by, 200) or None,
+            }
         elif kind == "device":
             d = event.device
             device_id = _id(d.device_id, "device")

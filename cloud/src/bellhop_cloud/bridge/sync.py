@@ -22,6 +22,7 @@ from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.db.schema import (
     alerts,
     command_results,
+    desired_states,
     device_events,
     devices,
     gateway_links,
@@ -128,9 +129,46 @@ async def heard(
 
 async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
     """Write the plan's rows and move the lanes forward, in the caller's transaction."""
-    hotel_id = plan.hotel_id
+    await _history(conn, gateway_id, plan, now)
+    await _current(conn, plan, now)
+    link: dict[str, Any] = {"last_heard_at": now}
+    greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
+    if BULK in plan.last_seq:
+        link["last_bulk_seq"] = greatest(gateway_links.c.last_bulk_seq, plan.last_seq[BULK])
+    if PRIORITY in plan.last_seq:
+        link["last_priority_seq"] = greatest(
+            gateway_links.c.last_priority_seq, plan.last_seq[PRIORITY]
+        )
+    if plan.gaps:
+        link["gap_points"] = gateway_links.c.gap_points + sum(
+            g["telemetry_points"] for g in plan.gaps
+        )
+        link["gap_events"] = gateway_links.c.gap_events + sum(g["other_events"] for g in plan.gaps)
+    await conn.execute(
+        gateway_links.update().where(gateway_links.c.gateway_id == gateway_id).values(**link)
+    )
+    await _seen(conn, gateway_id, plan.hotel_id, now)
+
+
+async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
+    """What is only ever added: telemetry points, device events, gap records."""
     if plan.telemetry:
         await conn.execute(_insert(conn, telemetry).on_conflict_do_nothing(), plan.telemetry)
+    if plan.events:
+        await conn.execute(device_events.insert(), plan.events)
+    if plan.gaps:
+        await conn.execute(
+            sync_gaps.insert(),
+            [
+                {"hotel_id": plan.hotel_id, "gateway_id": gateway_id, "received_at": now, **g}
+                for g in plan.gaps
+            ],
+        )
+
+
+async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
+    """What is kept as it is now: rooms, devices, state, alerts, command results."""
+    hotel_id = plan.hotel_id
     if plan.rooms:
         statement = _insert(conn, rooms)
         statement = statement.on_conflict_do_update(
@@ -150,52 +188,24 @@ async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetim
         )
     if plan.devices:
         await _registry(conn, hotel_id, plan.devices)
-    if plan.removed:
+    for table in (devices, desired_states) if plan.removed else ():
         await conn.execute(
-            devices.delete().where(
-                devices.c.hotel_id == hotel_id, devices.c.device_id.in_(plan.removed)
-            )
+            table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.in_(plan.removed))
         )
     for device_id, (values, updated_ms) in plan.states.items():
         await _state(conn, hotel_id, device_id, values, updated_ms)
-    if plan.events:
-        await conn.execute(device_events.insert(), plan.events)
-    if plan.alerts:
-        await _replace(
-            conn, alerts, [alerts.c.hotel_id, alerts.c.alert_id], list(plan.alerts.values())
-        )
-    if plan.commands:
-        await _replace(
-            conn,
+    latest = (
+        (desired_states, [desired_states.c.hotel_id, desired_states.c.device_id], plan.desired),
+        (alerts, [alerts.c.hotel_id, alerts.c.alert_id], plan.alerts),
+        (
             command_results,
             [command_results.c.hotel_id, command_results.c.command_id],
-            list(plan.commands.values()),
-        )
-    if plan.gaps:
-        await conn.execute(
-            sync_gaps.insert(),
-            [
-                {"hotel_id": hotel_id, "gateway_id": gateway_id, "received_at": now, **g}
-                for g in plan.gaps
-            ],
-        )
-    link: dict[str, Any] = {"last_heard_at": now}
-    greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
-    if BULK in plan.last_seq:
-        link["last_bulk_seq"] = greatest(gateway_links.c.last_bulk_seq, plan.last_seq[BULK])
-    if PRIORITY in plan.last_seq:
-        link["last_priority_seq"] = greatest(
-            gateway_links.c.last_priority_seq, plan.last_seq[PRIORITY]
-        )
-    if plan.gaps:
-        link["gap_points"] = gateway_links.c.gap_points + sum(
-            g["telemetry_points"] for g in plan.gaps
-        )
-        link["gap_events"] = gateway_links.c.gap_events + sum(g["other_events"] for g in plan.gaps)
-    await conn.execute(
-        gateway_links.update().where(gateway_links.c.gateway_id == gateway_id).values(**link)
+            plan.commands,
+        ),
     )
-    await _seen(conn, gateway_id, hotel_id, now)
+    for table, key, rows in latest:
+        if rows:
+            await _replace(conn, table, key, list(rows.values()))
 
 
 async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime) -> None:
@@ -281,14 +291,16 @@ async def apply_snapshot(
         events.append(bridge_pb2.OutboxEvent(state=state))
     for alert in snapshot.alerts:
         events.append(bridge_pb2.OutboxEvent(alert=alert))
+    for wanted in snapshot.desired:
+        events.append(bridge_pb2.OutboxEvent(desired=wanted))
     plan = Plan.of(events, hotel_id)
     plan.last_seq.clear()  # a snapshot moves no lane
     now = datetime.now(UTC)
-    await conn.execute(
-        devices.delete().where(
-            devices.c.hotel_id == hotel_id, devices.c.device_id.not_in(set(plan.devices))
+    kept = set(plan.devices)
+    for table in (devices, desired_states):
+        await conn.execute(
+            table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.not_in(kept))
         )
-    )
     # Alerts the relay holds open that the edge no longer does ended meanwhile.
     await conn.execute(
         alerts.update()

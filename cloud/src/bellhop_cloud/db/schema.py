@@ -291,6 +291,18 @@ alerts = sa.Table(
     sa.Index("ix_alerts_hotel_id_raised_at", "hotel_id", "raised_at"),
 )
 
+# What staff asked each device to be (the edge decides; the relay mirrors it).
+desired_states = sa.Table(
+    "desired_states",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("updated_at", MILLIS, nullable=False),
+    sa.Column("updated_by", sa.String(200)),
+)
+
 command_results = sa.Table(
     "command_results",
     metadata,

@@ -1,4 +1,5 @@
-"""A full picture of the hotel for the relay's resync: rooms, devices, state, open alerts."""
+"""A full picture of the hotel for the relay's resync: rooms, devices, reported and desired
+state, open alerts."""
 
 from __future__ import annotations
 
@@ -22,4 +23,5 @@ def snapshot(
         states=[convert.reported(s) for _, s in sorted(hotel.reported.items())],
         alerts=[convert.alert(a) for a in alerts.open_alerts()],
         outbox_seq=outbox_seq,
+        desired=[convert.desired(s) for _, s in sorted(hotel.desired.items())],
     )

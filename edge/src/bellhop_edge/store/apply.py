@@ -133,6 +133,9 @@ class Applier:
                 " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
                 (d.device_id, d.version, to_json(d.values), d.updated_at, d.updated_by),
             )
+            self._outbox(
+                now, OutboxKind.DESIRED, bridge_pb2.OutboxEvent(desired=convert.desired(d))
+            )
         elif isinstance(op, PutEvent):
             e = op.event
             conn.execute(

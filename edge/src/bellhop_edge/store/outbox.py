@@ -63,6 +63,7 @@ class OutboxKind(IntEnum):
     DEVICE = 8
     ROOM = 9
     GAP = 11
+    DESIRED = 12
 
 
 assert OutboxKind.TELEMETRY == history.OUTBOX_TELEMETRY_KIND

@@ -293,6 +293,7 @@ class OutboxEvent(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     ROOM_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
     LANE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     lane: Global___Lane.ValueType
@@ -314,6 +315,10 @@ class OutboxEvent(_message.Message):
     def room(self) -> _common_pb2.Room: ...
     @_builtins.property
     def gap(self) -> Global___Gap: ...
+    @_builtins.property
+    def desired(self) -> _common_pb2.DesiredState:
+        """What staff asked a device to be; the latest version wins."""
+
     def __init__(
         self,
         *,
@@ -327,13 +332,14 @@ class OutboxEvent(_message.Message):
         device: _common_pb2.Device | None = ...,
         room: _common_pb2.Room | None = ...,
         gap: Global___Gap | None = ...,
+        desired: _common_pb2.DesiredState | None = ...,
         lane: Global___Lane.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "gap", b"gap", "payload", b"payload", "room", b"room", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "desired", b"desired", "device", b"device", "device_event", b"device_event", "gap", b"gap", "payload", b"payload", "room", b"room", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "device", b"device", "device_event", b"device_event", "gap", b"gap", "lane", b"lane", "payload", b"payload", "room", b"room", "seq", b"seq", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "command_result", b"command_result", "desired", b"desired", "device", b"device", "device_event", b"device_event", "gap", b"gap", "lane", b"lane", "payload", b"payload", "room", b"room", "seq", b"seq", "state", b"state", "telemetry", b"telemetry", "ts", b"ts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["telemetry", "state", "device_event", "alert", "command_result", "device", "room", "gap"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["telemetry", "state", "device_event", "alert", "command_result", "device", "room", "gap", "desired"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -499,6 +505,7 @@ class Snapshot(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     ALERTS_FIELD_NUMBER: _builtins.int
     OUTBOX_SEQ_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     outbox_seq: _builtins.int
     @_builtins.property
@@ -509,6 +516,8 @@ class Snapshot(_message.Message):
     def states(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ReportedState]: ...
     @_builtins.property
     def alerts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Alert]: ...
+    @_builtins.property
+    def desired(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DesiredState]: ...
     def __init__(
         self,
         *,
@@ -518,10 +527,11 @@ class Snapshot(_message.Message):
         states: _abc.Iterable[_common_pb2.ReportedState] | None = ...,
         alerts: _abc.Iterable[_common_pb2.Alert] | None = ...,
         outbox_seq: _builtins.int = ...,
+        desired: _abc.Iterable[_common_pb2.DesiredState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "devices", b"devices", "outbox_seq", b"outbox_seq", "request_id", b"request_id", "rooms", b"rooms", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "desired", b"desired", "devices", b"devices", "outbox_seq", b"outbox_seq", "request_id", b"request_id", "rooms", b"rooms", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""the bridge: gateway links, telemetry history, device events, alerts, command results, gaps
+"""the bridge: gateway links, telemetry, device events, alerts, desired state, commands, gaps
 
 Revision ID: 0003
 Revises: 0002
@@ -91,6 +91,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_alerts_hotel_id_raised_at", "alerts", ["hotel_id", "raised_at"])
     op.create_table(
+        "desired_states",
+        sa.Column("hotel_id", ID, nullable=False),
+        sa.Column("device_id", sa.String(length=64), nullable=False),
+        sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("values", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["hotel_id"], ["hotels.id"], name=op.f("fk_desired_states_hotel_id_hotels")
+        ),
+        sa.PrimaryKeyConstraint("hotel_id", "device_id", name=op.f("pk_desired_states")),
+    )
+    op.create_table(
         "command_results",
         sa.Column("hotel_id", ID, nullable=False),
         sa.Column("command_id", sa.String(length=64), nullable=False),
@@ -130,6 +143,7 @@ def downgrade() -> None:
     for table in (
         "sync_gaps",
         "command_results",
+        "desired_states",
         "alerts",
         "device_events",
         "telemetry",
