@@ -59,6 +59,8 @@ async def test_a_reading_and_an_alert_reach_the_cloud(hotel: CloudHotel, site: E
             assert link["connected"] is True
             assert link["backlog_events"] >= 0
             assert link["gateway_id"] == hotel.gateway_id
+            # On-site IT sees the same from the gateway's LAN status.
+            assert gateway.status().cloud_bridge == "open"
         # The gateway stopped: the relay says so, and why.
         await until(lambda: bridge.endpoint.connected == 0)
     link = await hotel.link()
@@ -131,6 +133,9 @@ async def test_a_revoked_gateway_is_cut_off_and_stops_retrying(
         # The check runs every 0.2 s here (5 s by default).
         await until(lambda: client.state is BridgeState.STOPPED, timeout=5)
         assert "revoked" in (client.stats.last_close or "")
+        status = gateway.status()
+        assert status.cloud_bridge.startswith("stopped")
+        assert status.cloud_last_close.startswith("revoked")
         assert bridge.endpoint.connected == 0
         # STOPPED is final: the client's task has ended, nothing will dial again.
         assert client.stats.connects == 1

@@ -462,8 +462,11 @@ class Gateway:
             self.store.query_telemetry, device_id, metric, start, end, limit
         )
 
+    def _no_bridge(self) -> str:
+        return "not enrolled" if self.config.bridge.enabled else "off"
+
     def status(self) -> GatewayStatus:
-        hotel = self.hotel
+        hotel, bridge = self.hotel, self.bridge
         return GatewayStatus(
             hotel_id=hotel.hotel_id,
             broker_connected=self.link.connected.is_set(),
@@ -472,6 +475,7 @@ class Gateway:
             rejected=dict(hotel.rejected),
             accepted=hotel.accepted,
             started_at=self.started_at,
+            **(bridge.summary() if bridge else {"cloud_bridge": self._no_bridge()}),
         )
 
 

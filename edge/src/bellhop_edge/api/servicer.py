@@ -310,4 +310,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
             rejected=dict(s.rejected),
             accepted=s.accepted,
             started_at=convert.ts(s.started_at),
+            cloud_bridge=s.cloud_bridge,
+            cloud_last_close=s.cloud_last_close,
+            cloud_backlog=s.cloud_backlog,
         )

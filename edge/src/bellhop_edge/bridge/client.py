@@ -17,10 +17,11 @@ import asyncio
 import contextlib
 import enum
 import logging
+import sqlite3
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
@@ -75,6 +76,7 @@ class BridgeStats:
     closes: dict[str, int] = field(default_factory=dict)
     last_close: str | None = None
     resyncs: int = 0  # snapshots sent because one end's sequence went back
+    backlog: int = 0  # events not yet acknowledged, as last counted
 
 
 class BridgeClient:
@@ -107,6 +109,14 @@ class BridgeClient:
         self._more = asyncio.Event()  # the outbox grew, or the window opened
         self._send_lock = asyncio.Lock()
 
+    def summary(self) -> dict[str, Any]:
+        """For the gateway's status: the bridge's state, last close and backlog."""
+        return {
+            "cloud_bridge": self.state.value,
+            "cloud_last_close": self.stats.last_close or "",
+            "cloud_backlog": self.stats.backlog,
+        }
+
     def wake(self) -> None:
         """Something may be ready to send (a commit, an ack)."""
         self._more.set()
@@ -117,6 +127,8 @@ class BridgeClient:
         while True:
             self.state = BridgeState.CONNECTING
             self.stats.connects += 1
+            with contextlib.suppress(EdgeError, OSError, sqlite3.Error):
+                self.stats.backlog = (await asyncio.to_thread(self._store.outbox_backlog)).total
             closed: Closed | None = None
             opened = False
             try:
@@ -268,6 +280,7 @@ class BridgeClient:
             if loop.time() >= next_backlog:
                 backlog = await asyncio.to_thread(self._store.outbox_backlog)
                 conn.backlog = (backlog.total, backlog.oldest_ms, 0)
+                self.stats.backlog = backlog.total
                 next_backlog = loop.time() + BACKLOG_EVERY_S
             left_events, left_bytes = conn.window_left()
             limit = min(left_events, self._config.batch_events)

@@ -180,3 +180,6 @@ class GatewayStatus:
     rejected: Mapping[str, int]
     accepted: int
     started_at: int
+    cloud_bridge: str = "not enrolled"
+    cloud_last_close: str = ""
+    cloud_backlog: int = 0

@@ -662,11 +662,22 @@ class GetGatewayStatusResponse(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
+    CLOUD_BRIDGE_FIELD_NUMBER: _builtins.int
+    CLOUD_LAST_CLOSE_FIELD_NUMBER: _builtins.int
+    CLOUD_BACKLOG_FIELD_NUMBER: _builtins.int
     hotel_id: _builtins.str
     broker_connected: _builtins.bool
     devices_online: _builtins.int
     devices_total: _builtins.int
     accepted: _builtins.int
+    cloud_bridge: _builtins.str
+    """The bridge to the cloud: "not enrolled", "off", "connecting", "open",
+    "waiting to reconnect" or "stopped: ..." (refused by the relay for good).
+    """
+    cloud_last_close: _builtins.str
+    """Why the bridge last closed, e.g. "peer_timeout: nothing heard for 45.1 s"."""
+    cloud_backlog: _builtins.int
+    """Events recorded here and not yet acknowledged by the cloud."""
     @_builtins.property
     def rejected(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Rejected input by reason, e.g. "malformed_json"."""
@@ -683,10 +694,13 @@ class GetGatewayStatusResponse(_message.Message):
         rejected: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         accepted: _builtins.int = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
+        cloud_bridge: _builtins.str = ...,
+        cloud_last_close: _builtins.str = ...,
+        cloud_backlog: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "broker_connected", b"broker_connected", "devices_online", b"devices_online", "devices_total", b"devices_total", "hotel_id", b"hotel_id", "rejected", b"rejected", "started_at", b"started_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "broker_connected", b"broker_connected", "cloud_backlog", b"cloud_backlog", "cloud_bridge", b"cloud_bridge", "cloud_last_close", b"cloud_last_close", "devices_online", b"devices_online", "devices_total", b"devices_total", "hotel_id", b"hotel_id", "rejected", b"rejected", "started_at", b"started_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
