@@ -146,12 +146,16 @@ class Connection:
 
     def _heartbeat(self, heartbeat: bridge_pb2.Heartbeat) -> None:
         oldest = (
-            heartbeat.oldest_unsent.ToMilliseconds()
+            frames.millis(heartbeat.oldest_unsent, "oldest_unsent")
             if heartbeat.HasField("oldest_unsent")
             else None
         )
         self._events.append(
-            HeartbeatReceived(heartbeat.backlog_events, oldest, heartbeat.thinned_points)
+            HeartbeatReceived(
+                frames.check_count(heartbeat.backlog_events, "backlog_events"),
+                oldest,
+                frames.check_count(heartbeat.thinned_points, "thinned_points"),
+            )
         )
 
     def _send(self, frame: bridge_pb2.Frame, now: float) -> None:

@@ -163,8 +163,10 @@ class EdgeConnection(Connection):
         self._window_bytes = welcome.window_bytes
         self.state = State.OPEN
         acked: dict[Lane, int] = {
-            int(bridge_pb2.LANE_BULK): welcome.last_acked_seq,
-            int(bridge_pb2.LANE_PRIORITY): welcome.last_acked_priority_seq,
+            int(bridge_pb2.LANE_BULK): frames.check_count(welcome.last_acked_seq, "last_acked"),
+            int(bridge_pb2.LANE_PRIORITY): frames.check_count(
+                welcome.last_acked_priority_seq, "last_acked_priority"
+            ),
         }
         # Events are sent after what the relay has; a lower seq is never resent.
         self._last_sent_seq = dict(acked)

@@ -24,18 +24,22 @@ from typing import Final
 
 from bellhop.bridge.v1 import bridge_pb2
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from bellhop_bridge.errors import CloseCode, ProtocolError
 
 __all__ = [
     "MAX_BATCH_EVENTS",
+    "MAX_COUNT",
     "MAX_FRAME_BYTES",
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
+    "check_count",
     "check_text",
     "decode",
     "encode",
     "encode_batch",
+    "millis",
     "proof_message",
 ]
 
@@ -89,6 +93,26 @@ def encode_batch(events: Iterable[bytes]) -> bytes:
 def proof_message(gateway_id: str, nonce: bytes) -> bytes:
     """What the gateway signs with its enrolment key to answer a challenge."""
     return _PROOF_CONTEXT + gateway_id.encode() + b"\x00" + nonce
+
+
+# Sequences and counts are uint64 on the wire but kept as signed 64-bit
+# integers by both ends' databases: anything above is refused as it arrives.
+MAX_COUNT: Final = 2**63 - 1
+
+
+def check_count(value: int, field: str) -> int:
+    """A sequence or count from a peer that both ends' databases can hold."""
+    if value > MAX_COUNT:
+        raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is past 2^63-1")
+    return value
+
+
+def millis(stamp: Timestamp, field: str) -> int:
+    """A time from a peer, as Unix milliseconds; a time outside years 1-9999 is refused."""
+    try:
+        return int(stamp.ToMilliseconds())
+    except (ValueError, OverflowError):
+        raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is not a valid time") from None
 
 
 def check_text(value: str, field: str, *, max_len: int = MAX_TEXT, required: bool = True) -> str:

@@ -161,6 +161,7 @@ class RelayConnection(Connection):
             lane = event.lane
             if lane not in self._received:
                 raise ProtocolError(CloseCode.BAD_FRAME, f"an event on unknown lane {lane}")
+            frames.check_count(event.seq, "seq")
             if event.seq <= self._received[lane]:
                 raise ProtocolError(
                     CloseCode.OUT_OF_ORDER,

@@ -264,3 +264,22 @@ def test_whatever_arrives_ends_in_events_never_in_an_exception(data: bytes, when
         for ev in conn.events_received():
             assert not isinstance(ev, Closed) or ev.code in CloseCode
         conn.data_to_send()
+
+
+def test_numbers_and_times_past_what_a_database_holds_are_refused() -> None:
+    # uint64 on the wire, signed 64-bit in both ends' databases; times outside years 1-9999.
+    e, r = edge(), relay()
+    handshake(e, r)
+    r.receive_data(frames.encode_batch([event(BULK, 2**63)]), 1.0)
+    (closed,) = [ev for ev in r.events_received() if isinstance(ev, Closed)]
+    assert (closed.code, closed.message) == (CloseCode.BAD_FRAME, "seq is past 2^63-1")
+    for peer in (edge(), relay()):
+        other = relay() if isinstance(peer, EdgeConnection) else edge()
+        pair = (peer, other) if isinstance(peer, EdgeConnection) else (other, peer)
+        handshake(*pair)
+        beat = bridge_pb2.Heartbeat()
+        beat.oldest_unsent.seconds = 10**12
+        peer.receive_data(frames.encode(bridge_pb2.Frame(heartbeat=beat)), 1.0)
+        (closed,) = [ev for ev in peer.events_received() if isinstance(ev, Closed)]
+        assert closed.code is CloseCode.BAD_FRAME
+        assert "oldest_unsent" in closed.message

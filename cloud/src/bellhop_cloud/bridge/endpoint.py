@@ -175,6 +175,10 @@ class BridgeEndpoint:
                 # Nothing of the batch is acknowledged, so the edge sends it again.
                 log.exception("bridge of %s: the database refused", _who(link))
                 conn.close(CloseCode.INTERNAL, "the relay could not store this; try again")
+            except Exception:  # a bug here must cost one bridge a reconnect, never the node
+                log.exception("bridge of %s: unexpected error", _who(link))
+                self.closes["unexpected_error"] = self.closes.get("unexpected_error", 0) + 1
+                conn.close(CloseCode.INTERNAL, "the relay failed; try again")
 
     async def _on(self, link: _Link, event: Event, now: float) -> None:
         conn = link.conn

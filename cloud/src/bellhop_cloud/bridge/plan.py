@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
+from bellhop_bridge import ProtocolError, frames
 from google.protobuf.json_format import MessageToDict
 
 __all__ = ["Plan"]
@@ -29,6 +30,7 @@ _ID: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 TEXT_MAX: Final = 500
+GAP_COUNT_MAX: Final = 2**48
 
 _KINDS: Final = {
     v: k.removeprefix("DEVICE_KIND_").lower() for k, v in common_pb2.DeviceKind.items()
@@ -65,7 +67,17 @@ def _text(value: str, limit: int = TEXT_MAX) -> str:
 
 
 def _ms(stamp: Any) -> int:
-    return int(stamp.ToMilliseconds())
+    try:
+        return frames.millis(stamp, "time")
+    except ProtocolError:
+        raise _Skip("a time outside years 1-9999") from None
+
+
+def _count(value: int, what: str) -> int:
+    # Gap counts are added up in BIGINT columns; no outbox could ever drop more.
+    if value > GAP_COUNT_MAX:
+        raise _Skip(f"{what} {value}")
+    return value
 
 
 def _json(struct: Any) -> dict[str, Any]:
@@ -196,10 +208,10 @@ class Plan:
             self.gaps.append(
                 {
                     "lane": event.lane,
-                    "first_seq": g.first_seq,
-                    "last_seq": g.last_seq,
-                    "telemetry_points": g.telemetry_points,
-                    "other_events": g.other_events,
+                    "first_seq": _count(g.first_seq, "first_seq"),
+                    "last_seq": _count(g.last_seq, "last_seq"),
+                    "telemetry_points": _count(g.telemetry_points, "telemetry_points"),
+                    "other_events": _count(g.other_events, "other_events"),
                     "oldest_ms": _ms(g.oldest) if g.HasField("oldest") else None,
                     "newest_ms": _ms(g.newest) if g.HasField("newest") else None,
                     "reason": _text(g.reason, 32) or "unknown",

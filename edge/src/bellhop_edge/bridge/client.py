@@ -136,6 +136,9 @@ class BridgeClient:
                     opened, closed = await self._session(ws)
             except (OSError, TimeoutError, InvalidURI, InvalidHandshake, ConnectionClosed) as exc:
                 self._note(f"cannot reach the relay: {exc}")
+            except Exception:  # a bug must cost a reconnect, never the hotel's bridge for good
+                log.exception("bridge: unexpected error; reconnecting")
+                self._note("internal: unexpected error")
             if closed is not None:
                 self._note(f"{closed.code.value}: {closed.message}")
                 if closed.fatal:
