@@ -520,8 +520,8 @@ async def test_a_partition_loses_nothing_and_repeats_nothing(
         await site.settled()
 
         status = relay.stop(signal.SIGTERM)
-        # uvicorn ends a clean shutdown by re-raising the signal it caught.
-        assert status in {0, -signal.SIGTERM}, relay.tail()
+        # A clean stop: uvicorn shuts down, then `bellhop cloud run` exits with 0.
+        assert status == 0, relay.tail()
         assert relay.logged("Application shutdown complete") == 1, relay.tail()
         await until(lambda: gateway.logged("shutting_down") >= 1, 10, "the gateway told why")
 

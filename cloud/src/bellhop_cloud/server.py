@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -30,8 +32,17 @@ def uvicorn_config(config: RelayConfig, *, log_level: str = "info") -> uvicorn.C
 
 
 def run(config: RelayConfig, *, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM, then stop cleanly and exit with status 0."""
+    # uvicorn shuts down gracefully on the signal, restores the handlers it found and
+    # raises the signal again; these turn that into a normal exit, as a supervisor
+    # expects of a clean stop (the gateway does the same).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.Server(uvicorn_config(config, log_level=log_level)).run()
+
+
+def _exit_cleanly(_sig: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 async def migrate(config: RelayConfig) -> None:
