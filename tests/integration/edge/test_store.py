@@ -174,19 +174,21 @@ async def test_outbox_mirrors_writes_in_order_with_rising_sequence(
         writer.submit(points(dev, T0, temperature=20.0, humidity=40.0))
         writer.submit(PutEvent(DeviceEvent(dev, EventKind.BATTERY, T0 + 1, {"battery": 9})))
         writer.submit(points(dev, T0 + 2, temperature=20.5))
-        writer.submit(PutDesired(DesiredState(dev, 1, {"x": 1}, T0, "staff")))  # not mirrored
+        writer.submit(PutDesired(DesiredState(dev, 1, {"x": 1}, T0, "staff")))
         await writer.flush()
 
     entries = store.outbox_after(0)
-    assert [e.seq for e in entries] == [1, 2, 3, 4]
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert [e.kind for e in entries] == [
         OutboxKind.TELEMETRY,
         OutboxKind.TELEMETRY,
         OutboxKind.DEVICE_EVENT,
         OutboxKind.TELEMETRY,
+        OutboxKind.DESIRED,
     ]
     events = [e.event() for e in entries]
-    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert events[4].desired.values["x"] == 1
     assert (events[1].telemetry.metric, events[1].telemetry.value) == ("humidity", 40.0)
     assert events[1].telemetry.ts.ToMilliseconds() == T0
     assert events[2].device_event.kind == common_pb2.EVENT_KIND_BATTERY
@@ -500,7 +502,7 @@ def test_over_its_cap_the_outbox_thins_raw_telemetry_and_nothing_else(
 def test_each_lane_is_read_and_acknowledged_on_its_own(store: EdgeStore, test_name: str) -> None:
     dev = f"{test_name}-door"
     store.apply(points(dev, T0, battery=50.0))
-    store.apply(PutEvent(DeviceEvent(dev, EventKind.DOOR, T0 + 1, {"open": True})))
+    store.apply(PutEvent(DeviceEvent(dev, EventKind.BREACH, T0 + 1, {})))  # an alarm
     store.apply(points(dev, T0 + 2, battery=49.0))
     bulk = bridge_pb2.LANE_BULK
     priority = bridge_pb2.LANE_PRIORITY
@@ -514,6 +516,17 @@ def test_each_lane_is_read_and_acknowledged_on_its_own(store: EdgeStore, test_na
     report = store.apply_retention(RetentionConfig(), written)
     assert report.outbox_acked_deleted == 1
     assert [e.seq for e in store.outbox_after(0)] == [1, 3]
+
+
+def test_routine_device_events_keep_their_place_in_the_bulk_lane(
+    store: EdgeStore, test_name: str
+) -> None:
+    dev = f"{test_name}-door"
+    store.apply(PutEvent(DeviceEvent(dev, EventKind.DOOR, T0, {"open": True})))
+    store.apply(PutEvent(DeviceEvent(dev, EventKind.GAS, T0 + 1, {})))
+    store.apply(PutEvent(DeviceEvent(dev, EventKind.BUTTON, T0 + 2, {})))
+    assert [e.seq for e in store.outbox_after(0, lane=bridge_pb2.LANE_PRIORITY)] == [2]
+    assert [e.seq for e in store.outbox_after(0, lane=bridge_pb2.LANE_BULK)] == [1, 3]
 
 
 def test_a_version_1_database_is_migrated_forward_keeping_its_history(

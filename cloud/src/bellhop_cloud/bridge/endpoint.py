@@ -70,6 +70,7 @@ class _Link:
         self.conn = conn
         self.identity: GatewayIdentity | None = None
         self.heard_at = 0.0
+        self.seen_at = float("-inf")
         self.close_reason = "closed"
         self.lock = asyncio.Lock()  # frames leave in the order they were made
 
@@ -241,7 +242,11 @@ class BridgeEndpoint:
             last = await sync.lanes(db, identity.gateway_id) or {}
             dedup = Dedup(dict(last))
             plan = Plan.of(dedup.fresh(event.events), identity.hotel_id)
-            await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC))
+            # `last_seen` moves at most every few seconds: two updates per batch otherwise.
+            seen = now - link.seen_at >= HEARD_EVERY_S
+            await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC), seen=seen)
+        if seen:
+            link.seen_at = now
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
             self.rejected_events += len(plan.rejected)

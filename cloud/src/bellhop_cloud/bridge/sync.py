@@ -127,8 +127,13 @@ async def heard(
     await conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
 
 
-async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
-    """Write the plan's rows and move the lanes forward, in the caller's transaction."""
+async def apply(
+    conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime, *, seen: bool = True
+) -> None:
+    """Write the plan's rows and move the lanes forward, in the caller's transaction.
+
+    `seen`: also move the gateway's and hotel's `last_seen` (the caller throttles it).
+    """
     await _history(conn, gateway_id, plan, now)
     await _current(conn, plan, now)
     link: dict[str, Any] = {"last_heard_at": now}
@@ -147,7 +152,8 @@ async def apply(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetim
     await conn.execute(
         gateway_links.update().where(gateway_links.c.gateway_id == gateway_id).values(**link)
     )
-    await _seen(conn, gateway_id, plan.hotel_id, now)
+    if seen:
+        await _seen(conn, gateway_id, plan.hotel_id, now)
 
 
 async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:

@@ -109,4 +109,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # The bridge writes history in bulk: a cache that holds the hot index pages,
+    # and checkpoints every ~40 MiB of WAL rather than on nearly every commit.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()

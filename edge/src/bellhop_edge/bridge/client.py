@@ -127,8 +127,6 @@ class BridgeClient:
         while True:
             self.state = BridgeState.CONNECTING
             self.stats.connects += 1
-            with contextlib.suppress(EdgeError, OSError, sqlite3.Error):
-                self.stats.backlog = (await asyncio.to_thread(self._store.outbox_backlog)).total
             closed: Closed | None = None
             opened = False
             try:
@@ -153,7 +151,11 @@ class BridgeClient:
             if opened:
                 delays = self._delays()
             self.state = BridgeState.WAITING
-            await asyncio.sleep(next(delays))
+            delay = next(delays)
+            # Counted while waiting anyway: off the path of the next connection's first batch.
+            with contextlib.suppress(EdgeError, OSError, sqlite3.Error):
+                self.stats.backlog = (await asyncio.to_thread(self._store.outbox_backlog)).total
+            await asyncio.sleep(delay)
 
     def _connect(self) -> connect:
         config = self._config
@@ -277,7 +279,8 @@ class BridgeClient:
     ) -> None:
         """Send each lane after its cursor, priority first, as the window allows."""
         loop = asyncio.get_running_loop()
-        next_backlog = 0.0
+        # The first count waits: at a million events it takes longer than the first batch.
+        next_backlog = loop.time() + BACKLOG_EVERY_S
         while not conn.closed:
             self._more.clear()
             if loop.time() >= next_backlog:

@@ -24,6 +24,7 @@ from enum import IntEnum
 from typing import Final
 
 from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
 
 from bellhop_edge.errors import InvalidAckError
 from bellhop_edge.store import history
@@ -67,11 +68,18 @@ class OutboxKind(IntEnum):
 
 
 assert OutboxKind.TELEMETRY == history.OUTBOX_TELEMETRY_KIND
-_PRIORITY_KINDS: Final = frozenset({OutboxKind.ALERT, OutboxKind.DEVICE_EVENT})
+# Alarms overtake a backlog; routine device events (door, button, battery) keep
+# their place among the rest, so that an alarm is not queued behind them.
+_ALARMS: Final = frozenset({common_pb2.EVENT_KIND_BREACH, common_pb2.EVENT_KIND_GAS})
 
 
-def lane_of(kind: OutboxKind) -> int:
-    return PRIORITY if kind in _PRIORITY_KINDS else BULK
+def lane_of(kind: OutboxKind, event: bridge_pb2.OutboxEvent | None = None) -> int:
+    """Alert changes and alarm events go on the priority lane, the rest on the bulk lane."""
+    if kind == OutboxKind.ALERT:
+        return PRIORITY
+    if kind == OutboxKind.DEVICE_EVENT and event is not None:
+        return PRIORITY if event.device_event.kind in _ALARMS else BULK
+    return BULK
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +107,7 @@ def append(
     event.ts.FromMilliseconds(now)
     conn.execute(
         "INSERT INTO outbox (ts, kind, payload, lane) VALUES (?, ?, ?, ?)",
-        (now, int(kind), event.SerializeToString(), lane_of(kind)),
+        (now, int(kind), event.SerializeToString(), lane_of(kind, event)),
     )
 
 
@@ -168,18 +176,23 @@ def ack(conn: sqlite3.Connection, seq: int, lane: int = BULK) -> None:
     )
 
 
-_READ = """
+_COLUMNS = """
 SELECT o.seq, o.ts, o.kind, o.payload, s.device_id, s.metric, o.point_ts, o.value, o.lane
 FROM outbox o LEFT JOIN series s ON s.series_id = o.series_id
-WHERE o.seq > ? AND (o.lane = ? OR ? IS NULL) ORDER BY o.seq LIMIT ?
 """
+_READ_ALL = _COLUMNS + "WHERE o.seq > ? ORDER BY o.seq LIMIT ?"
+# A plain `lane = ?` (no "or any lane"), so the priority lane's partial index is used.
+_READ_LANE = _COLUMNS + "WHERE o.seq > ? AND o.lane = ? ORDER BY o.seq LIMIT ?"
 
 
 def read_after(
     conn: sqlite3.Connection, seq: int, limit: int, lane: int | None = None
 ) -> list[OutboxEntry]:
     """Events of `lane` (None: every lane) above `seq`, in order, at most `limit`."""
-    rows = conn.execute(_READ, (seq, lane, lane, limit)).fetchall()
+    if lane is None:
+        rows = conn.execute(_READ_ALL, (seq, limit)).fetchall()
+    else:
+        rows = conn.execute(_READ_LANE, (seq, lane, limit)).fetchall()
     return [_entry(*row) for row in rows]
 
 

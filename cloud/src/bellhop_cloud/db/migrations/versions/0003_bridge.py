@@ -50,9 +50,6 @@ def upgrade() -> None:
         sa.Column("metric", sa.String(length=32), nullable=False),
         sa.Column("ts", sa.BigInteger(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["hotel_id"], ["hotels.id"], name=op.f("fk_telemetry_hotel_id_hotels")
-        ),
         sa.PrimaryKeyConstraint("hotel_id", "device_id", "metric", "ts", name=op.f("pk_telemetry")),
     )
     op.create_table(
