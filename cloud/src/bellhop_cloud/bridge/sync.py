@@ -28,10 +28,10 @@ from bellhop_cloud.db.schema import (
     gateway_links,
     gateways,
     hotels,
-    rooms,
     sync_gaps,
     telemetry,
 )
+from bellhop_cloud.hotels import Room, upsert_rooms
 
 __all__ = ["LinkState", "apply", "apply_snapshot", "heard", "lanes", "open_link", "set_connected"]
 
@@ -176,21 +176,10 @@ async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
     """What is kept as it is now: rooms, devices, state, alerts, command results."""
     hotel_id = plan.hotel_id
     if plan.rooms:
-        statement = _insert(conn, rooms)
-        statement = statement.on_conflict_do_update(
-            index_elements=[rooms.c.hotel_id, rooms.c.room_id],
-            set_={
-                "name": statement.excluded.name,
-                "floor": statement.excluded.floor,
-                "last_seen": statement.excluded.last_seen,
-            },
-        )
-        await conn.execute(
-            statement,
-            [
-                {"hotel_id": hotel_id, "room_id": k, "last_seen": now, **v}
-                for k, v in plan.rooms.items()
-            ],
+        await upsert_rooms(
+            conn,
+            hotel_id,
+            [Room(k, v["name"], v["floor"], now) for k, v in plan.rooms.items()],
         )
     if plan.devices:
         await _registry(conn, hotel_id, plan.devices)

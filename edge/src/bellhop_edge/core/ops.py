@@ -55,7 +55,7 @@ class PutReported:
 
 @dataclass(frozen=True, slots=True)
 class PutDesired:
-    """Stored only: the bridge protocol has no desired-state event."""
+    """What staff asked a device to be; mirrored to the cloud through the outbox."""
 
     state: DesiredState
 
