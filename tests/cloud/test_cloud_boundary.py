@@ -15,15 +15,8 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
-from bellhop_cloud.api import (
-    routes_auth,
-    routes_gateways,
-    routes_health,
-    routes_hotels,
-    routes_orgs,
-)
 from bellhop_cloud.api.boundary import BoundaryRoute
-from bellhop_cloud.app import create_app
+from bellhop_cloud.app import ROUTE_MODULES, create_app
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.relay import Relay
 from fastapi.routing import APIRoute
@@ -216,8 +209,7 @@ async def test_a_time_outside_the_representable_range_is_invalid_request(
 
 async def test_every_route_goes_through_the_boundary(relay_config: RelayConfig) -> None:
     app = create_app(relay_config)
-    routers = [m.router for m in (routes_auth, routes_gateways, routes_health, routes_hotels)]
-    routers.append(routes_orgs.router)
+    routers = [m.router for m in ROUTE_MODULES]
     routes = [r for r in app.router.routes if isinstance(r, APIRoute)]
     routes += [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
     assert [r.path for r in routes if not isinstance(r, BoundaryRoute)] == []
