@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,47 +54,68 @@ def publish_load(
     *,
     qos: int = 0,
     wave: int = 0,
-) -> float:
-    """One `mosquitto_pub -l` per device, all at once; returns seconds taken."""
-    files = []
+) -> int:
+    """One `mosquitto_pub -l` per device, all at once; returns how many the broker took.
+
+    Returns once every publisher has exited. At QoS 1 each publisher prints its
+    protocol exchange (`-d`) and the broker's PUBACKs in it are counted: a
+    PUBACK is the broker's promise to deliver, so that count, not the lines
+    written, is what the subscriber must end up with. At QoS 0 nothing is
+    acknowledged; a publisher that exits 0 has sent every line. A publisher
+    that fails is reported on stderr with the end of its output.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="bellhop-load-"))
     procs = []
-    tmp = tempfile.mkdtemp(prefix="bellhop-load-")
-    for device_id in devices:
-        path = Path(tmp) / f"{device_id}.txt"
-        path.write_bytes(telemetry_lines(device_id, per_device, wave=wave))
-        files.append(path)
-    start = time.perf_counter()
-    for path, (device_id, creds) in zip(files, devices.items(), strict=True):
-        with path.open("rb") as stdin:
+    for device_id, creds in devices.items():
+        lines = tmp / f"{device_id}.txt"
+        lines.write_bytes(telemetry_lines(device_id, per_device, wave=wave))
+        output = tmp / f"{device_id}.out"
+        with lines.open("rb") as stdin, output.open("wb") as stdout:
             procs.append(
-                subprocess.Popen(
-                    [
-                        "mosquitto_pub",
-                        "-h",
-                        mq.host,
-                        "-p",
-                        str(mq.port),
-                        "-q",
-                        str(qos),
-                        "-u",
-                        creds.username,
-                        "-P",
-                        creds.password,
-                        "-i",
-                        f"load-{device_id}",
-                        "-t",
-                        f"hotel/{hotel_id}/device/{device_id}/telemetry",
-                        "-l",
-                    ],
-                    stdin=stdin,
+                (
+                    device_id,
+                    output,
+                    subprocess.Popen(
+                        [
+                            "mosquitto_pub",
+                            *(["-d"] if qos else []),
+                            "-h",
+                            mq.host,
+                            "-p",
+                            str(mq.port),
+                            "-q",
+                            str(qos),
+                            "-u",
+                            creds.username,
+                            "-P",
+                            creds.password,
+                            "-i",
+                            f"load-{device_id}",
+                            "-t",
+                            f"hotel/{hotel_id}/device/{device_id}/telemetry",
+                            "-l",
+                        ],
+                        stdin=stdin,
+                        stdout=stdout,
+                        stderr=subprocess.STDOUT,
+                    ),
                 )
             )
-    for proc in procs:
-        proc.wait(timeout=600)
-    for path in files:
-        path.unlink()
-    os.rmdir(tmp)
-    return time.perf_counter() - start
+    taken = 0
+    for device_id, output, proc in procs:
+        status = proc.wait(timeout=600)
+        text = output.read_bytes()
+        acked = text.count(b" received PUBACK ") if qos else (per_device if status == 0 else 0)
+        taken += acked
+        if status != 0 or acked != per_device:
+            tail = text[-500:].decode(errors="replace")
+            print(
+                f"mosquitto_pub for {device_id} exited {status}, {acked} of {per_device}"
+                f" taken by the broker:\n{tail}",
+                file=sys.stderr,
+            )
+    shutil.rmtree(tmp)
+    return taken
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -6,12 +6,33 @@ subscriber is the bottleneck. The same load is first taken by a bare aiomqtt
 subscriber (the floor), then by the gateway (decode, state, rules, history,
 outbox, QoS handling, single SQLite writer). Rates are counted from the first
 message to the last one committed. Prints one JSON object as the last line:
-msgs_per_s, floor_msgs_per_s, ratio, lost.
+msgs_per_s, floor_msgs_per_s, ratio, lost, queued, stalled.
 
 The gateway reads the broker socket in chunks (bellhop_edge.mqtt._compat), which the
 bare subscriber does not; a second floor with the same read buffer, keys
 chunked_floor_msgs_per_s and ratio_to_chunked_floor, shows what the gateway's
 own work costs apart from how it reads.
+
+`lost` counts only real loss: messages the broker acknowledged to a publisher
+(its PUBACKs, counted from each publisher's `-d` output at QoS 1) that are
+neither in the gateway's SQLite after the run nor still queued at the broker
+for the gateway's persistent session. Three things used to make it count
+messages that were not lost, on a loaded machine:
+
+- A wave was published after a fixed 120 s even if the subscriber had not
+  taken the previous one. A wave fills the broker's per-client queue
+  (`max_queued_messages 100000`), so the broker then dropped the overflow,
+  as it is configured to. A wave is now published only once the previous one
+  is taken; a subscriber that takes nothing for `STALL_S` is reported
+  (`stalled`) and no further wave is published for it.
+- The gateway was stopped at that same deadline with messages still queued
+  for it at the broker, which a real gateway gets on its next start. They
+  are now waited for, and whatever is still queued when the gateway stops
+  (only after a stall) is taken off the broker and reported as `queued`.
+- The floor used the gateway's account; the broker takes each client's
+  username as its client id, so the floor shared, and with its clean
+  session wiped, the gateway's persistent session. It has an account of its
+  own now.
 """
 
 from __future__ import annotations
@@ -19,10 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +58,37 @@ from bellhop_edge.mqtt._compat import read_in_chunks
 from bellhop_edge.store import EdgeStore
 
 HOTEL = "bench-ingest"
+FLOOR_USER = "bench-floor"
+# A subscriber that takes no message for this long is stuck, not slow: even on
+# a heavily loaded machine a live one takes some every few seconds.
+STALL_S = 120.0
+# A device id nobody publishes as: its topic marks the end of a drained queue.
+MARKER_DEVICE = "bench-drain-marker"
+
+Key = tuple[str, int]  # (device, time): one telemetry message
+
+
+@dataclass(frozen=True, slots=True)
+class Waves:
+    received: int  # what the subscriber took
+    first: float  # perf_counter at its first message
+    published: int  # what the broker acknowledged to the publishers
+    stalled: bool  # it stopped taking messages; later waves were not published
+
+
+def _stall_check(progress: Callable[[], int]) -> Callable[[], bool]:
+    """A check that turns true once `progress()` has not moved for STALL_S."""
+    count, moved = progress(), time.monotonic()
+
+    def stalled() -> bool:
+        nonlocal count, moved
+        now = progress()
+        if now != count:
+            count, moved = now, time.monotonic()
+            return False
+        return time.monotonic() - moved > STALL_S
+
+    return stalled
 
 
 async def _waves(
@@ -44,41 +98,101 @@ async def _waves(
     waves: int,
     received: Callable[[], int],
     qos: int,
-) -> tuple[int, float]:
+) -> Waves:
     """Publish `waves` waves of load, each once the previous one is taken.
 
     One wave fits the broker's per-client queue (max_queued_messages), so
-    nothing is dropped by the broker however slow the subscriber; the rate is
-    counted from the first message of the first wave to the last of the last.
+    nothing is dropped by the broker however slow the subscriber, provided no
+    wave is published before the previous one is taken: after a stall none is.
+    Returns once the last wave is taken (or the subscriber stalled); the rate
+    is counted from the first message of the first wave to the last of the last.
     """
     loop = asyncio.get_running_loop()
-    per_wave = len(devices) * per_device
     first: float | None = None
+    published = 0
+    stalled = _stall_check(received)
     for wave in range(waves):
         load = loop.run_in_executor(
             None,
             functools.partial(publish_load, mq, HOTEL, devices, per_device, wave=wave, qos=qos),
         )
-        deadline = time.monotonic() + 120
-        while received() < per_wave * (wave + 1) and time.monotonic() < deadline:
+        # The wave's size is what the broker acknowledged, known once every publisher is done.
+        while not (load.done() and received() >= published + load.result()):
             if first is None and received() > 0:
                 first = time.perf_counter()
+            if stalled():
+                published += await load
+                print(
+                    f"the subscriber took no message for {STALL_S:.0f} s, at {received()} of"
+                    f" {published}: no further wave is published for it",
+                    file=sys.stderr,
+                )
+                return Waves(received(), first or time.perf_counter(), published, stalled=True)
             await asyncio.sleep(0.0005 if first is None else 0.005)
-        await load
-    return received(), first or time.perf_counter()
+        published += load.result()
+    return Waves(received(), first or time.perf_counter(), published, stalled=False)
+
+
+async def still_queued(mq: MosquittoBroker, creds: Credentials) -> set[Key]:
+    """Take what the broker still holds for the gateway's persistent session, and end it.
+
+    The broker sends a session's queued messages in order, so a marker
+    published into it after connecting comes after all of them. The session
+    is then ended (a clean-session connection), so that the floor's load of
+    the next round is not queued for a gateway that is not running.
+    """
+    marker = f"hotel/{HOTEL}/device/{MARKER_DEVICE}/telemetry"
+    keys: set[Key] = set()
+    taken = 0
+
+    def client(*, clean_session: bool) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            mq.host,
+            mq.port,
+            username=creds.username,
+            password=creds.password,
+            identifier=creds.username,
+            clean_session=clean_session,
+        )
+
+    async with client(clean_session=False) as session:
+        await session.subscribe(f"hotel/{HOTEL}/device/+/telemetry", qos=1)
+        await session.publish(marker, b"{}", qos=1)
+
+        async def drain() -> None:
+            nonlocal taken
+            async for message in session.messages:
+                topic = message.topic.value
+                if topic == marker:
+                    return
+                taken += 1
+                assert isinstance(message.payload, bytes)
+                keys.add((topic.split("/")[3], int(json.loads(message.payload)["ts"])))
+
+        draining = asyncio.create_task(drain())
+        stalled = _stall_check(lambda: taken)
+        while not draining.done():
+            if stalled():
+                draining.cancel()
+                print(f"the broker's queue did not drain: {taken} taken", file=sys.stderr)
+            await asyncio.wait({draining}, timeout=0.05)
+        await asyncio.gather(draining, return_exceptions=True)
+    async with client(clean_session=True):
+        pass
+    return keys
 
 
 async def floor(
     mq: MosquittoBroker,
-    gateway_creds: Credentials,
+    floor_creds: Credentials,
     devices: dict[str, Credentials],
     per_device: int,
     waves: int,
     *,
     chunked: bool = False,
     qos: int = 0,
-) -> float:
-    """A bare aiomqtt subscriber that only counts what it receives.
+) -> tuple[float, bool]:
+    """A bare aiomqtt subscriber that only counts what it receives: (rate, stalled).
 
     `chunked`: with the gateway's socket read buffer (bellhop_edge.mqtt._compat), so
     that the gateway's own work can be told apart from how it reads.
@@ -87,9 +201,9 @@ async def floor(
     client = aiomqtt.Client(
         mq.host,
         mq.port,
-        username=gateway_creds.username,
-        password=gateway_creds.password,
-        identifier="bench-floor",
+        username=floor_creds.username,
+        password=floor_creds.password,
+        identifier=floor_creds.username,
     )
     if chunked:
         read_in_chunks(client)
@@ -102,11 +216,20 @@ async def floor(
                 got += 1
 
         counter = asyncio.create_task(count())
-        received, first = await _waves(mq, devices, per_device, waves, lambda: got, qos)
+        taken = await _waves(mq, devices, per_device, waves, lambda: got, qos)
         last = time.perf_counter()
         counter.cancel()
     await asyncio.gather(counter, return_exceptions=True)
-    return received / (last - first) if received > 1 else 0.0
+    rate = taken.received / (last - taken.first) if taken.received > 1 else 0.0
+    return rate, taken.stalled
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRun:
+    rate: float
+    lost: int  # acknowledged by the broker, neither stored nor still queued for the gateway
+    queued: int  # still queued for the gateway when it stopped (it would get them on restart)
+    stalled: bool
 
 
 async def gateway_run(
@@ -118,7 +241,7 @@ async def gateway_run(
     workdir: Path,
     *,
     qos: int = 0,
-) -> tuple[float, int]:
+) -> GatewayRun:
     """The gateway taking the same load: decode, state, rules, history, outbox."""
     total = len(devices) * per_device * waves
     config = load_config(
@@ -126,14 +249,14 @@ async def gateway_run(
             "hotel_id": HOTEL,
             "data_dir": str(workdir),
             "log_level": "WARNING",
-            # A fresh client id per run: a persistent session left by an
-            # earlier run would otherwise have queued the floor's load.
+            # The broker takes the username as client id, so every run has the
+            # same persistent session; `still_queued` empties and ends it after
+            # each run, so that none of the floor's load is queued for it.
             "mqtt": {
                 "host": mq.host,
                 "port": mq.port,
                 "username": gateway_creds.username,
                 "password": gateway_creds.password,
-                "client_id": f"bench-gw-{time.time_ns()}",
             },
             "api": {"listen": "127.0.0.1:0"},
             "liveness": {"heartbeat_timeout_s": 3600},
@@ -146,15 +269,24 @@ async def gateway_run(
     async with Gateway(config) as gateway:
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
         hotel = gateway.hotel
-        accepted, first = await _waves(mq, devices, per_device, waves, lambda: hotel.accepted, qos)
+        taken = await _waves(mq, devices, per_device, waves, lambda: hotel.accepted, qos)
         await gateway.writer.flush()
         last = time.perf_counter()
+    # Stopped cleanly: what it accepted is committed and acknowledged, the rest stays queued.
+    queued = await still_queued(mq, gateway_creds)
     with EdgeStore.open(workdir / "edge.db") as store:
-        stored = sum(
-            len(store.query_telemetry(device, "temperature", 0, 2**62, total)) for device in devices
-        )
-    rate = accepted / (last - first) if accepted > 1 else 0.0
-    return rate, total - stored
+        stored = {
+            (device, point.ts)
+            for device in devices
+            for point in store.query_telemetry(device, "temperature", 0, 2**62, total)
+        }
+    rate = taken.received / (last - taken.first) if taken.received > 1 else 0.0
+    return GatewayRun(
+        rate=rate,
+        lost=taken.published - len(stored | queued),
+        queued=len(queued - stored),
+        stalled=taken.stalled,
+    )
 
 
 async def main() -> None:
@@ -180,23 +312,28 @@ async def main() -> None:
     waves, rounds = (1, 1) if args.quick else (5, 2)
     with broker(persistence=args.broker_persistence) as mq:
         gateway_creds = mq.add_gateway(HOTEL)
+        floor_creds = mq.add_gateway(HOTEL, username=FLOOR_USER)
         devices = mq.add_devices(HOTEL, [f"env-{i:03d}" for i in range(n_devices)])
         mq.reload()
-        floors, chunked, rates, lost = [], [], [], 0
+        floors: list[float] = []
+        chunked: list[float] = []
+        runs: list[GatewayRun] = []
+        stalled = 0
         for _ in range(rounds):
-            floors.append(await floor(mq, gateway_creds, devices, per_device, waves, qos=args.qos))
-            chunked.append(
-                await floor(
-                    mq, gateway_creds, devices, per_device, waves, chunked=True, qos=args.qos
+            for buffered, rates in ((False, floors), (True, chunked)):
+                rate, stuck = await floor(
+                    mq, floor_creds, devices, per_device, waves, chunked=buffered, qos=args.qos
                 )
-            )
+                rates.append(rate)
+                stalled += stuck
             with tempfile.TemporaryDirectory(prefix="bellhop-ingest-") as tmp:
-                rate, missing = await gateway_run(
+                run = await gateway_run(
                     mq, gateway_creds, devices, per_device, waves, Path(tmp), qos=args.qos
                 )
-            rates.append(rate)
-            lost += missing
-    best_floor, best_chunked, best = max(floors), max(chunked), max(rates)
+            runs.append(run)
+            stalled += run.stalled
+    best_floor, best_chunked = max(floors), max(chunked)
+    best = max(run.rate for run in runs)
     report(
         {
             "messages": n_devices * per_device * waves,
@@ -209,7 +346,9 @@ async def main() -> None:
             "ratio": round(best / best_floor, 3) if best_floor else None,
             "chunked_floor_msgs_per_s": round(best_chunked),
             "ratio_to_chunked_floor": round(best / best_chunked, 3) if best_chunked else None,
-            "lost": lost,
+            "lost": sum(run.lost for run in runs),
+            "queued": sum(run.queued for run in runs),
+            "stalled": stalled,
         }
     )
 

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bellhop_edge.files import write_atomic
@@ -79,9 +79,17 @@ class MosquittoBroker:
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "mosquitto.log"
 
-    def add_gateway(self, hotel_id: str) -> Credentials:
+    def add_gateway(self, hotel_id: str, *, username: str | None = None) -> Credentials:
+        """The hotel's gateway account; `username` adds another with the same rights.
+
+        The broker takes each client's username as its client id, so a second
+        reader of the hotel (a benchmark's floor) needs an account of its own
+        not to share the gateway's persistent session.
+        """
         password = broker.generate_password()
         account = broker.gateway_account(hotel_id, password)
+        if username is not None:
+            account = replace(account, username=username)
         self._accounts[account.username] = account
         self._write_files()
         return Credentials(account.username, password)
