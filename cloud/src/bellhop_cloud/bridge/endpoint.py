@@ -12,11 +12,20 @@ connection of the same gateway replaces the first. A revoked gateway is cut
 off within `bridge_revocation_check_s`, with a fatal close so that it stops
 retrying. Why websockets' own server rather than a route of the HTTP app:
 docs/bridge.md, "Where the relay serves bridges".
+
+Under a reconnect storm (every gateway of a restarted relay coming back at
+once): at most `handshakes` handshakes are worked on at a time, the others
+wait their turn (within their handshake timeout) instead of all slowing down
+together until none finishes; identities are looked up in batches and kept
+a few seconds (identities.py), link rows are written in group commits and
+heartbeats never cost a transaction of their own (links.py). On the way out
+every bridge is told and closed at once, within CLOSE_ALL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -38,18 +47,21 @@ from bellhop_bridge import (
     RelayConnection,
     SnapshotReceived,
 )
+from bellhop_bridge.connection import State
 from bellhop_bridge.frames import MAX_FRAME_BYTES, NONCE_BYTES
 from sqlalchemy.exc import SQLAlchemyError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode as CloseStatus
 from websockets.http11 import Request, Response
+from websockets.protocol import State as SocketState
 
 from bellhop_cloud import enrolment
 from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge.identities import Identities, Identity
+from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.config import RelayConfig
-from bellhop_cloud.enrolment import GatewayIdentity
 from bellhop_cloud.relay import Relay
 
 __all__ = ["BRIDGE_PATH", "BridgeEndpoint"]
@@ -58,21 +70,91 @@ BRIDGE_PATH: Final = "/v1/bridge"
 
 log = logging.getLogger(__name__)
 
-# A heartbeat's backlog figures are written at most this often per gateway.
+# A heartbeat's backlog figures are recorded at most this often per gateway.
 HEARD_EVERY_S: Final = 5.0
+# Handshakes worked on at once; the others wait their turn (docs/bridge.md).
+HANDSHAKES: Final = 100
+# On the way out, every bridge is told and closed within this; sockets still
+# open then are dropped.
+CLOSE_ALL_S: Final = 5.0
+# A bridge closed by the relay (replaced, revoked) gets this long to take its
+# Error frame and close before its socket is dropped.
+CLOSE_ONE_S: Final = 5.0
 
 
 class _Link:
-    """One gateway's live connection on this node."""
+    """One gateway's connection on this node, from its WebSocket's opening."""
+
+    __slots__ = (
+        "admitted",
+        "close_reason",
+        "conn",
+        "heard_at",
+        "identity",
+        "lock",
+        "seen_at",
+        "ws",
+    )
 
     def __init__(self, ws: ServerConnection, conn: RelayConnection) -> None:
         self.ws = ws
         self.conn = conn
-        self.identity: GatewayIdentity | None = None
+        self.identity: Identity | None = None
         self.heard_at = 0.0
         self.seen_at = float("-inf")
         self.close_reason = "closed"
+        self.admitted = False  # holds one of the Admission's slots
         self.lock = asyncio.Lock()  # frames leave in the order they were made
+
+
+class Admission:
+    """At most `limit` holders at a time; the others wait in arrival order.
+
+    `close()` turns every waiter (and anyone who comes later) away.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the admission limit must be at least 1")
+        self.limit = limit
+        self.busy = 0
+        self.closed = False
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(not f.done() for f in self._waiters)
+
+    async def enter(self) -> bool:
+        """True once admitted (call `leave` later); False if closed."""
+        if self.closed:
+            return False
+        if self.busy < self.limit and not self.waiting:
+            self.busy += 1
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled() and future.result():
+                self.leave()  # admitted as it was cancelled: pass the slot on
+            raise
+
+    def leave(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(True)  # the slot passes to it
+                return
+        self.busy -= 1
+
+    def close(self) -> None:
+        self.closed = True
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(False)
 
 
 def _who(link: _Link) -> str:
@@ -80,10 +162,17 @@ def _who(link: _Link) -> str:
 
 
 class BridgeEndpoint:
-    def __init__(self, relay: Relay, config: RelayConfig | None = None) -> None:
+    def __init__(
+        self, relay: Relay, config: RelayConfig | None = None, *, handshakes: int = HANDSHAKES
+    ) -> None:
         self.relay = relay
         self._config = config or relay.config
-        self._live: dict[str, _Link] = {}
+        self._live: dict[str, _Link] = {}  # open bridges, by gateway
+        self._conns: set[_Link] = set()  # every connection, in its handshake or open
+        self._closing: set[asyncio.Task[None]] = set()
+        self.admission = Admission(handshakes)
+        self.links = Links(relay.store)
+        self.identities = Identities(relay.store, keep_s=self._config.bridge_revocation_check_s)
         self.applied_events = 0
         self.rejected_events = 0
         self.snapshots = 0
@@ -91,32 +180,62 @@ class BridgeEndpoint:
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[Server]:
-        async with serve(
-            self.handle,
-            host,
-            port,
-            max_size=MAX_FRAME_BYTES,
-            compression=None,  # memory per idle bridge, and the frames are protobuf
-            ping_interval=None,  # the protocol's own heartbeats find dead links
-            open_timeout=self._config.bridge_handshake_timeout_s,
-            server_header=None,
-            process_request=self._route,
-        ) as server:
+        # The link rows are written until every connection's end is known.
+        async with (
+            self.links.running(),
+            serve(
+                self.handle,
+                host,
+                port,
+                max_size=MAX_FRAME_BYTES,
+                compression=None,  # memory per idle bridge, and the frames are protobuf
+                ping_interval=None,  # the protocol's own heartbeats find dead links
+                open_timeout=self._config.bridge_handshake_timeout_s,
+                close_timeout=CLOSE_ONE_S,
+                server_header=None,
+                process_request=self._route,
+            ) as server,
+        ):
             watcher = asyncio.create_task(self._watch_revocations(), name="bridge-revocations")
             try:
                 yield server
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+                # No new connections to a node on its way out: gateways wait for the next.
+                server.server.close()
                 await self.close_all(CloseCode.SHUTTING_DOWN, "the relay is restarting")
 
-    async def close_all(self, code: CloseCode, message: str) -> None:
-        """Close every bridge on this node, telling each gateway why."""
-        for link in list(self._live.values()):
+    async def close_all(self, code: CloseCode, message: str, within_s: float = CLOSE_ALL_S) -> None:
+        """Close every connection on this node, telling each gateway why; all at once, and
+        within `within_s`, past which the sockets still open are dropped."""
+        self.admission.close()  # handshakes waiting their turn end too
+        links = list(self._conns)
+        for link in links:
             link.conn.close(code, message)
-            with contextlib.suppress(TimeoutError, ConnectionClosed):
-                await self._flush(link)
-                await link.ws.close()
+        try:
+            async with asyncio.timeout(within_s):
+                await asyncio.gather(*(self._say_goodbye(link) for link in links))
+        except TimeoutError:
+            for link in links:
+                link.ws.transport.abort()
+        for task in list(self._closing):
+            task.cancel()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def _say_goodbye(self, link: _Link) -> None:
+        """Send what the closed connection has left to say (its Error frame), then close."""
+        with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
+            await self._flush(link)
+            await link.ws.close()
+
+    def _end(self, link: _Link, code: CloseCode, message: str) -> None:
+        """Close a connection another task serves, without waiting for its close handshake
+        (a dead link would hold the caller for the close timeout)."""
+        link.conn.close(code, message)
+        task = asyncio.create_task(self._say_goodbye(link))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _route(self, ws: ServerConnection, request: Request) -> Response | None:
         if request.path != BRIDGE_PATH:
@@ -139,31 +258,68 @@ class BridgeEndpoint:
             handshake_timeout_s=self._config.bridge_handshake_timeout_s,
         )
         link = _Link(ws, conn)
+        self._conns.add(link)
         try:
-            while not conn.closed:
-                try:
-                    async with asyncio.timeout_at(conn.next_deadline()):
-                        data = await ws.recv()
-                except TimeoutError:
-                    conn.tick(loop.time())
-                except ConnectionClosed as exc:
-                    if exc.sent is not None and exc.sent.code == CloseStatus.MESSAGE_TOO_BIG:
-                        conn.close(CloseCode.TOO_LARGE, "a frame past the size limit")
-                    else:
-                        conn.connection_lost("the gateway's connection closed")
-                else:
-                    if isinstance(data, str):
-                        conn.close(CloseCode.BAD_FRAME, "a text frame")
-                    else:
-                        conn.receive_data(data, loop.time())
-                await self._drain(link)
-                try:
-                    await self._flush(link)
-                except (TimeoutError, ConnectionClosed):
-                    conn.connection_lost("the gateway stopped reading")
-                    await self._drain(link)
+            if await self._admit(link):
+                await self._serve(link)
         finally:
-            await self._closed(link)
+            if link.admitted:
+                link.admitted = False
+                self.admission.leave()
+            self._conns.discard(link)
+            self._closed(link)
+
+    async def _admit(self, link: _Link) -> bool:
+        """Wait for a handshake slot, within the handshake's deadline.
+
+        False when the connection ended meanwhile: timed out (`handshake_timeout`),
+        the gateway gave up (its socket closed), or the relay is stopping.
+        """
+        conn, loop = link.conn, asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(conn.next_deadline()):
+                link.admitted = await self.admission.enter()
+        except TimeoutError:
+            conn.tick(loop.time())
+        else:
+            if not link.admitted:
+                conn.close(CloseCode.SHUTTING_DOWN, "the relay is restarting")
+            elif link.ws.state is not SocketState.OPEN:
+                conn.connection_lost("the gateway left before its handshake's turn")
+        if link.admitted and not conn.closed:
+            return True
+        await self._drain(link)
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
+            await self._flush(link)
+        return False
+
+    async def _serve(self, link: _Link) -> None:
+        ws, conn, loop = link.ws, link.conn, asyncio.get_running_loop()
+        while not conn.closed:
+            try:
+                async with asyncio.timeout_at(conn.next_deadline()):
+                    data = await ws.recv()
+            except TimeoutError:
+                conn.tick(loop.time())
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == CloseStatus.MESSAGE_TOO_BIG:
+                    conn.close(CloseCode.TOO_LARGE, "a frame past the size limit")
+                else:
+                    conn.connection_lost("the gateway's connection closed")
+            else:
+                if isinstance(data, str):
+                    conn.close(CloseCode.BAD_FRAME, "a text frame")
+                else:
+                    conn.receive_data(data, loop.time())
+            await self._drain(link)
+            if link.admitted and conn.state is not State.HANDSHAKE:
+                link.admitted = False  # the handshake is over: the next one's turn
+                self.admission.leave()
+            try:
+                await self._flush(link)
+            except (TimeoutError, ConnectionClosed):
+                conn.connection_lost("the gateway stopped reading")
+                await self._drain(link)
 
     async def _drain(self, link: _Link) -> None:
         """Handle what the connection reported, including what handling it made it report."""
@@ -184,7 +340,7 @@ class BridgeEndpoint:
     async def _on(self, link: _Link, event: Event, now: float) -> None:
         conn = link.conn
         if isinstance(event, HelloReceived):
-            identity = await enrolment.load_identity(self.relay.store, event.gateway_id)
+            identity = await self.identities.get(event.gateway_id)
             if identity is None:
                 conn.close(CloseCode.UNKNOWN_GATEWAY, "this gateway was never enrolled")
             elif not identity.active:
@@ -217,16 +373,13 @@ class BridgeEndpoint:
             return
         stale = self._live.get(identity.gateway_id)
         if stale is not None:
-            # The newer connection is the gateway's own; the older one is a dead link.
-            stale.conn.close(CloseCode.REPLACED, "the gateway connected again")
-            with contextlib.suppress(TimeoutError, ConnectionClosed):
-                await self._flush(stale)
-                await stale.ws.close()
+            # The newer connection is the gateway's own; the older one is a dead link,
+            # whose close handshake this one does not wait for.
+            self._end(stale, CloseCode.REPLACED, "the gateway connected again")
         self._live[identity.gateway_id] = link
-        async with self.relay.store.write() as db:
-            state = await sync.open_link(
-                db, identity.gateway_id, identity.hotel_id, datetime.now(UTC)
-            )
+        state = await self.links.open(identity.gateway_id, identity.hotel_id, datetime.now(UTC))
+        if link.conn.closed:  # replaced or cut while its row was written
+            return
         link.conn.welcome(state.last_applied, now)
         if state.new:
             # No record of this gateway here (first connection, or a restored
@@ -266,14 +419,12 @@ class BridgeEndpoint:
         if identity is None or now - link.heard_at < HEARD_EVERY_S:
             return
         link.heard_at = now
-        async with self.relay.store.write() as db:
-            await sync.heard(
-                db,
-                identity.gateway_id,
-                backlog_events=event.backlog_events,
-                oldest_unsent_ms=event.oldest_unsent_ms,
-                now=datetime.now(UTC),
-            )
+        self.links.heard(
+            identity.gateway_id,
+            backlog_events=event.backlog_events,
+            oldest_unsent_ms=event.oldest_unsent_ms,
+            now=datetime.now(UTC),
+        )
 
     async def _snapshot(self, link: _Link, event: SnapshotReceived) -> None:
         identity = link.identity
@@ -299,14 +450,12 @@ class BridgeEndpoint:
             except SQLAlchemyError:
                 log.warning("bridge: cannot check revocations now", exc_info=True)
                 continue
+            self.identities.forget(revoked)
+            self.identities.prune()
             for gateway_id in revoked:
                 link = self._live.get(gateway_id)
-                if link is None:
-                    continue
-                link.conn.close(CloseCode.REVOKED, "this gateway was revoked")
-                with contextlib.suppress(TimeoutError, ConnectionClosed):
-                    await self._flush(link)
-                    await link.ws.close()
+                if link is not None:
+                    self._end(link, CloseCode.REVOKED, "this gateway was revoked")
 
     async def _flush(self, link: _Link) -> None:
         # A peer that stops reading fills the socket's buffer; a send that cannot
@@ -315,14 +464,9 @@ class BridgeEndpoint:
             for data in link.conn.data_to_send():
                 await link.ws.send(data)
 
-    async def _closed(self, link: _Link) -> None:
+    def _closed(self, link: _Link) -> None:
         identity = link.identity
         if identity is None or self._live.get(identity.gateway_id) is not link:
             return
         del self._live[identity.gateway_id]
-        reason = link.close_reason
-        with contextlib.suppress(Exception):
-            async with self.relay.store.write() as db:
-                await sync.set_connected(
-                    db, identity.gateway_id, reason=reason, now=datetime.now(UTC)
-                )
+        self.links.closed(identity.gateway_id, reason=link.close_reason, now=datetime.now(UTC))
