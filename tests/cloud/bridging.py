@@ -38,12 +38,14 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bridge_server(relay: Relay, port: int = 0, **config: Any) -> AsyncIterator[Bridge]:
+async def bridge_server(
+    relay: Relay, port: int = 0, *, endpoint_options: dict[str, Any] | None = None, **config: Any
+) -> AsyncIterator[Bridge]:
     """The relay's bridge endpoint on 127.0.0.1 (a free port unless given)."""
     settings = relay.config.model_copy(
         update={"bridge_revocation_check_s": 0.2, "bridge_handshake_timeout_s": 2.0, **config}
     )
-    endpoint = BridgeEndpoint(relay, settings)
+    endpoint = BridgeEndpoint(relay, settings, **(endpoint_options or {}))
     async with endpoint.serving("127.0.0.1", port) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
         yield Bridge(endpoint, int(bound))

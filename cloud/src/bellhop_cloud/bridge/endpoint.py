@@ -163,10 +163,16 @@ def _who(link: _Link) -> str:
 
 class BridgeEndpoint:
     def __init__(
-        self, relay: Relay, config: RelayConfig | None = None, *, handshakes: int = HANDSHAKES
+        self,
+        relay: Relay,
+        config: RelayConfig | None = None,
+        *,
+        handshakes: int = HANDSHAKES,
+        close_within_s: float = CLOSE_ALL_S,
     ) -> None:
         self.relay = relay
         self._config = config or relay.config
+        self.close_within_s = close_within_s
         self._live: dict[str, _Link] = {}  # open bridges, by gateway
         self._conns: set[_Link] = set()  # every connection, in its handshake or open
         self._closing: set[asyncio.Task[None]] = set()
@@ -206,15 +212,15 @@ class BridgeEndpoint:
                 server.server.close()
                 await self.close_all(CloseCode.SHUTTING_DOWN, "the relay is restarting")
 
-    async def close_all(self, code: CloseCode, message: str, within_s: float = CLOSE_ALL_S) -> None:
+    async def close_all(self, code: CloseCode, message: str) -> None:
         """Close every connection on this node, telling each gateway why; all at once, and
-        within `within_s`, past which the sockets still open are dropped."""
+        within `close_within_s`, past which the sockets still open are dropped."""
         self.admission.close()  # handshakes waiting their turn end too
         links = list(self._conns)
         for link in links:
             link.conn.close(code, message)
         try:
-            async with asyncio.timeout(within_s):
+            async with asyncio.timeout(self.close_within_s):
                 await asyncio.gather(*(self._say_goodbye(link) for link in links))
         except TimeoutError:
             for link in links:
