@@ -64,6 +64,7 @@ import httpx
 import orjson
 import psutil
 from _load import broker, report
+from _pg import PG_ADMIN, create_database, drop_database
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import frames
@@ -90,7 +91,6 @@ from google.protobuf.json_format import MessageToDict
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-PG_ADMIN: Final = os.environ.get("BELLHOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BULK: Final = int(bridge_pb2.LANE_BULK)
 PRIORITY: Final = int(bridge_pb2.LANE_PRIORITY)
 
@@ -312,28 +312,6 @@ async def enrol_gateway(relay: RelayProcess, data_dir: Path) -> str:
 
 
 # --- PostgreSQL databases of our own ---------------------------------------------------
-
-
-async def create_pg_database() -> tuple[str, str]:
-    import asyncpg
-
-    name = f"bellhop_catchup_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_pg_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 # --- the hotel and its backlog -----------------------------------------------------------
@@ -1047,9 +1025,9 @@ async def one_store(
             relay_url = f"sqlite:///{workdir / 'relay.db'}"
             floor_url = f"sqlite:///{workdir / 'floor.db'}"
         else:
-            name, relay_url = await create_pg_database()
+            name, relay_url = await create_database("bellhop_catchup")
             databases.append(name)
-            name, floor_url = await create_pg_database()
+            name, floor_url = await create_database("bellhop_catchup")
             databases.append(name)
         relay = RelayProcess(relay_url, workdir, args.window_events, args.window_bytes)
         floor = FloorServer(floor_url, workdir)
@@ -1081,7 +1059,7 @@ async def one_store(
             if process is not None:
                 await asyncio.to_thread(process.stop)
         for name in databases:
-            await drop_pg_database(name)
+            await drop_database(name)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -31,12 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _pg import create_database, drop_database
+
 CLIENTS = 64
 DEVICES = 500
 PAGE = 100
 TARGET_RATIO = 0.35
 TARGET_P99_MS = 100.0
-PG_ADMIN = os.environ.get("BELLHOP_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FLOOR_PATH = "/bench/floor"
 WARM_UP_S = 0.5
 
@@ -273,28 +274,6 @@ def stop_relay(relay: RelayProcess) -> None:
     relay.process.wait(timeout=20)
 
 
-async def pg_database() -> tuple[str, str]:
-    import asyncpg  # type: ignore[import-untyped]
-
-    name = f"bellhop_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return name, PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
-async def drop_pg_database(name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def run(rounds: int, seconds: float) -> dict[str, Any]:
     """Both relays run side by side (the idle one costs nothing); the phases take
     turns in short rounds so that load from anything else on the machine falls
@@ -302,7 +281,7 @@ async def run(rounds: int, seconds: float) -> dict[str, Any]:
     results = {"floor": Result(), "sqlite": Result(), "postgres": Result()}
     with tempfile.TemporaryDirectory(prefix="bellhop-bench-") as tmp:
         workdir = Path(tmp)
-        name, url = await pg_database()
+        name, url = await create_database("bellhop_bench")
         relays: list[RelayProcess] = []
         try:
             sqlite = await start_relay(workdir, f"sqlite:///{workdir / 'relay.db'}")
@@ -318,7 +297,7 @@ async def run(rounds: int, seconds: float) -> dict[str, Any]:
         finally:
             for relay in relays:
                 stop_relay(relay)
-            await drop_pg_database(name)
+            await drop_database(name)
     for label, result in results.items():
         print(
             f"{label:9s} {result.rps:8.0f} req/s  p50 {result.percentile_ms(0.5):6.2f} ms  "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
@@ -159,7 +159,10 @@ async def apply(
 async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
     """What is only ever added: telemetry points, device events, gap records."""
     if plan.telemetry:
-        await conn.execute(_insert(conn, telemetry).on_conflict_do_nothing(), plan.telemetry)
+        if conn.dialect.name == "postgresql":
+            await _telemetry_postgres(conn, plan.telemetry)
+        else:
+            await conn.execute(_insert(conn, telemetry).on_conflict_do_nothing(), plan.telemetry)
     if plan.events:
         await conn.execute(device_events.insert(), plan.events)
     if plan.gaps:
@@ -170,6 +173,27 @@ async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: date
                 for g in plan.gaps
             ],
         )
+
+
+# One statement for a whole batch of points: PostgreSQL spends about half the CPU
+# per point it spends on the same rows sent as one INSERT each (bench/catchup.py).
+_TELEMETRY_UNNEST: Final = sa.text(
+    "INSERT INTO telemetry (hotel_id, device_id, metric, ts, value)"
+    " SELECT * FROM unnest("
+    "CAST(:hotel_id AS VARCHAR[]), CAST(:device_id AS VARCHAR[]), CAST(:metric AS VARCHAR[]),"
+    " CAST(:ts AS BIGINT[]), CAST(:value AS DOUBLE PRECISION[]))"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+async def _telemetry_postgres(conn: AsyncConnection, points: list[dict[str, Any]]) -> None:
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("hotel_id", "device_id", "metric", "ts", "value")
+    }
+    for point in points:
+        for key, values in columns.items():
+            values.append(point[key])
+    await conn.execute(_TELEMETRY_UNNEST, columns)
 
 
 async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
