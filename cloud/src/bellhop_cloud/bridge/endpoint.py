@@ -16,10 +16,11 @@ docs/bridge.md, "Where the relay serves bridges".
 Under a reconnect storm (every gateway of a restarted relay coming back at
 once): at most `handshakes` handshakes are worked on at a time, the others
 wait their turn (within their handshake timeout) instead of all slowing down
-together until none finishes; identities are looked up in batches and kept
-a few seconds (identities.py), link rows are written in group commits and
-heartbeats never cost a transaction of their own (links.py). On the way out
-every bridge is told and closed at once, within CLOSE_ALL_S.
+together until none finishes; identities are looked up in batches, with the
+lanes of their link rows (identities.py); link rows are written in group
+commits and a heartbeat never costs a transaction of its own (links.py). On
+the way out every connection is told and closed at once, within
+`close_within_s` (CLOSE_ALL_S).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class BridgeEndpoint:
         self._closing: set[asyncio.Task[None]] = set()
         self.admission = Admission(handshakes)
         self.links = Links(relay.store)
-        self.identities = Identities(relay.store, keep_s=self._config.bridge_revocation_check_s)
+        self.identities = Identities(relay.store)
         self.applied_events = 0
         self.rejected_events = 0
         self.snapshots = 0
@@ -383,11 +384,16 @@ class BridgeEndpoint:
             # whose close handshake this one does not wait for.
             self._end(stale, CloseCode.REPLACED, "the gateway connected again")
         self._live[identity.gateway_id] = link
-        state = await self.links.open(identity.gateway_id, identity.hotel_id, datetime.now(UTC))
-        if link.conn.closed:  # replaced or cut while its row was written
-            return
-        link.conn.welcome(state.last_applied, now)
-        if state.new:
+        at = datetime.now(UTC)
+        if identity.lanes is None:
+            await self.links.create(identity.gateway_id, identity.hotel_id, at)
+            if link.conn.closed:  # replaced or cut while its row was written
+                return
+        self.links.opened(identity.gateway_id, at)
+        # The lanes as they were at the Hello: a batch of an older connection applied
+        # since is sent again by the gateway and skipped here as a repeat.
+        link.conn.welcome(identity.lanes or {}, now)
+        if identity.lanes is None:
             # No record of this gateway here (first connection, or a restored
             # database): ask for the whole picture so the relay ends equal to it.
             link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
@@ -456,8 +462,6 @@ class BridgeEndpoint:
             except SQLAlchemyError:
                 log.warning("bridge: cannot check revocations now", exc_info=True)
                 continue
-            self.identities.forget(revoked)
-            self.identities.prune()
             for gateway_id in revoked:
                 link = self._live.get(gateway_id)
                 if link is not None:

@@ -2,20 +2,22 @@
 
     links = Links(store)
     async with links.running():
-        state = await links.open(gateway_id, hotel_id, now)   # lanes, row created if new
+        await links.create(gateway_id, hotel_id, now)   # a first connection: its row
+        links.opened(gateway_id, now)
         links.heard(gateway_id, backlog_events=..., oldest_unsent_ms=..., now=...)
         links.closed(gateway_id, reason="...", now=...)
 
 A handshake used to cost a transaction of its own (and a close another, and
 each heartbeat a third): under a reconnect storm of thousands of gateways,
 the relay spent its time in database round trips, one after the other behind
-SQLite's single writer. Here every `open` waiting at a moment is served by one
-transaction (one query for the lanes of all of them, one insert for the
-gateways never seen, one update for the rest), and the Welcome waits for that
-commit, so a new gateway's row exists before its first batch. What a close
-or a heartbeat changes is merged per gateway (the latest value of each column
-wins, in the order they happened) and written with the next transaction, at
-most `every_s` later; on the way out everything still pending is written.
+SQLite's single writer. Here what an open, a close or a heartbeat changes in
+a link row is merged per gateway (the latest value of each column wins, in
+the order they happened) and written with the next transaction, at most
+`every_s` later, one statement for all gateways with the same columns
+changed. A first connection's row is the exception: its Welcome waits for
+the row's commit (every `create` waiting then shares one transaction), so
+that the row exists before the gateway's first batch. On the way out
+everything still pending is written.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhop_cloud.bridge.sync import BULK, PRIORITY, LinkState
 from bellhop_cloud.db.schema import gateway_links, gateways
 from bellhop_cloud.db.store import Store
 
@@ -40,7 +41,6 @@ __all__ = ["Links"]
 
 log = logging.getLogger(__name__)
 
-CHUNK: Final = 500  # ids per IN (...) query
 # A failed write is tried again this much later (its changes are kept).
 RETRY_S: Final = 1.0
 
@@ -49,25 +49,25 @@ class Links:
     def __init__(self, store: Store, every_s: float = 1.0) -> None:
         self.store = store
         self.every_s = every_s
-        self._opens: list[tuple[str, str, datetime, asyncio.Future[LinkState]]] = []
+        self._creates: list[tuple[str, str, datetime, asyncio.Future[None]]] = []
         self._changes: dict[str, dict[str, Any]] = {}  # gateway id -> columns of its link row
         self._seen: dict[str, datetime] = {}  # gateway id -> its `gateways.last_seen`
         self._wake = asyncio.Event()
         self.transactions = 0  # written so far (for tests and benchmarks)
 
     # -- what the endpoint calls ---------------------------------------------------------
-    async def open(self, gateway_id: str, hotel_id: str, now: datetime) -> LinkState:
-        """The gateway's bridge is open: its lanes, its row created on the first connection.
+    async def create(self, gateway_id: str, hotel_id: str, now: datetime) -> None:
+        """The gateway's first bridge here: its row, lanes at 0. Returns once committed,
+        with every other first connection waiting then."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creates.append((gateway_id, hotel_id, now, future))
+        self._wake.set()
+        await asyncio.shield(future)
 
-        Returns once committed, together with every other open waiting then.
-        """
-        future: asyncio.Future[LinkState] = asyncio.get_running_loop().create_future()
-        self._opens.append((gateway_id, hotel_id, now, future))
+    def opened(self, gateway_id: str, now: datetime) -> None:
         self._change(
             gateway_id, connected=True, connected_at=now, close_reason=None, last_heard_at=now
         )
-        self._wake.set()
-        return await asyncio.shield(future)
 
     def closed(self, gateway_id: str, *, reason: str, now: datetime) -> None:
         self._change(gateway_id, connected=False, disconnected_at=now, close_reason=reason[:64])
@@ -86,7 +86,7 @@ class Links:
 
     @property
     def pending(self) -> int:
-        return len(self._opens) + len(self._changes) + len(self._seen)
+        return len(self._creates) + len(self._changes) + len(self._seen)
 
     def _change(self, gateway_id: str, **columns: Any) -> None:
         self._changes.setdefault(gateway_id, {}).update(columns)
@@ -104,9 +104,9 @@ class Links:
                 await self.flush()
             except SQLAlchemyError:
                 log.warning("bridge: the last link states could not be written", exc_info=True)
-            for *_, future in self._opens:
+            for *_, future in self._creates:
                 future.cancel()
-            self._opens.clear()
+            self._creates.clear()
 
     async def _run(self) -> None:
         while True:
@@ -124,19 +124,19 @@ class Links:
         """Write everything pending in one transaction (nothing when nothing is)."""
         if not self.pending:
             return
-        opens, self._opens = self._opens, []
+        creates, self._creates = self._creates, []
         changes, self._changes = self._changes, {}
         seen, self._seen = self._seen, {}
         try:
             async with self.store.write() as db:
-                states = await self._write(db, opens, changes, seen)
+                await self._write(db, creates, changes, seen)
         except BaseException as exc:
             # Keep what was not written, under anything newer.
             for gateway_id, columns in changes.items():
                 self._changes[gateway_id] = columns | self._changes.get(gateway_id, {})
             for gateway_id, at in seen.items():
                 self._seen.setdefault(gateway_id, at)
-            for *_, future in opens:
+            for *_, future in creates:
                 if not future.done():
                     if isinstance(exc, Exception):
                         future.set_exception(exc)
@@ -144,37 +144,32 @@ class Links:
                         future.cancel()
             raise
         self.transactions += 1
-        for (*_, future), state in zip(opens, states, strict=True):
+        for *_, future in creates:
             if not future.done():
-                future.set_result(state)
+                future.set_result(None)
 
     async def _write(
         self,
         db: AsyncConnection,
-        opens: list[tuple[str, str, datetime, asyncio.Future[LinkState]]],
+        creates: list[tuple[str, str, datetime, asyncio.Future[None]]],
         changes: dict[str, dict[str, Any]],
         seen: dict[str, datetime],
-    ) -> list[LinkState]:
-        known = await _lanes(db, list({o[0] for o in opens}))
-        fresh: dict[str, dict[str, Any]] = {}
-        states: list[LinkState] = []
-        for gateway_id, hotel_id, now, _ in opens:
-            last = known.get(gateway_id)
-            if last is not None:
-                states.append(LinkState(dict(last), new=False))
-                continue
-            states.append(LinkState({BULK: 0, PRIORITY: 0}, new=True))
-            fresh[gateway_id] = {
+    ) -> None:
+        fresh = {
+            gateway_id: {
                 "gateway_id": gateway_id,
                 "hotel_id": hotel_id,
                 "last_bulk_seq": 0,
                 "last_priority_seq": 0,
                 "connected": True,
                 "connected_at": now,
+                "last_heard_at": now,
                 "backlog_events": 0,
                 "gap_points": 0,
                 "gap_events": 0,
             }
+            for gateway_id, hotel_id, now, _ in creates
+        }
         if fresh:
             statement = (
                 postgresql.insert(gateway_links)
@@ -203,19 +198,3 @@ class Links:
                 .values(last_seen=sa.bindparam("v_last_seen")),
                 [{"gid": g, "v_last_seen": at} for g, at in seen.items()],
             )
-        return states
-
-
-async def _lanes(db: AsyncConnection, gateway_ids: list[str]) -> dict[str, dict[int, int]]:
-    found: dict[str, dict[int, int]] = {}
-    for start in range(0, len(gateway_ids), CHUNK):
-        rows = await db.execute(
-            sa.select(
-                gateway_links.c.gateway_id,
-                gateway_links.c.last_bulk_seq,
-                gateway_links.c.last_priority_seq,
-            ).where(gateway_links.c.gateway_id.in_(gateway_ids[start : start + CHUNK]))
-        )
-        for gateway_id, bulk, priority in rows:
-            found[gateway_id] = {BULK: int(bulk), PRIORITY: int(priority)}
-    return found

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Final
 
 from bellhop.bridge.v1 import bridge_pb2
@@ -24,7 +25,7 @@ from bellhop.common.v1 import common_pb2
 from bellhop_bridge import ProtocolError, frames
 from google.protobuf.json_format import MessageToDict
 
-__all__ = ["Plan"]
+__all__ = ["Plan", "Points"]
 
 _ID: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -89,9 +90,38 @@ def _json(struct: Any) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
+class Points:
+    """A batch's telemetry points of one hotel, column by column.
+
+    Columns because that is how they are written: PostgreSQL takes each as one
+    array of a single statement, SQLite as the rows of one `executemany`.
+    """
+
+    hotel_id: str
+    device_id: list[str] = field(default_factory=list)
+    metric: list[str] = field(default_factory=list)
+    ts: list[int] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def tuples(self) -> Iterator[tuple[str, str, str, int, float]]:
+        """(hotel_id, device_id, metric, ts, value) per point."""
+        return zip(
+            repeat(self.hotel_id), self.device_id, self.metric, self.ts, self.value, strict=False
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One mapping per point, keyed by the telemetry table's columns."""
+        keys = ("hotel_id", "device_id", "metric", "ts", "value")
+        return [dict(zip(keys, point, strict=True)) for point in self.tuples()]
+
+
+@dataclass(slots=True)
 class Plan:
     hotel_id: str
-    telemetry: list[dict[str, Any]] = field(default_factory=list)
+    telemetry: Points = field(init=False)
     states: dict[str, tuple[dict[str, Any], int]] = field(default_factory=dict)
     desired: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # registry: latest
@@ -103,6 +133,9 @@ class Plan:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     last_seq: dict[int, int] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.telemetry = Points(self.hotel_id)
 
     @classmethod
     def of(cls, events: Iterable[bridge_pb2.OutboxEvent], hotel_id: str) -> Plan:
@@ -137,15 +170,11 @@ class Plan:
             p = event.telemetry
             if _NAME.fullmatch(p.metric) is None or not math.isfinite(p.value):
                 raise _Skip(f"telemetry {p.metric[:40]!r}={p.value}")
-            self.telemetry.append(
-                {
-                    "hotel_id": hotel_id,
-                    "device_id": _id(p.device_id, "device"),
-                    "metric": p.metric,
-                    "ts": _ms(p.ts),
-                    "value": p.value,
-                }
-            )
+            points = self.telemetry
+            points.device_id.append(_id(p.device_id, "device"))
+            points.metric.append(p.metric)
+            points.ts.append(_ms(p.ts))
+            points.value.append(p.value)
         elif kind == "state":
             s = event.state
             self.states[_id(s.device_id, "device")] = (_json(s.values), _ms(s.updated_at))
