@@ -45,8 +45,8 @@ def alert(seq: int, alert_id: str, alert_state: int) -> bridge_pb2.OutboxEvent:
 
 def test_rows_per_table_and_each_lanes_last_sequence() -> None:
     plan = Plan.of([point(1), point(2), alert(3, "a1", common_pb2.ALERT_STATE_RAISED)], "htl_1")
-    assert [row["value"] for row in plan.telemetry] == [1.0, 1.0]
-    assert plan.telemetry[0]["hotel_id"] == "htl_1"
+    assert [row["value"] for row in plan.telemetry.rows()] == [1.0, 1.0]
+    assert plan.telemetry.rows()[0]["hotel_id"] == "htl_1"
     assert plan.alerts["a1"]["state"] == "raised"
     assert plan.alerts["a1"]["kind"] == "breach"
     assert plan.last_seq == {BULK: 2, PRIORITY: 3}
@@ -83,7 +83,7 @@ def test_bad_events_are_skipped_and_counted_not_applied_half_way() -> None:
     badly_named = point(4, metric="Humidity!")
     empty = bridge_pb2.OutboxEvent(seq=5, lane=BULK)
     plan = Plan.of([point(1), control, infinite, badly_named, empty, point(6)], "htl_1")
-    assert [row["ts"] for row in plan.telemetry] == [1_700_000_000_001, 1_700_000_000_006]
+    assert [row["ts"] for row in plan.telemetry.rows()] == [1_700_000_000_001, 1_700_000_000_006]
     assert len(plan.rejected) == 4
     assert all(reason.startswith("seq ") for reason in plan.rejected)
     # The lane still moves past them: a bad event never stalls its lane.
@@ -141,7 +141,7 @@ def test_any_batch_is_planned_or_refused_event_by_event(
     plan = Plan.of(batch, "htl_1")
     planned = len(plan.telemetry) + len(plan.events) + len(plan.gaps) + len(plan.rejected)
     assert planned <= len(batch)
-    for row in plan.telemetry:
+    for row in plan.telemetry.rows():
         assert math.isfinite(row["value"])
         assert not any(ord(c) < 32 or ord(c) == 127 for c in row["device_id"])
     for values in plan.alerts.values():
