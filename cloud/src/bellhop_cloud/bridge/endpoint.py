@@ -30,6 +30,7 @@ import collections
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -70,11 +71,20 @@ __all__ = ["BRIDGE_PATH", "BridgeEndpoint"]
 BRIDGE_PATH: Final = "/v1/bridge"
 
 log = logging.getLogger(__name__)
+# websockets' own lines (a connection opened, closed) are per connection: thousands
+# in a reconnect storm, and the endpoint logs what matters of each. Its errors stay.
+_ws_log = logging.getLogger(f"{__name__}.websockets")
+_ws_log.setLevel(logging.WARNING)
 
 # A heartbeat's backlog figures are recorded at most this often per gateway.
 HEARD_EVERY_S: Final = 5.0
 # Handshakes worked on at once; the others wait their turn (docs/bridge.md).
 HANDSHAKES: Final = 100
+# Connections the kernel holds for the relay to accept: a reconnect storm arrives
+# faster than an event loop accepts, and past the queue (100 by default) the kernel
+# drops the SYN, which the gateway sends again only a second or more later (capped by
+# net.core.somaxconn).
+BACKLOG: Final = 4096
 # On the way out, every bridge is told and closed within this; sockets still
 # open then are dropped.
 CLOSE_ALL_S: Final = 5.0
@@ -130,7 +140,10 @@ class Admission:
         """True once admitted (call `leave` later); False if closed."""
         if self.closed:
             return False
-        if self.busy < self.limit and not self.waiting:
+        while self._waiters and self._waiters[0].done():  # gave up waiting
+            self._waiters.popleft()
+        # A waiter still waiting means no slot is free.
+        if self.busy < self.limit and not self._waiters:
             self.busy += 1
             return True
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -201,6 +214,8 @@ class BridgeEndpoint:
                 close_timeout=CLOSE_ONE_S,
                 server_header=None,
                 process_request=self._route,
+                logger=_ws_log,
+                backlog=BACKLOG,
             ) as server,
         ):
             watcher = asyncio.create_task(self._watch_revocations(), name="bridge-revocations")
@@ -218,14 +233,26 @@ class BridgeEndpoint:
         within `close_within_s`, past which the sockets still open are dropped."""
         self.admission.close()  # handshakes waiting their turn end too
         links = list(self._conns)
+        began = time.monotonic()
         for link in links:
             link.conn.close(code, message)
+        dropped = 0
         try:
             async with asyncio.timeout(self.close_within_s):
                 await asyncio.gather(*(self._say_goodbye(link) for link in links))
         except TimeoutError:
             for link in links:
-                link.ws.transport.abort()
+                if link.ws.state is not SocketState.CLOSED:
+                    dropped += 1
+                    link.ws.transport.abort()
+        if links:
+            log.info(
+                "bridge: %d connections closed (%s) in %.1f s, %d of them dropped",
+                len(links),
+                code.value,
+                time.monotonic() - began,
+                dropped,
+            )
         for task in list(self._closing):
             task.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
@@ -389,6 +416,7 @@ class BridgeEndpoint:
             await self.links.create(identity.gateway_id, identity.hotel_id, at)
             if link.conn.closed:  # replaced or cut while its row was written
                 return
+            now = asyncio.get_running_loop().time()
         self.links.opened(identity.gateway_id, at)
         # The lanes as they were at the Hello: a batch of an older connection applied
         # since is sent again by the gateway and skipped here as a repeat.
