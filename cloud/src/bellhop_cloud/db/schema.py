@@ -258,6 +258,9 @@ telemetry = sa.Table(
     sa.Column("metric", sa.String(32), primary_key=True),
     sa.Column("ts", MILLIS, primary_key=True),
     sa.Column("value", sa.Float, nullable=False),
+    # On SQLite the key is the table: one B-tree to write per point, not a table and an
+    # index, and a device's history is stored in the order it is read.
+    sqlite_with_rowid=False,
 )
 
 device_events = sa.Table(

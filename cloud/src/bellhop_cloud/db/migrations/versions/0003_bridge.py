@@ -51,6 +51,7 @@ def upgrade() -> None:
         sa.Column("ts", sa.BigInteger(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("hotel_id", "device_id", "metric", "ts", name=op.f("pk_telemetry")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "device_events",
