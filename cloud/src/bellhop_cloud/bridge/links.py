@@ -53,6 +53,7 @@ class Links:
         self._changes: dict[str, dict[str, Any]] = {}  # gateway id -> columns of its link row
         self._seen: dict[str, datetime] = {}  # gateway id -> its `gateways.last_seen`
         self._wake = asyncio.Event()
+        self._stopping = False
         self.transactions = 0  # written so far (for tests and benchmarks)
 
     # -- what the endpoint calls ---------------------------------------------------------
@@ -94,11 +95,15 @@ class Links:
     # -- the writer ------------------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Links]:
+        self._stopping = False
         task = asyncio.create_task(self._run(), name="bridge-links")
         try:
             yield self
         finally:
-            task.cancel()
+            # Never cancelled in a transaction: a connection cancelled in the middle of
+            # one can keep SQLite's write lock until it is collected.
+            self._stopping = True
+            self._wake.set()
             await asyncio.gather(task, return_exceptions=True)
             try:
                 await self.flush()
@@ -109,11 +114,13 @@ class Links:
             self._creates.clear()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.every_s):
                     await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.flush()
             except SQLAlchemyError:
