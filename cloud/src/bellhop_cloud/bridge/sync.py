@@ -1,4 +1,4 @@
-"""The relay's database side of the bridge: each gateway's link row, and applying plans.
+"""The relay's database side of the bridge: applying plans, and the lanes they move.
 
 Every function runs inside the caller's transaction (`store.write()`), so a
 batch's rows and its lanes' new positions are committed together: an event
@@ -9,7 +9,6 @@ against `last_applied`, read under the row's lock).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,15 +31,9 @@ from bellhop_cloud.db.schema import (
 )
 from bellhop_cloud.hotels import Room, upsert_rooms
 
-__all__ = ["LinkState", "apply", "apply_snapshot", "heard", "lanes", "open_link", "set_connected"]
+__all__ = ["BULK", "PRIORITY", "apply", "apply_snapshot", "lanes"]
 
 BULK, PRIORITY = int(bridge_pb2.LANE_BULK), int(bridge_pb2.LANE_PRIORITY)
-
-
-@dataclass(frozen=True, slots=True)
-class LinkState:
-    last_applied: dict[int, int]
-    new: bool  # the relay had no record of this gateway's lanes
 
 
 def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
@@ -63,67 +56,6 @@ async def lanes(conn: AsyncConnection, gateway_id: str) -> dict[int, int] | None
         )
     ).first()
     return None if row is None else {BULK: int(row[0]), PRIORITY: int(row[1])}
-
-
-async def open_link(
-    conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime
-) -> LinkState:
-    """The gateway's bridge is open: its row, created on the first connection."""
-    last = await lanes(conn, gateway_id)
-    new = last is None
-    if last is None:
-        await conn.execute(
-            gateway_links.insert().values(
-                gateway_id=gateway_id,
-                hotel_id=hotel_id,
-                last_bulk_seq=0,
-                last_priority_seq=0,
-                connected=True,
-                connected_at=now,
-                backlog_events=0,
-                gap_points=0,
-                gap_events=0,
-            )
-        )
-        last = {BULK: 0, PRIORITY: 0}
-    else:
-        await conn.execute(
-            gateway_links.update()
-            .where(gateway_links.c.gateway_id == gateway_id)
-            .values(connected=True, connected_at=now, close_reason=None, last_heard_at=now)
-        )
-    return LinkState(last, new)
-
-
-async def set_connected(
-    conn: AsyncConnection, gateway_id: str, *, reason: str, now: datetime
-) -> None:
-    await conn.execute(
-        gateway_links.update()
-        .where(gateway_links.c.gateway_id == gateway_id)
-        .values(connected=False, disconnected_at=now, close_reason=reason[:64])
-    )
-
-
-async def heard(
-    conn: AsyncConnection,
-    gateway_id: str,
-    *,
-    backlog_events: int,
-    oldest_unsent_ms: int | None,
-    now: datetime,
-) -> None:
-    """A heartbeat: the edge's backlog, as it reported it."""
-    await conn.execute(
-        gateway_links.update()
-        .where(gateway_links.c.gateway_id == gateway_id)
-        .values(
-            last_heard_at=now,
-            backlog_events=backlog_events,
-            oldest_unsent_ms=oldest_unsent_ms,
-        )
-    )
-    await conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
 
 
 async def apply(
