@@ -238,3 +238,33 @@ async def test_what_staff_set_on_the_lan_reaches_the_cloud_and_survives_a_resync
             await until(lambda: bridge.endpoint.snapshots >= 1)
             await settle(gateway)
     assert await desired_rows(hotel) == {"r101-thermostat": (2, {"setpoint": 23.0})}
+
+
+async def test_a_sender_that_fails_ends_the_bridge_and_the_next_one_delivers_everything(
+    hotel: CloudHotel, site: EdgeSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox read that fails once must not leave a bridge that answers heartbeats but
+    sends nothing: it closes with `internal`, reconnects, and what was written arrives."""
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        client = gateway.bridge
+        assert client is not None
+        await until(lambda: client.state is BridgeState.OPEN)
+        real = gateway.store.outbox_after
+        failures = [sqlite3.OperationalError("disk I/O error")]
+
+        def outbox_after(*args: object, **kwargs: object) -> object:
+            if failures:
+                raise failures.pop()
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(gateway.store, "outbox_after", outbox_after)
+        await site.telemetry(40)
+        await settle(gateway)
+        assert client.stats.closes.get("internal") == 1
+        assert client.stats.opens == 2
+    points = await hotel.points("r102-env")
+    assert len(points) == 40

@@ -352,12 +352,10 @@ class LinkProxy:
                 return
             if self.mode is LinkMode.BLACKHOLE:
                 # A dead network: the connection opens (a middlebox answers) and
-                # nothing ever reaches the relay.
+                # nothing ever reaches the relay, nor is acknowledged: nothing is read,
+                # so the sender's buffers fill as they would.
                 self._pairs.append(pair)
-                with contextlib.suppress(OSError):
-                    while await reader.read(65536):
-                        pass
-                return
+                await asyncio.Event().wait()
             up_reader, up_writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", self.target_port), 5
             )
@@ -378,7 +376,9 @@ class LinkProxy:
         with contextlib.suppress(OSError):
             while data := await src.read(65536):
                 if pair.silent:
-                    continue  # read and dropped: the sender never learns
+                    # Dropped, and nothing read from now on: the sender never learns,
+                    # and its socket stops draining as on a path that lost its packets.
+                    await asyncio.Event().wait()
                 dst.write(data)
                 await dst.drain()
         if not pair.silent:

@@ -82,11 +82,16 @@ class EdgeConnection(Connection):
 
     # -- sending events ----------------------------------------------------------------
     def window_left(self) -> tuple[int, int]:
-        """How many more events, and bytes of them, may be sent now."""
+        """How many more events, and bytes of them, the next batch may carry.
+
+        Bounded by the relay's window and by what one frame can hold, so that a
+        batch of large events is never a frame the relay must refuse.
+        """
         if self.state is not State.OPEN:
             return 0, 0
         events = sum(len(d) for d in self._in_flight.values())
-        return self._window_events - events, self._window_bytes - self._flight_bytes
+        left_bytes = min(self._window_bytes - self._flight_bytes, frames.MAX_BATCH_BYTES)
+        return min(self._window_events - events, frames.MAX_BATCH_EVENTS), left_bytes
 
     def in_flight(self) -> int:
         return sum(len(d) for d in self._in_flight.values())

@@ -29,6 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bellhop_bridge.errors import CloseCode, ProtocolError
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "MAX_BATCH_EVENTS",
     "MAX_COUNT",
     "MAX_FRAME_BYTES",
@@ -46,6 +47,9 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 1 << 20
 MAX_BATCH_EVENTS: Final = 1000
+# What a batch's serialized events may add up to: each costs at most 4 bytes of
+# framing (a tag and a length of up to 3 bytes), and the frame its tag and length.
+MAX_BATCH_BYTES: Final = MAX_FRAME_BYTES - 8 - 4 * MAX_BATCH_EVENTS
 NONCE_BYTES: Final = 32
 MAX_TEXT: Final = 200
 # What the gateway signs: a context, its id and the relay's nonce (docs/bridge.md).

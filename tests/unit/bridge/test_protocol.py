@@ -137,6 +137,37 @@ def test_events_flow_within_the_window_and_acks_free_it() -> None:
     assert e.in_flight() == 0
 
 
+def large_event(lane: int, seq: int, size: int) -> bytes:
+    """A device event of about `size` bytes, as a state report with long values makes."""
+    e = bridge_pb2.OutboxEvent(seq=seq, lane=lane)  # type: ignore[arg-type]
+    e.device_event.device_id = "d"
+    e.device_event.data.update({"note": "x" * size})
+    return e.SerializeToString()
+
+
+@given(size=st.integers(min_value=1, max_value=8_000), count=st.integers(1, 1000))
+def test_a_batch_the_window_allows_is_always_a_frame_the_relay_takes(size: int, count: int) -> None:
+    """Under a window wider than a frame, a full batch of large events still fits one frame."""
+    e, r = edge(), relay(window_events=1000, window_bytes=8 << 20)
+    handshake(e, r)
+    left_events, left_bytes = e.window_left()
+    assert left_bytes <= frames.MAX_BATCH_BYTES
+    batch: list[tuple[Lane, int, bytes]] = []
+    for seq in range(1, min(count, left_events) + 1):
+        data = large_event(BULK, seq, size)
+        if len(data) > left_bytes:
+            break
+        left_bytes -= len(data)
+        batch.append((BULK, seq, data))
+    e.send_events(batch, 1.0)
+    (data,) = e.data_to_send()
+    assert len(data) <= frames.MAX_FRAME_BYTES
+    r.receive_data(data, 1.0)
+    (received,) = r.events_received()
+    assert isinstance(received, BatchReceived)
+    assert len(received.events) == len(batch)
+
+
 def test_batches_are_encoded_byte_for_byte_as_protobuf_would() -> None:
     datas = [event(BULK, i, value=i / 3) for i in range(1, 300)]
     frame = bridge_pb2.Frame()

@@ -29,6 +29,7 @@ from bellhop_bridge import (
     LANES,
     Acked,
     AlertAcknowledged,
+    CloseCode,
     Closed,
     CommandReceived,
     EdgeConnection,
@@ -215,6 +216,10 @@ class BridgeClient:
                         self._handle(event, conn, loop.time())
                 with contextlib.suppress(ConnectionClosed):
                     await self._flush(ws, conn)
+            # Ended by the sender (a send that could not finish, or its own failure).
+            for event in conn.events_received():
+                if isinstance(event, Closed):
+                    closed = event
         finally:
             if sender is not None:
                 sender.cancel()
@@ -277,7 +282,25 @@ class BridgeClient:
     async def _stream(
         self, ws: ClientConnection, conn: EdgeConnection, cursors: dict[int, int]
     ) -> None:
-        """Send each lane after its cursor, priority first, as the window allows."""
+        """Send each lane after its cursor, priority first, as the window allows.
+
+        A failure here ends the connection at once, with a reason: a bridge that
+        answers heartbeats but sends nothing would look healthy while its
+        backlog grows.
+        """
+        try:
+            await self._send_backlog(ws, conn, cursors)
+        except ConnectionClosed:
+            raise
+        except Exception:
+            log.exception("bridge: the sender failed; reconnecting")
+            conn.close(CloseCode.INTERNAL, "the gateway could not send its outbox")
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(ws, conn)
+
+    async def _send_backlog(
+        self, ws: ClientConnection, conn: EdgeConnection, cursors: dict[int, int]
+    ) -> None:
         loop = asyncio.get_running_loop()
         # The first count waits: at a million events it takes longer than the first batch.
         next_backlog = loop.time() + BACKLOG_EVERY_S
@@ -321,7 +344,16 @@ class BridgeClient:
         # One sender at a time: frames must leave in the order they were made.
         async with self._send_lock:
             for data in conn.data_to_send():
-                await ws.send(data)
+                try:
+                    # A path that takes nothing (a full send buffer on a half-open
+                    # link) is as dead as a silent one, and found as soon.
+                    async with asyncio.timeout(conn.peer_timeout_s):
+                        await ws.send(data)
+                except TimeoutError:
+                    conn.connection_lost(
+                        f"a frame could not be sent within {conn.peer_timeout_s:g} s"
+                    )
+                    return
 
     def _note(self, reason: str) -> None:
         self.stats.last_close = reason
