@@ -175,6 +175,7 @@ class Connection:
             code = CloseCode(error.code)
         except ValueError:
             code = CloseCode.INTERNAL
-        message = error.message[:200]
+        # Peer text ends up in logs: no control characters (a forged log line), bounded.
+        message = frames.CONTROL.sub("?", error.message[: frames.MAX_TEXT])
         self.state = State.CLOSED
         self._events.append(Closed(code, message, fatal=error.fatal, by_peer=True))

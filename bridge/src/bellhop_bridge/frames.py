@@ -29,6 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bellhop_bridge.errors import CloseCode, ProtocolError
 
 __all__ = [
+    "CONTROL",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_EVENTS",
     "MAX_COUNT",
@@ -54,7 +55,7 @@ NONCE_BYTES: Final = 32
 MAX_TEXT: Final = 200
 # What the gateway signs: a context, its id and the relay's nonce (docs/bridge.md).
 _PROOF_CONTEXT: Final = b"bellhop-bridge-v1\x00"
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FRAME_EVENTS_TAG: Final = b"\x2a"
 _BATCH_EVENT_TAG: Final = b"\x0a"
 
@@ -125,6 +126,6 @@ def check_text(value: str, field: str, *, max_len: int = MAX_TEXT, required: boo
         raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is empty")
     if len(value) > max_len:
         raise ProtocolError(CloseCode.BAD_FRAME, f"{field} is longer than {max_len}")
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise ProtocolError(CloseCode.BAD_FRAME, f"{field} holds control characters")
     return value

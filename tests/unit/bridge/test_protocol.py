@@ -314,3 +314,14 @@ def test_numbers_and_times_past_what_a_database_holds_are_refused() -> None:
         (closed,) = [ev for ev in peer.events_received() if isinstance(ev, Closed)]
         assert closed.code is CloseCode.BAD_FRAME
         assert "oldest_unsent" in closed.message
+
+
+def test_a_peers_close_message_reaches_the_log_without_control_characters() -> None:
+    e = edge()
+    error = bridge_pb2.Error(
+        code="internal", message="bye\nINFO forged line\x1b[2J\x85", fatal=False
+    )
+    e.receive_data(frames.encode(bridge_pb2.Frame(error=error)), 0.0)
+    (closed,) = e.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.message == "bye?INFO forged line?[2J?"
