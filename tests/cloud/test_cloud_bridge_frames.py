@@ -10,11 +10,18 @@ import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import Acked, Opened, frames
-from bellhop_cloud.db.schema import device_events, telemetry
+from bellhop_cloud.db.schema import alerts, device_events, devices, telemetry
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.cloud.bridging import BULK, CloudHotel, RawGateway, bridge_server, cloud_hotel
+from tests.cloud.bridging import (
+    BULK,
+    CloudHotel,
+    RawGateway,
+    bridge_server,
+    cloud_hotel,
+    until,
+)
 from tests.cloud.support import Api
 
 
@@ -152,3 +159,51 @@ async def test_bad_frames_get_a_named_close_and_a_count(hotel: CloudHotel) -> No
     assert closes["handshake_timeout"] == 1
     assert closes["too_large"] == 1
     assert closes["not_found"] == 1
+
+
+async def test_a_snapshot_entry_refused_as_invalid_keeps_its_device_and_alert(
+    hotel: CloudHotel,
+) -> None:
+    """A snapshot is the edge's whole picture, but an entry the relay skips as invalid is
+    not a device that was removed nor an alert that ended: both stay as they were."""
+
+    def device(device_id: str, firmware: str) -> common_pb2.Device:
+        d = common_pb2.Device(device_id=device_id, registered=True, firmware=firmware)
+        d.kind = common_pb2.DEVICE_KIND_DOOR_SENSOR
+        return d
+
+    def alert(message: str) -> common_pb2.Alert:
+        a = common_pb2.Alert(alert_id="a1", device_id="r1-door", message=message)
+        a.kind = common_pb2.ALERT_KIND_BREACH
+        a.state = common_pb2.ALERT_STATE_RAISED
+        a.raised_at.FromMilliseconds(1_700_000_000_000)
+        return a
+
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as gw,
+    ):
+        await gw.until_event(Opened)
+        first = [
+            bridge_pb2.OutboxEvent(seq=1, lane=BULK, device=device("r1-door", "1.0")),
+            bridge_pb2.OutboxEvent(seq=2, lane=BULK, device=device("r1-env", "1.0")),
+            bridge_pb2.OutboxEvent(seq=1, lane=bridge_pb2.LANE_PRIORITY, alert=alert("open")),
+        ]
+        await gw.send_batch(first)
+        await gw.until_event(Acked)
+        snapshot = bridge_pb2.Snapshot(
+            devices=[device("r1-door", "1.1\x1b"), device("r1-env", "1.1")],
+            alerts=[alert("open\x07")],
+        )
+        gw.conn.send_snapshot(snapshot, asyncio.get_running_loop().time())
+        await gw.flush()
+        await until(lambda: bridge.endpoint.snapshots >= 1)
+    async with hotel.api.relay.store.read() as conn:
+        kept = await conn.execute(
+            sa.select(devices.c.device_id, devices.c.firmware)
+            .where(devices.c.hotel_id == hotel.hotel_id)
+            .order_by(devices.c.device_id)
+        )
+        state = await conn.scalar(sa.select(alerts.c.state).where(alerts.c.alert_id == "a1"))
+    assert [tuple(row) for row in kept] == [("r1-door", "1.0"), ("r1-env", "1.1")]
+    assert state == "raised"

@@ -25,7 +25,7 @@ from bellhop.common.v1 import common_pb2
 from bellhop_bridge import ProtocolError, frames
 from google.protobuf.json_format import MessageToDict
 
-__all__ = ["Plan", "Points"]
+__all__ = ["Plan", "Points", "valid_id"]
 
 _ID: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -53,6 +53,11 @@ _COMMAND_STATUSES: Final = {
 
 class _Skip(Exception):
     """This event breaks a rule; it is counted and skipped."""
+
+
+def valid_id(value: str) -> bool:
+    """An edge id the relay can hold: 1-64 characters, no spaces or control characters."""
+    return _ID.fullmatch(value) is not None
 
 
 def _id(value: str, what: str) -> str:

@@ -17,7 +17,7 @@ from bellhop.bridge.v1 import bridge_pb2
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhop_cloud.bridge.plan import Plan, Points
+from bellhop_cloud.bridge.plan import Plan, Points, valid_id
 from bellhop_cloud.db.schema import (
     alerts,
     command_results,
@@ -252,7 +252,10 @@ async def apply_snapshot(
     plan = Plan.of(events, hotel_id)
     plan.last_seq.clear()  # a snapshot moves no lane
     now = datetime.now(UTC)
-    kept = set(plan.devices)
+    # Kept: every device and alert the snapshot names, even one whose entry was skipped
+    # as invalid (an entry refused is not a device or alert that ended).
+    kept = {d.device_id for d in snapshot.devices if valid_id(d.device_id)}
+    still_open = {a.alert_id for a in snapshot.alerts if valid_id(a.alert_id)}
     for table in (devices, desired_states):
         await conn.execute(
             table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.not_in(kept))
@@ -263,7 +266,7 @@ async def apply_snapshot(
         .where(
             alerts.c.hotel_id == hotel_id,
             alerts.c.state != "cleared",
-            alerts.c.alert_id.not_in(set(plan.alerts)),
+            alerts.c.alert_id.not_in(still_open),
         )
         .values(state="cleared", cleared_at=int(now.timestamp() * 1000))
     )
