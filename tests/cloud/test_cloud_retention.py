@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
+from bellhop_cloud.bridge import retention
 from bellhop_cloud.bridge.retention import DAY_MS, Retention
 from bellhop_cloud.db.schema import alerts, device_events, telemetry
 
@@ -75,3 +78,47 @@ async def test_old_history_goes_current_state_and_open_alerts_stay(api: Api) -> 
     # Devices (current state) are untouched.
     page = await api.http.get(f"/v1/hotels/{hotel_id}/devices", headers=owner.headers)
     assert len(page.json()["items"]) == 2
+
+
+async def test_a_large_history_is_pruned_in_short_transactions(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the chunk size the pass goes on chunk after chunk until nothing old is left,
+    each a transaction of its own, and keeps what is recent."""
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Org")
+    hotel_id = await api.hotel(owner, org_id, "Hotel")
+    relay = api.relay
+    config = relay.config.model_copy(update={"telemetry_retention_days": 30})
+    monkeypatch.setattr(retention, "CHUNK", 7)
+    old = [NOW_MS - 31 * DAY_MS - i for i in range(50)]
+    recent = [NOW_MS - i for i in range(5)]
+    async with relay.store.write() as conn:
+        await conn.execute(
+            telemetry.insert(),
+            [
+                {
+                    "hotel_id": hotel_id,
+                    "device_id": f"d{ts % 3}",
+                    "metric": "t",
+                    "ts": ts,
+                    "value": 1,
+                }
+                for ts in old + recent
+            ],
+        )
+    transactions = 0
+    write = relay.store.write
+
+    def counted() -> Any:
+        nonlocal transactions
+        transactions += 1
+        return write()
+
+    monkeypatch.setattr(relay.store, "write", counted)
+    deleted = await Retention(relay.store, config).prune(NOW)
+    assert deleted["telemetry"] == 50
+    assert transactions >= 50 // 7 + 1
+    async with relay.store.read() as conn:
+        kept = (await conn.execute(sa.select(telemetry.c.ts))).scalars().all()
+    assert sorted(kept) == sorted(recent)

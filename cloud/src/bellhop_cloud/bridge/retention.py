@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
+import sqlalchemy as sa
 
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import alerts, command_results, device_events, sync_gaps, telemetry
@@ -30,6 +30,7 @@ __all__ = ["Retention"]
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+CHUNK = 5_000  # rows deleted per transaction
 
 
 @dataclass(slots=True)
@@ -47,28 +48,35 @@ class Retention:
         history = now_ms - c.telemetry_retention_days * DAY_MS
         events = now_ms - c.events_retention_days * DAY_MS
         ended = now_ms - c.alerts_retention_days * DAY_MS
-        statements = {
-            "telemetry": telemetry.delete().where(telemetry.c.ts < history),
-            "device_events": device_events.delete().where(device_events.c.ts < events),
-            "alerts": alerts.delete().where(
-                alerts.c.state == "cleared", alerts.c.cleared_at < ended
-            ),
-            "command_results": command_results.delete().where(
-                command_results.c.completed_at < ended
-            ),
-            "sync_gaps": sync_gaps.delete().where(
-                sync_gaps.c.received_at < now - timedelta(days=c.events_retention_days)
-            ),
+        expired = {
+            telemetry: telemetry.c.ts < history,
+            device_events: device_events.c.ts < events,
+            alerts: sa.and_(alerts.c.state == "cleared", alerts.c.cleared_at < ended),
+            command_results: command_results.c.completed_at < ended,
+            sync_gaps: sync_gaps.c.received_at < now - timedelta(days=c.events_retention_days),
         }
         deleted: dict[str, int] = {}
-        for table, statement in statements.items():
-            # One transaction per table: a long pass never holds up the bridge's writes.
-            async with self.store.write() as conn:
-                result = await conn.execute(statement)
-            deleted[table] = max(result.rowcount, 0)
+        for table, condition in expired.items():
+            deleted[table.name] = await self._delete(table, condition)
         self.passes += 1
         self.deleted += sum(deleted.values())
         return deleted
+
+    async def _delete(self, table: sa.Table, condition: sa.ColumnElement[bool]) -> int:
+        """Delete in chunks of CHUNK rows by primary key, a short transaction each, so that
+        a pass over a large history never holds the database's writes up for long."""
+        key = sa.tuple_(*table.primary_key.columns)
+        chosen = sa.select(*table.primary_key.columns).where(condition).limit(CHUNK)
+        statement = table.delete().where(key.in_(chosen.scalar_subquery()))
+        total = 0
+        while True:
+            async with self.store.write() as conn:
+                result = await conn.execute(statement)
+            count = max(result.rowcount, 0)
+            total += count
+            if count < CHUNK:
+                return total
+            await asyncio.sleep(0)  # let the bridge's writes in between chunks
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Retention]:
@@ -84,7 +92,7 @@ class Retention:
             started = time.monotonic()
             try:
                 deleted = await self.prune()
-            except SQLAlchemyError:
+            except Exception:  # a database away or a bug: the next pass tries again
                 log.warning("retention: the pass failed; trying again later", exc_info=True)
             else:
                 if any(deleted.values()):
