@@ -208,6 +208,46 @@ async def test_an_edge_restored_from_an_older_copy_loses_nothing(
     assert len(points) == len({p["ts"] for p in points}) == 100
 
 
+async def test_an_edge_restored_and_busy_before_it_reconnects_loses_nothing(
+    hotel: CloudHotel, site: EdgeSite, tmp_path: Path
+) -> None:
+    """A restored edge that records more than it lost before the relay is back: its
+    database alone cannot tell it went back in time, its sent mark can."""
+    backup = tmp_path / "backup.db"
+    async with bridge_server(hotel.api.relay) as bridge:
+        config = site.config(bridge.url)
+        async with Gateway(config) as gateway:
+            await started(gateway)
+            await site.telemetry(50)
+            await settle(gateway)
+        _copy_database(config.database_path, backup)
+        async with Gateway(config) as gateway:
+            await started(gateway)
+            await site.telemetry(30, start=51)
+            await settle(gateway)
+        port = bridge.port
+    # The relay is away; the older copy comes back and the hotel goes on meanwhile,
+    # past where the relay stands.
+    for stale in config.data_dir.glob("edge.db*"):
+        stale.unlink()
+    _copy_database(backup, config.database_path)
+    async with Gateway(config) as gateway:
+        await started(gateway)
+        await site.telemetry(60, start=81)
+        await until(lambda: gateway.hotel.accepted >= 60)
+        await gateway.writer.flush()
+    async with (
+        bridge_server(hotel.api.relay, port) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        await settle(gateway)
+        assert gateway.bridge is not None
+        assert gateway.bridge.stats.resyncs == 1
+    points = await hotel.points("r102-env")
+    assert sorted(p["value"] for p in points) == sorted(float(seq % 100) for seq in range(1, 141))
+
+
 async def desired_rows(hotel: CloudHotel) -> dict[str, tuple[int, dict[str, object]]]:
     async with hotel.api.relay.store.read() as conn:
         rows = await conn.execute(

@@ -1,6 +1,6 @@
 """The gateway's bridge client: a thin asyncio driver over `bellhop_bridge.EdgeConnection`.
 
-    client = BridgeClient(identity, key, store=store, writer=writer, snapshot=..., config=...)
+    client = BridgeClient(identity, key, store=..., writer=..., snapshot=..., config=..., mark=...)
     task = asyncio.create_task(client.run())   # connects, streams, reconnects; until cancelled
 
 One WebSocket to the relay at a time. After the handshake it streams each
@@ -44,6 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bellhop_edge.bridge.identity import Identity
+from bellhop_edge.bridge.mark import SentMark
 from bellhop_edge.bridge.snapshot import snapshot
 from bellhop_edge.config import BridgeConfig, EdgeConfig
 from bellhop_edge.core.alerts import AlertBook
@@ -93,6 +94,7 @@ class BridgeClient:
         snapshot: Callable[[str], bridge_pb2.Snapshot],
         config: BridgeConfig,
         on_alert_ack: Callable[[bridge_pb2.AlertAcknowledgement], None] | None = None,
+        mark: SentMark,
         delays: Callable[[], Iterator[float]] | None = None,
     ) -> None:
         self.identity = identity
@@ -109,6 +111,8 @@ class BridgeClient:
         self.stats = BridgeStats()
         self._more = asyncio.Event()  # the outbox grew, or the window opened
         self._send_lock = asyncio.Lock()
+        self._mark = mark
+        self._restored = False  # found at start-up: the relay gets a snapshot
 
     def summary(self) -> dict[str, Any]:
         """For the gateway's status: the bridge's state, last close and backlog."""
@@ -124,6 +128,7 @@ class BridgeClient:
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns when cancelled or refused for good."""
+        await self._check_restored()
         delays = self._delays()
         while True:
             self.state = BridgeState.CONNECTING
@@ -157,6 +162,31 @@ class BridgeClient:
             with contextlib.suppress(EdgeError, OSError, sqlite3.Error):
                 self.stats.backlog = (await asyncio.to_thread(self._store.outbox_backlog)).total
             await asyncio.sleep(delay)
+
+    async def _check_restored(self) -> None:
+        """At start-up, before anything new is numbered: has this gateway sent events
+        past what its outbox holds? Then its database was restored from an older copy,
+        and what it numbers from now on must go past what the relay may hold."""
+        sent = self._mark.value
+
+        def rebase(db: sqlite3.Connection) -> tuple[int, int] | None:
+            # In the writer's thread, ahead of any write queued after it.
+            last_seq = outbox.last_seq(db)
+            return (last_seq, outbox.rebase(db, {}, sent)) if sent > last_seq else None
+
+        try:
+            outcome = await self._writer.call(rebase)
+        except (EdgeError, sqlite3.Error):
+            log.exception("bridge: could not check the outbox against the sent mark")
+            return
+        if outcome is not None:
+            self._restored = True
+            log.warning(
+                "this gateway sent events up to %d, its outbox only reached %d (restored"
+                " from an older copy?): %d unsent events renumbered past them",
+                sent,
+                *outcome,
+            )
 
     def _connect(self) -> connect:
         config = self._config
@@ -238,7 +268,10 @@ class BridgeClient:
         relay = event.last_acked
         last_seq = await asyncio.to_thread(self._store.outbox_last_seq)
         mine = await asyncio.to_thread(self._store.outbox_acked)
-        if max(relay.values(), default=0) > last_seq:
+        if self._restored:
+            self._restored = False
+            log.warning("sending a snapshot: this gateway's database went back in time")
+        elif max(relay.values(), default=0) > last_seq:
             # The relay has sequences this outbox never made: this database was
             # restored from an older copy. Renumber what is unsent past them.
             moved = await self._writer.call(lambda db: outbox.rebase(db, relay))
@@ -319,6 +352,9 @@ class BridgeClient:
                     async with asyncio.timeout(BACKLOG_EVERY_S):
                         await self._more.wait()
                 continue
+            top = max(seq for _, seq, _ in batch)
+            if top > self._mark.value:
+                await asyncio.to_thread(self._mark.cover, top)
             conn.send_events(batch, loop.time())
             self.stats.events_sent += len(batch)
             for lane, seq, _ in batch:
@@ -387,6 +423,7 @@ def bridge_for(
         writer=writer,
         snapshot=lambda request_id: snapshot(hotel, alerts, request_id, store.outbox_last_seq()),
         config=config.bridge,
+        mark=SentMark.load(Identity.directory(config.data_dir)),
     )
     writer.add_listener(lambda _report: client.wake())
     return client

@@ -125,8 +125,9 @@ def last_acked(conn: sqlite3.Connection) -> dict[int, int]:
     return {BULK: int(bulk), PRIORITY: int(priority)}
 
 
-def rebase(conn: sqlite3.Connection, relay_acked: Mapping[int, int]) -> int:
-    """Move every unacknowledged event past what the relay holds; returns how many moved.
+def rebase(conn: sqlite3.Connection, relay_acked: Mapping[int, int], floor: int = 0) -> int:
+    """Move every unacknowledged event past what the relay holds (and past `floor`, the
+    gateway's sent mark when it is known); returns how many moved.
 
     For an edge whose database was restored from an older copy: its sequence
     went back, so the events it appends now reuse numbers the relay has
@@ -136,7 +137,7 @@ def rebase(conn: sqlite3.Connection, relay_acked: Mapping[int, int]) -> int:
     sent again: history keyed by time ignores them, a device event may show
     twice; losing them would be worse.
     """
-    above = max(relay_acked.values())
+    above = max(*relay_acked.values(), floor, 0)
     acked = last_acked(conn)
     low = min(acked.values())
     shift = above - low
