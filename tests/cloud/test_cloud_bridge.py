@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
 from bellhop_bridge import Opened
 from bellhop_cloud.db.schema import desired_states, gateway_links
+from bellhop_edge.bridge import client as client_module
 from bellhop_edge.bridge.client import BridgeState
 from bellhop_edge.gateway import Gateway
 
@@ -308,3 +311,34 @@ async def test_a_sender_that_fails_ends_the_bridge_and_the_next_one_delivers_eve
         assert client.stats.opens == 2
     points = await hotel.points("r102-env")
     assert len(points) == 40
+
+
+async def test_a_snapshot_past_one_frame_is_not_sent_and_the_bridge_goes_on(
+    hotel: CloudHotel,
+    site: EdgeSite,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hotel too large for one snapshot frame: the gateway says so once and streams on,
+    instead of sending a frame the relay refuses on every connection."""
+
+    def huge(*args: object) -> bridge_pb2.Snapshot:
+        devices = [
+            common_pb2.Device(device_id=f"dev-{i:05d}", registered=True, firmware="x" * 200)
+            for i in range(6_000)
+        ]
+        return bridge_pb2.Snapshot(devices=devices)
+
+    monkeypatch.setattr(client_module, "snapshot", huge)
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        await until(lambda: "more than one bridge frame holds" in caplog.text)
+        await site.telemetry(10)
+        await settle(gateway)
+        assert gateway.bridge is not None
+        assert gateway.bridge.stats.opens == 1
+    assert "too_large" not in bridge.endpoint.closes
+    assert len(await hotel.points("r102-env")) == 10

@@ -288,7 +288,21 @@ class BridgeClient:
             # The relay forgot what it had acknowledged (its database was restored).
             log.warning("the relay is behind its own acknowledgements; sending a snapshot")
         self.stats.resyncs += 1
-        conn.send_snapshot(self._snapshot("edge-resync"), now)
+        self._send_snapshot(conn, "edge-resync", now)
+
+    def _send_snapshot(self, conn: EdgeConnection, request_id: str, now: float) -> None:
+        picture = self._snapshot(request_id)
+        size = picture.ByteSize()
+        if size > MAX_FRAME_BYTES - 64:
+            # Sent anyway it would be refused as too large on every connection, forever.
+            log.error(
+                "the hotel's snapshot is %d bytes, more than one bridge frame holds (%d):"
+                " not sent; the relay's picture of rooms, devices and state is not refreshed",
+                size,
+                MAX_FRAME_BYTES,
+            )
+            return
+        conn.send_snapshot(picture, now)
 
     def _handle(self, event: Event, conn: EdgeConnection, now: float) -> None:
         if isinstance(event, Acked):
@@ -298,7 +312,7 @@ class BridgeClient:
                 self._writer.submit(AckOutbox(event.seq, event.lane))
             self.wake()
         elif isinstance(event, SnapshotRequested):
-            conn.send_snapshot(self._snapshot(event.request_id), now)
+            self._send_snapshot(conn, event.request_id, now)
         elif isinstance(event, AlertAcknowledged):
             if self._on_alert_ack is not None:
                 self._on_alert_ack(event.acknowledgement)
