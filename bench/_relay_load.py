@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from bellhop.bridge.v1 import bridge_pb2
-from bellhop_bridge import Closed, EdgeConnection, Opened, SnapshotRequested, full_jitter
+from bellhop_bridge import (
+    CloseCode,
+    Closed,
+    EdgeConnection,
+    Opened,
+    SnapshotRequested,
+    after_restart,
+    full_jitter,
+)
 from bellhop_bridge.connection import State
 from bellhop_bridge.frames import MAX_FRAME_BYTES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -203,7 +211,8 @@ class Fleet:
                 if closed.fatal:
                     return
             if opened:
-                delays = full_jitter(*self.backoff)
+                restarting = closed is not None and closed.code is CloseCode.SHUTTING_DOWN
+                delays = after_restart(*self.backoff) if restarting else full_jitter(*self.backoff)
             await asyncio.sleep(next(delays))
 
     async def session(

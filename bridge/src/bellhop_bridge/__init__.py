@@ -12,7 +12,7 @@ The edge's bridge client and the relay's bridge endpoint are thin asyncio
 drivers over these; the protocol is described in docs/bridge.md.
 """
 
-from bellhop_bridge.backoff import full_jitter
+from bellhop_bridge.backoff import after_restart, full_jitter
 from bellhop_bridge.connection import Connection, State
 from bellhop_bridge.edge import LANES, EdgeConnection
 from bellhop_bridge.errors import FATAL, BridgeError, CloseCode, ProtocolError
@@ -61,5 +61,6 @@ __all__ = [
     "SnapshotReceived",
     "SnapshotRequested",
     "State",
+    "after_restart",
     "full_jitter",
 ]

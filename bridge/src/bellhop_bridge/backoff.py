@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
+from typing import Final
 
-__all__ = ["full_jitter"]
+# A relay that closed with `shutting_down` is restarting and is back within seconds: for
+# this long after that close, delays are capped lower, so that all of a relay's gateways
+# are back within a minute instead of some waiting out the full cap.
+RESTART_CAP_S: Final = 15.0
+RESTART_WINDOW_S: Final = 120.0
+
+__all__ = ["RESTART_CAP_S", "RESTART_WINDOW_S", "after_restart", "full_jitter"]
 
 
 def full_jitter(
@@ -26,3 +33,17 @@ def full_jitter(
     while True:
         yield rng() * min(cap_s, base_s * 2**attempt)
         attempt = min(attempt + 1, 62)
+
+
+def after_restart(
+    base_s: float, cap_s: float, *, rng: Callable[[], float] = random.random
+) -> Iterator[float]:
+    """Delays after the relay said it is shutting down: full jitter capped at
+    RESTART_CAP_S for about RESTART_WINDOW_S, then `full_jitter(base_s, cap_s)`."""
+    waited = 0.0
+    for delay in full_jitter(base_s, max(base_s, min(cap_s, RESTART_CAP_S)), rng=rng):
+        if waited >= RESTART_WINDOW_S:
+            break
+        waited += delay
+        yield delay
+    yield from full_jitter(base_s, cap_s, rng=rng)

@@ -21,9 +21,11 @@ from bellhop_bridge import (
     ProofReceived,
     RelayConnection,
     State,
+    after_restart,
     frames,
     full_jitter,
 )
+from bellhop_bridge.backoff import RESTART_WINDOW_S
 from bellhop_bridge.events import Lane
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -283,6 +285,15 @@ def test_full_jitter_stays_within_the_capped_exponential() -> None:
     assert [next(delays) for _ in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     zero = full_jitter(0.5, 8.0, rng=lambda: 0.0)
     assert next(zero) == 0.0
+
+
+def test_after_a_relay_restart_delays_stay_short_for_a_while_then_back_off_as_usual() -> None:
+    delays = after_restart(1.0, 60.0, rng=lambda: 1.0)
+    short = [next(delays) for _ in range(11)]
+    assert short == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0]
+    assert sum(short[:-1]) < RESTART_WINDOW_S <= sum(short)
+    # Then the usual schedule, from its start, up to the usual cap.
+    assert [next(delays) for _ in range(8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
 
 
 @given(st.binary(max_size=2048), st.sampled_from(["hello", "open"]))

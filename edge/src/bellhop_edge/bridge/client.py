@@ -36,6 +36,7 @@ from bellhop_bridge import (
     Event,
     Opened,
     SnapshotRequested,
+    after_restart,
     full_jitter,
 )
 from bellhop_bridge.frames import MAX_FRAME_BYTES
@@ -107,6 +108,9 @@ class BridgeClient:
         self._delays = delays or (
             lambda: full_jitter(config.reconnect_min_s, config.reconnect_max_s)
         )
+        self._restart_delays = delays or (
+            lambda: after_restart(config.reconnect_min_s, config.reconnect_max_s)
+        )
         self.state = BridgeState.CONNECTING
         self.stats = BridgeStats()
         self._more = asyncio.Event()  # the outbox grew, or the window opened
@@ -155,7 +159,8 @@ class BridgeClient:
                     )
                     return
             if opened:
-                delays = self._delays()
+                restarting = closed is not None and closed.code is CloseCode.SHUTTING_DOWN
+                delays = self._restart_delays() if restarting else self._delays()
             self.state = BridgeState.WAITING
             delay = next(delays)
             # Counted while waiting anyway: off the path of the next connection's first batch.
