@@ -342,3 +342,30 @@ async def test_a_snapshot_past_one_frame_is_not_sent_and_the_bridge_goes_on(
         assert gateway.bridge.stats.opens == 1
     assert "too_large" not in bridge.endpoint.closes
     assert len(await hotel.points("r102-env")) == 10
+
+
+async def test_the_relay_outlives_a_database_that_went_away(
+    hotel: CloudHotel, site: EdgeSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails with the error a PostgreSQL driver raises when the server is gone
+    (an OSError, not one of SQLAlchemy's) costs one handshake a retry; the relay's
+    background writer lives on and the gateway's bridge opens."""
+    store = hotel.api.relay.store
+    real = store.write
+    failures = [ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")]
+
+    def write() -> object:
+        if failures:
+            raise failures.pop()
+        return real()
+
+    monkeypatch.setattr(store, "write", write)
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        Gateway(site.config(bridge.url)) as gateway,
+    ):
+        await started(gateway)
+        await site.telemetry(5)
+        await settle(gateway)
+        assert not failures
+    assert len(await hotel.points("r102-env")) == 5

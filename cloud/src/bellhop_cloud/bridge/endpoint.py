@@ -499,7 +499,7 @@ class BridgeEndpoint:
                 continue
             try:
                 revoked = await enrolment.revoked_among(self.relay.store, live)
-            except SQLAlchemyError:
+            except Exception:  # the database is away: the watcher must outlive it
                 log.warning("bridge: cannot check revocations now", exc_info=True)
                 continue
             for gateway_id in revoked:

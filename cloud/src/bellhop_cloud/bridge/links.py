@@ -31,7 +31,6 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.db.schema import gateway_links, gateways
@@ -107,7 +106,7 @@ class Links:
             await asyncio.gather(task, return_exceptions=True)
             try:
                 await self.flush()
-            except SQLAlchemyError:
+            except Exception:  # the database is away (asyncpg raises OSError, not SQLAlchemy's)
                 log.warning("bridge: the last link states could not be written", exc_info=True)
             for *_, future in self._creates:
                 future.cancel()
@@ -123,7 +122,7 @@ class Links:
                 return
             try:
                 await self.flush()
-            except SQLAlchemyError:
+            except Exception:  # whatever it is, the writer must outlive it and try again
                 log.warning("bridge: link states not written; trying again", exc_info=True)
                 await asyncio.sleep(RETRY_S)
 
