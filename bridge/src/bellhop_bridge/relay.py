@@ -68,10 +68,11 @@ class RelayConnection(Connection):
         self._step = "hello"  # hello -> challenged -> proved (then OPEN)
         self._received: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._acked: dict[Lane, int] = dict.fromkeys(LANES, 0)
-        # Per lane: the seqs received and not yet acknowledged (the window's count).
-        self._pending: dict[Lane, collections.deque[int]] = {
+        # Per lane: (seq, bytes) received and not yet acknowledged (the window's count).
+        self._pending: dict[Lane, collections.deque[tuple[int, int]]] = {
             lane: collections.deque() for lane in LANES
         }
+        self._pending_bytes = 0
 
     # -- the driver's answers ------------------------------------------------------------
     def challenge(self, now: float) -> None:
@@ -103,8 +104,8 @@ class RelayConnection(Connection):
         if seq > self._received[lane]:
             raise ValueError(f"ack of seq {seq} on lane {lane}, received {self._received[lane]}")
         pending = self._pending[lane]
-        while pending and pending[0] <= seq:
-            pending.popleft()
+        while pending and pending[0][0] <= seq:
+            self._pending_bytes -= pending.popleft()[1]
         self._acked[lane] = seq
         ack = bridge_pb2.EventAck(seq=seq, lane=bridge_pb2.Lane.ValueType(lane))
         self._send(bridge_pb2.Frame(ack=ack), now)
@@ -170,11 +171,18 @@ class RelayConnection(Connection):
             if event.WhichOneof("payload") is None:
                 raise ProtocolError(CloseCode.BAD_FRAME, f"event {event.seq} carries nothing")
             self._received[lane] = event.seq
-            self._pending[lane].append(event.seq)
+            size = event.ByteSize()
+            self._pending[lane].append((event.seq, size))
+            self._pending_bytes += size
         unacked = sum(len(p) for p in self._pending.values())
         if unacked > self._window_events:
             raise ProtocolError(
                 CloseCode.WINDOW_EXCEEDED, f"{unacked} events sent and not acknowledged"
+            )
+        if self._pending_bytes > self._window_bytes:
+            raise ProtocolError(
+                CloseCode.WINDOW_EXCEEDED,
+                f"{self._pending_bytes} bytes of events sent and not acknowledged",
             )
         self._events.append(BatchReceived(list(events)))
 

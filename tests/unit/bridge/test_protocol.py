@@ -197,6 +197,22 @@ def test_a_gateway_past_its_window_is_closed() -> None:
     ]
 
 
+def test_a_gateway_past_its_window_in_bytes_is_closed_and_acks_free_it() -> None:
+    big = [large_event(BULK, seq, 3_000) for seq in (1, 2, 3, 4)]
+    window = sum(len(b) for b in big[:3])
+    e, r = edge(), relay(window_events=100, window_bytes=window)
+    handshake(e, r)
+    r.receive_data(frames.encode_batch(big[:3]), 1.0)  # exactly the window
+    assert all(isinstance(ev, BatchReceived) for ev in r.events_received())
+    r.ack(BULK, 1, 1.0)  # frees the first event's bytes
+    r.receive_data(frames.encode_batch(big[3:]), 1.0)
+    assert all(isinstance(ev, BatchReceived) for ev in r.events_received())
+    r.receive_data(frames.encode_batch([large_event(BULK, 5, 10)]), 1.0)
+    assert [ev.code for ev in r.events_received() if isinstance(ev, Closed)] == [
+        CloseCode.WINDOW_EXCEEDED
+    ]
+
+
 def test_after_a_reconnect_the_relay_applies_what_it_lacks_once() -> None:
     dedup = Dedup({BULK: 0, PRIORITY: 0})
     first = [bridge_pb2.OutboxEvent.FromString(event(BULK, s)) for s in (1, 2, 3)]
