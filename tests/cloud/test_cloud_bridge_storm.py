@@ -15,6 +15,7 @@ from bellhop_bridge import Opened, frames
 from bellhop_cloud.db.schema import gateway_links, gateways
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from websockets.asyncio.client import connect
 
 from tests.cloud.bridging import CloudHotel, RawGateway, bridge_server, cloud_hotel, until
 from tests.cloud.support import Api
@@ -155,3 +156,22 @@ async def test_shutting_down_with_many_bridges_ends_within_its_bound(hotel: Clou
             )
         ).all()
     assert {tuple(r) for r in rows} == {(False, "shutting_down")}
+
+
+async def test_sockets_that_never_say_hello_hold_no_handshake_slot(hotel: CloudHotel) -> None:
+    """Anyone can open a WebSocket to the bridge port; until it sends a Hello it waits
+    outside the admission limit, so silent sockets cannot keep gateways out."""
+    async with (
+        bridge_server(hotel.api.relay, endpoint_options={"handshakes": 1}) as bridge,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        admission = bridge.endpoint.admission
+        for _ in range(5):
+            await stack.enter_async_context(connect(bridge.url, compression=None))
+        await until(lambda: len(bridge.endpoint._conns) == 5)
+        assert (admission.busy, admission.waiting) == (0, 0)
+        async with RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as gw:
+            await gw.until_event(Opened)
+        # Opened while the silent ones are still there, none of them timed out first.
+        assert sum(link.identity is None for link in bridge.endpoint._conns) == 5
+        assert bridge.endpoint.closes.get("handshake_timeout", 0) == 0

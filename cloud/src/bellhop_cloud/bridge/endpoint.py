@@ -101,6 +101,7 @@ class _Link:
         "close_reason",
         "conn",
         "heard_at",
+        "held",
         "identity",
         "lock",
         "seen_at",
@@ -115,6 +116,7 @@ class _Link:
         self.seen_at = float("-inf")
         self.close_reason = "closed"
         self.admitted = False  # holds one of the Admission's slots
+        self.held: list[Event] = []  # read before its handshake's turn, handled at it
         self.lock = asyncio.Lock()  # frames leave in the order they were made
 
 
@@ -208,6 +210,9 @@ class BridgeEndpoint:
                 host,
                 port,
                 max_size=MAX_FRAME_BYTES,
+                # Frames buffered per connection before the socket stops being read:
+                # bounds what one peer can make the relay hold (4 x 1 MiB).
+                max_queue=4,
                 compression=None,  # memory per idle bridge, and the frames are protobuf
                 ping_interval=None,  # the protocol's own heartbeats find dead links
                 open_timeout=self._config.bridge_handshake_timeout_s,
@@ -302,7 +307,7 @@ class BridgeEndpoint:
         link = _Link(ws, conn)
         self._conns.add(link)
         try:
-            if await self._admit(link):
+            if await self._await_hello(link) and await self._admit(link):
                 await self._serve(link)
         finally:
             if link.admitted:
@@ -310,6 +315,40 @@ class BridgeEndpoint:
                 self.admission.leave()
             self._conns.discard(link)
             self._closed(link)
+
+    async def _await_hello(self, link: _Link) -> bool:
+        """Read until the gateway's Hello, holding no handshake slot: a socket that says
+        nothing (or garbage) costs the relay a little memory until its handshake
+        deadline, never one of the slots gateways with a Hello wait for."""
+        conn = link.conn
+        while not conn.closed:
+            await self._receive(link)
+            link.held += conn.events_received()
+            if any(isinstance(event, HelloReceived) for event in link.held):
+                return True
+        await self._drain(link)
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
+            await self._flush(link)
+        return False
+
+    async def _receive(self, link: _Link) -> None:
+        """Feed the connection the next frame, or the passing of its next deadline."""
+        ws, conn, loop = link.ws, link.conn, asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(conn.next_deadline()):
+                data = await ws.recv()
+        except TimeoutError:
+            conn.tick(loop.time())
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == CloseStatus.MESSAGE_TOO_BIG:
+                conn.close(CloseCode.TOO_LARGE, "a frame past the size limit")
+            else:
+                conn.connection_lost("the gateway's connection closed")
+        else:
+            if isinstance(data, str):
+                conn.close(CloseCode.BAD_FRAME, "a text frame")
+            else:
+                conn.receive_data(data, loop.time())
 
     async def _admit(self, link: _Link) -> bool:
         """Wait for a handshake slot, within the handshake's deadline.
@@ -330,29 +369,20 @@ class BridgeEndpoint:
                 conn.connection_lost("the gateway left before its handshake's turn")
         if link.admitted and not conn.closed:
             return True
+        # Its turn never came: the Hello read is not answered, the close is counted.
+        link.held = [event for event in link.held if not isinstance(event, HelloReceived)]
         await self._drain(link)
         with contextlib.suppress(TimeoutError, ConnectionClosed):
             await self._flush(link)
         return False
 
     async def _serve(self, link: _Link) -> None:
-        ws, conn, loop = link.ws, link.conn, asyncio.get_running_loop()
-        while not conn.closed:
-            try:
-                async with asyncio.timeout_at(conn.next_deadline()):
-                    data = await ws.recv()
-            except TimeoutError:
-                conn.tick(loop.time())
-            except ConnectionClosed as exc:
-                if exc.sent is not None and exc.sent.code == CloseStatus.MESSAGE_TOO_BIG:
-                    conn.close(CloseCode.TOO_LARGE, "a frame past the size limit")
-                else:
-                    conn.connection_lost("the gateway's connection closed")
-            else:
-                if isinstance(data, str):
-                    conn.close(CloseCode.BAD_FRAME, "a text frame")
-                else:
-                    conn.receive_data(data, loop.time())
+        conn = link.conn
+        first = True  # the Hello read before the handshake's turn is handled first
+        while not conn.closed or first:
+            if not first:
+                await self._receive(link)
+            first = False
             await self._drain(link)
             if link.admitted and conn.state is not State.HANDSHAKE:
                 link.admitted = False  # the handshake is over: the next one's turn
@@ -366,7 +396,8 @@ class BridgeEndpoint:
     async def _drain(self, link: _Link) -> None:
         """Handle what the connection reported, including what handling it made it report."""
         conn, loop = link.conn, asyncio.get_running_loop()
-        while events := conn.events_received():
+        while events := link.held or conn.events_received():
+            link.held = []
             try:
                 for event in events:
                     await self._on(link, event, loop.time())
