@@ -26,7 +26,6 @@ the way out every connection is told and closed at once, within
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -60,6 +59,7 @@ from websockets.protocol import State as SocketState
 
 from bellhop_cloud import enrolment
 from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge.admission import Admission
 from bellhop_cloud.bridge.identities import Identities, Identity
 from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
@@ -118,59 +118,6 @@ class _Link:
         self.admitted = False  # holds one of the Admission's slots
         self.held: list[Event] = []  # read before its handshake's turn, handled at it
         self.lock = asyncio.Lock()  # frames leave in the order they were made
-
-
-class Admission:
-    """At most `limit` holders at a time; the others wait in arrival order.
-
-    `close()` turns every waiter (and anyone who comes later) away.
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError("the admission limit must be at least 1")
-        self.limit = limit
-        self.busy = 0
-        self.closed = False
-        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
-
-    @property
-    def waiting(self) -> int:
-        return sum(not f.done() for f in self._waiters)
-
-    async def enter(self) -> bool:
-        """True once admitted (call `leave` later); False if closed."""
-        if self.closed:
-            return False
-        while self._waiters and self._waiters[0].done():  # gave up waiting
-            self._waiters.popleft()
-        # A waiter still waiting means no slot is free.
-        if self.busy < self.limit and not self._waiters:
-            self.busy += 1
-            return True
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.result():
-                self.leave()  # admitted as it was cancelled: pass the slot on
-            raise
-
-    def leave(self) -> None:
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(True)  # the slot passes to it
-                return
-        self.busy -= 1
-
-    def close(self) -> None:
-        self.closed = True
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(False)
 
 
 def _who(link: _Link) -> str:
