@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import Opened
 from bellhop_cloud.db.schema import desired_states, gateway_links
+from bellhop_devices.messages import Channel
 from bellhop_edge.bridge import client as client_module
 from bellhop_edge.bridge.client import BridgeState
 from bellhop_edge.gateway import Gateway
@@ -369,3 +371,87 @@ async def test_the_relay_outlives_a_database_that_went_away(
         await settle(gateway)
         assert not failures
     assert len(await hotel.points("r102-env")) == 5
+
+
+class StallingProxy:
+    """TCP between the gateway and the relay that, once stalled, reads nothing more from the
+    gateway and closes nothing: a path that lost its packets, as its sender sees it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.stalled = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"ws://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1/bridge"
+
+    async def __aenter__(self) -> StallingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.append(writer)
+        if self.stalled.is_set():
+            await asyncio.Event().wait()  # a new connection into the dead path
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers.append(up_writer)
+        await asyncio.gather(
+            self._pump(reader, up_writer), self._pump(up_reader, writer), return_exceptions=True
+        )
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while data := await src.read(65536):
+            if self.stalled.is_set():
+                await asyncio.Event().wait()
+            dst.write(data)
+            await dst.drain()
+        dst.close()
+
+
+async def test_a_path_that_stops_taking_data_is_left_within_the_peer_timeout(
+    hotel: CloudHotel, site: EdgeSite
+) -> None:
+    """With a backlog bigger than the sockets' buffers, the gateway's sends block on a path
+    that stopped taking data; the bridge is still left within the peer timeout, not when
+    the kernel gives up on the connection many minutes later."""
+    big = {f"k{i:02d}": "x" * 110 for i in range(32)}  # about 4 KB, the protocol's limit
+    async with (
+        bridge_server(
+            hotel.api.relay,
+            bridge_heartbeat_s=1.0,
+            bridge_window_events=50_000,
+            bridge_window_bytes=64 << 20,
+        ) as bridge,
+        StallingProxy(bridge.port) as proxy,
+        Gateway(site.config(proxy.url)) as gateway,
+    ):
+        await started(gateway)
+        client = gateway.bridge
+        assert client is not None
+        await until(lambda: client.state is BridgeState.OPEN)
+        proxy.stalled.set()
+        async with site.device("r102-env") as device:
+            base = int(time.time() * 1000)
+            for i in range(6_000):
+                await device.send(Channel.STATE, {"v": 1, "ts": base + i, "values": big})
+        # The sends block once the sockets' buffers are full (a few MB, well short of
+        # the backlog), and the bridge is left within the peer timeout (3 s) plus its
+        # close's own timeout.
+        await until(lambda: client.state is not BridgeState.OPEN, 20)
+        assert client.stats.events_sent < 6_000

@@ -19,7 +19,7 @@ import enum
 import logging
 import sqlite3
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -140,7 +140,7 @@ class BridgeClient:
             closed: Closed | None = None
             opened = False
             try:
-                async with self._connect() as ws:
+                async with self._connected() as ws:
                     opened, closed = await self._session(ws)
             except (OSError, TimeoutError, InvalidURI, InvalidHandshake, ConnectionClosed) as exc:
                 self._note(f"cannot reach the relay: {exc}")
@@ -192,6 +192,21 @@ class BridgeClient:
                 sent,
                 *outcome,
             )
+
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[ClientConnection]:
+        ws = await self._connect()
+        try:
+            yield ws
+        finally:
+            # websockets closes by waiting for the close handshake and then for the
+            # socket to drain, which on a path that takes nothing lasts until the kernel
+            # gives up (many minutes); past the timeout the socket is dropped instead.
+            try:
+                async with asyncio.timeout(self._config.connect_timeout_s):
+                    await ws.close()
+            except TimeoutError:
+                ws.transport.abort()
 
     def _connect(self) -> connect:
         config = self._config
