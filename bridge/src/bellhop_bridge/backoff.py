@@ -17,9 +17,9 @@ from typing import Final
 
 # A relay that closed with `shutting_down` is restarting and is back within seconds: for
 # this long after that close, delays are capped lower, so that all of a relay's gateways
-# are back within a minute instead of some waiting out the full cap. 30 s rather than
-# less: 10,000 gateways spread over it arrive slower than one relay takes handshakes.
-RESTART_CAP_S: Final = 30.0
+# are back within a minute instead of some waiting out the full cap. 30 s was tried:
+# slower (50 s for 10,000 gateways) and no fewer connection timeouts (docs/benchmarks.md).
+RESTART_CAP_S: Final = 15.0
 RESTART_WINDOW_S: Final = 120.0
 
 __all__ = ["RESTART_CAP_S", "RESTART_WINDOW_S", "after_restart", "full_jitter"]

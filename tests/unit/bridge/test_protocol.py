@@ -305,8 +305,8 @@ def test_full_jitter_stays_within_the_capped_exponential() -> None:
 
 def test_after_a_relay_restart_delays_stay_short_for_a_while_then_back_off_as_usual() -> None:
     delays = after_restart(1.0, 60.0, rng=lambda: 1.0)
-    short = [next(delays) for _ in range(8)]
-    assert short == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    short = [next(delays) for _ in range(11)]
+    assert short == [1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0, 15.0]
     assert sum(short[:-1]) < RESTART_WINDOW_S <= sum(short)
     # Then the usual schedule, from its start, up to the usual cap.
     assert [next(delays) for _ in range(8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
