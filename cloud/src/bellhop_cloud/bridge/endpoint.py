@@ -82,9 +82,10 @@ HEARD_EVERY_S: Final = 5.0
 HANDSHAKES: Final = 100
 # Connections the kernel holds for the relay to accept: a reconnect storm arrives
 # faster than an event loop accepts, and past the queue (100 by default) the kernel
-# drops the SYN, which the gateway sends again only a second or more later (capped by
-# net.core.somaxconn).
-BACKLOG: Final = 4096
+# drops the SYN, which the gateway sends again only a second or more later. The kernel
+# caps it at net.core.somaxconn (and half-open ones at net.ipv4.tcp_max_syn_backlog):
+# raise both for thousands of gateways (docs/bridge.md).
+BACKLOG: Final = 16384
 # On the way out, every bridge is told and closed within this; sockets still
 # open then are dropped.
 CLOSE_ALL_S: Final = 5.0
