@@ -24,11 +24,7 @@ from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.relay import Relay
 
 from tests.cloud.support import Api
-
-PG_HOST = os.environ.get("BELLHOP_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("BELLHOP_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("BELLHOP_TEST_PG_USER", "postgres")
-PG_ADMIN_DB = os.environ.get("BELLHOP_TEST_PG_DB", "test")
+from tests.support.postgres import admin, require_postgres, url
 
 # Cheap hashing keeps the suite fast; production defaults stay RFC 9106 strength.
 FAST_PASSWORDS: dict[str, Any] = {
@@ -38,41 +34,21 @@ FAST_PASSWORDS: dict[str, Any] = {
 }
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({reason})")
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A database of our own for the whole session, dropped at the end."""
     if os.environ.get("BELLHOP_TEST_NO_POSTGRES") == "1":
-        _unavailable("scripts/check could not start it (BELLHOP_TEST_NO_POSTGRES=1)")
+        require_postgres("scripts/check could not start it (BELLHOP_TEST_NO_POSTGRES=1)")
     name = f"bellhop_test_{secrets.token_hex(6)}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _unavailable(f"{type(exc).__name__}: {exc}")
+        require_postgres(f"{type(exc).__name__}: {exc}")
         raise
     try:
         yield name
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def pg_url(database: str) -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -93,14 +69,12 @@ async def relay_config(
     if database is None:
         return RelayConfig(database_url=f"sqlite:///{tmp_path / 'relay.db'}", **common)
     schema = "t_" + hashlib.sha256(test_name.encode()).hexdigest()[:16]
-    conn = await asyncpg.connect(pg_url(database), timeout=5)
+    conn = await asyncpg.connect(url(database), timeout=5)
     try:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")
     finally:
         await conn.close()
-    return RelayConfig(
-        database_url=pg_url(database), database_schema=schema, db_pool_size=4, **common
-    )
+    return RelayConfig(database_url=url(database), database_schema=schema, db_pool_size=4, **common)
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ from bellhop_cloud.enrolment import ENROLMENT_CONTEXT
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support.mosquitto import free_port
+from tests.support.postgres import admin, require_postgres, url
 
 __all__ = [
     "PASSWORD",
@@ -53,34 +54,9 @@ __all__ = [
     "require_postgres",
 ]
 
-PG_HOST: Final = os.environ.get("BELLHOP_TEST_PG_HOST", "127.0.0.1")
-PG_PORT: Final = int(os.environ.get("BELLHOP_TEST_PG_PORT", "5432"))
-PG_USER: Final = os.environ.get("BELLHOP_TEST_PG_USER", "postgres")
-PG_ADMIN_DB: Final = os.environ.get("BELLHOP_TEST_PG_DB", "test")
 PASSWORD: Final = "correct horse battery"
 # Every REST call is local; a slow answer means something is wrong, not busy.
 HTTP_TIMEOUT_S: Final = 10.0
-
-
-def _pg_url(database: str) -> str:
-    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
-
-
-def require_postgres(reason: str) -> None:
-    """With CI=true a missing PostgreSQL fails the test; elsewhere it skips."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required in CI: {reason}")
-    pytest.skip(f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT} ({reason})")
-
-
-async def _admin(statement: str) -> None:
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_ADMIN_DB, timeout=5
-    )
-    try:
-        await conn.execute(statement, timeout=30)
-    finally:
-        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -90,14 +66,14 @@ async def postgres_database(prefix: str = "bellhop_faults") -> AsyncIterator[str
         require_postgres("BELLHOP_TEST_NO_POSTGRES=1")
     name = f"{prefix}_{secrets.token_hex(6)}"
     try:
-        await _admin(f'CREATE DATABASE "{name}"')
+        await admin(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         require_postgres(f"{type(exc).__name__}: {exc}")
     try:
-        yield _pg_url(name)
+        yield url(name)
     finally:
         # FORCE: a relay killed with SIGKILL may leave sessions the server has not reaped yet.
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bytecode_cache(factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
