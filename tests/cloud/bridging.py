@@ -25,16 +25,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.cloud.support import Account, Api, expect
-from tests.integration.edge.conftest import FakeDevice, device_client, gateway_config
+from tests.integration.edge.conftest import FakeDevice, device_client, gateway_config, wait_until
 from tests.support.mosquitto import Credentials, MosquittoBroker
 
 BULK, PRIORITY = bridge_pb2.LANE_BULK, bridge_pb2.LANE_PRIORITY
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+    """`wait_until`, with the longer default a bridge round trip needs."""
+    await wait_until(predicate, timeout)
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ from bellhop_cloud.db.schema import desired_states, gateway_links
 from bellhop_devices.messages import Channel
 from bellhop_edge.bridge import client as client_module
 from bellhop_edge.bridge.client import BridgeState
+from bellhop_edge.config import EdgeConfig
 from bellhop_edge.gateway import Gateway
 
 from tests.cloud.bridging import (
@@ -182,6 +183,27 @@ def _copy_database(source: Path, target: Path) -> None:
         src.backup(dst)
 
 
+async def _backed_up_then_moved_on(site: EdgeSite, bridge_url: str, backup: Path) -> EdgeConfig:
+    """50 readings delivered, a backup taken, 30 more delivered; the gateway's config."""
+    config = site.config(bridge_url)
+    async with Gateway(config) as gateway:
+        await started(gateway)
+        await site.telemetry(50)
+        await settle(gateway)
+    _copy_database(config.database_path, backup)
+    async with Gateway(config) as gateway:
+        await started(gateway)
+        await site.telemetry(30, start=51)
+        await settle(gateway)
+    return config
+
+
+def _restore(backup: Path, config: EdgeConfig) -> None:
+    for stale in config.data_dir.glob("edge.db*"):
+        stale.unlink()
+    _copy_database(backup, config.database_path)
+
+
 async def test_an_edge_restored_from_an_older_copy_loses_nothing(
     hotel: CloudHotel, site: EdgeSite, tmp_path: Path
 ) -> None:
@@ -189,20 +211,9 @@ async def test_an_edge_restored_from_an_older_copy_loses_nothing(
     taken for repeats of what the relay already has."""
     backup = tmp_path / "backup.db"
     async with bridge_server(hotel.api.relay) as bridge:
-        config = site.config(bridge.url)
-        async with Gateway(config) as gateway:
-            await started(gateway)
-            await site.telemetry(50)
-            await settle(gateway)
-        _copy_database(config.database_path, backup)
-        async with Gateway(config) as gateway:
-            await started(gateway)
-            await site.telemetry(30, start=51)
-            await settle(gateway)
+        config = await _backed_up_then_moved_on(site, bridge.url, backup)
         # The gateway's disk is replaced; the older copy comes back.
-        for stale in config.data_dir.glob("edge.db*"):
-            stale.unlink()
-        _copy_database(backup, config.database_path)
+        _restore(backup, config)
         async with Gateway(config) as gateway:
             await started(gateway)
             await site.telemetry(20, start=81)
@@ -220,22 +231,11 @@ async def test_an_edge_restored_and_busy_before_it_reconnects_loses_nothing(
     database alone cannot tell it went back in time, its sent mark can."""
     backup = tmp_path / "backup.db"
     async with bridge_server(hotel.api.relay) as bridge:
-        config = site.config(bridge.url)
-        async with Gateway(config) as gateway:
-            await started(gateway)
-            await site.telemetry(50)
-            await settle(gateway)
-        _copy_database(config.database_path, backup)
-        async with Gateway(config) as gateway:
-            await started(gateway)
-            await site.telemetry(30, start=51)
-            await settle(gateway)
+        config = await _backed_up_then_moved_on(site, bridge.url, backup)
         port = bridge.port
     # The relay is away; the older copy comes back and the hotel goes on meanwhile,
     # past where the relay stands.
-    for stale in config.data_dir.glob("edge.db*"):
-        stale.unlink()
-    _copy_database(backup, config.database_path)
+    _restore(backup, config)
     async with Gateway(config) as gateway:
         await started(gateway)
         await site.telemetry(60, start=81)

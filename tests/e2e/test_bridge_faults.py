@@ -43,7 +43,7 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 from bellhop_edge.auth import LocalTokens, Role
 
-from tests.support.edge_process import EdgeProcess, write_config
+from tests.support.edge_process import EdgeProcess, until, write_config
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.relay_process import (
     RelayProcess,
@@ -99,15 +99,6 @@ def _silence(log: str) -> float:
     found = re.findall(r"peer_timeout\W+nothing heard for ([0-9.]+) s", log)
     assert found, "no peer timeout logged"
     return float(found[-1])
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` every 5 ms until it holds; TimeoutError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} (not within {timeout} s)")
-        await asyncio.sleep(0.005)
 
 
 # -- the hotel's devices --------------------------------------------------------------------

@@ -10,8 +10,7 @@ with; then batches are applied in one transaction each with the lanes' new
 positions (so each event once) and acknowledged after the commit. A second
 connection of the same gateway replaces the first. A revoked gateway is cut
 off within `bridge_revocation_check_s`, with a fatal close so that it stops
-retrying. Why websockets' own server rather than a route of the HTTP app:
-docs/bridge.md, "Where the relay serves bridges".
+retrying. Why websockets' own server: docs/bridge.md, "Where the relay serves bridges".
 
 Under a reconnect storm (every gateway of a restarted relay coming back at
 once): at most `handshakes` handshakes are worked on at a time, the others
