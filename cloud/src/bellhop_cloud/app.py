@@ -13,6 +13,8 @@ from bellhop_cloud.api import (
     contract,
     problems,
     routes_auth,
+    routes_commands,
+    routes_events,
     routes_gateways,
     routes_health,
     routes_hotels,
@@ -39,6 +41,8 @@ Errors are `application/problem+json` with a stable `code`. Each operation's
 ROUTE_MODULES = (
     routes_hotels,
     routes_sync,
+    routes_commands,
+    routes_events,
     routes_auth,
     routes_orgs,
     routes_gateways,

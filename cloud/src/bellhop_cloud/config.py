@@ -44,6 +44,11 @@ class RateLimitBackend(StrEnum):
     REDIS = "redis"  # several relay nodes share counters
 
 
+class BusBackend(StrEnum):
+    MEMORY = "memory"  # one process: the embedded default
+    REDIS = "redis"  # several relay nodes: commands and live events cross nodes
+
+
 # The file being loaded; pydantic-settings takes a TOML file from the class,
 # and one class serves every file (see `load_config`).
 _toml_file: ContextVar[Path | None] = ContextVar("bellhop_cloud_toml_file", default=None)
@@ -95,6 +100,24 @@ class RelayConfig(BaseSettings):
     rate_limit_backend: RateLimitBackend = RateLimitBackend.MEMORY
     redis_url: str | None = None
     redis_timeout_s: float = Field(default=1.0, gt=0)
+    # Several relay nodes (docs/scale-out.md): what crosses between them, and who this is.
+    bus_backend: BusBackend = BusBackend.MEMORY
+    node_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="this relay node's name among several; default: host name and process id",
+    )
+
+    # Remote commands (docs/remote-control.md).
+    command_wait_max_s: float = Field(
+        default=30.0, gt=0, le=300, description="longest a REST caller may wait for a result"
+    )
+    command_queue_max_s: float = Field(
+        default=86_400.0, gt=0, le=7 * 86_400, description="longest a queued command may wait"
+    )
+    events_replay: int = Field(
+        default=1000, ge=0, le=100_000, description="live events kept per hotel for resume"
+    )
 
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request body"
@@ -173,6 +196,8 @@ class RelayConfig(BaseSettings):
         problems: list[str] = []
         if self.rate_limit_backend is RateLimitBackend.REDIS and self.redis_url is None:
             problems.append('redis_url: required when rate_limit_backend is "redis"')
+        if self.bus_backend is BusBackend.REDIS and self.redis_url is None:
+            problems.append('redis_url: required when bus_backend is "redis"')
         if self.refresh_token_ttl_s <= self.access_token_ttl_s:
             problems.append(
                 f"refresh_token_ttl_s ({self.refresh_token_ttl_s}) must be longer than"

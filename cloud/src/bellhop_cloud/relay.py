@@ -17,6 +17,7 @@ from bellhop_cloud.db.reads import DeviceReader, open_device_reader
 from bellhop_cloud.db.store import Store, utcnow
 from bellhop_cloud.errors import ConfigError
 from bellhop_cloud.hotels import Hotel
+from bellhop_cloud.live import LiveEvents
 from bellhop_cloud.metrics import RelayMetrics
 from bellhop_cloud.passwords import Passwords
 from bellhop_cloud.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -35,6 +36,7 @@ class Relay:
     sessions: Sessions
     devices: DeviceReader
     access_cache: AccessCache[tuple[Hotel, Access]]
+    live: LiveEvents
     _lookups: dict[tuple[str, str], asyncio.Future[tuple[Hotel, Access]]] = field(
         default_factory=dict
     )
@@ -65,6 +67,13 @@ class Relay:
             await store.close()
             await limiter.close()
             raise
+        live = LiveEvents.from_config(config)
+        try:
+            await live.start()
+        except BaseException:
+            await store.close()
+            await limiter.close()
+            raise
         metrics = metrics or RelayMetrics()
         sessions = Sessions(store, cache_s=config.session_cache_s)
         accounts = Accounts(
@@ -86,6 +95,7 @@ class Relay:
             sessions,
             open_device_reader(config),
             AccessCache(config.access_cache_s),
+            live,
         )
 
     async def hotel_access(self, user_id: str, hotel_id: str) -> tuple[Hotel, Access]:
@@ -131,6 +141,7 @@ class Relay:
         for pending in list(self._lookups.values()):
             pending.cancel()
         try:
+            await self.live.close()
             await self.limiter.close()
             await self.devices.close()
         finally:

@@ -63,6 +63,7 @@ from bellhop_cloud.bridge.identities import Identities, Identity
 from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.live import LiveEvent, plan_events
 from bellhop_cloud.relay import Relay
 
 __all__ = ["BRIDGE_PATH", "BridgeEndpoint"]
@@ -416,6 +417,7 @@ class BridgeEndpoint:
             # database): ask for the whole picture so the relay ends equal to it.
             link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
+        await self._publish(identity.hotel_id, [_connectivity(identity.gateway_id, "open")])
 
     async def _apply(self, link: _Link, event: BatchReceived, now: float) -> None:
         identity = link.identity
@@ -430,6 +432,7 @@ class BridgeEndpoint:
             await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC), seen=seen)
         if seen:
             link.seen_at = now
+        await self._publish(identity.hotel_id, plan_events(plan))
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
             self.rejected_events += len(plan.rejected)
@@ -498,3 +501,21 @@ class BridgeEndpoint:
             return
         del self._live[identity.gateway_id]
         self.links.closed(identity.gateway_id, reason=link.close_reason, now=datetime.now(UTC))
+        down = [_connectivity(identity.gateway_id, link.close_reason)]
+        task = asyncio.create_task(self._publish(identity.hotel_id, down))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _publish(self, hotel_id: str, events: list[LiveEvent]) -> None:
+        """Tell live watchers; what is applied stays applied if this fails."""
+        if not events:
+            return
+        try:
+            await self.relay.live.publish(hotel_id, events)
+        except Exception:  # watchers miss these (they see a gap on resume); the bridge must not
+            log.warning("bridge: live events of hotel %s not published", hotel_id, exc_info=True)
+
+
+def _connectivity(gateway_id: str, reason: str) -> LiveEvent:
+    up = reason == "open"
+    return LiveEvent("gateway", {"gateway_id": gateway_id, "connected": up, "reason": reason})
