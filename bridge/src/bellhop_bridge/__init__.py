@@ -6,6 +6,7 @@
     relay        `RelayConnection`: check the gateway, take its events; `Dedup`
     events       what a connection tells its driver
     backoff      reconnect delays: capped exponential with full jitter
+    commands     command ids both ends agree on (a fleet's per-device ids)
     errors       `CloseCode` and the error tree
 
 The edge's bridge client and the relay's bridge endpoint are thin asyncio
@@ -13,6 +14,7 @@ drivers over these; the protocol is described in docs/bridge.md.
 """
 
 from bellhop_bridge.backoff import after_restart, full_jitter
+from bellhop_bridge.commands import fleet_command_id
 from bellhop_bridge.connection import Connection, State
 from bellhop_bridge.edge import LANES, EdgeConnection
 from bellhop_bridge.errors import FATAL, BridgeError, CloseCode, ProtocolError
@@ -62,5 +64,6 @@ __all__ = [
     "SnapshotRequested",
     "State",
     "after_restart",
+    "fleet_command_id",
     "full_jitter",
 ]

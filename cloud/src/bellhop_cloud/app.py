@@ -67,6 +67,7 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(Retention(owned.store, config).running())
+                await stack.enter_async_context(owned.downlink.running())
                 if config.bridge_enabled:
                     endpoint = BridgeEndpoint(owned)
                     host = config.bridge_host or config.host

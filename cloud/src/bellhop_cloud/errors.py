@@ -136,6 +136,22 @@ class LastOwner(Conflict):
     title = "An organisation keeps at least one owner"
 
 
+class GatewayOffline(Conflict):
+    code = "gateway_offline"
+    title = "The hotel's gateway is not connected"
+
+
+class CommandIdReused(Conflict):
+    code = "command_id_reused"
+    title = "The command id was used for another command"
+
+
+class CommandTimedOut(RelayError):
+    status = 504
+    code = "command_timed_out"
+    title = "No result within the time waited"
+
+
 class FieldError(TypedDict):
     """Where in the request a problem is (`["body", "name"]`) and what, never the value."""
 

@@ -12,6 +12,8 @@ from bellhop_cloud.accounts import Accounts
 from bellhop_cloud.auth.keys import load_or_create_signing_key
 from bellhop_cloud.auth.sessions import Sessions
 from bellhop_cloud.auth.tokens import AccessTokens
+from bellhop_cloud.bridge.downlink import Downlink
+from bellhop_cloud.bus import Bus, bus_for
 from bellhop_cloud.config import RateLimitBackend, RelayConfig
 from bellhop_cloud.db.reads import DeviceReader, open_device_reader
 from bellhop_cloud.db.store import Store, utcnow
@@ -37,6 +39,8 @@ class Relay:
     devices: DeviceReader
     access_cache: AccessCache[tuple[Hotel, Access]]
     live: LiveEvents
+    bus: Bus
+    downlink: Downlink
     _lookups: dict[tuple[str, str], asyncio.Future[tuple[Hotel, Access]]] = field(
         default_factory=dict
     )
@@ -68,9 +72,14 @@ class Relay:
             await limiter.close()
             raise
         live = LiveEvents.from_config(config)
+        bus = bus_for(config)
+        downlink = Downlink(store, bus)  # its handlers are on the bus before it starts
         try:
             await live.start()
+            await bus.start()
         except BaseException:
+            await live.close()
+            await bus.close()
             await store.close()
             await limiter.close()
             raise
@@ -96,6 +105,8 @@ class Relay:
             open_device_reader(config),
             AccessCache(config.access_cache_s),
             live,
+            bus,
+            downlink,
         )
 
     async def hotel_access(self, user_id: str, hotel_id: str) -> tuple[Hotel, Access]:
@@ -142,6 +153,7 @@ class Relay:
             pending.cancel()
         try:
             await self.live.close()
+            await self.bus.close()
             await self.limiter.close()
             await self.devices.close()
         finally:

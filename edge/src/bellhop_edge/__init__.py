@@ -29,7 +29,8 @@ from bellhop_edge.errors import (
 )
 
 if TYPE_CHECKING:
-    from bellhop_edge.gateway import Gateway, run
+    from bellhop_edge.gateway import Gateway
+    from bellhop_edge.service import run
 
 __all__ = [
     "AuthError",
@@ -50,8 +51,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in {"Gateway", "run"}:
+    if name == "Gateway":
         from bellhop_edge import gateway
 
-        return getattr(gateway, name)
+        return gateway.Gateway
+    if name == "run":
+        from bellhop_edge import service
+
+        return service.run
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import signal
 import sqlite3
 from collections.abc import Coroutine, Iterable, Iterator
 from types import TracebackType
@@ -56,7 +54,7 @@ from bellhop_edge.errors import EdgeError, InvalidRequest
 from bellhop_edge.mqtt import MqttLink
 from bellhop_edge.store import EdgeStore, StoreWriter, Synchronous, WriterReport
 
-__all__ = ["Gateway", "run"]
+__all__ = ["Gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +158,12 @@ class Gateway:
         )
         self._server, self.api_port = await start_server(self, config.api, authenticator(config))
         self.bridge = bridge_for(
-            config, store=self.store, writer=self.writer, hotel=self.hotel, alerts=alerts
+            config,
+            store=self.store,
+            writer=self.writer,
+            hotel=self.hotel,
+            alerts=alerts,
+            control=self,
         )
         if self.bridge is not None:
             self._spawn(self.bridge.run(), "bridge")
@@ -447,8 +450,12 @@ class Gateway:
     def list_alerts(self, states: list[AlertState], room_id: str | None, limit: int) -> list[Alert]:
         return self.store.list_alerts(states=states or None, room_id=room_id, limit=limit)
 
-    def acknowledge_alert(self, alert_id: str, *, by: str, note: str) -> Alert:
-        effects = self.ingest.acknowledge_alert(alert_id, by=by, note=note, now=now_ms())
+    def acknowledge_alert(
+        self, alert_id: str, *, by: str, note: str, at: int | None = None
+    ) -> Alert:
+        """`at`: when it was acknowledged, if not now (through the cloud: the relay's time)."""
+        now = now_ms() if at is None else at
+        effects = self.ingest.acknowledge_alert(alert_id, by=by, note=note, now=now)
         (alert,) = effects.alerts
         self._carry_out(effects)
         return alert
@@ -477,21 +484,3 @@ class Gateway:
             started_at=self.started_at,
             **(bridge.summary() if bridge else {"cloud_bridge": self._no_bridge()}),
         )
-
-
-async def run(config: EdgeConfig) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then stop it cleanly (see `Gateway.close`)."""
-    loop = asyncio.get_running_loop()
-    async with Gateway(config) as gateway:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gateway.request_stop)
-        try:
-            # Start-up objects (config, registry, protobuf descriptors) live for the
-            # whole run: keep them out of the collector's way (fewer, shorter pauses).
-            gc.collect()
-            gc.freeze()
-            await gateway.wait_stop_requested()
-            log.info("stopping: committing and acknowledging what was accepted")
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)

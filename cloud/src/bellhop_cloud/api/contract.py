@@ -38,6 +38,7 @@ DESCRIPTIONS = {
     429: "Too many attempts; see Retry-After",
     500: "The relay failed; the answer names the reference it is logged under",
     503: "A dependency (the database, the rate limiter) is unavailable",
+    504: "The gateway did not answer within the time the caller chose to wait",
 }
 # What api/boundary.py refuses in any text, as JSON Schema says it.
 NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"

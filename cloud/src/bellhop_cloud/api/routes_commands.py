@@ -1,9 +1,360 @@
-"""Remote commands: sent down a hotel's bridge, waited for or queued."""
+"""Remote control: commands to a device or a fleet, and acknowledging alerts.
+
+A command goes down the hotel's bridge and runs on the edge's own command path
+(the same deadline, expiry and at-most-once rules as on the hotel LAN). The
+caller chooses: `mode=wait` answers with the result (504 past `timeout_s`, 409
+when the gateway is not connected), `mode=queue` answers 202 at once with a
+command resource to poll (or follow on the event stream); a queued command is
+delivered when the gateway connects and never after `ttl_s`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
+from bellhop_bridge import fleet_command_id
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+
+from bellhop_cloud import remote
 from bellhop_cloud.api.boundary import BoundaryRoute
+from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
+from bellhop_cloud.api.problems import responses
+from bellhop_cloud.db.schema import alerts, devices, rooms
+from bellhop_cloud.errors import CommandTimedOut, Conflict, Forbidden, NotFound
+from bellhop_cloud.hotels import Hotel
+from bellhop_cloud.orgs import require
+from bellhop_cloud.rbac.permissions import Access, Permission
+from bellhop_cloud.relay import Relay
 
 router = APIRouter(tags=["commands"], route_class=BoundaryRoute)
+SEND = access_rule(Audience.HOTEL, Permission.SEND_COMMANDS)
+READ = access_rule(Audience.HOTEL, Permission.READ_STATE)
+ACK = access_rule(Audience.HOTEL, Permission.ACKNOWLEDGE_ALERTS)
+MAX_FLEET = 5000
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+FleetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$")]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+RoomId = Annotated[str, StringConstraints(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]{1,64}$")]
+Text = Annotated[str, StringConstraints(max_length=200)]
+Value = StrictBool | StrictInt | Annotated[float, Field(allow_inf_nan=False)] | Text | None
+
+
+class _Send(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    params: dict[Name, Value] = Field(
+        default_factory=dict,
+        max_length=32,
+        # Keys are names: said so in the schema too, not only by `patternProperties`.
+        json_schema_extra={"additionalProperties": False},
+    )
+    mode: Literal["wait", "queue"] = Field(
+        default="wait", description="wait for the result, or queue it (202) and poll"
+    )
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="how long the device may take to answer"
+    )
+    ttl_s: float = Field(
+        default=60.0, ge=1, le=7 * 86_400, description="never delivered after this long"
+    )
+
+
+class CommandIn(_Send):
+    command_id: CommandId | None = Field(
+        default=None, description="the idempotency key on every path; default: a new one"
+    )
+
+
+class TargetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    room_ids: list[RoomId] = Field(default_factory=list, max_length=2000)
+    floors: list[Annotated[int, Field(ge=-100, le=1000)]] = Field(
+        default_factory=list, max_length=200
+    )
+    kinds: list[Name] = Field(default_factory=list, max_length=20)
+    device_ids: list[DeviceId] = Field(default_factory=list, max_length=MAX_FLEET)
+    all_devices: bool = False
+
+
+class FleetIn(_Send):
+    fleet_id: FleetId | None = Field(
+        default=None, description="each device's command id derives from it; retries dedup"
+    )
+    target: TargetIn
+
+
+class CommandOut(BaseModel):
+    command_id: str
+    device_id: str
+    name: str
+    state: str = Field(description="queued, sent, succeeded, failed, timed_out or expired")
+    result: dict[str, Any] | None
+    error: str | None
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    completed_at: datetime | None
+
+
+class FleetOut(BaseModel):
+    fleet_id: str
+    targeted: int
+    states: dict[str, int]
+    commands: list[CommandOut]
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=500)
+
+
+class AckOut(BaseModel):
+    alert_id: str
+    outcome: Literal["acknowledged", "queued", "already_acknowledged", "already_cleared"]
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _out(s: remote.CommandStatus) -> CommandOut:
+    return CommandOut(
+        command_id=s.command_id,
+        device_id=s.device_id,
+        name=s.name,
+        state=s.state,
+        result=s.result,
+        error=s.error,
+        requested_by=s.requested_by,
+        requested_at=_at(s.requested_at),
+        expires_at=_at(s.expires_at),
+        completed_at=None if s.completed_at is None else _at(s.completed_at),
+    )
+
+
+def _limits(relay: Relay, body: _Send) -> tuple[float, float]:
+    """The time to wait and the time to live, within this relay's own limits (a caller
+    asking for more gets the limit; the answer's `expires_at` says what was kept)."""
+    config = relay.config
+    return min(body.timeout_s, config.command_wait_max_s), min(
+        body.ttl_s, config.command_queue_max_s
+    )
+
+
+async def _hotel(relay: Relay, user_id: str, hotel_id: str) -> tuple[Hotel, Access]:
+    hotel, found = await relay.hotel_access(user_id, hotel_id)
+    return hotel, found
+
+
+@router.post(
+    "/v1/hotels/{hotel_id}/devices/{device_id}/commands",
+    responses={
+        202: {"model": CommandOut, "description": "Queued; poll the command"},
+        **responses(401, 403, 404, 409, 422, 504),
+    },
+    openapi_extra=SEND,
+)
+async def send_command(
+    hotel_id: str,
+    device_id: str,
+    *,
+    body: CommandIn,
+    relay: RelayDep,
+    who: CallerDep,
+    response: Response,
+) -> CommandOut:
+    """Send one command to a device; see the module's description for the modes."""
+    timeout_s, ttl_s = _limits(relay, body)
+    hotel, found = await _hotel(relay, who.user_id, hotel_id)
+    async with relay.store.read() as conn:
+        room = (
+            await conn.execute(
+                sa.select(devices.c.room_id).where(
+                    devices.c.hotel_id == hotel_id, devices.c.device_id == device_id
+                )
+            )
+        ).first()
+    visible = found.visible_rooms(hotel_id)
+    if room is None or (visible is not None and room[0] not in visible):
+        raise NotFound("no such device")
+    if not found.can(Permission.SEND_COMMANDS, hotel_id=hotel_id, room_id=room[0]):
+        raise Forbidden(f"needs {Permission.SEND_COMMANDS.value}")
+    request = remote.CommandRequest(
+        body.command_id or uuid.uuid4().hex, device_id, body.name, body.params
+    )
+    queue = body.mode == "queue"
+    (status,) = await remote.send_commands(
+        relay,
+        hotel,
+        who.user_id,
+        [request],
+        queue=queue,
+        ttl_s=ttl_s,
+        timeout_s=timeout_s,
+        wait_s=0 if queue else timeout_s + 1.0,
+    )
+    if queue and not status.finished:
+        response.status_code = 202
+        response.headers["Location"] = f"/v1/hotels/{hotel_id}/commands/{status.command_id}"
+    elif not status.finished:
+        raise CommandTimedOut(
+            f"no result within {timeout_s:g} s; the command may still run until its"
+            f" expiry: follow /v1/hotels/{hotel_id}/commands/{status.command_id}"
+        )
+    return _out(status)
+
+
+@router.post(
+    "/v1/hotels/{hotel_id}/commands",
+    responses={
+        202: {"model": FleetOut, "description": "Queued; poll each command"},
+        **responses(401, 403, 404, 409, 422),
+    },
+    openapi_extra=SEND,
+)
+async def send_fleet(
+    hotel_id: str, body: FleetIn, relay: RelayDep, who: CallerDep, response: Response
+) -> FleetOut:
+    """One command to every device the target selects (rooms, floors, kinds, ids, or all),
+    each with its own id derived from `fleet_id`: a retried fleet runs once per device."""
+    timeout_s, ttl_s = _limits(relay, body)
+    hotel, found = await _hotel(relay, who.user_id, hotel_id)
+    require(found, Permission.READ_STATE, hotel_id=hotel_id)
+    chosen = await _select(relay, hotel_id, body.target, found)
+    if not chosen:
+        raise NotFound("the target matches no device")
+    fleet_id = body.fleet_id or uuid.uuid4().hex
+    requests = [
+        remote.CommandRequest(fleet_command_id(fleet_id, d), d, body.name, body.params)
+        for d in chosen
+    ]
+    queue = body.mode == "queue"
+    statuses = await remote.send_commands(
+        relay,
+        hotel,
+        who.user_id,
+        requests,
+        queue=queue,
+        ttl_s=ttl_s,
+        timeout_s=timeout_s,
+        wait_s=0 if queue else timeout_s + 1.0,
+        fleet_id=fleet_id,
+    )
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    if not all(s.finished for s in statuses):
+        response.status_code = 202
+    return FleetOut(
+        fleet_id=fleet_id,
+        targeted=len(statuses),
+        states=counts,
+        commands=[_out(s) for s in statuses],
+    )
+
+
+async def _select(relay: Relay, hotel_id: str, target: TargetIn, found: Access) -> list[str]:
+    """The devices the target names that the caller may command, in id order."""
+    if not (
+        target.all_devices or target.room_ids or target.floors or target.kinds or target.device_ids
+    ):
+        return []  # a target that names nothing matches nothing
+    query = sa.select(devices.c.device_id, devices.c.room_id).where(devices.c.hotel_id == hotel_id)
+    if target.device_ids:
+        query = query.where(devices.c.device_id.in_(target.device_ids))
+    if target.room_ids:
+        query = query.where(devices.c.room_id.in_(target.room_ids))
+    if target.kinds:
+        query = query.where(devices.c.kind.in_(target.kinds))
+    async with relay.store.read() as conn:
+        if target.floors:
+            floor_rooms = sa.select(rooms.c.room_id).where(
+                rooms.c.hotel_id == hotel_id, rooms.c.floor.in_(target.floors)
+            )
+            query = query.where(devices.c.room_id.in_(floor_rooms))
+        rows = (await conn.execute(query.order_by(devices.c.device_id).limit(MAX_FLEET + 1))).all()
+    if len(rows) > MAX_FLEET:
+        raise Conflict(f"the target matches more than {MAX_FLEET} devices; send smaller fleets")
+    allowed = [
+        d
+        for d, room in rows
+        if found.can(Permission.SEND_COMMANDS, hotel_id=hotel_id, room_id=room)
+    ]
+    if rows and not allowed:
+        raise Forbidden(f"needs {Permission.SEND_COMMANDS.value}")
+    return allowed
+
+
+@router.get(
+    "/v1/hotels/{hotel_id}/commands/{command_id}",
+    responses=responses(401, 404, 422),
+    openapi_extra=READ,
+)
+async def get_command(
+    hotel_id: str, command_id: str, relay: RelayDep, who: CallerDep
+) -> CommandOut:
+    """Where a command sent through the cloud stands, and its result once there is one."""
+    _, found = await _hotel(relay, who.user_id, hotel_id)
+    status = await remote.command_status(relay, hotel_id, command_id)
+    async with relay.store.read() as conn:
+        room = (
+            await conn.execute(
+                sa.select(devices.c.room_id).where(
+                    devices.c.hotel_id == hotel_id, devices.c.device_id == status.device_id
+                )
+            )
+        ).scalar()
+    visible = found.visible_rooms(hotel_id)
+    if visible is not None and room not in visible:
+        raise NotFound("no such command")
+    return _out(status)
+
+
+@router.post(
+    "/v1/hotels/{hotel_id}/alerts/{alert_id}/acknowledge",
+    responses={
+        202: {"model": AckOut, "description": "Queued for the gateway"},
+        **responses(401, 403, 404, 422),
+    },
+    openapi_extra=ACK,
+)
+async def acknowledge_alert(
+    hotel_id: str,
+    alert_id: str,
+    *,
+    body: AckIn,
+    relay: RelayDep,
+    who: CallerDep,
+    response: Response,
+) -> AckOut:
+    """Acknowledge an alert on the hotel's gateway, with the same id, who and when on both
+    sides. Acknowledging an acknowledged or cleared alert is harmless and says so."""
+    hotel, found = await _hotel(relay, who.user_id, hotel_id)
+    async with relay.store.read() as conn:
+        alert = (
+            await conn.execute(
+                sa.select(alerts).where(
+                    alerts.c.hotel_id == hotel_id, alerts.c.alert_id == alert_id
+                )
+            )
+        ).first()
+    visible = found.visible_rooms(hotel_id)
+    if alert is None or (visible is not None and alert.room_id not in visible):
+        raise NotFound("no such alert")
+    if not found.can(Permission.ACKNOWLEDGE_ALERTS, hotel_id=hotel_id, room_id=alert.room_id):
+        raise Forbidden(f"needs {Permission.ACKNOWLEDGE_ALERTS.value}")
+    outcome = await remote.acknowledge(
+        relay, hotel, who.user_id, alert, body.note, ttl_s=relay.config.command_queue_max_s
+    )
+    if outcome == "queued":
+        response.status_code = 202
+    return AckOut(alert_id=alert_id, outcome=outcome)  # type: ignore[arg-type]

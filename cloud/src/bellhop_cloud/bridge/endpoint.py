@@ -29,16 +29,18 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Final
 
+from bellhop.bridge.v1 import bridge_pb2
 from bellhop_bridge import (
     LANES,
     BatchReceived,
     CloseCode,
     Closed,
+    CommandResultReceived,
     Dedup,
     Event,
     HeartbeatReceived,
@@ -56,12 +58,12 @@ from websockets.frames import CloseCode as CloseStatus
 from websockets.http11 import Request, Response
 from websockets.protocol import State as SocketState
 
-from bellhop_cloud import enrolment
-from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge import revocations, sync
 from bellhop_cloud.bridge.admission import Admission
-from bellhop_cloud.bridge.identities import Identities, Identity
+from bellhop_cloud.bridge.identities import Identities
 from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.bridge.session import Link, who
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.live import LiveEvent, plan_events
 from bellhop_cloud.relay import Relay
@@ -94,37 +96,6 @@ CLOSE_ALL_S: Final = 5.0
 CLOSE_ONE_S: Final = 5.0
 
 
-class _Link:
-    """One gateway's connection on this node, from its WebSocket's opening."""
-
-    __slots__ = (
-        "admitted",
-        "close_reason",
-        "conn",
-        "heard_at",
-        "held",
-        "identity",
-        "lock",
-        "seen_at",
-        "ws",
-    )
-
-    def __init__(self, ws: ServerConnection, conn: RelayConnection) -> None:
-        self.ws = ws
-        self.conn = conn
-        self.identity: Identity | None = None
-        self.heard_at = 0.0
-        self.seen_at = float("-inf")
-        self.close_reason = "closed"
-        self.admitted = False  # holds one of the Admission's slots
-        self.held: list[Event] = []  # read before its handshake's turn, handled at it
-        self.lock = asyncio.Lock()  # frames leave in the order they were made
-
-
-def _who(link: _Link) -> str:
-    return link.identity.gateway_id if link.identity is not None else "an unidentified gateway"
-
-
 class BridgeEndpoint:
     def __init__(
         self,
@@ -137,8 +108,9 @@ class BridgeEndpoint:
         self.relay = relay
         self._config = config or relay.config
         self.close_within_s = close_within_s
-        self._live: dict[str, _Link] = {}  # open bridges, by gateway
-        self._conns: set[_Link] = set()  # every connection, in its handshake or open
+        self._live: dict[str, Link] = {}  # open bridges, by gateway
+        self._hotels: dict[str, Link] = {}  # the latest open bridge of each hotel
+        self._conns: set[Link] = set()  # every connection, in its handshake or open
         self._closing: set[asyncio.Task[None]] = set()
         self.admission = Admission(handshakes)
         self.links = Links(relay.store)
@@ -147,6 +119,7 @@ class BridgeEndpoint:
         self.rejected_events = 0
         self.snapshots = 0
         self.closes: dict[str, int] = {}
+        relay.downlink.attach(self._send_down, self._hotels.keys)
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[Server]:
@@ -210,13 +183,13 @@ class BridgeEndpoint:
             task.cancel()
         await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def _say_goodbye(self, link: _Link) -> None:
+    async def _say_goodbye(self, link: Link) -> None:
         """Send what the closed connection has left to say (its Error frame), then close."""
         with contextlib.suppress(TimeoutError, ConnectionClosed, OSError):
             await self._flush(link)
             await link.ws.close()
 
-    async def _leave(self, link: _Link) -> None:
+    async def _leave(self, link: Link) -> None:
         """On the way out: the Error frame, then the socket closes once it is written,
         without waiting for each gateway's close frame (10,000 close handshakes with
         gateways busy reconnecting took longer than the relay's CPU for them)."""
@@ -224,7 +197,7 @@ class BridgeEndpoint:
             await self._flush(link)
         link.ws.transport.close()
 
-    def _end(self, link: _Link, code: CloseCode, message: str) -> None:
+    def _end(self, link: Link, code: CloseCode, message: str) -> None:
         """Close a connection another task serves, without waiting for its close handshake
         (a dead link would hold the caller for the close timeout)."""
         link.conn.close(code, message)
@@ -252,7 +225,7 @@ class BridgeEndpoint:
             heartbeat_interval_s=self._config.bridge_heartbeat_s,
             handshake_timeout_s=self._config.bridge_handshake_timeout_s,
         )
-        link = _Link(ws, conn)
+        link = Link(ws, conn)
         self._conns.add(link)
         try:
             if await self._await_hello(link) and await self._admit(link):
@@ -264,7 +237,7 @@ class BridgeEndpoint:
             self._conns.discard(link)
             self._closed(link)
 
-    async def _await_hello(self, link: _Link) -> bool:
+    async def _await_hello(self, link: Link) -> bool:
         """Read until the gateway's Hello, holding no handshake slot: a socket that says
         nothing (or garbage) costs the relay a little memory until its handshake
         deadline, never one of the slots gateways with a Hello wait for."""
@@ -279,7 +252,7 @@ class BridgeEndpoint:
             await self._flush(link)
         return False
 
-    async def _receive(self, link: _Link) -> None:
+    async def _receive(self, link: Link) -> None:
         """Feed the connection the next frame, or the passing of its next deadline."""
         ws, conn, loop = link.ws, link.conn, asyncio.get_running_loop()
         try:
@@ -298,7 +271,7 @@ class BridgeEndpoint:
             else:
                 conn.receive_data(data, loop.time())
 
-    async def _admit(self, link: _Link) -> bool:
+    async def _admit(self, link: Link) -> bool:
         """Wait for a handshake slot, within the handshake's deadline.
 
         False when the connection ended meanwhile: timed out (`handshake_timeout`),
@@ -324,7 +297,7 @@ class BridgeEndpoint:
             await self._flush(link)
         return False
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: Link) -> None:
         conn = link.conn
         first = True  # the Hello read before the handshake's turn is handled first
         while not conn.closed or first:
@@ -341,7 +314,7 @@ class BridgeEndpoint:
                 conn.connection_lost("the gateway stopped reading")
                 await self._drain(link)
 
-    async def _drain(self, link: _Link) -> None:
+    async def _drain(self, link: Link) -> None:
         """Handle what the connection reported, including what handling it made it report."""
         conn, loop = link.conn, asyncio.get_running_loop()
         while events := link.held or conn.events_received():
@@ -351,14 +324,14 @@ class BridgeEndpoint:
                     await self._on(link, event, loop.time())
             except SQLAlchemyError:
                 # Nothing of the batch is acknowledged, so the edge sends it again.
-                log.exception("bridge of %s: the database refused", _who(link))
+                log.exception("bridge of %s: the database refused", who(link))
                 conn.close(CloseCode.INTERNAL, "the relay could not store this; try again")
             except Exception:  # a bug here must cost one bridge a reconnect, never the node
-                log.exception("bridge of %s: unexpected error", _who(link))
+                log.exception("bridge of %s: unexpected error", who(link))
                 self.closes["unexpected_error"] = self.closes.get("unexpected_error", 0) + 1
                 conn.close(CloseCode.INTERNAL, "the relay failed; try again")
 
-    async def _on(self, link: _Link, event: Event, now: float) -> None:
+    async def _on(self, link: Link, event: Event, now: float) -> None:
         conn = link.conn
         if isinstance(event, HelloReceived):
             identity = await self.identities.get(event.gateway_id)
@@ -379,6 +352,9 @@ class BridgeEndpoint:
             await self._heard(link, event, now)
         elif isinstance(event, SnapshotReceived):
             await self._snapshot(link, event)
+        elif isinstance(event, CommandResultReceived) and link.identity is not None:
+            # Straight from the gateway; its outbox brings the same result durably.
+            await self.relay.downlink.received(link.identity.hotel_id, event.result)
         elif isinstance(event, Closed):
             name = event.code.value
             self.closes[name] = self.closes.get(name, 0) + 1
@@ -388,9 +364,9 @@ class BridgeEndpoint:
             dropped = event.by_peer and event.code is CloseCode.CONNECTION_LOST
             leaving = not event.by_peer and event.code is CloseCode.SHUTTING_DOWN
             if not (dropped or leaving):
-                log.info("bridge of %s closed: %s (%s)", _who(link), name, event.message)
+                log.info("bridge of %s closed: %s (%s)", who(link), name, event.message)
 
-    async def _proved(self, link: _Link, event: ProofReceived, now: float) -> None:
+    async def _proved(self, link: Link, event: ProofReceived, now: float) -> None:
         identity = link.identity
         assert identity is not None
         if not identity.verify(event.message, event.signature):
@@ -412,6 +388,8 @@ class BridgeEndpoint:
         # The lanes as they were at the Hello: a batch of an older connection applied
         # since is sent again by the gateway and skipped here as a repeat.
         link.conn.welcome(identity.lanes or {}, now)
+        self._hotels[identity.hotel_id] = link
+        self.relay.downlink.opened(identity.hotel_id)
         if identity.lanes is None:
             # No record of this gateway here (first connection, or a restored
             # database): ask for the whole picture so the relay ends equal to it.
@@ -419,7 +397,7 @@ class BridgeEndpoint:
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
         await self._publish(identity.hotel_id, [_connectivity(identity.gateway_id, "open")])
 
-    async def _apply(self, link: _Link, event: BatchReceived, now: float) -> None:
+    async def _apply(self, link: Link, event: BatchReceived, now: float) -> None:
         identity = link.identity
         assert identity is not None
         async with self.relay.store.write() as db:
@@ -433,6 +411,7 @@ class BridgeEndpoint:
         if seen:
             link.seen_at = now
         await self._publish(identity.hotel_id, plan_events(plan))
+        await self.relay.downlink.finished(identity.hotel_id, list(plan.commands))
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
             self.rejected_events += len(plan.rejected)
@@ -447,7 +426,7 @@ class BridgeEndpoint:
             if seqs:
                 link.conn.ack(lane, max(seqs), now)
 
-    async def _heard(self, link: _Link, event: HeartbeatReceived, now: float) -> None:
+    async def _heard(self, link: Link, event: HeartbeatReceived, now: float) -> None:
         identity = link.identity
         if identity is None or now - link.heard_at < HEARD_EVERY_S:
             return
@@ -459,7 +438,7 @@ class BridgeEndpoint:
             now=datetime.now(UTC),
         )
 
-    async def _snapshot(self, link: _Link, event: SnapshotReceived) -> None:
+    async def _snapshot(self, link: Link, event: SnapshotReceived) -> None:
         identity = link.identity
         assert identity is not None
         async with self.relay.store.write() as db:
@@ -467,39 +446,51 @@ class BridgeEndpoint:
         self.snapshots += 1
         log.info("gateway %s: snapshot applied", identity.gateway_id)
 
+    async def _send_down(self, hotel_id: str, frames: Sequence[bridge_pb2.Frame]) -> bool:
+        """Send the downlink's frames on this node's bridge of `hotel_id`, if it holds one."""
+        link = self._hotels.get(hotel_id)
+        if link is None or link.conn.state is not State.OPEN:
+            return False
+        now = asyncio.get_running_loop().time()
+        for frame in frames:
+            if frame.HasField("command"):
+                link.conn.send_command(frame.command, now)
+            else:
+                link.conn.acknowledge_alert(frame.alert_acknowledgement, now)
+        try:
+            await self._flush(link)
+        except (TimeoutError, ConnectionClosed):
+            return False  # not marked sent: the next bridge of the hotel gets them
+        return True
+
     async def _watch_revocations(self) -> None:
-        """Cut live bridges within `bridge_revocation_check_s` of their gateway's revocation.
+        """Cut live bridges within `bridge_revocation_check_s` of their gateway's revocation."""
+        await revocations.watch(
+            self.relay.store,
+            self._config.bridge_revocation_check_s,
+            live=lambda: list(self._live),
+            cut=self._cut,
+        )
 
-        One query per interval for the whole node, whatever the number of bridges.
-        """
-        every = self._config.bridge_revocation_check_s
-        while True:
-            await asyncio.sleep(every)
-            live = [gateway_id for gateway_id in self._live]
-            if not live:
-                continue
-            try:
-                revoked = await enrolment.revoked_among(self.relay.store, live)
-            except Exception:  # the database is away: the watcher must outlive it
-                log.warning("bridge: cannot check revocations now", exc_info=True)
-                continue
-            for gateway_id in revoked:
-                link = self._live.get(gateway_id)
-                if link is not None:
-                    self._end(link, CloseCode.REVOKED, "this gateway was revoked")
+    def _cut(self, gateway_id: str) -> None:
+        link = self._live.get(gateway_id)
+        if link is not None:
+            self._end(link, CloseCode.REVOKED, "this gateway was revoked")
 
-    async def _flush(self, link: _Link) -> None:
+    async def _flush(self, link: Link) -> None:
         # A peer that stops reading fills the socket's buffer; a send that cannot
         # finish within a heartbeat interval means the link is dead.
         async with link.lock, asyncio.timeout(self._config.bridge_heartbeat_s * 3):
             for data in link.conn.data_to_send():
                 await link.ws.send(data)
 
-    def _closed(self, link: _Link) -> None:
+    def _closed(self, link: Link) -> None:
         identity = link.identity
         if identity is None or self._live.get(identity.gateway_id) is not link:
             return
         del self._live[identity.gateway_id]
+        if self._hotels.get(identity.hotel_id) is link:
+            del self._hotels[identity.hotel_id]
         self.links.closed(identity.gateway_id, reason=link.close_reason, now=datetime.now(UTC))
         down = [_connectivity(identity.gateway_id, link.close_reason)]
         task = asyncio.create_task(self._publish(identity.hotel_id, down))

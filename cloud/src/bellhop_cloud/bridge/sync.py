@@ -24,6 +24,7 @@ from bellhop_cloud.db.schema import (
     desired_states,
     device_events,
     devices,
+    downlink,
     gateway_links,
     gateways,
     hotels,
@@ -31,7 +32,7 @@ from bellhop_cloud.db.schema import (
 )
 from bellhop_cloud.hotels import Room, upsert_rooms
 
-__all__ = ["BULK", "PRIORITY", "apply", "apply_snapshot", "lanes"]
+__all__ = ["BULK", "PRIORITY", "answered", "apply", "apply_snapshot", "lanes", "results"]
 
 BULK, PRIORITY = int(bridge_pb2.LANE_BULK), int(bridge_pb2.LANE_PRIORITY)
 
@@ -162,6 +163,32 @@ async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
     for table, key, rows in latest:
         if rows:
             await _replace(conn, table, key, list(rows.values()))
+    await answered(conn, plan)
+
+
+async def results(conn: AsyncConnection, plan: Plan) -> None:
+    """Store command results that came outside the outbox (a gateway's direct answer)."""
+    key = [command_results.c.hotel_id, command_results.c.command_id]
+    if plan.commands:
+        await _replace(conn, command_results, key, list(plan.commands.values()))
+    await answered(conn, plan)
+
+
+async def answered(conn: AsyncConnection, plan: Plan) -> None:
+    """What the relay sent down is done once the edge's answer is stored: a command's
+    result, an alert acknowledged (or cleared) on the edge."""
+    done = list(plan.commands)
+    done += [
+        f"ack:{alert_id}"
+        for alert_id, row in plan.alerts.items()
+        if row["state"] in ("acknowledged", "cleared")
+    ]
+    if done:
+        await conn.execute(
+            downlink.update()
+            .where(downlink.c.hotel_id == plan.hotel_id, downlink.c.item_id.in_(done))
+            .values(state="done")
+        )
 
 
 async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime) -> None:

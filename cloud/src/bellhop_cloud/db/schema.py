@@ -320,6 +320,25 @@ command_results = sa.Table(
     sa.Column("completed_at", MILLIS),
 )
 
+# What the relay must tell a hotel's gateway (remote commands, alert acknowledgements),
+# kept until the gateway has it and it is done, or until it expires (docs/remote-control.md).
+downlink = sa.Table(
+    "downlink",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("item_id", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("device_id", sa.String(64)),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("requested_by", ID, nullable=False),
+    sa.Column("requested_at", MILLIS, nullable=False),
+    sa.Column("expires_at", MILLIS, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("sent_at", MILLIS),
+    sa.Column("sends", sa.Integer, nullable=False),
+    sa.Index("ix_downlink_state_hotel_id", "state", "hotel_id"),
+)
+
 # What an edge had to drop before it could send it: never a silent hole.
 sync_gaps = sa.Table(
     "sync_gaps",

@@ -36,6 +36,7 @@ from bellhop_bridge import (
     Event,
     Opened,
     SnapshotRequested,
+    State,
     after_restart,
     full_jitter,
 )
@@ -46,6 +47,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from bellhop_edge.bridge.identity import Identity
 from bellhop_edge.bridge.mark import SentMark
+from bellhop_edge.bridge.remote import Control, RemoteControl
 from bellhop_edge.bridge.snapshot import snapshot
 from bellhop_edge.config import BridgeConfig, EdgeConfig
 from bellhop_edge.core.alerts import AlertBook
@@ -94,7 +96,7 @@ class BridgeClient:
         writer: StoreWriter,
         snapshot: Callable[[str], bridge_pb2.Snapshot],
         config: BridgeConfig,
-        on_alert_ack: Callable[[bridge_pb2.AlertAcknowledgement], None] | None = None,
+        remote: RemoteControl | None = None,
         mark: SentMark,
         delays: Callable[[], Iterator[float]] | None = None,
     ) -> None:
@@ -104,7 +106,9 @@ class BridgeClient:
         self._writer = writer
         self._snapshot = snapshot
         self._config = config
-        self._on_alert_ack = on_alert_ack
+        self.remote = remote
+        # The open connection, for answers that finish after the frame that asked.
+        self._current: tuple[ClientConnection, EdgeConnection] | None = None
         self._delays = delays or (
             lambda: full_jitter(config.reconnect_min_s, config.reconnect_max_s)
         )
@@ -132,6 +136,13 @@ class BridgeClient:
 
     async def run(self) -> None:
         """Connect, stream, reconnect; returns when cancelled or refused for good."""
+        try:
+            await self._run()
+        finally:
+            if self.remote is not None:
+                await self.remote.close()
+
+    async def _run(self) -> None:
         await self._check_restored()
         delays = self._delays()
         while True:
@@ -256,6 +267,7 @@ class BridgeClient:
                 for event in conn.events_received():
                     if isinstance(event, Opened):
                         opened = True
+                        self._current = (ws, conn)
                         await self._opened(event, conn, loop.time())
                         sender = asyncio.create_task(
                             self._stream(ws, conn, dict(event.last_acked)), name="bridge-stream"
@@ -271,6 +283,7 @@ class BridgeClient:
                 if isinstance(event, Closed):
                     closed = event
         finally:
+            self._current = None
             if sender is not None:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
@@ -334,17 +347,29 @@ class BridgeClient:
         elif isinstance(event, SnapshotRequested):
             self._send_snapshot(conn, event.request_id, now)
         elif isinstance(event, AlertAcknowledged):
-            if self._on_alert_ack is not None:
-                self._on_alert_ack(event.acknowledgement)
+            if self.remote is not None:
+                self.remote.acknowledge(event.acknowledgement)
         elif isinstance(event, CommandReceived):
-            # Remote commands are not executed by this gateway version: say so at once.
-            command = event.command.command
-            result = bridge_pb2.RemoteCommandResult()
-            result.result.command_id = command.command_id
-            result.result.device_id = command.device_id
-            result.result.status = common_pb2.COMMAND_STATUS_FAILED
-            result.result.error = "remote commands are not supported by this gateway"
-            conn.send_command_result(result, now)
+            if self.remote is not None:
+                self.remote.command(event.command, self._reply)
+            else:
+                result = bridge_pb2.RemoteCommandResult()
+                result.result.command_id = event.command.command.command_id[:64]
+                result.result.status = common_pb2.COMMAND_STATUS_FAILED
+                result.result.error = "remote control is off on this gateway"
+                conn.send_command_result(result, now)
+
+    async def _reply(self, result: bridge_pb2.RemoteCommandResult) -> None:
+        """A remote command's result, on the bridge if it is open; otherwise the outbox
+        brings it (and the relay asks again after reconnecting)."""
+        if self._current is None:
+            return
+        ws, conn = self._current
+        if conn.state is not State.OPEN:
+            return
+        conn.send_command_result(result, asyncio.get_running_loop().time())
+        with contextlib.suppress(ConnectionClosed):
+            await self._flush(ws, conn)
 
     async def _stream(
         self, ws: ClientConnection, conn: EdgeConnection, cursors: dict[int, int]
@@ -439,6 +464,7 @@ def bridge_for(
     writer: StoreWriter,
     hotel: Hotel,
     alerts: AlertBook,
+    control: Control | None = None,
 ) -> BridgeClient | None:
     """The gateway's bridge client, or None when it is not enrolled (or the bridge is off)."""
     if not config.bridge.enabled:
@@ -458,6 +484,7 @@ def bridge_for(
         snapshot=lambda request_id: snapshot(hotel, alerts, request_id, store.outbox_last_seq()),
         config=config.bridge,
         mark=SentMark.load(Identity.directory(config.data_dir)),
+        remote=None if control is None else RemoteControl(control, config.commands),
     )
     writer.add_listener(lambda _report: client.wake())
     return client

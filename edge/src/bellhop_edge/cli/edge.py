@@ -71,7 +71,7 @@ def _load(path: Path) -> Any:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from bellhop_edge.gateway import run
+    from bellhop_edge.service import run
 
     config = _load(args.config)
     logging.basicConfig(

@@ -18,13 +18,13 @@ execution of a retried command.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bellhop_bridge.commands import fleet_command_id
 from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Ack, AckStatus, Command
@@ -239,12 +239,6 @@ def command_payload(request: CommandRequest) -> bytes:
 
 def new_command_id() -> str:
     return uuid.uuid4().hex
-
-
-def fleet_command_id(fleet_id: str, device_id: str) -> str:
-    """The id of one device's share of a fleet command: stable, so retries dedup."""
-    digest = hashlib.blake2b(device_id.encode(), digest_size=8).hexdigest()
-    return f"{fleet_id[:40]}.{digest}"
 
 
 def expiring_request(

@@ -1,0 +1,319 @@
+"""What the relay tells a hotel's gateway: remote commands and alert acknowledgements.
+
+    downlink = Downlink(store, bus)
+    async with store.write() as db:
+        await downlink.queue(db, item)            # with the request's audit entry
+    await downlink.nudge(hotel_id)                # whichever node holds the bridge sends it
+    row = await downlink.wait(hotel_id, command_id, timeout_s)
+
+Every item is a row first (`downlink` table), so it survives this node's
+death: the node holding the hotel's bridge sends queued items when nudged,
+when it finds them on its own (every `SWEEP_S`), and sends everything not yet
+done again when a bridge opens, since a node that sent an item may have died
+before its gateway answered. Sending an item twice is harmless by design: the
+edge runs a command id at most once and answers a repeat with the first result,
+and acknowledging an acknowledged alert changes nothing. An item past its
+expiry is never sent (and the edge refuses an expired command itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import sqlalchemy as sa
+from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
+from google.protobuf.struct_pb2 import Struct
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.bus import Bus
+from bellhop_cloud.db.schema import command_results, downlink
+from bellhop_cloud.db.store import Store
+
+__all__ = ["Downlink", "Item", "ItemKind", "ItemState"]
+
+log = logging.getLogger(__name__)
+
+SWEEP_S: Final = 2.0  # how often a node looks for items nobody nudged it about
+POLL_S: Final = 1.0  # a waiter looks at the database at least this often
+NUDGES: Final = "downlink"
+RESULTS: Final = "results"
+
+
+class ItemKind(StrEnum):
+    COMMAND = "command"
+    ALERT_ACK = "alert_ack"
+
+
+class ItemState(StrEnum):
+    QUEUED = "queued"  # not sent yet
+    SENT = "sent"  # sent at least once, no answer yet
+    DONE = "done"  # answered: a command's result, or the alert's acknowledgement came back
+    EXPIRED = "expired"  # its time ran out before it was done
+
+
+OUTSTANDING: Final = (ItemState.QUEUED.value, ItemState.SENT.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    hotel_id: str
+    item_id: str  # a command's id, or "ack:<alert id>"
+    kind: ItemKind
+    device_id: str | None
+    body: dict[str, Any]
+    requested_by: str
+    requested_at: int
+    expires_at: int
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "hotel_id": self.hotel_id,
+            "item_id": self.item_id,
+            "kind": self.kind.value,
+            "device_id": self.device_id,
+            "body": self.body,
+            "requested_by": self.requested_by,
+            "requested_at": self.requested_at,
+            "expires_at": self.expires_at,
+            "state": ItemState.QUEUED.value,
+            "sent_at": None,
+            "sends": 0,
+        }
+
+
+# Sends frames down a hotel's bridge on this node; False when this node holds none.
+Sender = Callable[[str, Sequence[bridge_pb2.Frame]], Awaitable[bool]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def frame_of(row: Row[Any]) -> bridge_pb2.Frame:
+    """The bridge frame of a downlink row."""
+    body = row.body
+    if row.kind == ItemKind.COMMAND:
+        command = common_pb2.Command(
+            command_id=row.item_id, device_id=row.device_id or "", name=body["name"]
+        )
+        params = Struct()
+        params.update(body.get("params") or {})
+        command.params.CopyFrom(params)
+        command.expires_at.FromMilliseconds(row.expires_at)
+        remote = bridge_pb2.RemoteCommand(
+            command=command, requested_by=body["by"], timeout_ms=int(body["timeout_ms"])
+        )
+        return bridge_pb2.Frame(command=remote)
+    ack = bridge_pb2.AlertAcknowledgement(
+        alert_id=body["alert_id"], acknowledged_by=body["by"], note=body.get("note") or ""
+    )
+    ack.acknowledged_at.FromMilliseconds(row.requested_at)
+    return bridge_pb2.Frame(alert_acknowledgement=ack)
+
+
+class Downlink:
+    """The relay's queue towards gateways, shared by every node through the database."""
+
+    def __init__(self, store: Store, bus: Bus) -> None:
+        self._store = store
+        self._bus = bus
+        self._sender: Sender | None = None
+        self._held: Callable[[], Iterable[str]] = frozenset
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_result: Callable[[str, Sequence[str]], None] | None = None
+        self.sent = 0
+        bus.on(NUDGES, self._nudged)
+        bus.on(RESULTS, self._result_heard)
+
+    # -- wiring ---------------------------------------------------------------------
+    def attach(self, sender: Sender, held: Callable[[], Iterable[str]]) -> None:
+        """The bridge endpoint of this node: how to send, and which hotels it holds."""
+        self._sender, self._held = sender, held
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        sweeper = asyncio.create_task(self._sweep(), name="downlink-sweep")
+        try:
+            yield self
+        finally:
+            sweeper.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(sweeper, *self._tasks, return_exceptions=True)
+
+    # -- queueing -------------------------------------------------------------------
+    async def queue(self, conn: AsyncConnection, item: Item) -> None:
+        """Add `item` in the caller's transaction (with its audit entry)."""
+        await conn.execute(downlink.insert().values(**item.row()))
+
+    async def nudge(self, hotel_id: str) -> None:
+        """Something is queued for `hotel_id`: whichever node holds its bridge sends it."""
+        await self._bus.publish(NUDGES, hotel_id)
+
+    def _nudged(self, hotel_id: str) -> None:
+        if hotel_id in set(self._held()):
+            self._spawn(self.deliver(hotel_id))
+
+    def opened(self, hotel_id: str) -> None:
+        """A bridge of `hotel_id` opened here: everything not done goes to it."""
+        self._spawn(self.deliver(hotel_id, resend=True))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sending --------------------------------------------------------------------
+    async def deliver(self, hotel_id: str, *, resend: bool = False) -> int:
+        """Send what is queued for `hotel_id` (with `resend`, what was sent and not done
+        too) if this node holds its bridge; returns how many items were sent."""
+        if self._sender is None:
+            return 0
+        # One delivery per hotel at a time, so items leave in the order they were queued.
+        lock = self._locks.setdefault(hotel_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._deliver(hotel_id, resend)
+        except Exception:  # the sweep tries again; a nudge must not kill the node's loop
+            log.exception("downlink: could not deliver to hotel %s", hotel_id)
+            return 0
+
+    async def _deliver(self, hotel_id: str, resend: bool) -> int:
+        assert self._sender is not None
+        now = now_ms()
+        states = OUTSTANDING if resend else (ItemState.QUEUED.value,)
+        async with self._store.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(downlink)
+                    .where(
+                        downlink.c.hotel_id == hotel_id,
+                        downlink.c.state.in_(states),
+                        downlink.c.expires_at > now,
+                    )
+                    .order_by(downlink.c.requested_at, downlink.c.item_id)
+                    .limit(1000)
+                )
+            ).all()
+        if not rows:
+            return 0
+        if not await self._sender(hotel_id, [frame_of(row) for row in rows]):
+            return 0
+        async with self._store.write() as conn:
+            await conn.execute(
+                downlink.update()
+                .where(
+                    downlink.c.hotel_id == hotel_id,
+                    downlink.c.item_id.in_([row.item_id for row in rows]),
+                    downlink.c.state.in_(OUTSTANDING),
+                )
+                .values(state=ItemState.SENT.value, sent_at=now, sends=downlink.c.sends + 1)
+            )
+        self.sent += len(rows)
+        return len(rows)
+
+    async def _sweep(self) -> None:
+        """Expire what ran out of time; send what no nudge announced (a lost nudge, a
+        node that queued and died before nudging)."""
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                now = now_ms()
+                async with self._store.write() as conn:
+                    await conn.execute(
+                        downlink.update()
+                        .where(downlink.c.state.in_(OUTSTANDING), downlink.c.expires_at <= now)
+                        .values(state=ItemState.EXPIRED.value)
+                    )
+                async with self._store.read() as conn:
+                    waiting = (
+                        await conn.execute(
+                            sa.select(downlink.c.hotel_id)
+                            .where(downlink.c.state == ItemState.QUEUED.value)
+                            .distinct()
+                            .limit(10_000)
+                        )
+                    ).scalars()
+                    hotels = set(waiting) & set(self._held())
+                for hotel_id in hotels:
+                    await self.deliver(hotel_id)
+            except Exception:  # the database is away: try again next time
+                log.warning("downlink: sweep failed", exc_info=True)
+
+    # -- answers --------------------------------------------------------------------
+    async def received(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
+        """A gateway's direct answer to a command: checked as its outbox events are,
+        stored, and its waiters woken."""
+        carried = bridge_pb2.OutboxEvent(command_result=answer.result)
+        plan = Plan.of([carried], hotel_id)
+        if plan.rejected:
+            log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
+            return
+        async with self._store.write() as conn:
+            await sync.results(conn, plan)
+        await self.finished(hotel_id, list(plan.commands))
+
+    async def finished(self, hotel_id: str, command_ids: Sequence[str]) -> None:
+        """Results for these commands are committed: wake their waiters on every node."""
+        if not command_ids:
+            return
+        self._wake(hotel_id, command_ids)
+        if self.on_result is not None:
+            self.on_result(hotel_id, command_ids)
+        for command_id in command_ids:
+            await self._bus.publish(RESULTS, f"{hotel_id} {command_id}")
+
+    def _result_heard(self, message: str) -> None:
+        hotel_id, _, command_id = message.partition(" ")
+        self._wake(hotel_id, [command_id])
+
+    def _wake(self, hotel_id: str, command_ids: Iterable[str]) -> None:
+        for command_id in command_ids:
+            event = self._waiters.get((hotel_id, command_id))
+            if event is not None:
+                event.set()
+
+    async def wait(self, hotel_id: str, command_id: str, timeout_s: float) -> Row[Any] | None:
+        """The command's result row, or None when none came within `timeout_s`."""
+        key = (hotel_id, command_id)
+        event = self._waiters.setdefault(key, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                event.clear()
+                row = await self.result(hotel_id, command_id)
+                left = deadline - loop.time()
+                if row is not None or left <= 0:
+                    return row
+                # A nudge can be lost between nodes: the database is looked at anyway.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(left, POLL_S)):
+                        await event.wait()
+        finally:
+            if self._waiters.get(key) is event:
+                del self._waiters[key]
+
+    async def result(self, hotel_id: str, command_id: str) -> Row[Any] | None:
+        async with self._store.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(command_results).where(
+                        command_results.c.hotel_id == hotel_id,
+                        command_results.c.command_id == command_id,
+                    )
+                )
+            ).first()

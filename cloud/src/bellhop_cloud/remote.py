@@ -1,0 +1,292 @@
+"""Remote control: commands and alert acknowledgements for a hotel's gateway.
+
+    statuses = await remote.send_commands(relay, hotel, user_id, requests, ...)
+    outcome, alert = await remote.acknowledge(relay, hotel, user_id, alert_id, note)
+
+Each request is a `downlink` row, written with its audit entry in one
+transaction, then announced to whichever node holds the hotel's bridge
+(bridge/downlink.py). The command id is the idempotency key on every path:
+the same id again (here, or first sent on the hotel LAN) joins the first
+request and gets its result, because the edge runs an id at most once; the
+same id for a different command is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bellhop_cloud import audit
+from bellhop_cloud.audit import AuditAction
+from bellhop_cloud.bridge.downlink import Item, ItemKind, ItemState, now_ms
+from bellhop_cloud.db.schema import alerts, command_results, downlink, gateway_links, users
+from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
+from bellhop_cloud.hotels import Hotel
+from bellhop_cloud.relay import Relay
+
+__all__ = ["CommandRequest", "CommandStatus", "acknowledge", "command_status", "send_commands"]
+
+ACK_WAIT_S: Final = 5.0  # an acknowledgement's answer is waited for this long when online
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    command_id: str
+    device_id: str
+    name: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandStatus:
+    command_id: str
+    device_id: str
+    name: str
+    state: str  # queued, sent, succeeded, failed, timed_out, expired
+    result: dict[str, Any] | None
+    error: str | None
+    requested_by: str
+    requested_at: int
+    expires_at: int
+    completed_at: int | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in (ItemState.QUEUED.value, ItemState.SENT.value)
+
+
+async def online(conn: AsyncConnection, hotel_id: str) -> bool:
+    """Whether a gateway of the hotel holds a bridge now (on any node)."""
+    found = await conn.execute(
+        sa.select(gateway_links.c.gateway_id)
+        .where(gateway_links.c.hotel_id == hotel_id, gateway_links.c.connected.is_(True))
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+async def _who(conn: AsyncConnection, user_id: str) -> str:
+    email = (await conn.execute(sa.select(users.c.email).where(users.c.id == user_id))).scalar()
+    return f"cloud:{email or user_id}"
+
+
+async def send_commands(
+    relay: Relay,
+    hotel: Hotel,
+    user_id: str,
+    requests: Sequence[CommandRequest],
+    *,
+    queue: bool,
+    ttl_s: float,
+    timeout_s: float,
+    wait_s: float,
+    fleet_id: str | None = None,
+) -> list[CommandStatus]:
+    """Queue the commands (or join earlier ones of the same id), announce them, and wait
+    up to `wait_s` for their results (0: do not wait)."""
+    now = now_ms()
+    async with relay.store.write() as conn:
+        if not queue and not await online(conn, hotel.hotel_id):
+            raise GatewayOffline(
+                "the hotel's gateway is not connected; send again with mode=queue to have"
+                " the command delivered when it reconnects (before its expiry)"
+            )
+        by = await _who(conn, user_id)
+        ids = [r.command_id for r in requests]
+        earlier = {
+            row.item_id: row
+            for row in await conn.execute(
+                sa.select(downlink).where(
+                    downlink.c.hotel_id == hotel.hotel_id, downlink.c.item_id.in_(ids)
+                )
+            )
+        }
+        for request in requests:
+            before = earlier.get(request.command_id)
+            if before is None:
+                body = {
+                    "name": request.name,
+                    "params": dict(request.params),
+                    "by": by,
+                    "timeout_ms": int(timeout_s * 1000),
+                }
+                item = Item(
+                    hotel.hotel_id,
+                    request.command_id,
+                    ItemKind.COMMAND,
+                    request.device_id,
+                    body,
+                    user_id,
+                    now,
+                    now + int(ttl_s * 1000),
+                )
+                await relay.downlink.queue(conn, item)
+            elif (
+                before.kind,
+                before.device_id,
+                before.body.get("name"),
+                before.body.get("params"),
+            ) != (
+                ItemKind.COMMAND.value,
+                request.device_id,
+                request.name,
+                dict(request.params),
+            ):
+                raise CommandIdReused(
+                    f"command_id {request.command_id!r} was already used for another command"
+                )
+        await audit.record(
+            conn,
+            AuditAction.COMMAND_SENT,
+            orgs=[hotel.org_id],
+            actor_id=user_id,
+            target_type="hotel",
+            target_id=hotel.hotel_id,
+            detail={
+                "commands": [
+                    {"command_id": r.command_id, "device_id": r.device_id, "name": r.name}
+                    for r in requests[:100]
+                ],
+                "count": len(requests),
+                "fleet_id": fleet_id,
+                "mode": "queue" if queue else "wait",
+            },
+        )
+    await relay.downlink.nudge(hotel.hotel_id)
+    if wait_s > 0:
+        await asyncio.gather(
+            *(relay.downlink.wait(hotel.hotel_id, r.command_id, wait_s) for r in requests)
+        )
+    return await command_statuses(relay, hotel.hotel_id, ids)
+
+
+async def command_statuses(
+    relay: Relay, hotel_id: str, command_ids: Sequence[str]
+) -> list[CommandStatus]:
+    """Where each command stands, in the order asked (unknown ids left out)."""
+    async with relay.store.read() as conn:
+        items = {
+            row.item_id: row
+            for row in await conn.execute(
+                sa.select(downlink).where(
+                    downlink.c.hotel_id == hotel_id, downlink.c.item_id.in_(command_ids)
+                )
+            )
+        }
+        done = {
+            row.command_id: row
+            for row in await conn.execute(
+                sa.select(command_results).where(
+                    command_results.c.hotel_id == hotel_id,
+                    command_results.c.command_id.in_(command_ids),
+                )
+            )
+        }
+    now = now_ms()
+    out = []
+    for command_id in command_ids:
+        item, result = items.get(command_id), done.get(command_id)
+        if item is None or item.kind != ItemKind.COMMAND.value:
+            continue
+        state = item.state
+        if result is not None:
+            state = result.status
+        elif state == ItemState.DONE.value:
+            state = ItemState.SENT.value
+        elif state in (ItemState.QUEUED.value, ItemState.SENT.value) and item.expires_at <= now:
+            state = ItemState.EXPIRED.value
+        out.append(
+            CommandStatus(
+                command_id=command_id,
+                device_id=item.device_id or "",
+                name=item.body.get("name", ""),
+                state=state,
+                result=None if result is None else result.result,
+                error=None if result is None else result.error,
+                requested_by=item.body.get("by", ""),
+                requested_at=item.requested_at,
+                expires_at=item.expires_at,
+                completed_at=None if result is None else result.completed_at,
+            )
+        )
+    return out
+
+
+async def command_status(relay: Relay, hotel_id: str, command_id: str) -> CommandStatus:
+    found = await command_statuses(relay, hotel_id, [command_id])
+    if not found:
+        raise NotFound("no such command")
+    return found[0]
+
+
+async def acknowledge(
+    relay: Relay, hotel: Hotel, user_id: str, alert: Any, note: str, *, ttl_s: float
+) -> str:
+    """Acknowledge `alert` (its relay row) on the edge; returns what happened:
+    `already_acknowledged`, `already_cleared`, `acknowledged` (the edge confirmed it)
+    or `queued` (the gateway is away, or has not confirmed yet)."""
+    if alert.state == "acknowledged":
+        return "already_acknowledged"
+    if alert.state == "cleared":
+        return "already_cleared"
+    item_id = f"ack:{alert.alert_id}"
+    now = now_ms()
+    async with relay.store.write() as conn:
+        up = await online(conn, hotel.hotel_id)
+        pending = (
+            await conn.execute(
+                sa.select(downlink.c.state).where(
+                    downlink.c.hotel_id == hotel.hotel_id, downlink.c.item_id == item_id
+                )
+            )
+        ).scalar()
+        if pending is None:
+            body = {"alert_id": alert.alert_id, "by": await _who(conn, user_id), "note": note}
+            item = Item(
+                hotel.hotel_id,
+                item_id,
+                ItemKind.ALERT_ACK,
+                alert.device_id,
+                body,
+                user_id,
+                now,
+                now + int(ttl_s * 1000),
+            )
+            await relay.downlink.queue(conn, item)
+            await audit.record(
+                conn,
+                AuditAction.ALERT_ACKNOWLEDGED,
+                orgs=[hotel.org_id],
+                actor_id=user_id,
+                target_type="alert",
+                target_id=alert.alert_id,
+                detail={"hotel_id": hotel.hotel_id, "note": bool(note)},
+            )
+    await relay.downlink.nudge(hotel.hotel_id)
+    if up and await _acknowledged(relay, hotel.hotel_id, alert.alert_id, ACK_WAIT_S):
+        return "acknowledged"
+    return "queued"
+
+
+async def _acknowledged(relay: Relay, hotel_id: str, alert_id: str, within_s: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        async with relay.store.read() as conn:
+            state = (
+                await conn.execute(
+                    sa.select(alerts.c.state).where(
+                        alerts.c.hotel_id == hotel_id, alerts.c.alert_id == alert_id
+                    )
+                )
+            ).scalar()
+        if state in ("acknowledged", "cleared"):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.1)
