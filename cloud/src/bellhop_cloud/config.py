@@ -116,7 +116,15 @@ class RelayConfig(BaseSettings):
         default=86_400.0, gt=0, le=7 * 86_400, description="longest a queued command may wait"
     )
     events_replay: int = Field(
-        default=1000, ge=0, le=100_000, description="live events kept per hotel for resume"
+        default=1000, ge=0, le=100_000, description="live events kept per organisation for resume"
+    )
+    # Live event streams (docs/live-events.md).
+    events_heartbeat_s: float = Field(default=15.0, ge=0.05, le=300)
+    events_queue_max: int = Field(
+        default=2000, ge=1, le=100_000, description="events a stream may fall behind, then cut"
+    )
+    events_recheck_s: float = Field(
+        default=5.0, ge=0.05, le=60, description="a stream's session and access are re-checked"
     )
 
     max_body_bytes: int = Field(

@@ -1,46 +1,23 @@
 """Live events for remote managers: what changed in a hotel, as it is applied.
 
-live = LiveEvents.from_config(config)      # in-process, or Redis for several nodes
-await live.start()
-await live.publish(hotel_id, [LiveEvent("state", {...}, room_id="101")])
-await live.close()
+    live = LiveEvents.from_config(config)      # in-process, or Redis for several nodes
+    await live.start()
+    await live.publish(hotel_id, [LiveEvent("state", {...}, room_id="101")])
+    sub = await live.subscribe(org_id, hotel_id)    # then sub.next(timeout), live.unsubscribe(sub)
+    await live.resume(org_id, after)                # what the log holds after an id, and any gap
+    await live.close()
+
+Modules: `events` (an event, its id and body, the events of an applied batch),
+`log` (the in-process log and watchers' bounded queues, sans-I/O), `redis_log`
+(one Redis Stream per organisation, for several nodes), `service`
+(`LiveEvents`), `stream` (one watcher's Server-Sent Events). The routes are
+api/routes_events.py; the format is docs/live-events.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from bellhop_cloud.live.events import Entry, LiveEvent, plan_events
+from bellhop_cloud.live.log import EventLog, Resume, Subscription
+from bellhop_cloud.live.service import LiveEvents
 
-from bellhop_cloud.config import RelayConfig
-
-__all__ = ["LiveEvent", "LiveEvents", "plan_events"]
-
-
-@dataclass(frozen=True, slots=True)
-class LiveEvent:
-    kind: str  # state, alert, command, gateway, desired
-    data: dict[str, Any] = field(default_factory=dict)
-    room_id: str | None = None
-
-
-class LiveEvents:
-    """Placeholder: the event log and its readers are being built."""
-
-    @classmethod
-    def from_config(cls, config: RelayConfig) -> LiveEvents:
-        return cls()
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, hotel_id: str, events: Sequence[LiveEvent]) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-def plan_events(plan: Any) -> list[LiveEvent]:
-    """The live events of a batch the relay just applied (a `bridge.plan.Plan`)."""
-    return []
+__all__ = ["Entry", "EventLog", "LiveEvent", "LiveEvents", "Resume", "Subscription", "plan_events"]

@@ -1,0 +1,174 @@
+"""One watcher's Server-Sent Events stream: resume, live events, re-checks, the end.
+
+    watch = Watch(expires_at=principal.expires_at, check=..., visible=...)
+    return EventStream(events(live, org_id, hotel_id, after, watch, recheck_s=5), ...)
+
+The stream subscribes before it reads the log, so that nothing published
+meanwhile is lost; ids already sent are skipped, so nothing is sent twice.
+It ends with an `end` event naming why: `token_expired` at the access
+token's expiry, `session_ended` / `access_revoked` when a re-check finds so,
+`slow_consumer` when its queue overflowed, `shutting_down`, `unavailable`
+when the checks kept failing. A watcher that stops reading altogether is cut
+when a send cannot finish within `send_timeout` (no `end` can reach it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
+
+from bellhop_cloud.live.events import Entry, EventId, format_id, iso
+from bellhop_cloud.live.log import GAP, Subscription
+from bellhop_cloud.live.service import LiveEvents
+
+__all__ = ["SEP", "EventStream", "Watch", "end_event", "entry_event", "events", "gap_event"]
+
+log = logging.getLogger(__name__)
+
+SEP: Final = "\n"
+CHECK_FAILURES_MAX: Final = 3  # consecutive failed re-checks before the stream ends
+
+
+@dataclass(slots=True)
+class Watch:
+    """What one stream may see, kept current by `check` (None, or the reason to end)."""
+
+    expires_at: float  # the access token's `exp`
+    check: Callable[[], Awaitable[str | None]]
+    visible: Callable[[Entry], bool]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def entry_event(entry: Entry) -> ServerSentEvent:
+    return ServerSentEvent(data=entry.payload, event=entry.kind, id=entry.id, sep=SEP)
+
+
+def gap_event(last_event_id: EventId | None) -> ServerSentEvent:
+    detail = "events may have been missed: read the current state again"
+    data = {
+        "kind": "gap",
+        "at": iso(_now_ms()),
+        "last_event_id": format_id(last_event_id) if last_event_id is not None else None,
+        "detail": detail,
+    }
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="gap", sep=SEP)
+
+
+def end_event(reason: str) -> ServerSentEvent:
+    data = {"kind": "end", "reason": reason, "at": iso(_now_ms())}
+    return ServerSentEvent(data=orjson.dumps(data).decode(), event="end", sep=SEP)
+
+
+def events(
+    live: LiveEvents,
+    org_id: str,
+    hotel_id: str | None,
+    after: EventId | None,
+    watch: Watch,
+    *,
+    recheck_s: float,
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream's events, from `after` (the `Last-Event-ID`) when given."""
+    return _Run(live, org_id, hotel_id, watch, recheck_s).events(after)
+
+
+class _Run:
+    def __init__(
+        self, live: LiveEvents, org_id: str, hotel_id: str | None, watch: Watch, recheck_s: float
+    ) -> None:
+        self.live, self.org_id, self.hotel_id = live, org_id, hotel_id
+        self.watch, self.recheck_s = watch, recheck_s
+        self.sent: EventId | None = None  # the newest id passed (shown or not)
+        self.ended = False
+
+    async def events(self, after: EventId | None) -> AsyncIterator[ServerSentEvent]:
+        try:
+            sub = await self.live.subscribe(self.org_id, self.hotel_id)
+        except Exception:  # Redis is away: say so rather than stream nothing
+            log.warning("live events: cannot subscribe now", exc_info=True)
+            yield end_event("unavailable")
+            return
+        try:
+            yield ServerSentEvent(comment="open", sep=SEP)
+            self.sent = after
+            if after is not None:
+                async for event in self._replay(sub, after):
+                    yield event
+            if not self.ended:
+                async for event in self._follow(sub):
+                    yield event
+        finally:
+            self.live.unsubscribe(sub)
+
+    def _new(self, entry: Entry) -> bool:
+        """Whether `entry` comes after everything passed so far (and note it as passed)."""
+        if self.sent is not None and entry.key <= self.sent:
+            return False
+        self.sent = entry.key
+        return True
+
+    async def _replay(self, sub: Subscription, after: EventId) -> AsyncIterator[ServerSentEvent]:
+        try:
+            resumed = await self.live.resume(self.org_id, after)
+        except Exception:
+            log.warning("live events: cannot read the log now", exc_info=True)
+            self.ended = True
+            yield end_event("unavailable")
+            return
+        if resumed.gap:
+            yield gap_event(after)
+        for entry in resumed.entries:
+            if self._new(entry) and sub.wants(entry) and self.watch.visible(entry):
+                yield entry_event(entry)
+
+    async def _follow(self, sub: Subscription) -> AsyncIterator[ServerSentEvent]:
+        watch = self.watch
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.recheck_s
+        failures = 0
+        while True:
+            if time.time() >= watch.expires_at:
+                yield end_event("token_expired")
+                return
+            if loop.time() >= next_check:
+                try:
+                    reason = await watch.check()
+                    failures = 0
+                except Exception:  # the store is away: fail closed if it stays away
+                    failures += 1
+                    log.warning("live events: a stream's re-check failed", exc_info=True)
+                    reason = "unavailable" if failures >= CHECK_FAILURES_MAX else None
+                if reason is not None:
+                    yield end_event(reason)
+                    return
+                next_check = loop.time() + self.recheck_s
+            item = await sub.next(min(next_check - loop.time(), watch.expires_at - time.time()))
+            if isinstance(item, str):
+                yield end_event(item)
+                return
+            if item is GAP:
+                yield gap_event(self.sent)
+            elif isinstance(item, Entry) and self._new(item) and watch.visible(item):
+                yield entry_event(item)
+
+
+class EventStream(EventSourceResponse):
+    """An SSE answer whose client stopped reading is cut, quietly, after `send_timeout`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.info("live events: a client stopped reading; its stream was cut")
