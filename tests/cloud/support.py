@@ -158,6 +158,7 @@ class World:
     outsider: Account
     other_org_id: str
     other_hotel_id: str
+    command_id: str
     secrets: list[str] = field(default_factory=list)
 
 
@@ -172,6 +173,18 @@ async def build_world(api: Api) -> World:
     await api.seed_devices(hotel_id, 5, rooms=2)
     token = await api.enrolment_token(owner, hotel_id)
     gateway = expect(await api.enrol(token), 201)
+    # A command queued for the hotel's gateway (which is away): something to read back.
+    command = await api.http.post(
+        f"/v1/hotels/{hotel_id}/devices/dev-0002/commands",
+        json={
+            "name": "set_light",
+            "params": {"on": True},
+            "command_id": "cmd-0001",
+            "mode": "queue",
+        },
+        headers=owner.headers,
+    )
+    expect(command, 202)
     outsider = await api.account("outsider")
     other_org_id = await api.org(outsider, f"Other Org {api.test_name}")
     other_hotel_id = await api.hotel(outsider, other_org_id, f"Other Hotel {api.test_name}")
@@ -185,6 +198,7 @@ async def build_world(api: Api) -> World:
         outsider=outsider,
         other_org_id=other_org_id,
         other_hotel_id=other_hotel_id,
+        command_id="cmd-0001",
         secrets=[org_name, hotel_name, "dev-0001", "setpoint", viewer.email, owner.email],
     )
 

@@ -70,6 +70,8 @@ def fill_path(path: str, world: World) -> str:
         "gateway_id": world.gateway_id,
         "grant_id": world.grant_id,
         "user_id": world.viewer.user_id,
+        "command_id": world.command_id,
+        "alert_id": "alert-0001",
     }
 
     def value(match: re.Match[str]) -> str:

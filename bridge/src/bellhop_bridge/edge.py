@@ -25,6 +25,7 @@ from bellhop_bridge.events import (
     Acked,
     AlertAcknowledged,
     CommandReceived,
+    DesiredChangeReceived,
     Lane,
     Opened,
     SnapshotRequested,
@@ -139,6 +140,8 @@ class EdgeConnection(Connection):
             self._events.append(CommandReceived(frame.command))
         elif body == "alert_acknowledgement":
             self._events.append(AlertAcknowledged(frame.alert_acknowledgement))
+        elif body == "desired_change":
+            self._events.append(DesiredChangeReceived(frame.desired_change))
         elif body == "snapshot_request":
             request_id = frames.check_text(frame.snapshot_request.request_id, "request_id")
             self._events.append(SnapshotRequested(request_id))

@@ -17,6 +17,7 @@ __all__ = [
     "Closed",
     "CommandReceived",
     "CommandResultReceived",
+    "DesiredChangeReceived",
     "Event",
     "HeartbeatReceived",
     "HelloReceived",
@@ -79,6 +80,11 @@ class AlertAcknowledged:
 
 
 @dataclass(frozen=True, slots=True)
+class DesiredChangeReceived:
+    change: bridge_pb2.DesiredStateChange
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotRequested:
     request_id: str
 
@@ -126,6 +132,7 @@ Event = (
     | Acked
     | CommandReceived
     | AlertAcknowledged
+    | DesiredChangeReceived
     | SnapshotRequested
     | HelloReceived
     | ProofReceived

@@ -116,6 +116,9 @@ class RelayConnection(Connection):
     def acknowledge_alert(self, ack: bridge_pb2.AlertAcknowledgement, now: float) -> None:
         self._send(bridge_pb2.Frame(alert_acknowledgement=ack), now)
 
+    def change_desired(self, change: bridge_pb2.DesiredStateChange, now: float) -> None:
+        self._send(bridge_pb2.Frame(desired_change=change), now)
+
     def request_snapshot(self, request_id: str, now: float) -> None:
         request = bridge_pb2.SnapshotRequest(request_id=request_id)
         self._send(bridge_pb2.Frame(snapshot_request=request), now)

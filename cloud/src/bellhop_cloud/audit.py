@@ -35,6 +35,7 @@ class AuditAction(StrEnum):
     GATEWAY_REVOKED = "gateway.revoked"
     COMMAND_SENT = "command.sent"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    DESIRED_SET = "desired.set"
 
 
 class ActorType(StrEnum):

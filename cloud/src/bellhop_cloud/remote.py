@@ -14,6 +14,7 @@ same id for a different command is refused.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -24,14 +25,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.bridge.downlink import Item, ItemKind, ItemState, now_ms
-from bellhop_cloud.db.schema import alerts, command_results, downlink, gateway_links, users
+from bellhop_cloud.db.schema import command_results, downlink, gateway_links, users
 from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
 from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.relay import Relay
 
 __all__ = ["CommandRequest", "CommandStatus", "acknowledge", "command_status", "send_commands"]
+__all__ += ["set_desired"]
 
-ACK_WAIT_S: Final = 5.0  # an acknowledgement's answer is waited for this long when online
+ACK_WAIT_S: Final = 5.0  # an acknowledgement's or desired change's answer is waited for
+POLL_S: Final = 0.05  # how often that wait looks
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +63,11 @@ class CommandStatus:
         return self.state not in (ItemState.QUEUED.value, ItemState.SENT.value)
 
 
-async def online(conn: AsyncConnection, hotel_id: str) -> bool:
-    """Whether a gateway of the hotel holds a bridge now (on any node)."""
+async def online(relay: Relay, conn: AsyncConnection, hotel_id: str) -> bool:
+    """Whether a gateway of the hotel holds a bridge now, on this node or any other (whose
+    link rows are written in group commits, a second or so after the bridge opens)."""
+    if relay.downlink.holds(hotel_id):
+        return True
     found = await conn.execute(
         sa.select(gateway_links.c.gateway_id)
         .where(gateway_links.c.hotel_id == hotel_id, gateway_links.c.connected.is_(True))
@@ -91,7 +97,7 @@ async def send_commands(
     up to `wait_s` for their results (0: do not wait)."""
     now = now_ms()
     async with relay.store.write() as conn:
-        if not queue and not await online(conn, hotel.hotel_id):
+        if not queue and not await online(relay, conn, hotel.hotel_id):
             raise GatewayOffline(
                 "the hotel's gateway is not connected; send again with mode=queue to have"
                 " the command delivered when it reconnects (before its expiry)"
@@ -237,7 +243,7 @@ async def acknowledge(
     item_id = f"ack:{alert.alert_id}"
     now = now_ms()
     async with relay.store.write() as conn:
-        up = await online(conn, hotel.hotel_id)
+        up = await online(relay, conn, hotel.hotel_id)
         pending = (
             await conn.execute(
                 sa.select(downlink.c.state).where(
@@ -268,25 +274,74 @@ async def acknowledge(
                 detail={"hotel_id": hotel.hotel_id, "note": bool(note)},
             )
     await relay.downlink.nudge(hotel.hotel_id)
-    if up and await _acknowledged(relay, hotel.hotel_id, alert.alert_id, ACK_WAIT_S):
+    if up and await _done(relay, hotel.hotel_id, item_id, ACK_WAIT_S):
         return "acknowledged"
     return "queued"
 
 
-async def _acknowledged(relay: Relay, hotel_id: str, alert_id: str, within_s: float) -> bool:
+async def set_desired(
+    relay: Relay,
+    hotel: Hotel,
+    user_id: str,
+    device_id: str,
+    values: Mapping[str, Any],
+    *,
+    base_version: int | None,
+    ttl_s: float,
+) -> tuple[str, str]:
+    """Send desired state to the gateway, where it meets what staff set on site by the
+    policy of docs/conflicts.md. Returns the change's id and `merged` (the gateway sent
+    back the merged state, with each field's outcome) or `queued`."""
+    change_id = f"desired:{uuid.uuid4().hex}"
+    now = now_ms()
+    async with relay.store.write() as conn:
+        up = await online(relay, conn, hotel.hotel_id)
+        body = {
+            "values": dict(values),
+            "base_version": base_version,
+            "by": await _who(conn, user_id),
+        }
+        item = Item(
+            hotel.hotel_id,
+            change_id,
+            ItemKind.DESIRED,
+            device_id,
+            body,
+            user_id,
+            now,
+            now + int(ttl_s * 1000),
+        )
+        await relay.downlink.queue(conn, item)
+        await audit.record(
+            conn,
+            AuditAction.DESIRED_SET,
+            orgs=[hotel.org_id],
+            actor_id=user_id,
+            target_type="device",
+            target_id=device_id,
+            detail={"hotel_id": hotel.hotel_id, "change_id": change_id, "fields": sorted(values)},
+        )
+    await relay.downlink.nudge(hotel.hotel_id)
+    if up and await _done(relay, hotel.hotel_id, change_id, ACK_WAIT_S):
+        return change_id, "merged"
+    return change_id, "queued"
+
+
+async def _done(relay: Relay, hotel_id: str, item_id: str, within_s: float) -> bool:
+    """Whether the gateway's answer to the item is stored within `within_s`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:
         async with relay.store.read() as conn:
             state = (
                 await conn.execute(
-                    sa.select(alerts.c.state).where(
-                        alerts.c.hotel_id == hotel_id, alerts.c.alert_id == alert_id
+                    sa.select(downlink.c.state).where(
+                        downlink.c.hotel_id == hotel_id, downlink.c.item_id == item_id
                     )
                 )
             ).scalar()
-        if state in ("acknowledged", "cleared"):
+        if state == ItemState.DONE.value:
             return True
         if loop.time() >= deadline:
             return False
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(POLL_S)

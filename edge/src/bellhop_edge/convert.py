@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bellhop.common.v1 import common_pb2 as pb
+from bellhop_bridge.desired import Result
 from bellhop_devices.messages import DeviceKind, EventKind
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -92,7 +93,35 @@ def desired(s: DesiredState) -> pb.DesiredState:
         values=struct(s.values),
         updated_at=ts(s.updated_at),
         updated_by=s.updated_by,
+        fields={
+            name: pb.DesiredField(
+                set_at=ts(i.set_at_ms),
+                set_by=i.by,
+                safety=i.safety,
+                safety_until=ts(i.safety_until_ms),
+                removed=i.value is None,
+            )
+            for name, i in s.fields.items()
+        },
+        outcomes=[
+            pb.DesiredOutcome(
+                field=o.field,
+                applied=o.result is Result.APPLIED,
+                reason=o.reason.value,
+                remote_value=value(o.remote_value),
+                local_value=value(o.local_value),
+            )
+            for o in s.outcomes
+        ],
+        change_id=s.change_id,
     )
+
+
+def value(v: Any) -> struct_pb2.Value:
+    """One JSON value as protobuf's `Value` (None is null)."""
+    message = struct_pb2.Struct()
+    message.update({"v": v})
+    return message.fields["v"]
 
 
 def telemetry(p: TelemetryPoint) -> pb.TelemetryPoint:

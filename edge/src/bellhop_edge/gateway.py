@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import aiomqtt
 import grpc
+from bellhop_bridge.desired import RemoteIntent
 from bellhop_devices import codec
 
 from bellhop_edge.api import start_server
@@ -437,14 +438,20 @@ class Gateway:
         )
 
     def set_desired(
-        self, device_id: str, values: dict[str, Any], *, by: str, expected_version: int = 0
+        self, device_id: str, values: dict[str, Any], *, by: str, **options: Any
     ) -> DesiredState:
+        """`options`: expected_version; safety=True (and safety_until, ms) for an override."""
         if not values:
             raise InvalidRequest("values must not be empty")
-        state = self.hotel.set_desired(
-            device_id, values, by=by, now=now_ms(), expected_version=expected_version
-        )
+        state = self.hotel.set_desired(device_id, values, by=by, now=now_ms(), **options)
         self.writer.submit(PutDesired(state))
+        return state
+
+    def merge_desired(self, device_id: str, remote: RemoteIntent, change_id: str) -> DesiredState:
+        before = self.hotel.desired.get(device_id)
+        state = self.hotel.merge_desired(device_id, remote, change_id=change_id, now=now_ms())
+        if state is not before:  # not a change merged already
+            self.writer.submit(PutDesired(state))
         return state
 
     def list_alerts(self, states: list[AlertState], room_id: str | None, limit: int) -> list[Alert]:

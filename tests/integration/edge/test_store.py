@@ -539,13 +539,24 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO series (device_id, metric) VALUES (?, 'temperature')", (dev,))
     conn.execute("INSERT INTO telemetry VALUES (1, ?, 19.0)", (T0,))  # v1 wrote here directly
+    conn.execute(
+        "INSERT INTO desired_state VALUES (?, 2, '{\"setpoint\": 21.0}', ?, 'staff')", (dev, T0)
+    )
     conn.close()
     with EdgeStore.open(db_path) as store:
         store.apply(points(dev, T0 + 1, temperature=20.0))
         got = store.query_telemetry(dev, "temperature", T0, T0 + 10)
         assert [(p.ts, p.value) for p in got] == [(T0, 19.0), (T0 + 1, 20.0)]
+        # Desired state from before fields were kept: each field counts as set at once.
+        (desired,) = store.load_desired().values()
+        assert (desired.version, dict(desired.values), desired.fields) == (
+            2,
+            {"setpoint": 21.0},
+            {},
+        )
+        assert desired.intents()["setpoint"].set_at_ms == T0
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
 
 

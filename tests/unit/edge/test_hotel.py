@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from bellhop_bridge.desired import RemoteIntent
 from bellhop_devices.messages import (
     Ack,
     AckStatus,
@@ -24,7 +25,7 @@ from bellhop_edge.core.hotel import (
     TelemetryAccepted,
 )
 from bellhop_edge.core.model import Connectivity, Room
-from bellhop_edge.errors import Conflict, NotFound
+from bellhop_edge.errors import Conflict, InvalidRequest, NotFound
 
 NOW = 1_700_000_000_000
 
@@ -91,6 +92,32 @@ def test_desired_state_version_check(hotel: Hotel) -> None:
         "setpoint": 20,
         "mode": "cool",
     }
+
+
+def test_a_cloud_change_meets_a_safety_override_and_is_merged_once(hotel: Hotel) -> None:
+    hotel.set_desired("r101-thermostat", {"mode": "off"}, by="maint", now=NOW, safety=True)
+    remote = RemoteIntent({"mode": "heat", "setpoint": 22.0}, NOW + 10, "cloud:ops", None)
+    merged = hotel.merge_desired("r101-thermostat", remote, change_id="desired:1", now=NOW + 11)
+    assert merged.values == {"mode": "off", "setpoint": 22.0}
+    assert {o.field: o.reason.value for o in merged.outcomes} == {
+        "mode": "safety_override",
+        "setpoint": "no_local_intent",
+    }
+    # The relay sends it again after a reconnect: the same state, not a new version.
+    again = hotel.merge_desired("r101-thermostat", remote, change_id="desired:1", now=NOW + 20)
+    assert again is merged
+    # A change on site clears the last cloud change's outcome, and keeps who set what.
+    local = hotel.set_desired("r101-thermostat", {"setpoint": 20.0}, by="desk", now=NOW + 30)
+    assert (local.change_id, local.outcomes) == ("", ())
+    assert local.fields["mode"].safety
+    assert local.fields["setpoint"].by == "desk"
+
+
+def test_a_cloud_change_is_checked_as_a_local_one(hotel: Hotel) -> None:
+    remote = RemoteIntent({"setpoint": 99.0}, NOW, "cloud:ops", None)
+    with pytest.raises(InvalidRequest, match="setpoint"):
+        hotel.merge_desired("r101-thermostat", remote, change_id="desired:2", now=NOW)
+    assert "r101-thermostat" not in hotel.desired
 
 
 def test_unknown_device_is_listed_not_accepted(hotel: Hotel) -> None:

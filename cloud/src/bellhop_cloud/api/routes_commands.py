@@ -26,7 +26,6 @@ from bellhop_cloud.api.problems import responses
 from bellhop_cloud.db.schema import alerts, devices, rooms
 from bellhop_cloud.errors import CommandTimedOut, Conflict, Forbidden, NotFound
 from bellhop_cloud.hotels import Hotel
-from bellhop_cloud.orgs import require
 from bellhop_cloud.rbac.permissions import Access, Permission
 from bellhop_cloud.relay import Relay
 
@@ -67,6 +66,15 @@ class _Send(BaseModel):
 
 
 class CommandIn(_Send):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"name": "set_setpoint", "params": {"setpoint_c": 21.5}, "command_id": "c-1"}
+            ]
+        },
+    )
+
     command_id: CommandId | None = Field(
         default=None, description="the idempotency key on every path; default: a new one"
     )
@@ -85,6 +93,21 @@ class TargetIn(BaseModel):
 
 
 class FleetIn(_Send):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "set_light",
+                    "params": {"on": False},
+                    "fleet_id": "night",
+                    "target": {"floors": [1]},
+                    "mode": "queue",
+                }
+            ]
+        },
+    )
+
     fleet_id: FleetId | None = Field(
         default=None, description="each device's command id derives from it; retries dedup"
     )
@@ -112,7 +135,7 @@ class FleetOut(BaseModel):
 
 
 class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "seen"}]})
 
     note: str = Field(default="", max_length=500)
 
@@ -122,7 +145,7 @@ class AckOut(BaseModel):
     outcome: Literal["acknowledged", "queued", "already_acknowledged", "already_cleared"]
 
 
-def _at(ms: int) -> datetime:
+def at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
@@ -135,9 +158,9 @@ def _out(s: remote.CommandStatus) -> CommandOut:
         result=s.result,
         error=s.error,
         requested_by=s.requested_by,
-        requested_at=_at(s.requested_at),
-        expires_at=_at(s.expires_at),
-        completed_at=None if s.completed_at is None else _at(s.completed_at),
+        requested_at=at(s.requested_at),
+        expires_at=at(s.expires_at),
+        completed_at=None if s.completed_at is None else at(s.completed_at),
     )
 
 
@@ -150,9 +173,35 @@ def _limits(relay: Relay, body: _Send) -> tuple[float, float]:
     )
 
 
+def require_somewhere(found: Access, permission: Permission, hotel_id: str) -> None:
+    """The caller holds `permission` on the hotel or on one of its rooms at least (what a
+    room is then asked of is checked per room)."""
+    rooms = found.visible_rooms(hotel_id) or ()
+    if not found.can(permission, hotel_id=hotel_id) and not any(
+        found.can(permission, hotel_id=hotel_id, room_id=r) for r in rooms
+    ):
+        raise Forbidden(f"needs {permission.value}")
+
+
 async def _hotel(relay: Relay, user_id: str, hotel_id: str) -> tuple[Hotel, Access]:
     hotel, found = await relay.hotel_access(user_id, hotel_id)
     return hotel, found
+
+
+async def visible_device(relay: Relay, found: Access, hotel_id: str, device_id: str) -> str | None:
+    """The device's room, if the caller may see the device; else NotFound."""
+    async with relay.store.read() as conn:
+        room = (
+            await conn.execute(
+                sa.select(devices.c.room_id).where(
+                    devices.c.hotel_id == hotel_id, devices.c.device_id == device_id
+                )
+            )
+        ).first()
+    visible = found.visible_rooms(hotel_id)
+    if room is None or (visible is not None and room[0] not in visible):
+        raise NotFound("no such device")
+    return room[0]  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -175,18 +224,8 @@ async def send_command(
     """Send one command to a device; see the module's description for the modes."""
     timeout_s, ttl_s = _limits(relay, body)
     hotel, found = await _hotel(relay, who.user_id, hotel_id)
-    async with relay.store.read() as conn:
-        room = (
-            await conn.execute(
-                sa.select(devices.c.room_id).where(
-                    devices.c.hotel_id == hotel_id, devices.c.device_id == device_id
-                )
-            )
-        ).first()
-    visible = found.visible_rooms(hotel_id)
-    if room is None or (visible is not None and room[0] not in visible):
-        raise NotFound("no such device")
-    if not found.can(Permission.SEND_COMMANDS, hotel_id=hotel_id, room_id=room[0]):
+    room = await visible_device(relay, found, hotel_id, device_id)
+    if not found.can(Permission.SEND_COMMANDS, hotel_id=hotel_id, room_id=room):
         raise Forbidden(f"needs {Permission.SEND_COMMANDS.value}")
     request = remote.CommandRequest(
         body.command_id or uuid.uuid4().hex, device_id, body.name, body.params
@@ -228,7 +267,7 @@ async def send_fleet(
     each with its own id derived from `fleet_id`: a retried fleet runs once per device."""
     timeout_s, ttl_s = _limits(relay, body)
     hotel, found = await _hotel(relay, who.user_id, hotel_id)
-    require(found, Permission.READ_STATE, hotel_id=hotel_id)
+    require_somewhere(found, Permission.SEND_COMMANDS, hotel_id)
     chosen = await _select(relay, hotel_id, body.target, found)
     if not chosen:
         raise NotFound("the target matches no device")
@@ -339,6 +378,7 @@ async def acknowledge_alert(
     """Acknowledge an alert on the hotel's gateway, with the same id, who and when on both
     sides. Acknowledging an acknowledged or cleared alert is harmless and says so."""
     hotel, found = await _hotel(relay, who.user_id, hotel_id)
+    require_somewhere(found, Permission.ACKNOWLEDGE_ALERTS, hotel_id)
     async with relay.store.read() as conn:
         alert = (
             await conn.execute(

@@ -53,6 +53,7 @@ RESULTS: Final = "results"
 class ItemKind(StrEnum):
     COMMAND = "command"
     ALERT_ACK = "alert_ack"
+    DESIRED = "desired"
 
 
 class ItemState(StrEnum):
@@ -68,7 +69,7 @@ OUTSTANDING: Final = (ItemState.QUEUED.value, ItemState.SENT.value)
 @dataclass(frozen=True, slots=True)
 class Item:
     hotel_id: str
-    item_id: str  # a command's id, or "ack:<alert id>"
+    item_id: str  # a command's id, "ack:<alert id>", or a desired change's "desired:<id>"
     kind: ItemKind
     device_id: str | None
     body: dict[str, Any]
@@ -115,6 +116,18 @@ def frame_of(row: Row[Any]) -> bridge_pb2.Frame:
             command=command, requested_by=body["by"], timeout_ms=int(body["timeout_ms"])
         )
         return bridge_pb2.Frame(command=remote)
+    if row.kind == ItemKind.DESIRED:
+        values = Struct()
+        values.update(body["values"])
+        change = bridge_pb2.DesiredStateChange(
+            change_id=row.item_id,
+            device_id=row.device_id or "",
+            values=values,
+            base_version=int(body.get("base_version") or 0),
+            set_by=body["by"],
+        )
+        change.set_at.FromMilliseconds(row.requested_at)
+        return bridge_pb2.Frame(desired_change=change)
     ack = bridge_pb2.AlertAcknowledgement(
         alert_id=body["alert_id"], acknowledged_by=body["by"], note=body.get("note") or ""
     )
@@ -162,6 +175,10 @@ class Downlink:
     async def nudge(self, hotel_id: str) -> None:
         """Something is queued for `hotel_id`: whichever node holds its bridge sends it."""
         await self._bus.publish(NUDGES, hotel_id)
+
+    def holds(self, hotel_id: str) -> bool:
+        """Whether this node holds an open bridge of the hotel now."""
+        return hotel_id in set(self._held())
 
     def _nudged(self, hotel_id: str) -> None:
         if hotel_id in set(self._held()):

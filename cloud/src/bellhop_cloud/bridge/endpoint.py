@@ -455,6 +455,8 @@ class BridgeEndpoint:
         for frame in frames:
             if frame.HasField("command"):
                 link.conn.send_command(frame.command, now)
+            elif frame.HasField("desired_change"):
+                link.conn.change_desired(frame.desired_change, now)
             else:
                 link.conn.acknowledge_alert(frame.alert_acknowledgement, now)
         try:

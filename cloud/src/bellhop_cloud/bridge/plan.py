@@ -24,6 +24,7 @@ from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import ProtocolError, frames
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.struct_pb2 import Struct
 
 __all__ = ["Plan", "Points", "valid_id"]
 
@@ -32,6 +33,7 @@ _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 TEXT_MAX: Final = 500
 GAP_COUNT_MAX: Final = 2**48
+FIELDS_MAX: Final = 64  # desired fields of a device, removed ones included
 
 _KINDS: Final = {
     v: k.removeprefix("DEVICE_KIND_").lower() for k, v in common_pb2.DeviceKind.items()
@@ -92,6 +94,48 @@ def _json(struct: Any) -> dict[str, Any]:
     except ValueError as exc:  # an infinity, which JSON cannot hold
         raise _Skip(str(exc)) from None
     return values
+
+
+def _fields(w: common_pb2.DesiredState) -> dict[str, dict[str, Any]]:
+    """Who set each desired field and when (docs/conflicts.md)."""
+    if len(w.fields) > FIELDS_MAX:
+        raise _Skip(f"{len(w.fields)} desired fields")
+    out = {}
+    for name, f in w.fields.items():
+        if _NAME.fullmatch(name) is None:
+            raise _Skip(f"desired field {name[:40]!r}")
+        out[name] = {
+            "set_at": _ms(f.set_at),
+            "set_by": _text(f.set_by, 200),
+            "safety": f.safety,
+            "safety_until": _ms(f.safety_until) if f.HasField("safety_until") else None,
+            "removed": f.removed,
+        }
+    return out
+
+
+def _outcomes(w: common_pb2.DesiredState) -> list[dict[str, Any]]:
+    """How the last change made through the cloud was merged, field by field."""
+    if len(w.outcomes) > FIELDS_MAX:
+        raise _Skip(f"{len(w.outcomes)} desired outcomes")
+    out = []
+    for o in w.outcomes:
+        if _NAME.fullmatch(o.field) is None:
+            raise _Skip(f"desired field {o.field[:40]!r}")
+        pair = Struct()
+        pair.fields["r"].CopyFrom(o.remote_value)
+        pair.fields["l"].CopyFrom(o.local_value)
+        values = _json(pair)
+        out.append(
+            {
+                "field": o.field,
+                "applied": o.applied,
+                "reason": _text(o.reason, 32),
+                "remote_value": values.get("r"),
+                "local_value": values.get("l"),
+            }
+        )
+    return out
 
 
 @dataclass(slots=True)
@@ -193,6 +237,9 @@ class Plan:
                 "values": _json(w.values),
                 "updated_at": _ms(w.updated_at),
                 "updated_by": _text(w.updated_by, 200) or None,
+                "fields": _fields(w) or None,
+                "outcomes": _outcomes(w) or None,
+                "change_id": _text(w.change_id, 80) or None,
             }
         elif kind == "device":
             d = event.device

@@ -176,13 +176,14 @@ async def results(conn: AsyncConnection, plan: Plan) -> None:
 
 async def answered(conn: AsyncConnection, plan: Plan) -> None:
     """What the relay sent down is done once the edge's answer is stored: a command's
-    result, an alert acknowledged (or cleared) on the edge."""
+    result, an alert acknowledged (or cleared) on the edge, a desired change merged."""
     done = list(plan.commands)
     done += [
         f"ack:{alert_id}"
         for alert_id, row in plan.alerts.items()
         if row["state"] in ("acknowledged", "cleared")
     ]
+    done += [row["change_id"] for row in plan.desired.values() if row["change_id"]]
     if done:
         await conn.execute(
             downlink.update()

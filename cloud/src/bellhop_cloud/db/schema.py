@@ -306,6 +306,11 @@ desired_states = sa.Table(
     sa.Column("values", sa.JSON, nullable=False),
     sa.Column("updated_at", MILLIS, nullable=False),
     sa.Column("updated_by", sa.String(200)),
+    # Who set each field, when, and whether on site as a safety override; how the last
+    # change made through the cloud merged (docs/conflicts.md).
+    sa.Column("fields", sa.JSON),
+    sa.Column("outcomes", sa.JSON),
+    sa.Column("change_id", sa.String(80)),
 )
 
 command_results = sa.Table(

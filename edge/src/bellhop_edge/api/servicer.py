@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 
@@ -47,6 +47,10 @@ from bellhop_edge.errors import InvalidRequest, Unavailable
 __all__ = ["LanBackend", "LanServicer", "watch_event"]
 
 
+# A local safety override lasts at most this long when given a duration (a week).
+SAFETY_MAX_S: Final = 7 * 86_400.0
+
+
 class LanBackend(Protocol):
     """What the LAN API needs of the gateway."""
 
@@ -60,7 +64,7 @@ class LanBackend(Protocol):
     def bus(self) -> EventBus: ...
 
     def set_desired(
-        self, device_id: str, values: dict[str, Any], *, by: str, expected_version: int = 0
+        self, device_id: str, values: dict[str, Any], *, by: str, **options: Any
     ) -> DesiredState: ...
 
     async def send_command(self, request: CommandRequest, *, timeout: float) -> CommandRecord: ...
@@ -148,11 +152,22 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
             raise InvalidRequest(
                 f"expected_version: must not be negative, got {request.expected_version}"
             )
+        safety: dict[str, Any] = {}
+        if request.safety_override:
+            safety["safety"] = True
+            if request.HasField("safety_for"):
+                held = validate.duration(
+                    request.safety_for, "safety_for", present=True, default=0, high=SAFETY_MAX_S
+                )
+                safety["safety_until"] = now_ms() + int(held * 1000)
+        elif request.HasField("safety_for"):
+            raise InvalidRequest("safety_for: only with safety_override")
         state = self._gw.set_desired(
             validate.device_id(request.device_id),
             validate.flat_values(request.values, "values"),
             by=who.subject,
             expected_version=request.expected_version,
+            **safety,
         )
         return lan_pb2.SetDesiredStateResponse(desired=convert.desired(state))
 

@@ -32,6 +32,7 @@ from bellhop_bridge import (
     CloseCode,
     Closed,
     CommandReceived,
+    DesiredChangeReceived,
     EdgeConnection,
     Event,
     Opened,
@@ -349,6 +350,9 @@ class BridgeClient:
         elif isinstance(event, AlertAcknowledged):
             if self.remote is not None:
                 self.remote.acknowledge(event.acknowledgement)
+        elif isinstance(event, DesiredChangeReceived):
+            if self.remote is not None:
+                self.remote.desired(event.change)
         elif isinstance(event, CommandReceived):
             if self.remote is not None:
                 self.remote.command(event.command, self._reply)

@@ -25,6 +25,7 @@ from typing import Protocol
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import CloseCode, ProtocolError, frames
+from bellhop_bridge.desired import RemoteIntent
 
 from bellhop_edge import convert
 from bellhop_edge.api import validate
@@ -46,6 +47,8 @@ class Control(Protocol):
     def acknowledge_alert(
         self, alert_id: str, *, by: str, note: str, at: int | None = None
     ) -> object: ...
+
+    def merge_desired(self, device_id: str, remote: RemoteIntent, change_id: str) -> object: ...
 
 
 Reply = Callable[[bridge_pb2.RemoteCommandResult], Awaitable[None]]
@@ -130,6 +133,29 @@ class RemoteControl:
             self._control.acknowledge_alert(alert_id, by=by, note=note, at=at)
         except (EdgeError, ProtocolError) as exc:
             log.info("remote acknowledgement of %r left alone: %s", ack.alert_id[:64], exc)
+
+    def desired(self, change: bridge_pb2.DesiredStateChange) -> None:
+        """Merge desired state set through the cloud (docs/conflicts.md); the merged state
+        and each field's outcome go back up through the outbox. A change merged already
+        (the relay sends what it has no answer for again after a reconnect) is not merged
+        twice."""
+        try:
+            change_id = validate.command_id(change.change_id, "change_id", max_len=80)
+            device_id = validate.device_id(change.device_id)
+            if change_id is None:
+                raise ProtocolError(CloseCode.BAD_FRAME, "change_id: required")
+            if change.base_version < 0:
+                raise ProtocolError(CloseCode.BAD_FRAME, "base_version: negative")
+            remote = RemoteIntent(
+                validate.flat_values(change.values, "values"),
+                frames.millis(change.set_at, "set_at"),
+                frames.check_text(change.set_by, "set_by", max_len=200),
+                change.base_version or None,
+            )
+            self._control.merge_desired(device_id, remote, change_id)
+        except (EdgeError, ProtocolError) as exc:
+            self.refused += 1
+            log.warning("desired state from the cloud for %r refused: %s", change.device_id, exc)
 
     async def close(self) -> None:
         for task in list(self._tasks):

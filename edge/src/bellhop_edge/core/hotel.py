@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bellhop_bridge.desired import FieldIntent, RemoteIntent, local_set, merge
 from bellhop_devices.kinds import check_desired
 from bellhop_devices.messages import (
     Ack,
@@ -230,22 +231,61 @@ class Hotel:
         by: str,
         now: int,
         expected_version: int = 0,
+        safety_until: int | None = None,
+        safety: bool = False,
     ) -> DesiredState:
-        device = self.registered(device_id)
-        if device.kind is None:
-            raise InvalidRequest(f"device {device_id!r} has no kind: nothing can be set on it")
-        problems = check_desired(device.kind, values)
-        if problems:
-            raise InvalidRequest("values." + "; values.".join(problems))
+        """Staff on site set fields; with `safety`, a local safety override that stands
+        against changes made through the cloud (until `safety_until`, if given)."""
+        self._check_settable(device_id, values)
         current = self.desired.get(device_id)
         version = current.version if current else 0
         if expected_version and expected_version != version:
             raise Conflict(
                 f"desired state of {device_id!r} is at version {version}, not {expected_version}"
             )
-        merged = {**(current.values if current else {}), **values}
-        state = DesiredState(device_id, version + 1, merged, now, by)
-        self.desired[device_id] = state
+        before = current.intents() if current else {}
+        try:
+            meta = local_set(before, values, now, by, safety=safety, safety_until_ms=safety_until)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return self._put_desired(DesiredState(device_id, version + 1, _values(meta), now, by, meta))
+
+    def merge_desired(
+        self, device_id: str, remote: RemoteIntent, *, change_id: str, now: int
+    ) -> DesiredState:
+        """A change made through the cloud, merged with what staff set here by the policy
+        of docs/conflicts.md; the state returned carries each field's outcome."""
+        current = self.desired.get(device_id)
+        if current is not None and current.change_id == change_id:
+            return current  # merged already: the relay sent it again after a reconnect
+        self._check_settable(device_id, {k: v for k, v in remote.fields.items() if v is not None})
+        version = current.version if current else 0
+        try:
+            result = merge(current.intents() if current else {}, version, remote, now)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        state = DesiredState(
+            device_id,
+            version + 1,
+            result.values,
+            now,
+            remote.by,
+            result.meta,
+            result.outcomes,
+            change_id,
+        )
+        return self._put_desired(state)
+
+    def _check_settable(self, device_id: str, values: dict[str, Any]) -> None:
+        device = self.registered(device_id)
+        if device.kind is None:
+            raise InvalidRequest(f"device {device_id!r} has no kind: nothing can be set on it")
+        problems = check_desired(device.kind, values)
+        if problems:
+            raise InvalidRequest("values." + "; values.".join(problems))
+
+    def _put_desired(self, state: DesiredState) -> DesiredState:
+        self.desired[state.device_id] = state
         return state
 
     def delta(self, device_id: str) -> dict[str, Any]:
@@ -375,3 +415,8 @@ class Hotel:
             for d in self.devices.values()
             if d.registered and d.connectivity is Connectivity.ONLINE
         )
+
+
+def _values(meta: dict[str, FieldIntent]) -> dict[str, Any]:
+    """The desired values: every field's intent but the removed ones."""
+    return {k: i.value for k, i in meta.items() if i.value is not None}

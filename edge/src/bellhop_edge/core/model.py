@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bellhop_bridge.desired import FieldIntent, FieldOutcome
 from bellhop_devices.messages import DeviceKind, EventKind
 
 __all__ = [
@@ -77,6 +78,20 @@ class DesiredState:
     values: Mapping[str, Any]
     updated_at: int
     updated_by: str
+    # Per field: who set it and when, by the clock of the side that did; removed fields
+    # too (docs/conflicts.md). Empty for a state written before fields were kept.
+    fields: Mapping[str, FieldIntent] = field(default_factory=dict)
+    outcomes: tuple[FieldOutcome, ...] = ()  # of the last change made through the cloud
+    change_id: str = ""  # that change's id; empty when the last change was made here
+
+    def intents(self) -> dict[str, FieldIntent]:
+        """Each field's intent; a state from before fields were kept counts as set at once."""
+        if self.fields:
+            return dict(self.fields)
+        return {
+            k: FieldIntent(v, self.updated_at, self.updated_by or "unknown")
+            for k, v in self.values.items()
+        }
 
 
 @dataclass(frozen=True, slots=True)

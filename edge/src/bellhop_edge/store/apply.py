@@ -38,7 +38,7 @@ from bellhop_edge.core.ops import (
     RemoveDevice,
     WriteOp,
 )
-from bellhop_edge.store import history, outbox
+from bellhop_edge.store import desired, history, outbox
 from bellhop_edge.store.outbox import OutboxKind
 
 __all__ = ["FINAL_COMMAND", "Applier", "to_json"]
@@ -126,12 +126,23 @@ class Applier:
         elif isinstance(op, PutDesired):
             d = op.state
             conn.execute(
-                "INSERT INTO desired_state"
-                " (device_id, version, values_json, updated_at, updated_by)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+                "INSERT INTO desired_state (device_id, version, values_json, updated_at,"
+                " updated_by, fields_json, outcomes_json, change_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
                 " version = excluded.version, values_json = excluded.values_json,"
-                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                (d.device_id, d.version, to_json(d.values), d.updated_at, d.updated_by),
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by,"
+                " fields_json = excluded.fields_json, outcomes_json = excluded.outcomes_json,"
+                " change_id = excluded.change_id",
+                (
+                    d.device_id,
+                    d.version,
+                    to_json(d.values),
+                    d.updated_at,
+                    d.updated_by,
+                    desired.fields_json(d.fields),
+                    desired.outcomes_json(d.outcomes),
+                    d.change_id or None,
+                ),
             )
             self._outbox(
                 now, OutboxKind.DESIRED, bridge_pb2.OutboxEvent(desired=convert.desired(d))

@@ -40,7 +40,7 @@ from bellhop_edge.core.model import (
     TelemetryPoint,
 )
 from bellhop_edge.core.ops import AckOutbox, PutDevice, PutRoom, RemoveDevice, WriteOp
-from bellhop_edge.store import history, outbox
+from bellhop_edge.store import desired, history, outbox
 from bellhop_edge.store.apply import Applier
 from bellhop_edge.store.outbox import OutboxEntry
 from bellhop_edge.store.retention import RetentionReport, RetentionRun
@@ -198,6 +198,9 @@ class EdgeStore:
                 json.loads(r["values_json"]),
                 r["updated_at"],
                 r["updated_by"],
+                desired.fields_from(r["fields_json"]),
+                desired.outcomes_from(r["outcomes_json"]),
+                r["change_id"] or "",
             )
             for r in self._db.table("desired_state").rows_where()
         }

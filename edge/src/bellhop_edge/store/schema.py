@@ -187,6 +187,12 @@ def _schema_v5(db: Database) -> None:
     db.execute("UPDATE outbox_state SET last_acked_priority_seq = last_acked_seq")
 
 
+def _schema_v6(db: Database) -> None:
+    """Desired state keeps who set each field and when, and how a cloud change merged."""
+    for column in ("fields_json", "outcomes_json", "change_id"):
+        db.execute(f"ALTER TABLE desired_state ADD COLUMN {column} TEXT")
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
@@ -194,6 +200,7 @@ MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v3,
     _schema_v4,
     _schema_v5,
+    _schema_v6,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

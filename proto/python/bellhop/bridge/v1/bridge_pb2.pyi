@@ -11,6 +11,7 @@ from bellhop.common.v1 import common_pb2 as _common_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -62,6 +63,7 @@ class Frame(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ALERT_ACKNOWLEDGEMENT_FIELD_NUMBER: _builtins.int
+    DESIRED_CHANGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -88,6 +90,8 @@ class Frame(_message.Message):
     def error(self) -> Global___Error: ...
     @_builtins.property
     def alert_acknowledgement(self) -> Global___AlertAcknowledgement: ...
+    @_builtins.property
+    def desired_change(self) -> Global___DesiredStateChange: ...
     def __init__(
         self,
         *,
@@ -104,12 +108,13 @@ class Frame(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         error: Global___Error | None = ...,
         alert_acknowledgement: Global___AlertAcknowledgement | None = ...,
+        desired_change: Global___DesiredStateChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "alert_acknowledgement", b"alert_acknowledgement", "body", b"body", "challenge", b"challenge", "command", b"command", "command_result", b"command_result", "error", b"error", "events", b"events", "heartbeat", b"heartbeat", "hello", b"hello", "proof", b"proof", "snapshot", b"snapshot", "snapshot_request", b"snapshot_request", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "alert_acknowledgement", b"alert_acknowledgement", "body", b"body", "challenge", b"challenge", "command", b"command", "command_result", b"command_result", "desired_change", b"desired_change", "error", b"error", "events", b"events", "heartbeat", b"heartbeat", "hello", b"hello", "proof", b"proof", "snapshot", b"snapshot", "snapshot_request", b"snapshot_request", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "alert_acknowledgement", b"alert_acknowledgement", "body", b"body", "challenge", b"challenge", "command", b"command", "command_result", b"command_result", "error", b"error", "events", b"events", "heartbeat", b"heartbeat", "hello", b"hello", "proof", b"proof", "snapshot", b"snapshot", "snapshot_request", b"snapshot_request", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "alert_acknowledgement", b"alert_acknowledgement", "body", b"body", "challenge", b"challenge", "command", b"command", "command_result", b"command_result", "desired_change", b"desired_change", "error", b"error", "events", b"events", "heartbeat", b"heartbeat", "hello", b"hello", "proof", b"proof", "snapshot", b"snapshot", "snapshot_request", b"snapshot_request", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "challenge", "proof", "welcome", "events", "ack", "command", "command_result", "snapshot_request", "snapshot", "heartbeat", "error", "alert_acknowledgement"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "challenge", "proof", "welcome", "events", "ack", "command", "command_result", "snapshot_request", "snapshot", "heartbeat", "error", "alert_acknowledgement", "desired_change"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -473,9 +478,52 @@ class AlertAcknowledgement(_message.Message):
 Global___AlertAcknowledgement: _TypeAlias = AlertAcknowledgement  # noqa: Y015
 
 @_typing.final
-class SnapshotRequest(_message.Message):
-    """Cloud -> edge: send a full snapshot for a resync."""
+class DesiredStateChange(_message.Message):
+    """Cloud -> edge: send a full snapshot for a resync.
+    Desired state set through the cloud, merged on the gateway by the policy of
+    docs/conflicts.md; the merged state comes back through the outbox with the same
+    change_id and the outcome of each field.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    SET_AT_FIELD_NUMBER: _builtins.int
+    SET_BY_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    device_id: _builtins.str
+    base_version: _builtins.int
+    """The gateway's version the change was made against; 0: not known."""
+    set_by: _builtins.str
+    @_builtins.property
+    def values(self) -> _struct_pb2.Struct:
+        """A null value removes the field."""
+
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        device_id: _builtins.str = ...,
+        values: _struct_pb2.Struct | None = ...,
+        base_version: _builtins.int = ...,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+        set_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["set_at", b"set_at", "values", b"values"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "change_id", b"change_id", "device_id", b"device_id", "set_at", b"set_at", "set_by", b"set_by", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredStateChange: _TypeAlias = DesiredStateChange  # noqa: Y015
+
+@_typing.final
+class SnapshotRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int

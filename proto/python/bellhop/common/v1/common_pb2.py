@@ -26,27 +26,29 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65llhop/common/v1/common.proto\x12\x11\x62\x65llhop.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x04Room\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x66loor\x18\x03 \x01(\x05\"\xe5\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.bellhop.common.v1.DeviceKind\x12\x12\n\nregistered\x18\x04 \x01(\x08\x12\x35\n\x0c\x63onnectivity\x18\x05 \x01(\x0e\x32\x1f.bellhop.common.v1.Connectivity\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66irmware\x18\x07 \x01(\t\"\x8c\x01\n\rReportedState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x0c\x44\x65siredState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x05 \x01(\t\"j\n\x0eTelemetryPoint\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12&\n\x02ts\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x04 \x01(\x01\"\x9b\x01\n\x0b\x44\x65viceEvent\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.bellhop.common.v1.EventKind\x12&\n\x02ts\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x97\x03\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.bellhop.common.v1.AlertKind\x12\x32\n\x08severity\x18\x03 \x01(\x0e\x32 .bellhop.common.v1.AlertSeverity\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.bellhop.common.v1.AlertState\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0f\n\x07room_id\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\n \x01(\t\x12\x0c\n\x04note\x18\x0b \x01(\t\x12.\n\ncleared_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .bellhop.common.v1.CommandStatus\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd4\x01\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45VICE_KIND_THERMOSTAT\x10\x01\x12\x15\n\x11\x44\x45VICE_KIND_LIGHT\x10\x02\x12\x19\n\x15\x44\x45VICE_KIND_DOOR_LOCK\x10\x03\x12\x1b\n\x17\x44\x45VICE_KIND_DOOR_SENSOR\x10\x04\x12\"\n\x1e\x44\x45VICE_KIND_ENVIRONMENT_SENSOR\x10\x05\x12\x1a\n\x16\x44\x45VICE_KIND_GAS_SENSOR\x10\x06*_\n\x0c\x43onnectivity\x12\x1c\n\x18\x43ONNECTIVITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONNECTIVITY_ONLINE\x10\x01\x12\x18\n\x14\x43ONNECTIVITY_OFFLINE\x10\x02*\x96\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_DOOR\x10\x01\x12\x15\n\x11\x45VENT_KIND_BREACH\x10\x02\x12\x12\n\x0e\x45VENT_KIND_GAS\x10\x03\x12\x15\n\x11\x45VENT_KIND_BUTTON\x10\x04\x12\x16\n\x12\x45VENT_KIND_BATTERY\x10\x05*\xd5\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\'\n#ALERT_KIND_TEMPERATURE_OUT_OF_RANGE\x10\x01\x12\x12\n\x0e\x41LERT_KIND_GAS\x10\x02\x12\x1d\n\x19\x41LERT_KIND_DOOR_LEFT_OPEN\x10\x03\x12\x15\n\x11\x41LERT_KIND_BREACH\x10\x04\x12\x1a\n\x16\x41LERT_KIND_BATTERY_LOW\x10\x05\x12\x1d\n\x19\x41LERT_KIND_DEVICE_OFFLINE\x10\x06*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03*x\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_STATE_RAISED\x10\x01\x12\x1c\n\x18\x41LERT_STATE_ACKNOWLEDGED\x10\x02\x12\x17\n\x13\x41LERT_STATE_CLEARED\x10\x03*\xbe\x01\n\rCommandStatus\x12\x1e\n\x1a\x43OMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43OMMAND_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15\x43OMMAND_STATUS_FAILED\x10\x02\x12\x1c\n\x18\x43OMMAND_STATUS_TIMED_OUT\x10\x03\x12\x1a\n\x16\x43OMMAND_STATUS_EXPIRED\x10\x04\x12\x1a\n\x16\x43OMMAND_STATUS_PENDING\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65llhop/common/v1/common.proto\x12\x11\x62\x65llhop.common.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x04Room\x12\x0f\n\x07room_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x66loor\x18\x03 \x01(\x05\"\xe5\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07room_id\x18\x02 \x01(\t\x12+\n\x04kind\x18\x03 \x01(\x0e\x32\x1d.bellhop.common.v1.DeviceKind\x12\x12\n\nregistered\x18\x04 \x01(\x08\x12\x35\n\x0c\x63onnectivity\x18\x05 \x01(\x0e\x32\x1f.bellhop.common.v1.Connectivity\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x66irmware\x18\x07 \x01(\t\"\x8c\x01\n\rReportedState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf4\x02\n\x0c\x44\x65siredState\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x05 \x01(\t\x12;\n\x06\x66ields\x18\x06 \x03(\x0b\x32+.bellhop.common.v1.DesiredState.FieldsEntry\x12\x33\n\x08outcomes\x18\x07 \x03(\x0b\x32!.bellhop.common.v1.DesiredOutcome\x12\x11\n\tchange_id\x18\x08 \x01(\t\x1aN\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.bellhop.common.v1.DesiredField:\x02\x38\x01\"\x9d\x01\n\x0c\x44\x65siredField\x12*\n\x06set_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06set_by\x18\x02 \x01(\t\x12\x0e\n\x06safety\x18\x03 \x01(\x08\x12\x30\n\x0csafety_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07removed\x18\x05 \x01(\x08\"\x9b\x01\n\x0e\x44\x65siredOutcome\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12,\n\x0cremote_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12+\n\x0blocal_value\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\"j\n\x0eTelemetryPoint\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12&\n\x02ts\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x04 \x01(\x01\"\x9b\x01\n\x0b\x44\x65viceEvent\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.bellhop.common.v1.EventKind\x12&\n\x02ts\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x97\x03\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.bellhop.common.v1.AlertKind\x12\x32\n\x08severity\x18\x03 \x01(\x0e\x32 .bellhop.common.v1.AlertSeverity\x12,\n\x05state\x18\x04 \x01(\x0e\x32\x1d.bellhop.common.v1.AlertState\x12\x11\n\tdevice_id\x18\x05 \x01(\t\x12\x0f\n\x07room_id\x18\x06 \x01(\t\x12\x0f\n\x07message\x18\x07 \x01(\t\x12-\n\traised_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63knowledged_by\x18\n \x01(\t\x12\x0c\n\x04note\x18\x0b \x01(\t\x12.\n\ncleared_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x30\n\x06status\x18\x03 \x01(\x0e\x32 .bellhop.common.v1.CommandStatus\x12\'\n\x06result\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd4\x01\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45VICE_KIND_THERMOSTAT\x10\x01\x12\x15\n\x11\x44\x45VICE_KIND_LIGHT\x10\x02\x12\x19\n\x15\x44\x45VICE_KIND_DOOR_LOCK\x10\x03\x12\x1b\n\x17\x44\x45VICE_KIND_DOOR_SENSOR\x10\x04\x12\"\n\x1e\x44\x45VICE_KIND_ENVIRONMENT_SENSOR\x10\x05\x12\x1a\n\x16\x44\x45VICE_KIND_GAS_SENSOR\x10\x06*_\n\x0c\x43onnectivity\x12\x1c\n\x18\x43ONNECTIVITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONNECTIVITY_ONLINE\x10\x01\x12\x18\n\x14\x43ONNECTIVITY_OFFLINE\x10\x02*\x96\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_KIND_DOOR\x10\x01\x12\x15\n\x11\x45VENT_KIND_BREACH\x10\x02\x12\x12\n\x0e\x45VENT_KIND_GAS\x10\x03\x12\x15\n\x11\x45VENT_KIND_BUTTON\x10\x04\x12\x16\n\x12\x45VENT_KIND_BATTERY\x10\x05*\xd5\x01\n\tAlertKind\x12\x1a\n\x16\x41LERT_KIND_UNSPECIFIED\x10\x00\x12\'\n#ALERT_KIND_TEMPERATURE_OUT_OF_RANGE\x10\x01\x12\x12\n\x0e\x41LERT_KIND_GAS\x10\x02\x12\x1d\n\x19\x41LERT_KIND_DOOR_LEFT_OPEN\x10\x03\x12\x15\n\x11\x41LERT_KIND_BREACH\x10\x04\x12\x1a\n\x16\x41LERT_KIND_BATTERY_LOW\x10\x05\x12\x1d\n\x19\x41LERT_KIND_DEVICE_OFFLINE\x10\x06*\x81\x01\n\rAlertSeverity\x12\x1e\n\x1a\x41LERT_SEVERITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41LERT_SEVERITY_INFO\x10\x01\x12\x1a\n\x16\x41LERT_SEVERITY_WARNING\x10\x02\x12\x1b\n\x17\x41LERT_SEVERITY_CRITICAL\x10\x03*x\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41LERT_STATE_RAISED\x10\x01\x12\x1c\n\x18\x41LERT_STATE_ACKNOWLEDGED\x10\x02\x12\x17\n\x13\x41LERT_STATE_CLEARED\x10\x03*\xbe\x01\n\rCommandStatus\x12\x1e\n\x1a\x43OMMAND_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43OMMAND_STATUS_SUCCEEDED\x10\x01\x12\x19\n\x15\x43OMMAND_STATUS_FAILED\x10\x02\x12\x1c\n\x18\x43OMMAND_STATUS_TIMED_OUT\x10\x03\x12\x1a\n\x16\x43OMMAND_STATUS_EXPIRED\x10\x04\x12\x1a\n\x16\x43OMMAND_STATUS_PENDING\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bellhop.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICEKIND']._serialized_start=1751
-  _globals['_DEVICEKIND']._serialized_end=1963
-  _globals['_CONNECTIVITY']._serialized_start=1965
-  _globals['_CONNECTIVITY']._serialized_end=2060
-  _globals['_EVENTKIND']._serialized_start=2063
-  _globals['_EVENTKIND']._serialized_end=2213
-  _globals['_ALERTKIND']._serialized_start=2216
-  _globals['_ALERTKIND']._serialized_end=2429
-  _globals['_ALERTSEVERITY']._serialized_start=2432
-  _globals['_ALERTSEVERITY']._serialized_end=2561
-  _globals['_ALERTSTATE']._serialized_start=2563
-  _globals['_ALERTSTATE']._serialized_end=2683
-  _globals['_COMMANDSTATUS']._serialized_start=2686
-  _globals['_COMMANDSTATUS']._serialized_end=2876
+  _globals['_DESIREDSTATE_FIELDSENTRY']._loaded_options = None
+  _globals['_DESIREDSTATE_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_DEVICEKIND']._serialized_start=2282
+  _globals['_DEVICEKIND']._serialized_end=2494
+  _globals['_CONNECTIVITY']._serialized_start=2496
+  _globals['_CONNECTIVITY']._serialized_end=2591
+  _globals['_EVENTKIND']._serialized_start=2594
+  _globals['_EVENTKIND']._serialized_end=2744
+  _globals['_ALERTKIND']._serialized_start=2747
+  _globals['_ALERTKIND']._serialized_end=2960
+  _globals['_ALERTSEVERITY']._serialized_start=2963
+  _globals['_ALERTSEVERITY']._serialized_end=3092
+  _globals['_ALERTSTATE']._serialized_start=3094
+  _globals['_ALERTSTATE']._serialized_end=3214
+  _globals['_COMMANDSTATUS']._serialized_start=3217
+  _globals['_COMMANDSTATUS']._serialized_end=3407
   _globals['_ROOM']._serialized_start=116
   _globals['_ROOM']._serialized_end=168
   _globals['_DEVICE']._serialized_start=171
@@ -54,15 +56,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTEDSTATE']._serialized_start=403
   _globals['_REPORTEDSTATE']._serialized_end=543
   _globals['_DESIREDSTATE']._serialized_start=546
-  _globals['_DESIREDSTATE']._serialized_end=705
-  _globals['_TELEMETRYPOINT']._serialized_start=707
-  _globals['_TELEMETRYPOINT']._serialized_end=813
-  _globals['_DEVICEEVENT']._serialized_start=816
-  _globals['_DEVICEEVENT']._serialized_end=971
-  _globals['_ALERT']._serialized_start=974
-  _globals['_ALERT']._serialized_end=1381
-  _globals['_COMMAND']._serialized_start=1384
-  _globals['_COMMAND']._serialized_end=1535
-  _globals['_COMMANDRESULT']._serialized_start=1538
-  _globals['_COMMANDRESULT']._serialized_end=1748
+  _globals['_DESIREDSTATE']._serialized_end=918
+  _globals['_DESIREDSTATE_FIELDSENTRY']._serialized_start=840
+  _globals['_DESIREDSTATE_FIELDSENTRY']._serialized_end=918
+  _globals['_DESIREDFIELD']._serialized_start=921
+  _globals['_DESIREDFIELD']._serialized_end=1078
+  _globals['_DESIREDOUTCOME']._serialized_start=1081
+  _globals['_DESIREDOUTCOME']._serialized_end=1236
+  _globals['_TELEMETRYPOINT']._serialized_start=1238
+  _globals['_TELEMETRYPOINT']._serialized_end=1344
+  _globals['_DEVICEEVENT']._serialized_start=1347
+  _globals['_DEVICEEVENT']._serialized_end=1502
+  _globals['_ALERT']._serialized_start=1505
+  _globals['_ALERT']._serialized_end=1912
+  _globals['_COMMAND']._serialized_start=1915
+  _globals['_COMMAND']._serialized_end=2066
+  _globals['_COMMANDRESULT']._serialized_start=2069
+  _globals['_COMMANDRESULT']._serialized_end=2279
 # @@protoc_insertion_point(module_scope)

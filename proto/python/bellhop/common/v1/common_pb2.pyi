@@ -3,10 +3,12 @@
 isort:skip_file
 Types shared by the edge LAN API and the edge-cloud bridge."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -291,18 +293,54 @@ class DesiredState(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___DesiredField: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___DesiredField | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     version: _builtins.int
     updated_by: _builtins.str
+    change_id: _builtins.str
+    """The cloud's id of that change; empty when the last change was made on site."""
     @_builtins.property
     def values(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fields(self) -> _containers.MessageMap[_builtins.str, Global___DesiredField]:
+        """Per field: who set it, when (by the clock of the side that set it), and
+        whether it is a local safety override (docs/conflicts.md).
+        """
+
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___DesiredOutcome]:
+        """How the last change set through the cloud was merged, field by field."""
+
     def __init__(
         self,
         *,
@@ -311,14 +349,90 @@ class DesiredState(_message.Message):
         values: _struct_pb2.Struct | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         updated_by: _builtins.str = ...,
+        fields: _abc.Mapping[_builtins.str, Global___DesiredField] | None = ...,
+        outcomes: _abc.Iterable[Global___DesiredOutcome] | None = ...,
+        change_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "updated_at", b"updated_at", "updated_by", b"updated_by", "values", b"values", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "device_id", b"device_id", "fields", b"fields", "outcomes", b"outcomes", "updated_at", b"updated_at", "updated_by", b"updated_by", "values", b"values", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DesiredState: _TypeAlias = DesiredState  # noqa: Y015
+
+@_typing.final
+class DesiredField(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SET_AT_FIELD_NUMBER: _builtins.int
+    SET_BY_FIELD_NUMBER: _builtins.int
+    SAFETY_FIELD_NUMBER: _builtins.int
+    SAFETY_UNTIL_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    set_by: _builtins.str
+    safety: _builtins.bool
+    removed: _builtins.bool
+    """The field was removed (kept so that an older intent cannot bring it back)."""
+    @_builtins.property
+    def set_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def safety_until(self) -> _timestamp_pb2.Timestamp:
+        """Unset: the override holds until staff change the field again."""
+
+    def __init__(
+        self,
+        *,
+        set_at: _timestamp_pb2.Timestamp | None = ...,
+        set_by: _builtins.str = ...,
+        safety: _builtins.bool = ...,
+        safety_until: _timestamp_pb2.Timestamp | None = ...,
+        removed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["safety_until", b"safety_until", "set_at", b"set_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed", "safety", b"safety", "safety_until", b"safety_until", "set_at", b"set_at", "set_by", b"set_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredField: _TypeAlias = DesiredField  # noqa: Y015
+
+@_typing.final
+class DesiredOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REMOTE_VALUE_FIELD_NUMBER: _builtins.int
+    LOCAL_VALUE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    applied: _builtins.bool
+    """True: the cloud's value was applied; false: the gateway's stood."""
+    reason: _builtins.str
+    """no_local_intent, same_value, remote_later, local_later, tie_local_stands,
+    safety_override or base_version_current.
+    """
+    @_builtins.property
+    def remote_value(self) -> _struct_pb2.Value: ...
+    @_builtins.property
+    def local_value(self) -> _struct_pb2.Value: ...
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        applied: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        remote_value: _struct_pb2.Value | None = ...,
+        local_value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["local_value", b"local_value", "remote_value", b"remote_value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "field", b"field", "local_value", b"local_value", "reason", b"reason", "remote_value", b"remote_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DesiredOutcome: _TypeAlias = DesiredOutcome  # noqa: Y015
 
 @_typing.final
 class TelemetryPoint(_message.Message):

@@ -161,21 +161,31 @@ class SetDesiredStateRequest(_message.Message):
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    SAFETY_OVERRIDE_FIELD_NUMBER: _builtins.int
+    SAFETY_FOR_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     expected_version: _builtins.int
     """Optimistic concurrency: 0 to skip the check."""
+    safety_override: _builtins.bool
+    """A local safety override: these fields stand against changes made through the
+    cloud until staff change them again, or until safety_for has passed.
+    """
     @_builtins.property
     def values(self) -> _struct_pb2.Struct: ...
+    @_builtins.property
+    def safety_for(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
         device_id: _builtins.str = ...,
         values: _struct_pb2.Struct | None = ...,
         expected_version: _builtins.int = ...,
+        safety_override: _builtins.bool = ...,
+        safety_for: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["safety_for", b"safety_for", "values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "expected_version", b"expected_version", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "expected_version", b"expected_version", "safety_for", b"safety_for", "safety_override", b"safety_override", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

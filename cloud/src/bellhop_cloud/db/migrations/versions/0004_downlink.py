@@ -1,4 +1,5 @@
-"""the downlink: remote commands and alert acknowledgements on their way to a gateway
+"""the downlink (remote commands, alert acknowledgements, desired state on their way to a
+gateway) and desired state's per-field intents and merge outcomes
 
 Revision ID: 0004
 Revises: 0003
@@ -37,8 +38,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("hotel_id", "item_id", name=op.f("pk_downlink")),
     )
     op.create_index("ix_downlink_state_hotel_id", "downlink", ["state", "hotel_id"])
+    with op.batch_alter_table("desired_states") as table:
+        table.add_column(sa.Column("fields", sa.JSON(), nullable=True))
+        table.add_column(sa.Column("outcomes", sa.JSON(), nullable=True))
+        table.add_column(sa.Column("change_id", sa.String(length=80), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("desired_states") as table:
+        for column in ("change_id", "outcomes", "fields"):
+            table.drop_column(column)
     op.drop_index("ix_downlink_state_hotel_id", table_name="downlink")
     op.drop_table("downlink")

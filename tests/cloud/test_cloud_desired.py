@@ -1,0 +1,165 @@
+"""Desired state set through the cloud and on site, merged on the gateway by the policy of
+docs/conflicts.md, with the outcome shown on both sides; a real gateway and relay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bellhop_edge import convert
+from bellhop_edge.gateway import Gateway
+
+from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, bridge_server, cloud_hotel
+from tests.cloud.support import Api, expect
+from tests.support.mosquitto import MosquittoBroker
+
+DEVICE = "r101-thermostat"
+
+
+@pytest.fixture
+async def hotel(api: Api) -> CloudHotel:
+    return await cloud_hotel(api)
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
+    return EdgeSite(tmp_path, mosquitto, hotel)
+
+
+@pytest.fixture
+async def bridge(hotel: CloudHotel) -> AsyncIterator[Bridge]:
+    async with bridge_server(hotel.api.relay) as bridge:
+        yield bridge
+
+
+async def put(hotel: CloudHotel, body: dict[str, Any], status: int) -> Any:
+    answer = await hotel.api.http.put(
+        f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}/desired",
+        json=body,
+        headers=hotel.owner.headers,
+    )
+    return expect(answer, status)
+
+
+async def until_link(hotel: CloudHotel, connected: bool) -> None:
+    for _ in range(300):
+        links = await hotel.get("/sync")
+        if any(link["connected"] for link in links) is connected and links:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the link never became connected={connected}")
+
+
+async def until_desired(hotel: CloudHotel, want: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(300):
+        answer = await hotel.api.http.get(
+            f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}/desired", headers=hotel.owner.headers
+        )
+        if answer.status_code == 200 and answer.json()["values"] == want:
+            body: dict[str, Any] = answer.json()
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the relay never showed {want}: {answer.text}")
+
+
+async def online(hotel: CloudHotel) -> None:
+    await until_link(hotel, True)
+    for _ in range(300):  # the gateway's registry has reached the relay
+        answer = await hotel.api.http.get(
+            f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}", headers=hotel.owner.headers
+        )
+        if answer.status_code == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the device never reached the relay")
+
+
+async def test_desired_state_set_remotely_is_merged_on_the_gateway_and_shown_on_both_sides(
+    hotel: CloudHotel, site: EdgeSite, bridge: Bridge
+) -> None:
+    async with Gateway(site.config(bridge.url)) as gateway:
+        await online(hotel)
+        body = await put(hotel, {"values": {"setpoint": 22.5}}, 200)
+        assert body["outcome"] == "merged"
+        desired = body["desired"]
+        assert desired["values"] == {"setpoint": 22.5}
+        assert desired["change_id"] == body["change_id"]
+        assert desired["pending"] == []
+        (outcome,) = desired["outcomes"]
+        assert outcome == {
+            "field": "setpoint",
+            "applied": True,
+            "reason": "no_local_intent",
+            "remote_value": 22.5,
+            "local_value": None,
+        }
+        assert desired["fields"]["setpoint"]["set_by"] == f"cloud:{hotel.owner.email}"
+        # The gateway holds the same, and shows the same outcome on the LAN API.
+        on_site = convert.desired(gateway.hotel.desired[DEVICE])
+        assert dict(on_site.values) == {"setpoint": 22.5}
+        assert on_site.change_id == body["change_id"]
+        assert [(o.field, o.applied, o.reason) for o in on_site.outcomes] == [
+            ("setpoint", True, "no_local_intent")
+        ]
+
+
+async def test_what_both_sides_set_while_apart_is_merged_by_the_policy(
+    hotel: CloudHotel, site: EdgeSite, bridge: Bridge
+) -> None:
+    async with Gateway(site.config(bridge.url)):
+        await online(hotel)
+    await until_link(hotel, False)
+    # Apart: a manager sets both fields first; staff on site then set the setpoint again
+    # (later, so it stands) and switch the heating off as a safety override.
+    queued = await put(hotel, {"values": {"setpoint": 25.0, "mode": "heat"}}, 202)
+    assert queued["outcome"] == "queued"
+    assert queued["desired"]["pending"] == [queued["change_id"]]
+    async with Gateway(site.config(bridge.url)) as gateway:
+        gateway.set_desired(DEVICE, {"setpoint": 19.0}, by="staff:front-desk")
+        gateway.set_desired(DEVICE, {"mode": "off"}, by="staff:maintenance", safety=True)
+        shown = await until_desired(hotel, {"setpoint": 19.0, "mode": "off"})
+        outcomes = {o["field"]: (o["applied"], o["reason"]) for o in shown["outcomes"]}
+        assert outcomes == {
+            "mode": (False, "safety_override"),
+            "setpoint": (False, "local_later"),
+        }
+        assert shown["fields"]["mode"]["safety"] is True
+        assert shown["pending"] == []
+        # A later change from the cloud: the setpoint is taken, the override still stands.
+        later = await put(hotel, {"values": {"setpoint": 21.0, "mode": "auto"}}, 200)
+        merged = later["desired"]
+        assert merged["values"] == {"setpoint": 21.0, "mode": "off"}
+        outcomes = {o["field"]: (o["applied"], o["reason"]) for o in merged["outcomes"]}
+        assert outcomes == {"mode": (False, "safety_override"), "setpoint": (True, "remote_later")}
+        assert dict(gateway.hotel.desired[DEVICE].values) == {"setpoint": 21.0, "mode": "off"}
+
+
+async def test_desired_state_is_refused_by_field_and_read_by_room(
+    hotel: CloudHotel, site: EdgeSite, bridge: Bridge
+) -> None:
+    async with Gateway(site.config(bridge.url)):
+        await online(hotel)
+    for body, where in (
+        ({"values": {}}, "values"),
+        ({"values": {"Bad": 1}}, "values"),
+        ({"values": {"setpoint": "x" * 201}}, "values"),
+        ({"values": {"setpoint": 20}, "base_version": 0}, "base_version"),
+        ({"values": {"setpoint": 20}, "extra": 1}, "extra"),
+        ({"values": {"setpoint": 99}}, "setpoint"),  # past what a thermostat takes
+        ({"values": {"brightness": 50}}, "brightness"),  # a light's, not a thermostat's
+    ):
+        problem = await put(hotel, body, 422)
+        assert problem["code"] == "invalid_request"
+        assert where in str(problem), problem
+    api = hotel.api
+    staff = await api.account("staff-102")
+    await api.grant(
+        hotel.owner, hotel.org_id, staff, "staff", hotel_id=hotel.hotel_id, rooms=["102"]
+    )
+    answer = await api.http.get(
+        f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}/desired", headers=staff.headers
+    )
+    expect(answer, 404)
