@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import stat
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
@@ -26,6 +28,20 @@ def test_key_is_created_once_private_and_reloaded(tmp_path: Path) -> None:
     second = load_or_create_signing_key(path)
     assert first.kid == second.kid
     assert "PRIVATE" not in repr(first)
+
+
+def test_relays_starting_together_end_up_with_one_whole_key(tmp_path: Path) -> None:
+    path = tmp_path / "key.pem"
+    start = threading.Barrier(16)
+
+    def one() -> str:
+        start.wait()
+        return load_or_create_signing_key(path).kid
+
+    with ThreadPoolExecutor(16) as pool:
+        kids = set(pool.map(lambda _: one(), range(16)))
+    assert kids == {load_or_create_signing_key(path).kid}
+    assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]  # no drafts left behind
 
 
 def test_a_broken_key_file_is_a_config_error(tmp_path: Path) -> None:

@@ -7,10 +7,12 @@ process, as a JWKS document that edges cache to verify staff tokens offline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,24 +82,34 @@ class SigningKey:
 def load_or_create_signing_key(path: Path) -> SigningKey:
     """Read the PEM key at `path`, creating it (mode 0600) when it does not exist.
 
-    Creation uses O_EXCL so two processes starting together end up with one key.
+    A new key is written whole to a file of its own, then linked into place, which
+    fails if another process got there first: two relay nodes starting together end
+    up with one key, neither ever reads a half-written file, and a relay killed while
+    creating it leaves no empty key behind.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return _read_key(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot create signing key file {path}: {exc}") from exc
     key = SigningKey.generate()
     pem = key.private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, path)
+    except FileExistsError:
+        return _read_key(path)  # another process created it meanwhile: that one is the key
+    except OSError as exc:
+        raise ConfigError(f"cannot create signing key file {path}: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            draft.unlink()
     log.info("generated signing key kid=%s at %s", key.kid, path)
     return key
 
