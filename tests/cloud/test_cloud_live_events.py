@@ -5,7 +5,6 @@ then two relay nodes sharing Redis."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,11 +22,11 @@ from bellhop_cloud.live.log import GAP, Draft, EventLog, Fanout, Subscription
 from bellhop_cloud.live.redis_log import _entry as redis_entry
 from bellhop_cloud.relay import Relay
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from tests.cloud.bridging import BULK, PRIORITY, RawGateway, bridge_server, cloud_hotel, until
 from tests.cloud.sse import Message, events, served, stream
 from tests.cloud.support import Api, expect
+from tests.support.redis import REDIS_URL, require_redis
 
 # Small numbers so that every limit is reached quickly.
 LIVE: dict[str, Any] = {
@@ -37,7 +36,6 @@ LIVE: dict[str, Any] = {
     "events_queue_max": 8,
 }
 SQLITE_ONLY = pytest.mark.parametrize("backend", [("sqlite", None)], ids=["sqlite"])
-REDIS_URL = os.environ.get("BELLHOP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -415,27 +413,12 @@ async def drain(response: httpx.Response) -> bytes | None:
 # -- several relay nodes -----------------------------------------------------------------------
 
 
-async def redis_or_skip() -> None:
-    """With CI=true a missing Redis fails the test; elsewhere it skips."""
-    if os.environ.get("BELLHOP_TEST_NO_REDIS") == "1" and os.environ.get("CI") != "true":
-        pytest.skip("scripts/check could not start Redis (BELLHOP_TEST_NO_REDIS=1)")
-    client = Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except (OSError, RedisError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required in CI: {exc}")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
-    finally:
-        await client.aclose()
-
-
 @pytest.mark.redis
 @SQLITE_ONLY
 async def test_an_event_applied_on_one_node_reaches_a_watcher_on_another(
     api: Api, relay_config: RelayConfig
 ) -> None:
-    await redis_or_skip()
+    await require_redis()
     hotel = await cloud_hotel(api)
     shared = relay_config.model_copy(
         update={**LIVE, "bus_backend": BusBackend.REDIS, "redis_url": REDIS_URL}

@@ -71,7 +71,7 @@ class Relay:
             await store.close()
             await limiter.close()
             raise
-        live = LiveEvents.from_config(config)
+        live = LiveEvents.from_config(config, store=store)
         bus = bus_for(config)
         downlink = Downlink(store, bus)  # its handlers are on the bus before it starts
         try:

@@ -148,9 +148,18 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("module", sorted(ALL_MODULES))
+# The same limit for every component, not only the edge.
+SIZED = {
+    **ALL_MODULES,
+    **_modules(ROOT / "cloud" / "src" / "bellhop_cloud"),
+    **_modules(ROOT / "bridge" / "src" / "bellhop_bridge"),
+    **_modules(ROOT / "src" / "bellhop_cli"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(SIZED))
 def test_no_module_is_over_500_lines(module: str) -> None:
-    lines = len(ALL_MODULES[module].read_text().splitlines())
+    lines = len(SIZED[module].read_text().splitlines())
     assert lines <= MAX_LINES, f"{module} has {lines} lines; split it by what it owns"
 
 

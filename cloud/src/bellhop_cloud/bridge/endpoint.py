@@ -12,14 +12,11 @@ connection of the same gateway replaces the first. A revoked gateway is cut
 off within `bridge_revocation_check_s`, with a fatal close so that it stops
 retrying. Why websockets' own server: docs/bridge.md, "Where the relay serves bridges".
 
-Under a reconnect storm (every gateway of a restarted relay coming back at
-once): at most `handshakes` handshakes are worked on at a time, the others
-wait their turn (within their handshake timeout) instead of all slowing down
-together until none finishes; identities are looked up in batches, with the
-lanes of their link rows (identities.py); link rows are written in group
-commits and a heartbeat never costs a transaction of its own (links.py). On
-the way out every connection is told and closed at once, within
-`close_within_s` (CLOSE_ALL_S).
+Under a reconnect storm, handshakes take turns (admission.py), identities are
+looked up in batches (identities.py) and link rows written in group commits
+(links.py); on the way out every connection is closed within CLOSE_ALL_S.
+Frames to the gateway (commands, acknowledgements, desired state) come from the
+downlink (downlink.py), which this node serves for the hotels it holds.
 """
 
 from __future__ import annotations
@@ -65,7 +62,8 @@ from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.bridge.session import Link, who
 from bellhop_cloud.config import RelayConfig
-from bellhop_cloud.live import LiveEvent, plan_events
+from bellhop_cloud.live import plan_events
+from bellhop_cloud.live.events import gateway_event
 from bellhop_cloud.relay import Relay
 
 __all__ = ["BRIDGE_PATH", "BridgeEndpoint"]
@@ -82,11 +80,8 @@ _ws_log.setLevel(logging.WARNING)
 HEARD_EVERY_S: Final = 5.0
 # Handshakes worked on at once; the others wait their turn (docs/bridge.md).
 HANDSHAKES: Final = 100
-# Connections the kernel holds for the relay to accept: a reconnect storm arrives
-# faster than an event loop accepts, and past the queue (100 by default) the kernel
-# drops the SYN, which the gateway sends again only a second or more later. The kernel
-# caps it at net.core.somaxconn (and half-open ones at net.ipv4.tcp_max_syn_backlog):
-# raise both for thousands of gateways (docs/bridge.md).
+# Connections the kernel holds for the relay to accept (a SYN past it is dropped and sent
+# again a second later); capped by net.core.somaxconn: raise it (docs/bridge.md).
 BACKLOG: Final = 16384
 # On the way out, every bridge is told and closed within this; sockets still
 # open then are dropped.
@@ -395,7 +390,7 @@ class BridgeEndpoint:
             # database): ask for the whole picture so the relay ends equal to it.
             link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
-        await self._publish(identity.hotel_id, [_connectivity(identity.gateway_id, "open")])
+        await self.relay.live.tell(identity.hotel_id, [gateway_event(identity.gateway_id, "open")])
 
     async def _apply(self, link: Link, event: BatchReceived, now: float) -> None:
         identity = link.identity
@@ -410,7 +405,7 @@ class BridgeEndpoint:
             await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC), seen=seen)
         if seen:
             link.seen_at = now
-        await self._publish(identity.hotel_id, plan_events(plan))
+        await self.relay.live.tell(identity.hotel_id, plan_events(plan))
         await self.relay.downlink.finished(identity.hotel_id, list(plan.commands))
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
@@ -494,21 +489,7 @@ class BridgeEndpoint:
         if self._hotels.get(identity.hotel_id) is link:
             del self._hotels[identity.hotel_id]
         self.links.closed(identity.gateway_id, reason=link.close_reason, now=datetime.now(UTC))
-        down = [_connectivity(identity.gateway_id, link.close_reason)]
-        task = asyncio.create_task(self._publish(identity.hotel_id, down))
+        down = [gateway_event(identity.gateway_id, link.close_reason)]
+        task = asyncio.create_task(self.relay.live.tell(identity.hotel_id, down))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
-
-    async def _publish(self, hotel_id: str, events: list[LiveEvent]) -> None:
-        """Tell live watchers; what is applied stays applied if this fails."""
-        if not events:
-            return
-        try:
-            await self.relay.live.publish(hotel_id, events)
-        except Exception:  # watchers miss these (they see a gap on resume); the bridge must not
-            log.warning("bridge: live events of hotel %s not published", hotel_id, exc_info=True)
-
-
-def _connectivity(gateway_id: str, reason: str) -> LiveEvent:
-    up = reason == "open"
-    return LiveEvent("gateway", {"gateway_id": gateway_id, "connected": up, "reason": reason})

@@ -129,6 +129,9 @@ def plan_events(plan: Any) -> list[LiveEvent]:
             "values": desired["values"],
             "updated_at": iso(desired["updated_at"]),
             "updated_by": desired["updated_by"],
+            # How a change made through the cloud merged with what was set on site.
+            "change_id": desired["change_id"],
+            "outcomes": desired["outcomes"] or [],
         }
         events.append(LiveEvent("desired", data, room_id=rooms.get(device_id)))
     events.extend(_alert(alert) for alert in plan.alerts.values())
@@ -137,3 +140,9 @@ def plan_events(plan: Any) -> list[LiveEvent]:
         data["completed_at"] = iso(data.get("completed_at"))
         events.append(LiveEvent("command", data, room_id=rooms.get(command["device_id"])))
     return events
+
+
+def gateway_event(gateway_id: str, reason: str) -> LiveEvent:
+    """A gateway's bridge opened (`reason` "open") or closed, and why."""
+    up = reason == "open"
+    return LiveEvent("gateway", {"gateway_id": gateway_id, "connected": up, "reason": reason})

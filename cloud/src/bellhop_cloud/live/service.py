@@ -106,6 +106,14 @@ class LiveEvents:
             self.fanout.gap(org_id)  # this node's watchers are told: never a silent gap
             raise
 
+    async def tell(self, hotel_id: str, events: Sequence[LiveEvent]) -> None:
+        """`publish` for those whose own work must go on if it fails (the bridge: what it
+        applied stays applied); the watchers see a gap instead."""
+        try:
+            await self.publish(hotel_id, events)
+        except Exception:
+            log.warning("live events of hotel %s not published", hotel_id, exc_info=True)
+
     async def subscribe(self, org_id: str, hotel_id: str | None = None) -> Subscription:
         """A bounded queue of the organisation's events from now on (of one hotel: `hotel_id`).
 
