@@ -7,6 +7,7 @@
     events       what a connection tells its driver
     backoff      reconnect delays: capped exponential with full jitter
     commands     command ids both ends agree on (a fleet's per-device ids)
+    desired      the desired-state conflict policy, a pure merge (docs/conflicts.md)
     errors       `CloseCode` and the error tree
 
 The edge's bridge client and the relay's bridge endpoint are thin asyncio
