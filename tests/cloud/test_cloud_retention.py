@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from bellhop_cloud.bridge import retention
 from bellhop_cloud.bridge.retention import DAY_MS, Retention
-from bellhop_cloud.db.schema import alerts, device_events, telemetry
+from bellhop_cloud.db.schema import alerts, device_events, downlink, telemetry
 
 from tests.cloud.support import Api
 
@@ -68,7 +68,31 @@ async def test_old_history_goes_current_state_and_open_alerts_stay(api: Api) -> 
                 {**alert, "alert_id": "open", "state": "raised", "cleared_at": None},
             ],
         )
+        item = {
+            "hotel_id": hotel_id,
+            "kind": "command",
+            "device_id": "dev-0001",
+            "body": {},
+            "requested_by": owner.user_id,
+            "expires_at": 0,
+            "sends": 1,
+        }
+        await conn.execute(
+            downlink.insert(),
+            [
+                {
+                    **item,
+                    "item_id": "old-done",
+                    "state": "done",
+                    "requested_at": old - 400 * DAY_MS,
+                },
+                {**item, "item_id": "old-queued", "state": "queued", "requested_at": 0},
+                {**item, "item_id": "new-done", "state": "done", "requested_at": NOW_MS},
+            ],
+        )
     deleted = await Retention(relay.store, config).prune(NOW)
+    # Answered long ago: gone; still outstanding (it will expire) or recent: kept.
+    assert deleted["downlink"] == 1
     assert deleted["telemetry"] == 1
     assert deleted["device_events"] == 1
     assert deleted["alerts"] == 1

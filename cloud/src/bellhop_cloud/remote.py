@@ -165,9 +165,7 @@ async def send_commands(
         )
     await relay.downlink.nudge(hotel.hotel_id)
     if wait_s > 0:
-        await asyncio.gather(
-            *(relay.downlink.wait(hotel.hotel_id, r.command_id, wait_s) for r in requests)
-        )
+        await relay.downlink.wait(hotel.hotel_id, ids, wait_s)
     return await command_statuses(relay, hotel.hotel_id, ids)
 
 

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_S: Final = 2.0  # how often a node looks for items nobody nudged it about
 POLL_S: Final = 1.0  # a waiter looks at the database at least this often
+CHUNK: Final = 500  # ids per IN (...) query
 NUDGES: Final = "downlink"
 RESULTS: Final = "results"
 
@@ -144,7 +145,7 @@ class Downlink:
         self._sender: Sender | None = None
         self._held: Callable[[], Iterable[str]] = frozenset
         self._locks: dict[str, asyncio.Lock] = {}
-        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+        self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_result: Callable[[str, Sequence[str]], None] | None = None
         self.sent = 0
@@ -299,38 +300,48 @@ class Downlink:
 
     def _wake(self, hotel_id: str, command_ids: Iterable[str]) -> None:
         for command_id in command_ids:
-            event = self._waiters.get((hotel_id, command_id))
-            if event is not None:
+            for event in self._waiters.get((hotel_id, command_id), ()):
                 event.set()
 
-    async def wait(self, hotel_id: str, command_id: str, timeout_s: float) -> Row[Any] | None:
-        """The command's result row, or None when none came within `timeout_s`."""
-        key = (hotel_id, command_id)
-        event = self._waiters.setdefault(key, asyncio.Event())
+    async def wait(self, hotel_id: str, command_ids: Sequence[str], timeout_s: float) -> None:
+        """Until every command has a result stored, or `timeout_s` has passed. However many
+        commands (a fleet), one query a wake-up: results are read in chunks of ids."""
+        keys = [(hotel_id, c) for c in command_ids]
+        event = asyncio.Event()
+        for key in keys:
+            self._waiters.setdefault(key, set()).add(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        left = set(command_ids)
         try:
             while True:
                 event.clear()
-                row = await self.result(hotel_id, command_id)
-                left = deadline - loop.time()
-                if row is not None or left <= 0:
-                    return row
+                left -= await self._answered(hotel_id, left)
+                remaining = deadline - loop.time()
+                if not left or remaining <= 0:
+                    return
                 # A nudge can be lost between nodes: the database is looked at anyway.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(left, POLL_S)):
+                    async with asyncio.timeout(min(remaining, POLL_S)):
                         await event.wait()
         finally:
-            if self._waiters.get(key) is event:
-                del self._waiters[key]
+            for key in keys:
+                events = self._waiters.get(key)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._waiters[key]
 
-    async def result(self, hotel_id: str, command_id: str) -> Row[Any] | None:
+    async def _answered(self, hotel_id: str, command_ids: set[str]) -> set[str]:
+        found: set[str] = set()
+        ids = sorted(command_ids)
         async with self._store.read() as conn:
-            return (
-                await conn.execute(
-                    sa.select(command_results).where(
+            for start in range(0, len(ids), CHUNK):
+                rows = await conn.execute(
+                    sa.select(command_results.c.command_id).where(
                         command_results.c.hotel_id == hotel_id,
-                        command_results.c.command_id == command_id,
+                        command_results.c.command_id.in_(ids[start : start + CHUNK]),
                     )
                 )
-            ).first()
+                found.update(rows.scalars())
+        return found

@@ -22,7 +22,14 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from bellhop_cloud.config import RelayConfig
-from bellhop_cloud.db.schema import alerts, command_results, device_events, sync_gaps, telemetry
+from bellhop_cloud.db.schema import (
+    alerts,
+    command_results,
+    device_events,
+    downlink,
+    sync_gaps,
+    telemetry,
+)
 from bellhop_cloud.db.store import Store
 
 __all__ = ["Retention"]
@@ -53,6 +60,11 @@ class Retention:
             device_events: device_events.c.ts < events,
             alerts: sa.and_(alerts.c.state == "cleared", alerts.c.cleared_at < ended),
             command_results: command_results.c.completed_at < ended,
+            # What was sent down and is answered or expired: the command's result stays
+            # in command_results; the request itself is kept as long (and in the audit log).
+            downlink: sa.and_(
+                downlink.c.state.in_(("done", "expired")), downlink.c.requested_at < ended
+            ),
             sync_gaps: sync_gaps.c.received_at < now - timedelta(days=c.events_retention_days),
         }
         deleted: dict[str, int] = {}
