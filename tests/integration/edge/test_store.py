@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from bellhop_edge.core.ops import (
 from bellhop_edge.errors import (
     InvalidAckError,
     SchemaVersionError,
+    StoreError,
     WriteFailedError,
     WriterClosedError,
     WriterFullError,
@@ -701,3 +704,35 @@ def test_live_status_never_brings_back_a_removed_device(db_path: Path) -> None:
         store.apply(PutDeviceStatus(stranger))
         assert [d.device_id for d in store.list_devices(include_unknown=True)] == ["stranger"]
         assert store.list_devices() == []
+
+
+def test_closing_waits_for_reads_in_flight_on_worker_threads(db_path: Path) -> None:
+    """The bridge reads the outbox from worker threads; the gateway closes the store on its
+    way out. Closing a connection under a running read crashed the whole process."""
+    store = EdgeStore.open(db_path)
+    for i in range(200):
+        store.apply(points(f"dev-{i}", T0 + i, temperature=20.0))
+    reads = [0] * 4
+    ended: list[BaseException] = []
+    started = threading.Barrier(len(reads) + 1)
+
+    def reader(n: int) -> None:
+        started.wait()
+        try:
+            while True:
+                store.outbox_backlog()
+                store.outbox_after(0, 50)
+                reads[n] += 1
+        except StoreError as exc:  # the store closed: every later read says so
+            ended.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(len(reads))]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    while min(reads) < 3:  # every reader is reading, again and again
+        time.sleep(0.001)
+    store.close()
+    for thread in threads:
+        thread.join(10)
+    assert [str(e) for e in ended] == ["the store is closed"] * len(reads)

@@ -10,14 +10,15 @@ the same `apply.Applier`, so an op means the same thing on either path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from sqlite_utils import Database
 
@@ -40,11 +41,15 @@ from bellhop_edge.core.model import (
     TelemetryPoint,
 )
 from bellhop_edge.core.ops import AckOutbox, PutDevice, PutRoom, RemoveDevice, WriteOp
+from bellhop_edge.errors import StoreError
 from bellhop_edge.store import desired, history, outbox
 from bellhop_edge.store.apply import Applier
 from bellhop_edge.store.outbox import OutboxEntry
 from bellhop_edge.store.retention import RetentionReport, RetentionRun
 from bellhop_edge.store.schema import BUSY_TIMEOUT_MS, Synchronous, connect, migrate, transaction
+
+# How long `close` waits for reads in flight on worker threads.
+CLOSE_WAIT_S: Final = BUSY_TIMEOUT_MS / 1000 + 5
 
 __all__ = ["EdgeStore", "StoreCounts"]
 
@@ -71,9 +76,9 @@ class EdgeStore:
     """The gateway's database: opened (and migrated) once at start-up.
 
     Reads and rare writes run on this object's own connection, from the
-    thread that opened it; `query_telemetry` and `outbox_after` may also be
-    called from worker threads (each gets its own read connection). The hot
-    path goes through a `StoreWriter`.
+    thread that opened it; `query_telemetry` and the `outbox_*` reads may also
+    be called from worker threads (each gets its own read connection, and
+    `close` waits for reads in flight). The hot path goes through a `StoreWriter`.
     """
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
@@ -84,20 +89,36 @@ class EdgeStore:
         self._owner = threading.get_ident()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        # Reads in flight on worker threads; `close` waits for them, since closing a
+        # connection that another thread is reading through crashes the process.
+        self._reading_now = 0
+        self._closed = False
+        self._readers_lock = threading.Condition()
 
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's connection: the store's own, or one opened for a worker thread."""
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection (the store's own, or one opened for a worker thread),
+        held open until the read is over; StoreError once the store is closing."""
         if threading.get_ident() == self._owner:
-            return self._conn
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._local.conn = conn
+            yield self._conn
+            return
+        with self._readers_lock:
+            if self._closed:
+                raise StoreError("the store is closed")
+            self._reading_now += 1
+        try:
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                self._local.conn = conn
+                with self._readers_lock:
+                    self._readers.append(conn)
+            yield conn
+        finally:
             with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+                self._reading_now -= 1
+                self._readers_lock.notify_all()
 
     @classmethod
     def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.NORMAL) -> EdgeStore:
@@ -112,6 +133,9 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._readers_lock:
+            self._closed = True
+            # A read in flight finishes first (bounded by SQLite's busy timeout).
+            self._readers_lock.wait_for(lambda: self._reading_now == 0, CLOSE_WAIT_S)
             for reader in self._readers:
                 reader.close()
             self._readers.clear()
@@ -261,29 +285,34 @@ class EdgeStore:
         self, device_id: str, metric: str, start_ms: int, end_ms: int, limit: int = 10_000
     ) -> list[TelemetryPoint]:
         """Oldest first: raw points, and rollup averages where raw ones were folded."""
-        return history.query_points(
-            self._reader(), device_id, metric, start_ms=start_ms, end_ms=end_ms, limit=limit
-        )
+        with self._reading() as conn:
+            return history.query_points(
+                conn, device_id, metric, start_ms=start_ms, end_ms=end_ms, limit=limit
+            )
 
     def outbox_after(
         self, seq: int, limit: int = 1000, lane: int | None = None
     ) -> list[OutboxEntry]:
         """Events of `lane` (None: every lane) above `seq`, in order, at most `limit`."""
-        return outbox.read_after(self._reader(), seq, limit, lane)
+        with self._reading() as conn:
+            return outbox.read_after(conn, seq, limit, lane)
 
     def outbox_last_acked(self, lane: int = outbox.BULK) -> int:
-        return outbox.last_acked(self._reader())[lane]
+        return self.outbox_acked()[lane]
 
     def outbox_acked(self) -> dict[int, int]:
         """Each lane's last acknowledged sequence."""
-        return outbox.last_acked(self._reader())
+        with self._reading() as conn:
+            return outbox.last_acked(conn)
 
     def outbox_backlog(self) -> outbox.Backlog:
         """What the cloud has not acknowledged yet, per lane, and the oldest's time."""
-        return outbox.backlog(self._reader())
+        with self._reading() as conn:
+            return outbox.backlog(conn)
 
     def outbox_last_seq(self) -> int:
-        return outbox.last_seq(self._conn)
+        with self._reading() as conn:
+            return outbox.last_seq(conn)
 
     def registry_version(self) -> int:
         """Grows whenever rooms or devices are changed by a tool beside the gateway."""
