@@ -23,7 +23,9 @@ from bellhop_cloud.app import create_app
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.relay import Relay
 
+from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, bridge_server, cloud_hotel
 from tests.cloud.support import Api
+from tests.support.mosquitto import MosquittoBroker
 from tests.support.postgres import admin, require_postgres, url
 
 # Cheap hashing keeps the suite fast; production defaults stay RFC 9106 strength.
@@ -97,3 +99,20 @@ async def client(relay: Relay) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def api(client: httpx.AsyncClient, relay: Relay, test_name: str) -> Api:
     return Api(client, relay, test_name)
+
+
+# -- the bridge tests' hotel: enrolled in the relay, its site (broker, config), the endpoint --
+@pytest.fixture
+async def hotel(api: Api) -> CloudHotel:
+    return await cloud_hotel(api)
+
+
+@pytest.fixture
+def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
+    return EdgeSite(tmp_path, mosquitto, hotel)
+
+
+@pytest.fixture
+async def bridge(hotel: CloudHotel) -> AsyncIterator[Bridge]:
+    async with bridge_server(hotel.api.relay) as bridge:
+        yield bridge

@@ -26,21 +26,8 @@ from tests.cloud.bridging import (
     EdgeSite,
     RawGateway,
     bridge_server,
-    cloud_hotel,
     until,
 )
-from tests.cloud.support import Api
-from tests.support.mosquitto import MosquittoBroker
-
-
-@pytest.fixture
-async def hotel(api: Api) -> CloudHotel:
-    return await cloud_hotel(api)
-
-
-@pytest.fixture
-def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
-    return EdgeSite(tmp_path, mosquitto, hotel)
 
 
 async def started(gateway: Gateway) -> None:

@@ -25,11 +25,6 @@ from tests.cloud.bridging import (
 from tests.cloud.support import Api
 
 
-@pytest.fixture
-async def hotel(api: Api) -> CloudHotel:
-    return await cloud_hotel(api)
-
-
 def reading(
     seq: int, device_id: str = "r1-env", lane: bridge_pb2.Lane.ValueType = BULK
 ) -> bridge_pb2.OutboxEvent:

@@ -9,7 +9,6 @@ import contextlib
 import time
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
 from bellhop_bridge import Opened, frames
 from bellhop_cloud.db.schema import gateway_links, gateways
@@ -17,13 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import connect
 
-from tests.cloud.bridging import CloudHotel, RawGateway, bridge_server, cloud_hotel, until
-from tests.cloud.support import Api
-
-
-@pytest.fixture
-async def hotel(api: Api) -> CloudHotel:
-    return await cloud_hotel(api)
+from tests.cloud.bridging import CloudHotel, RawGateway, bridge_server, until
 
 
 async def enrol_many(hotel: CloudHotel, count: int) -> list[tuple[str, Ed25519PrivateKey]]:

@@ -4,35 +4,15 @@ docs/conflicts.md, with the outcome shown on both sides; a real gateway and rela
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from bellhop_edge import convert
 from bellhop_edge.gateway import Gateway
 
-from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, bridge_server, cloud_hotel
-from tests.cloud.support import Api, expect
-from tests.support.mosquitto import MosquittoBroker
+from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite
+from tests.cloud.support import expect
 
 DEVICE = "r101-thermostat"
-
-
-@pytest.fixture
-async def hotel(api: Api) -> CloudHotel:
-    return await cloud_hotel(api)
-
-
-@pytest.fixture
-def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
-    return EdgeSite(tmp_path, mosquitto, hotel)
-
-
-@pytest.fixture
-async def bridge(hotel: CloudHotel) -> AsyncIterator[Bridge]:
-    async with bridge_server(hotel.api.relay) as bridge:
-        yield bridge
 
 
 async def put(hotel: CloudHotel, body: dict[str, Any], status: int) -> Any:

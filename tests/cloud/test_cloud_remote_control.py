@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
@@ -26,29 +23,11 @@ from tests.cloud.bridging import (
     CloudHotel,
     EdgeSite,
     RawGateway,
-    bridge_server,
-    cloud_hotel,
 )
-from tests.cloud.support import Api, expect
+from tests.cloud.support import expect
 from tests.support.mosquitto import MosquittoBroker
 
 SETPOINT = {"name": "set_setpoint", "params": {"setpoint_c": 21.5}}
-
-
-@pytest.fixture
-async def hotel(api: Api) -> CloudHotel:
-    return await cloud_hotel(api)
-
-
-@pytest.fixture
-def site(tmp_path: Path, mosquitto: MosquittoBroker, hotel: CloudHotel) -> EdgeSite:
-    return EdgeSite(tmp_path, mosquitto, hotel)
-
-
-@pytest.fixture
-async def bridge(hotel: CloudHotel) -> AsyncIterator[Bridge]:
-    async with bridge_server(hotel.api.relay) as bridge:
-        yield bridge
 
 
 async def command(

@@ -63,6 +63,45 @@ class CommandStatus:
         return self.state not in (ItemState.QUEUED.value, ItemState.SENT.value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """Who asks what of which hotel: the downlink items and audit entries it makes."""
+
+    hotel: Hotel
+    user_id: str
+
+    def item(
+        self,
+        item_id: str,
+        kind: ItemKind,
+        device_id: str | None,
+        body: dict[str, Any],
+        *,
+        ttl_s: float,
+    ) -> Item:
+        now = now_ms()
+        expires = now + int(ttl_s * 1000)
+        return Item(self.hotel.hotel_id, item_id, kind, device_id, body, self.user_id, now, expires)
+
+    async def record(
+        self,
+        conn: AsyncConnection,
+        action: AuditAction,
+        target: tuple[str, str],
+        detail: dict[str, Any],
+    ) -> None:
+        """The request's audit entry, in the transaction that queues it."""
+        await audit.record(
+            conn,
+            action,
+            orgs=[self.hotel.org_id],
+            actor_id=self.user_id,
+            target_type=target[0],
+            target_id=target[1],
+            detail=detail,
+        )
+
+
 async def online(relay: Relay, conn: AsyncConnection, hotel_id: str) -> bool:
     """Whether a gateway of the hotel holds a bridge now, on this node or any other (whose
     link rows are written in group commits, a second or so after the bridge opens)."""
@@ -95,7 +134,7 @@ async def send_commands(
 ) -> list[CommandStatus]:
     """Queue the commands (or join earlier ones of the same id), announce them, and wait
     up to `wait_s` for their results (0: do not wait)."""
-    now = now_ms()
+    asker = _Request(hotel, user_id)
     async with relay.store.write() as conn:
         if not queue and not await online(relay, conn, hotel.hotel_id):
             raise GatewayOffline(
@@ -121,16 +160,8 @@ async def send_commands(
                     "by": by,
                     "timeout_ms": int(timeout_s * 1000),
                 }
-                item = Item(
-                    hotel.hotel_id,
-                    request.command_id,
-                    ItemKind.COMMAND,
-                    request.device_id,
-                    body,
-                    user_id,
-                    now,
-                    now + int(ttl_s * 1000),
-                )
+                kind, device = ItemKind.COMMAND, request.device_id
+                item = asker.item(request.command_id, kind, device, body, ttl_s=ttl_s)
                 await relay.downlink.queue(conn, item)
             elif (
                 before.kind,
@@ -146,14 +177,11 @@ async def send_commands(
                 raise CommandIdReused(
                     f"command_id {request.command_id!r} was already used for another command"
                 )
-        await audit.record(
+        await asker.record(
             conn,
             AuditAction.COMMAND_SENT,
-            orgs=[hotel.org_id],
-            actor_id=user_id,
-            target_type="hotel",
-            target_id=hotel.hotel_id,
-            detail={
+            ("hotel", hotel.hotel_id),
+            {
                 "commands": [
                     {"command_id": r.command_id, "device_id": r.device_id, "name": r.name}
                     for r in requests[:100]
@@ -239,7 +267,7 @@ async def acknowledge(
     if alert.state == "cleared":
         return "already_cleared"
     item_id = f"ack:{alert.alert_id}"
-    now = now_ms()
+    asker = _Request(hotel, user_id)
     async with relay.store.write() as conn:
         up = await online(relay, conn, hotel.hotel_id)
         pending = (
@@ -251,25 +279,13 @@ async def acknowledge(
         ).scalar()
         if pending is None:
             body = {"alert_id": alert.alert_id, "by": await _who(conn, user_id), "note": note}
-            item = Item(
-                hotel.hotel_id,
-                item_id,
-                ItemKind.ALERT_ACK,
-                alert.device_id,
-                body,
-                user_id,
-                now,
-                now + int(ttl_s * 1000),
-            )
+            item = asker.item(item_id, ItemKind.ALERT_ACK, alert.device_id, body, ttl_s=ttl_s)
             await relay.downlink.queue(conn, item)
-            await audit.record(
+            await asker.record(
                 conn,
                 AuditAction.ALERT_ACKNOWLEDGED,
-                orgs=[hotel.org_id],
-                actor_id=user_id,
-                target_type="alert",
-                target_id=alert.alert_id,
-                detail={"hotel_id": hotel.hotel_id, "note": bool(note)},
+                ("alert", alert.alert_id),
+                {"hotel_id": hotel.hotel_id, "note": bool(note)},
             )
     await relay.downlink.nudge(hotel.hotel_id)
     if up and await _done(relay, hotel.hotel_id, item_id, ACK_WAIT_S):
@@ -291,7 +307,7 @@ async def set_desired(
     policy of docs/conflicts.md. Returns the change's id and `merged` (the gateway sent
     back the merged state, with each field's outcome) or `queued`."""
     change_id = f"desired:{uuid.uuid4().hex}"
-    now = now_ms()
+    asker = _Request(hotel, user_id)
     async with relay.store.write() as conn:
         up = await online(relay, conn, hotel.hotel_id)
         body = {
@@ -299,25 +315,13 @@ async def set_desired(
             "base_version": base_version,
             "by": await _who(conn, user_id),
         }
-        item = Item(
-            hotel.hotel_id,
-            change_id,
-            ItemKind.DESIRED,
-            device_id,
-            body,
-            user_id,
-            now,
-            now + int(ttl_s * 1000),
-        )
+        item = asker.item(change_id, ItemKind.DESIRED, device_id, body, ttl_s=ttl_s)
         await relay.downlink.queue(conn, item)
-        await audit.record(
+        await asker.record(
             conn,
             AuditAction.DESIRED_SET,
-            orgs=[hotel.org_id],
-            actor_id=user_id,
-            target_type="device",
-            target_id=device_id,
-            detail={"hotel_id": hotel.hotel_id, "change_id": change_id, "fields": sorted(values)},
+            ("device", device_id),
+            {"hotel_id": hotel.hotel_id, "change_id": change_id, "fields": sorted(values)},
         )
     await relay.downlink.nudge(hotel.hotel_id)
     if up and await _done(relay, hotel.hotel_id, change_id, ACK_WAIT_S):
