@@ -7,26 +7,32 @@ reach on the LAN (gRPC `SendCommand`, as bench/lan_command.py), in the same run:
 - one node: one relay (`bellhop cloud run`, its embedded defaults: SQLite, the
   in-process bus) holding the gateway's bridge and taking the REST call;
 - two nodes: two relays on one PostgreSQL database (bench/_pg.py's throwaway one) and
-  Redis (`bus_backend = "redis"`); the gateway's bridge is held by node A, the REST
-  call goes to node B, so the request crosses to A as a nudge and the result comes
-  back to B on the results channel.
+  Redis (`bus_backend = "redis"`; login throttling stays in memory, it is not on the
+  path); the gateway's bridge is held by node A, the REST call goes to node B, so the
+  request crosses to A as a nudge and the result comes back to B on the results channel.
 
-Every relay, each hotel's gateway (`bellhop edge run`) and the simulated devices
-(`bellhop_devices.sim`, one MQTT connection each, behind one Mosquitto) run as their
-own processes; this process is the manager's app (a minimal keep-alive HTTP/1.1
-client, as bench/cloud_api.py's) and the staff app (grpc.aio). One command at a time,
-round-robin over the hotel's lights (`set_light`, each command changing the light, so
-every command also sends a state report up the bridge). After a warm-up the paths
-take turns in blocks, so that load from anything else on the machine falls on all of
-them alike. Also measured, in the same turns: the LAN path of the two-node hotel's
-gateway (`lan2_p50_ms`, to show the two gateways alike) and the relay's bare REST
-round trip (`GET /healthz` on the one-node relay, `rest_floor_p50_ms`).
+Every relay, each hotel's gateway (`bellhop edge run`, enrolled through the relay that
+holds its bridge), each hotel's Mosquitto and the simulated lights (`bellhop_devices.sim`,
+one MQTT connection each) run as their own processes; this process is the manager's
+app (a minimal keep-alive HTTP/1.1 client, as bench/cloud_api.py's) and the staff app
+(grpc.aio). One command at a time, round-robin over a hotel's four lights (`set_light`,
+each command changing the light, so every command also sends its result and a state
+report up the bridge's outbox, which the relay applies too). After a warm-up the paths
+take turns in blocks of 50, so that load from anything else on the machine falls on all
+of them alike. Also measured in the same turns: the LAN path of the two-node hotel's
+gateway (`lan2_p50_ms`: the two gateways alike) and the relay's bare REST round trip
+(`GET /healthz` on the one-node relay, `rest_floor_p50_ms`); and the CPU time each
+process spent per command of each path (`cpu_ms_per_command`).
 
-    .venv/bin/python bench/remote_command.py [--quick] [--commands N]
+    .venv/bin/python bench/remote_command.py [--quick] [--commands N] [--trace]
+
+`--trace` runs the relays and gateways through this file with marks at each step of a
+command and prints where the time goes, step by step, with each relay's trips to its
+database (the marks cost time too: quote the figures of a run without it).
 
 Prints one JSON object as its last line: remote_p50_ms, remote_p99_ms, lan_p50_ms,
 ratio (remote p50 / LAN p50), remote_2node_p50_ms, ratio_2node (two-node p50 /
-one-node p50), and the other paths' figures and the targets.
+one-node p50), the other paths' figures, and the targets.
 """
 
 from __future__ import annotations
@@ -81,6 +87,8 @@ COMMAND_TIMEOUT_S: Final = 5.0
 START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 20.0
 HTTP_TIMEOUT_S: Final = 10.0
+SETTLE_S: Final = 3.0  # at most, between turns
+IDLE_S: Final = 3.0  # the processes' CPU time with no command, before the warm-up
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -459,6 +467,7 @@ class Measured:
     # Per path, the CPU seconds each process spent during its turns.
     cpu: dict[str, dict[str, float]]
     seconds: float = 0.0
+    idle_cpu: dict[str, float] = field(default_factory=dict)  # per process, % of a core
 
 
 class CpuMeter:
@@ -466,6 +475,19 @@ class CpuMeter:
 
     def __init__(self, parts: dict[str, list[int]]) -> None:
         self.parts = parts
+
+    async def settle(self, *, window_s: float = 0.05, busy: float = 0.05) -> None:
+        """Wait (at most SETTLE_S) until no process uses more than `busy` of a core over
+        `window_s`: what a turn left behind (a relay applying the outbox batches of its
+        last commands) is done before the next turn begins, and counted in its turn."""
+        deadline = time.monotonic() + SETTLE_S
+        before = self.sample()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(window_s)
+            now = self.sample()
+            if all(now[p] - before[p] <= busy * window_s for p in now if p != "client"):
+                return
+            before = now
 
     def sample(self) -> dict[str, float]:
         out = {}
@@ -486,6 +508,7 @@ async def measure(paths: dict[str, CommandPath], n: int, warm_up: int, meter: Cp
     for name in names:
         for i in range(warm_up):
             await paths[name].one(-1 - i)
+    await meter.settle()
     out = Measured(
         {name: [] for name in names},
         {name: [] for name in names},
@@ -510,6 +533,7 @@ async def measure(paths: dict[str, CommandPath], n: int, warm_up: int, meter: Cp
                 answered = clock()
                 samples.append((answered - sent) / 1e6)
                 windows.append((sent, answered))
+            await meter.settle()  # the turn's trailing work (outbox batches) is its own
             after = meter.sample()
             for part, spent in out.cpu[name].items():
                 out.cpu[name][part] = spent + after[part] - before[part]
@@ -985,7 +1009,11 @@ async def measured_run(
                     "postgres": await pg_backends(db_url),
                 }
             )
+            before = meter.sample()
+            await asyncio.sleep(IDLE_S)  # what each process costs with no command at all
+            after = meter.sample()
             measured = await measure(paths, n, warm_up, meter)
+            measured.idle_cpu = {p: (after[p] - before[p]) / IDLE_S * 100 for p in after}
     finally:
         for client in (rest_one, rest_two, health):
             await client.close()
@@ -1019,6 +1047,8 @@ def figures(measured: Measured, n: int, warm_up: int) -> dict[str, Any]:
     for name, parts in cpu.items():
         spent = ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
         print(f"  CPU ms per command, {name}: {spent}", file=sys.stderr)
+    idle = {part: round(pct, 1) for part, pct in measured.idle_cpu.items()}
+    print(f"  CPU % of a core with no command: {idle}", file=sys.stderr)
     return {
         "commands": n,
         "warm_up": warm_up,
@@ -1034,6 +1064,7 @@ def figures(measured: Measured, n: int, warm_up: int) -> dict[str, Any]:
         "lan2_p50_ms": p("lan2", 50),
         "rest_floor_p50_ms": p("rest_floor", 50),
         "cpu_ms_per_command": cpu,
+        "idle_cpu_pct": idle,
         "measured_s": round(measured.seconds, 1),
         "target_ratio": TARGET_RATIO,
         "target_ratio_2node": TARGET_RATIO_2NODE,
