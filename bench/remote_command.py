@@ -18,11 +18,13 @@ app (a minimal keep-alive HTTP/1.1 client, as bench/cloud_api.py's) and the staf
 (grpc.aio). One command at a time, round-robin over a hotel's four lights (`set_light`,
 each command changing the light, so every command also sends its result and a state
 report up the bridge's outbox, which the relay applies too). After a warm-up the paths
-take turns in blocks of 50, so that load from anything else on the machine falls on all
-of them alike. Also measured in the same turns: the LAN path of the two-node hotel's
-gateway (`lan2_p50_ms`: the two gateways alike) and the relay's bare REST round trip
-(`GET /healthz` on the one-node relay, `rest_floor_p50_ms`); and the CPU time each
-process spent per command of each path (`cpu_ms_per_command`).
+take turns in blocks of 50, so that load from anything else on the
+machine falls on all of them alike; between turns the processes are let finish what a
+turn left (the relays applying its last outbox batches). Also measured in the same
+turns: the LAN path of the two-node hotel's gateway (`lan2_p50_ms`: the two gateways
+alike) and the relay's bare REST round trip (`GET /healthz` on the one-node relay,
+`rest_floor_p50_ms`); and the CPU time each process spent per command of each path
+(`cpu_ms_per_command`).
 
     .venv/bin/python bench/remote_command.py [--quick] [--commands N] [--trace]
 
@@ -88,7 +90,7 @@ START_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 20.0
 HTTP_TIMEOUT_S: Final = 10.0
 SETTLE_S: Final = 3.0  # at most, between turns
-IDLE_S: Final = 3.0  # the processes' CPU time with no command, before the warm-up
+IDLE_S: Final = 2.0  # the processes' CPU time with no command, before the warm-up
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -106,16 +108,18 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def stop(owner: Relay | Site) -> None:
-    process = owner.process
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT_S)
+def stop(*owners: Relay | Site) -> None:
+    """SIGTERM to all at once (each stops cleanly), then wait for each."""
+    processes = [o.process for o in owners if o.process is not None]
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT_S)
 
 
 @dataclass
@@ -501,12 +505,20 @@ class CpuMeter:
         return out
 
 
-async def measure(paths: dict[str, CommandPath], n: int, warm_up: int, meter: CpuMeter) -> Measured:
-    """`warm_up` commands on each path, then `n` each in turns of BLOCK, the order of
-    the paths rotating every turn."""
+@dataclass(frozen=True)
+class Sizes:
+    commands: int  # measured, per path
+    warm_up: int  # per path, before measuring
+    block: int  # commands per path per turn
+
+
+async def measure(paths: dict[str, CommandPath], sizes: Sizes, meter: CpuMeter) -> Measured:
+    """`warm_up` commands on each path, then `commands` each in turns of `block`, the
+    order of the paths rotating every turn."""
+    n, block = sizes.commands, sizes.block
     names = list(paths)
     for name in names:
-        for i in range(warm_up):
+        for i in range(sizes.warm_up):
             await paths[name].one(-1 - i)
     await meter.settle()
     out = Measured(
@@ -519,7 +531,7 @@ async def measure(paths: dict[str, CommandPath], n: int, warm_up: int, meter: Cp
     done = 0
     turn = 0
     while done < n:
-        count = min(BLOCK, n - done)
+        count = min(block, n - done)
         order = names[turn % len(names) :] + names[: turn % len(names)]
         for name in order:
             path = paths[name]
@@ -889,6 +901,10 @@ async def until_online(stub: LanServiceAsyncStub, site: Site) -> None:
         await asyncio.sleep(0.1)
 
 
+def note(began: float, what: str) -> None:
+    print(f"  {time.monotonic() - began:6.1f} s  {what}", file=sys.stderr)
+
+
 def pid_of(process: subprocess.Popen[bytes] | None) -> int:
     assert process is not None
     return process.pid
@@ -924,7 +940,7 @@ def stop_devices(process: multiprocessing.process.BaseProcess) -> None:
     process.join(timeout=10)
 
 
-async def run(n: int, warm_up: int, trace: Path | None) -> Measured:
+async def run(sizes: Sizes, trace: Path | None) -> Measured:
     db_name, db_url = await create_database("bellhop_bench_remote")
     try:
         with contextlib.ExitStack() as stack:
@@ -932,7 +948,10 @@ async def run(n: int, warm_up: int, trace: Path | None) -> Measured:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bellhop-rc-")))
             # A broker per hotel, as on site (and a device's account is its id).
             mq_one, mq_two = stack.enter_context(broker()), stack.enter_context(broker())
-            return await measured_run(stack, workdir, db_url, (mq_one, mq_two), n, warm_up, trace)
+            measured = await measured_run(stack, workdir, db_url, (mq_one, mq_two), sizes, trace)
+            stopping = time.monotonic()
+        note(stopping, "every process stopped")
+        return measured
     finally:
         await drop_database(db_name)
 
@@ -942,8 +961,7 @@ async def measured_run(
     workdir: Path,
     db_url: str,
     brokers: tuple[MosquittoBroker, MosquittoBroker],
-    n: int,
-    warm_up: int,
+    sizes: Sizes,
     trace: Path | None,
 ) -> Measured:
     solo_db = f"sqlite:///{workdir / 'solo' / 'relay.db'}"
@@ -953,23 +971,25 @@ async def measured_run(
     node_b = Relay("relay-b", workdir / "pair", {**shared, "node_id": "relay-b"}, trace)
     for relay in (solo, node_a, node_b):
         relay.workdir.mkdir(exist_ok=True)
-        stack.callback(stop, relay)
+    stack.callback(stop, solo, node_a, node_b)
+    began = time.monotonic()
     solo.start()
     node_a.start()
     await asyncio.gather(solo.ready(), node_a.ready())
     node_b.start()  # after A: the schema is migrated and the signing key written
     await node_b.ready()
+    note(began, "relays ready")
 
     one_owner, two_owner = await asyncio.gather(tenant(solo), tenant(node_b))
     one = Site("one-node", one_owner, workdir / "site-1", brokers[0])
     two = Site("two-node", two_owner, workdir / "site-2", brokers[1])
+    stack.callback(stop, one, two)
     for site, holder in ((one, solo), (two, node_a)):
         site.trace = trace
         site.workdir.mkdir()
         config = site.configure()
         await enrol_gateway(holder, site.hotel, site.data_dir)  # its bridge goes to `holder`
         site.start(config)
-        stack.callback(stop, site)
     devices = multiprocessing.get_context("spawn").Process(
         target=run_devices, args=(one.device_specs() + two.device_specs(),), daemon=True
     )
@@ -978,7 +998,7 @@ async def measured_run(
     for site in (one, two):
         wait_for_port("127.0.0.1", site.api_port, timeout=START_TIMEOUT_S)
     visible_s = await asyncio.gather(until_visible(solo, one), until_visible(node_b, two))
-    print(f"  gateways and lights visible after {max(visible_s):.1f} s", file=sys.stderr)
+    note(began, f"gateways and lights visible in the relays ({max(visible_s):.1f} s)")
 
     rest_one = Http(solo.http_port, one.hotel.headers)
     rest_two = Http(node_b.http_port, two.hotel.headers)  # node B; node A holds the bridge
@@ -992,6 +1012,7 @@ async def measured_run(
             stub_one = lan_pb2_grpc.LanServiceStub(lan_one)
             stub_two = lan_pb2_grpc.LanServiceStub(lan_two)
             await asyncio.gather(until_online(stub_one, one), until_online(stub_two, two))
+            note(began, "every light online on its gateway")
             paths = {
                 "lan": lan_path(stub_one, one, f"l1{run_id}"),
                 "remote": remote_path(rest_one, one, f"r1{run_id}"),
@@ -1012,7 +1033,8 @@ async def measured_run(
             before = meter.sample()
             await asyncio.sleep(IDLE_S)  # what each process costs with no command at all
             after = meter.sample()
-            measured = await measure(paths, n, warm_up, meter)
+            measured = await measure(paths, sizes, meter)
+            note(began, f"measured ({measured.seconds:.1f} s after the warm-up)")
             measured.idle_cpu = {p: (after[p] - before[p]) / IDLE_S * 100 for p in after}
     finally:
         for client in (rest_one, rest_two, health):
@@ -1022,7 +1044,7 @@ async def measured_run(
     return measured
 
 
-def figures(measured: Measured, n: int, warm_up: int) -> dict[str, Any]:
+def figures(measured: Measured, sizes: Sizes) -> dict[str, Any]:
     samples = measured.samples
 
     def p(name: str, pct: float) -> float:
@@ -1050,9 +1072,9 @@ def figures(measured: Measured, n: int, warm_up: int) -> dict[str, Any]:
     idle = {part: round(pct, 1) for part, pct in measured.idle_cpu.items()}
     print(f"  CPU % of a core with no command: {idle}", file=sys.stderr)
     return {
-        "commands": n,
-        "warm_up": warm_up,
-        "block": BLOCK,
+        "commands": sizes.commands,
+        "warm_up": sizes.warm_up,
+        "block": sizes.block,
         "remote_p50_ms": remote,
         "remote_p99_ms": p("remote", 99),
         "lan_p50_ms": lan,
@@ -1126,7 +1148,7 @@ def main() -> None:
     if sys.argv[1:2] == ["--serve"]:  # a relay or gateway of --trace
         sys.exit(serve(sys.argv[2], sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="300 commands per path (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="200 commands per path (< 60 s)")
     parser.add_argument("--commands", type=int, help="commands per path (default 2,000)")
     parser.add_argument(
         "--trace",
@@ -1135,12 +1157,15 @@ def main() -> None:
         " (the marks cost time too: use the figures of a run without it)",
     )
     args = parser.parse_args()
-    n = args.commands or (300 if args.quick else 2_000)
-    warm_up = 50 if args.quick else WARM_UP
+    sizes = Sizes(
+        commands=args.commands or (200 if args.quick else 2_000),
+        warm_up=50 if args.quick else WARM_UP,
+        block=BLOCK,
+    )
     with tempfile.TemporaryDirectory(prefix="bellhop-rc-trace-") as tmp:
         trace = Path(tmp) if args.trace else None
-        measured = asyncio.run(run(n, warm_up, trace))
-        result = figures(measured, n, warm_up)
+        measured = asyncio.run(run(sizes, trace))
+        result = figures(measured, sizes)
         if trace is not None:
             result["trace"] = traced(measured, trace)
     report(result)
