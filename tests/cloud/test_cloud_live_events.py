@@ -463,3 +463,31 @@ def test_redis_entries_that_are_not_ours_are_skipped() -> None:
     assert redis_entry("1-0", ours) == Entry((1, 0), "h1", None, "state", "{}")
     assert redis_entry("1-0", {"k": "state", "p": "{}"}) is None
     assert redis_entry("nope", ours) is None
+
+
+@SQLITE_ONLY
+async def test_rooms_are_read_once_per_hotel_and_follow_registry_changes(api: Api) -> None:
+    hotel = await cloud_hotel(api)
+    await api.seed_devices(hotel.hotel_id, 4, rooms=2)  # dev-0000, dev-0002 in r000
+    live = api.relay.live
+    org_id = await live.org_of(hotel.hotel_id)
+    assert org_id is not None
+    for n in range(50):
+        roomless = LiveEvent("state", {"device_id": f"dev-000{n % 4}", "values": {"n": n}})
+        await live.publish(hotel.hotel_id, [roomless])
+    assert live.rooms.loads == 1  # one read for fifty publishes
+    sub = await live.subscribe(org_id, hotel.hotel_id)
+    try:
+        # The bridge applied a move of dev-0000: its later events carry the new room.
+        moved = LiveEvent("device", {"device_id": "dev-0000"}, room_id="r001")
+        later = LiveEvent("state", {"device_id": "dev-0000", "values": {"n": 99}})
+        await live.publish(hotel.hotel_id, [moved, later])
+        items = []
+        while (item := await sub.next(0)) is not None:
+            assert not isinstance(item, str), item
+            items.append(item)
+        last = items[-1]
+        assert isinstance(last, Entry)
+        assert (last.kind, last.room_id) == ("state", "r001")
+    finally:
+        live.unsubscribe(sub)

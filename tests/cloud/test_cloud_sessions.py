@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ import pytest
 from bellhop_cloud.app import create_app
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import refresh_tokens, users
+from bellhop_cloud.errors import InvalidToken
 from bellhop_cloud.relay import Relay
 
 from tests.cloud.support import PASSWORD, Account, Api, expect
@@ -185,3 +187,35 @@ async def test_the_session_is_in_the_token_and_the_jwks_still_verifies_it(
     assert claims["sid"].startswith("fam_")
     assert {"iss", "aud", "sub", "iat", "exp", "jti", "token_use"} <= set(claims)
     assert claims["exp"] - claims["iat"] == relay.config.access_token_ttl_s
+
+
+async def test_many_streams_rechecking_one_session_together_cost_one_query(
+    api: Api, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = await api.account("owner")
+    principal = relay.tokens.verify(owner.access_token)
+    sessions = relay.sessions
+    lookups = 0
+    real = sessions._lookup
+
+    async def counted(sid: str, user_id: str) -> bool:
+        nonlocal lookups
+        lookups += 1
+        return await real(sid, user_id)
+
+    monkeypatch.setattr(sessions, "_lookup", counted)
+    await asyncio.gather(*(sessions.require_live(principal, fresh=True) for _ in range(200)))
+    assert lookups == 1
+    # Ended here: the next check asks again, and refuses.
+    sessions.ended(principal.session_id)
+    async with relay.store.write() as conn:
+        await conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.family_id == principal.session_id)
+            .values(revoked_at=datetime.now(UTC))
+        )
+    results = await asyncio.gather(
+        *(sessions.require_live(principal, fresh=True) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(r, InvalidToken) for r in results)
+    assert lookups == 2

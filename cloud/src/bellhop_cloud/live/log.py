@@ -141,13 +141,22 @@ class Subscription:
             self._items.clear()
             self._wake.set()
 
-    async def next(self, timeout: float) -> Entry | _Gap | str | None:
-        """The next queued item, the reason it ended (a str), or None after `timeout`."""
+    def tick(self) -> None:
+        """Wake the watcher with nothing: it looks at its clocks (re-checks, expiry)."""
+        self._wake.set()
+
+    async def next(self, timeout: float | None = None) -> Entry | _Gap | str | None:
+        """The next queued item, the reason it ended (a str), or None after `timeout` or a
+        `tick`. Without a timeout no timer is set per wait: streams rely on `Fanout.tick`,
+        one timer for the whole node (a timer per wait cost as much as a delivery)."""
         if not self._items and not self.overflowed and self.ended is None:
             self._wake.clear()
             try:
-                async with asyncio.timeout(max(timeout, 0.0)):
+                if timeout is None:
                     await self._wake.wait()
+                else:
+                    async with asyncio.timeout(max(timeout, 0.0)):
+                        await self._wake.wait()
             except TimeoutError:
                 return None
         if self.overflowed:
@@ -199,6 +208,12 @@ class Fanout:
         for sub in list(self.by_org.get(org_id, ())):
             if not sub.offer(GAP):
                 self.remove(sub)
+
+    def tick(self) -> None:
+        """Wake every watcher of this process (their streams look at their clocks)."""
+        for subs in self.by_org.values():
+            for sub in subs:
+                sub.tick()
 
     def end_all(self, reason: str) -> None:
         for subs in self.by_org.values():

@@ -9,6 +9,7 @@ node applied.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -19,12 +20,13 @@ from typing import Final
 import sqlalchemy as sa
 
 from bellhop_cloud.config import BusBackend, RelayConfig
-from bellhop_cloud.db.schema import devices, hotels
+from bellhop_cloud.db.schema import hotels
 from bellhop_cloud.db.store import Store
 from bellhop_cloud.errors import ConfigError
 from bellhop_cloud.live.events import DEVICE_ROOMED, Entry, EventId, LiveEvent, body
 from bellhop_cloud.live.log import Draft, EventLog, Fanout, Resume, Subscription
 from bellhop_cloud.live.redis_log import RedisLog
+from bellhop_cloud.live.rooms import Rooms
 
 __all__ = ["LiveEvents"]
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 ORG_CACHE_MAX: Final = 100_000
 # Its own few connections for the look-ups (hotel -> organisation, device -> room).
 LOOKUP_POOL: Final = 2
+# Streams look at their clocks (token expiry, re-checks) at least this often.
+TICK_S: Final = 1.0
 
 
 def _now_ms() -> int:
@@ -65,6 +69,8 @@ class LiveEvents:
         self._logs: dict[str, EventLog] = {}
         self._start: EventId = (_now_ms(), 0)
         self._orgs: dict[str, str] = {}
+        self.rooms = Rooms(self._store)
+        self._ticker: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -80,6 +86,14 @@ class LiveEvents:
         self._start = (_now_ms(), 0)
         if self._redis is not None:
             await self._redis.start()
+        self._ticker = asyncio.create_task(self._tick(), name="live-events-tick")
+
+    async def _tick(self) -> None:
+        """Wake every stream once a tick, so each looks at its clocks (token expiry,
+        re-checks) without a timer of its own per wait."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.fanout.tick()
 
     async def publish(self, hotel_id: str, events: Sequence[LiveEvent]) -> None:
         """Log `events` of `hotel_id` and pass them to its organisation's watchers."""
@@ -170,6 +184,9 @@ class LiveEvents:
         if self._closed:
             return
         self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         self.fanout.end_all("shutting_down")
         try:
             if self._redis is not None:
@@ -185,16 +202,13 @@ class LiveEvents:
         return found
 
     async def _rooms(self, hotel_id: str, events: Sequence[LiveEvent]) -> dict[str, str | None]:
-        """The current room of each device an event needs one for."""
+        """The current room of each device an event needs one for (rooms.py)."""
+        for e in events:
+            if e.kind == "device" and e.data.get("device_id"):
+                self.rooms.moved(hotel_id, str(e.data["device_id"]), e.room_id)
         wanted = {
             str(e.data["device_id"])
             for e in events
             if e.room_id is None and e.kind in DEVICE_ROOMED and e.data.get("device_id")
         }
-        if not wanted:
-            return {}
-        query = sa.select(devices.c.device_id, devices.c.room_id).where(
-            devices.c.hotel_id == hotel_id, devices.c.device_id.in_(sorted(wanted))
-        )
-        async with self._store.read() as conn:
-            return {d: r for d, r in (await conn.execute(query)).all()}
+        return await self.rooms.of(hotel_id, wanted)

@@ -154,7 +154,8 @@ class _Run:
                     yield end_event(reason)
                     return
                 next_check = loop.time() + self.recheck_s
-            item = await sub.next(min(next_check - loop.time(), watch.expires_at - time.time()))
+            # Woken by an event, or by the node's tick (service.TICK_S) to look at the clocks.
+            item = await sub.next()
             if isinstance(item, str):
                 yield end_event(item)
                 return
