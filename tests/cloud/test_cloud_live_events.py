@@ -491,3 +491,21 @@ async def test_rooms_are_read_once_per_hotel_and_follow_registry_changes(api: Ap
         assert (last.kind, last.room_id) == ("state", "r001")
     finally:
         live.unsubscribe(sub)
+
+
+def test_the_sse_library_still_sends_through_the_method_the_stream_overrides() -> None:
+    """EventStream times heartbeats only, by overriding a private method of sse-starlette
+    (bounded in cloud/pyproject.toml): a release that renames it must fail here."""
+    import inspect
+
+    from bellhop_cloud.live.stream import EventStream
+    from sse_starlette import EventSourceResponse
+
+    assert list(inspect.signature(EventSourceResponse._send_with_timeout).parameters) == [
+        "self",
+        "send",
+        "message",
+    ]
+    for sender in (EventSourceResponse._stream_response, EventSourceResponse._ping):
+        assert "self._send_with_timeout(" in inspect.getsource(sender)
+    assert EventStream._send_with_timeout is not EventSourceResponse._send_with_timeout
