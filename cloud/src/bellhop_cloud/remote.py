@@ -151,8 +151,10 @@ async def send_commands(
                 )
             )
         }
+        asked: dict[str, Any] = {}
         for request in requests:
             before = earlier.get(request.command_id)
+            asked[request.command_id] = before
             if before is None:
                 body = {
                     "name": request.name,
@@ -163,6 +165,7 @@ async def send_commands(
                 kind, device = ItemKind.COMMAND, request.device_id
                 item = asker.item(request.command_id, kind, device, body, ttl_s=ttl_s)
                 await relay.downlink.queue(conn, item)
+                asked[request.command_id] = item
             elif (
                 before.kind,
                 before.device_id,
@@ -192,9 +195,13 @@ async def send_commands(
             },
         )
     await relay.downlink.nudge(hotel.hotel_id)
-    if wait_s > 0:
-        await relay.downlink.wait(hotel.hotel_id, ids, wait_s)
-    return await command_statuses(relay, hotel.hotel_id, ids)
+    if wait_s <= 0:
+        return await command_statuses(relay, hotel.hotel_id, ids)
+    # Built from what is in hand: the requests as queued and the results the wait
+    # brought, without reading them back.
+    results = await relay.downlink.wait(hotel.hotel_id, ids, wait_s)
+    now = now_ms()
+    return [_status(asked[r.command_id], results.get(r.command_id), now) for r in requests]
 
 
 async def command_statuses(
@@ -220,33 +227,34 @@ async def command_statuses(
             )
         }
     now = now_ms()
-    out = []
-    for command_id in command_ids:
-        item, result = items.get(command_id), done.get(command_id)
-        if item is None or item.kind != ItemKind.COMMAND.value:
-            continue
-        state = item.state
-        if result is not None:
-            state = result.status
-        elif state == ItemState.DONE.value:
-            state = ItemState.SENT.value
-        elif state in (ItemState.QUEUED.value, ItemState.SENT.value) and item.expires_at <= now:
-            state = ItemState.EXPIRED.value
-        out.append(
-            CommandStatus(
-                command_id=command_id,
-                device_id=item.device_id or "",
-                name=item.body.get("name", ""),
-                state=state,
-                result=None if result is None else result.result,
-                error=None if result is None else result.error,
-                requested_by=item.body.get("by", ""),
-                requested_at=item.requested_at,
-                expires_at=item.expires_at,
-                completed_at=None if result is None else result.completed_at,
-            )
-        )
-    return out
+    return [
+        _status(items[c], None if c not in done else dict(done[c]._mapping), now)
+        for c in command_ids
+        if c in items and items[c].kind == ItemKind.COMMAND.value
+    ]
+
+
+def _status(item: Any, result: Mapping[str, Any] | None, now: int) -> CommandStatus:
+    """Where a command stands: its downlink row (or the item just queued) and its result."""
+    state = getattr(item, "state", ItemState.QUEUED.value)
+    if result is not None:
+        state = result["status"]
+    elif state == ItemState.DONE.value:
+        state = ItemState.SENT.value
+    elif state in (ItemState.QUEUED.value, ItemState.SENT.value) and item.expires_at <= now:
+        state = ItemState.EXPIRED.value
+    return CommandStatus(
+        command_id=item.item_id,
+        device_id=item.device_id or "",
+        name=item.body.get("name", ""),
+        state=state,
+        result=None if result is None else result["result"],
+        error=None if result is None else result["error"],
+        requested_by=item.body.get("by", ""),
+        requested_at=item.requested_at,
+        expires_at=item.expires_at,
+        completed_at=None if result is None else result["completed_at"],
+    )
 
 
 async def command_status(relay: Relay, hotel_id: str, command_id: str) -> CommandStatus:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 SWEEP_S: Final = 2.0  # how often a node looks for items nobody nudged it about
 POLL_S: Final = 1.0  # a waiter looks at the database at least this often
 CHUNK: Final = 500  # ids per IN (...) query
+FRESH_MAX: Final = 10_000  # results kept for this node's waiters
 NUDGES: Final = "downlink"
 RESULTS: Final = "results"
 
@@ -146,6 +147,8 @@ class Downlink:
         self._held: Callable[[], Iterable[str]] = frozenset
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
+        # Results this node stored lately, for its own waiters: no read after the wake-up.
+        self._fresh: dict[tuple[str, str], dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.on_result: Callable[[str, Sequence[str]], None] | None = None
         self.sent = 0
@@ -282,12 +285,22 @@ class Downlink:
             return
         async with self._store.write() as conn:
             await sync.results(conn, plan)
-        await self.finished(hotel_id, list(plan.commands))
+        await self.finished(hotel_id, list(plan.commands), plan.commands)
 
-    async def finished(self, hotel_id: str, command_ids: Sequence[str]) -> None:
-        """Results for these commands are committed: wake their waiters on every node."""
+    async def finished(
+        self,
+        hotel_id: str,
+        command_ids: Sequence[str],
+        results: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Results for these commands are committed: wake their waiters on every node
+        (with `results`, the rows as stored: this node's waiters take them as they are)."""
         if not command_ids:
             return
+        for command_id, row in (results or {}).items():
+            self._fresh[(hotel_id, command_id)] = dict(row)
+            if len(self._fresh) > FRESH_MAX:
+                del self._fresh[next(iter(self._fresh))]
         self._wake(hotel_id, command_ids)
         if self.on_result is not None:
             self.on_result(hotel_id, command_ids)
@@ -303,9 +316,12 @@ class Downlink:
             for event in self._waiters.get((hotel_id, command_id), ()):
                 event.set()
 
-    async def wait(self, hotel_id: str, command_ids: Sequence[str], timeout_s: float) -> None:
-        """Until every command has a result stored, or `timeout_s` has passed. However many
-        commands (a fleet), one query a wake-up: results are read in chunks of ids."""
+    async def wait(
+        self, hotel_id: str, command_ids: Sequence[str], timeout_s: float
+    ) -> dict[str, dict[str, Any]]:
+        """The commands' results (status, result, error, completed_at) as they are stored,
+        once every one has one or `timeout_s` has passed. However many commands (a fleet),
+        one query a wake-up at most (in chunks of ids), none for results this node stored."""
         keys = [(hotel_id, c) for c in command_ids]
         event = asyncio.Event()
         for key in keys:
@@ -313,13 +329,27 @@ class Downlink:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         left = set(command_ids)
+        found: dict[str, dict[str, Any]] = {}
+        first = True
         try:
             while True:
                 event.clear()
-                left -= await self._answered(hotel_id, left)
+                fresh = False
+                for command_id in list(left):
+                    row = self._fresh.get((hotel_id, command_id))
+                    if row is not None:
+                        found[command_id] = row
+                        left.discard(command_id)
+                        fresh = True
+                if left and (first or not fresh):
+                    # Earlier results (a retry), and other nodes' (a nudge can be lost).
+                    read = await self._answered(hotel_id, left)
+                    found.update(read)
+                    left -= read.keys()
+                first = False
                 remaining = deadline - loop.time()
                 if not left or remaining <= 0:
-                    return
+                    return found
                 # A nudge can be lost between nodes: the database is looked at anyway.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(remaining, POLL_S)):
@@ -332,16 +362,23 @@ class Downlink:
                     if not events:
                         del self._waiters[key]
 
-    async def _answered(self, hotel_id: str, command_ids: set[str]) -> set[str]:
-        found: set[str] = set()
+    async def _answered(self, hotel_id: str, command_ids: set[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
         ids = sorted(command_ids)
+        columns = (
+            command_results.c.command_id,
+            command_results.c.status,
+            command_results.c.result,
+            command_results.c.error,
+            command_results.c.completed_at,
+        )
         async with self._store.read() as conn:
             for start in range(0, len(ids), CHUNK):
                 rows = await conn.execute(
-                    sa.select(command_results.c.command_id).where(
+                    sa.select(*columns).where(
                         command_results.c.hotel_id == hotel_id,
                         command_results.c.command_id.in_(ids[start : start + CHUNK]),
                     )
                 )
-                found.update(rows.scalars())
+                found.update({row.command_id: dict(row._mapping) for row in rows})
         return found
