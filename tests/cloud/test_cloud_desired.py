@@ -109,9 +109,15 @@ async def test_what_both_sides_set_while_apart_is_merged_by_the_policy(
         assert shown["fields"]["mode"]["safety"] is True
         assert shown["pending"] == []
         # A later change from the cloud: the setpoint is taken, the override still stands.
-        later = await put(hotel, {"values": {"setpoint": 21.0, "mode": "auto"}}, 200)
-        merged = later["desired"]
-        assert merged["values"] == {"setpoint": 21.0, "mode": "off"}
+        later = await hotel.api.http.put(
+            f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}/desired",
+            json={"values": {"setpoint": 21.0, "mode": "auto"}},
+            headers=hotel.owner.headers,
+        )
+        # 200 when the gateway answered within 5 s; on a loaded machine it may take longer.
+        assert later.status_code in {200, 202}, later.text
+        merged = await until_desired(hotel, {"setpoint": 21.0, "mode": "off"})
+        assert merged["change_id"] == later.json()["change_id"]
         outcomes = {o["field"]: (o["applied"], o["reason"]) for o in merged["outcomes"]}
         assert outcomes == {"mode": (False, "safety_override"), "setpoint": (True, "remote_later")}
         assert dict(gateway.hotel.desired[DEVICE].values) == {"setpoint": 21.0, "mode": "off"}
