@@ -14,6 +14,7 @@ same id for a different command is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,9 +116,23 @@ async def online(relay: Relay, conn: AsyncConnection, hotel_id: str) -> bool:
     return found.first() is not None
 
 
+# Who a request is by, as both sides show it ("cloud:<e-mail>"), remembered a minute.
+_NAMES: dict[str, tuple[float, str]] = {}
+NAMES_S: Final = 60.0
+NAMES_MAX: Final = 10_000
+
+
 async def _who(conn: AsyncConnection, user_id: str) -> str:
+    now = time.monotonic()
+    known = _NAMES.get(user_id)
+    if known is not None and known[0] > now:
+        return known[1]
     email = (await conn.execute(sa.select(users.c.email).where(users.c.id == user_id))).scalar()
-    return f"cloud:{email or user_id}"
+    name = f"cloud:{email or user_id}"
+    if len(_NAMES) >= NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[user_id] = (now + NAMES_S, name)
+    return name
 
 
 async def send_commands(
@@ -194,7 +209,7 @@ async def send_commands(
                 "mode": "queue" if queue else "wait",
             },
         )
-    await relay.downlink.nudge(hotel.hotel_id)
+    await relay.downlink.nudge(hotel.hotel_id, [a for a in asked.values() if isinstance(a, Item)])
     if wait_s <= 0:
         return await command_statuses(relay, hotel.hotel_id, ids)
     # Built from what is in hand: the requests as queued and the results the wait
@@ -276,6 +291,7 @@ async def acknowledge(
         return "already_cleared"
     item_id = f"ack:{alert.alert_id}"
     asker = _Request(hotel, user_id)
+    queued: list[Item] = []
     async with relay.store.write() as conn:
         up = await online(relay, conn, hotel.hotel_id)
         pending = (
@@ -289,13 +305,14 @@ async def acknowledge(
             body = {"alert_id": alert.alert_id, "by": await _who(conn, user_id), "note": note}
             item = asker.item(item_id, ItemKind.ALERT_ACK, alert.device_id, body, ttl_s=ttl_s)
             await relay.downlink.queue(conn, item)
+            queued.append(item)
             await asker.record(
                 conn,
                 AuditAction.ALERT_ACKNOWLEDGED,
                 ("alert", alert.alert_id),
                 {"hotel_id": hotel.hotel_id, "note": bool(note)},
             )
-    await relay.downlink.nudge(hotel.hotel_id)
+    await relay.downlink.nudge(hotel.hotel_id, queued)
     if up and await _done(relay, hotel.hotel_id, item_id, ACK_WAIT_S):
         return "acknowledged"
     return "queued"
@@ -331,7 +348,7 @@ async def set_desired(
             ("device", device_id),
             {"hotel_id": hotel.hotel_id, "change_id": change_id, "fields": sorted(values)},
         )
-    await relay.downlink.nudge(hotel.hotel_id)
+    await relay.downlink.nudge(hotel.hotel_id, [item])
     if up and await _done(relay, hotel.hotel_id, change_id, ACK_WAIT_S):
         return change_id, "merged"
     return change_id, "queued"

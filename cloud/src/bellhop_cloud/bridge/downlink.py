@@ -103,8 +103,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def frame_of(row: Row[Any]) -> bridge_pb2.Frame:
-    """The bridge frame of a downlink row."""
+def frame_of(row: Item | Row[Any]) -> bridge_pb2.Frame:
+    """The bridge frame of a downlink row (or of an item just queued)."""
     body = row.body
     if row.kind == ItemKind.COMMAND:
         command = common_pb2.Command(
@@ -176,8 +176,15 @@ class Downlink:
         """Add `item` in the caller's transaction (with its audit entry)."""
         await conn.execute(downlink.insert().values(**item.row()))
 
-    async def nudge(self, hotel_id: str) -> None:
-        """Something is queued for `hotel_id`: whichever node holds its bridge sends it."""
+    async def nudge(self, hotel_id: str, items: Sequence[Item] = ()) -> None:
+        """Something is queued for `hotel_id`: whichever node holds its bridge sends it.
+
+        When this node holds it, `items` (just committed) go at once, without being
+        read back; a hotel whose bridge is elsewhere is nudged on the bus.
+        """
+        if items and self.holds(hotel_id):
+            await self.deliver(hotel_id, items=items)
+            return
         await self._bus.publish(NUDGES, hotel_id)
 
     def holds(self, hotel_id: str) -> bool:
@@ -198,7 +205,9 @@ class Downlink:
         task.add_done_callback(self._tasks.discard)
 
     # -- sending --------------------------------------------------------------------
-    async def deliver(self, hotel_id: str, *, resend: bool = False) -> int:
+    async def deliver(
+        self, hotel_id: str, *, resend: bool = False, items: Sequence[Item] = ()
+    ) -> int:
         """Send what is queued for `hotel_id` (with `resend`, what was sent and not done
         too) if this node holds its bridge; returns how many items were sent."""
         if self._sender is None:
@@ -207,28 +216,30 @@ class Downlink:
         lock = self._locks.setdefault(hotel_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._deliver(hotel_id, resend)
+                return await self._deliver(hotel_id, resend, items)
         except Exception:  # the sweep tries again; a nudge must not kill the node's loop
             log.exception("downlink: could not deliver to hotel %s", hotel_id)
             return 0
 
-    async def _deliver(self, hotel_id: str, resend: bool) -> int:
+    async def _deliver(self, hotel_id: str, resend: bool, items: Sequence[Item]) -> int:
         assert self._sender is not None
         now = now_ms()
         states = OUTSTANDING if resend else (ItemState.QUEUED.value,)
-        async with self._store.read() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(downlink)
-                    .where(
-                        downlink.c.hotel_id == hotel_id,
-                        downlink.c.state.in_(states),
-                        downlink.c.expires_at > now,
+        rows: Sequence[Item | Row[Any]] = items
+        if not items:
+            async with self._store.read() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(downlink)
+                        .where(
+                            downlink.c.hotel_id == hotel_id,
+                            downlink.c.state.in_(states),
+                            downlink.c.expires_at > now,
+                        )
+                        .order_by(downlink.c.requested_at, downlink.c.item_id)
+                        .limit(1000)
                     )
-                    .order_by(downlink.c.requested_at, downlink.c.item_id)
-                    .limit(1000)
-                )
-            ).all()
+                ).all()
         if not rows:
             return 0
         if not await self._sender(hotel_id, [frame_of(row) for row in rows]):
