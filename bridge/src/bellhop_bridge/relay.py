@@ -15,8 +15,11 @@ recognises by each lane's last applied sequence.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import operator
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
 from typing import Final
 
 from bellhop.bridge.v1 import bridge_pb2
@@ -37,6 +40,30 @@ from bellhop_bridge.events import (
 __all__ = ["Dedup", "RelayConnection"]
 
 ID_MAX: Final = 64
+
+# Read off every event of a batch in one pass each (C loops, not Python ones).
+_SEQ: Final = operator.attrgetter("seq")
+_LANE: Final = operator.attrgetter("lane")
+_PAYLOAD: Final = operator.methodcaller("WhichOneof", "payload")
+_SIZE: Final = operator.methodcaller("ByteSize")
+
+
+def _rising(seqs: list[int]) -> bool:
+    """Each sequence above the one before it."""
+    return all(map(operator.lt, seqs, islice(seqs, 1, None)))
+
+
+class _Run:
+    """Events of one lane that arrived together and are not all acknowledged yet:
+    their sequences, their sizes, and from where on they are still pending."""
+
+    __slots__ = ("bytes", "seqs", "sizes", "start")
+
+    def __init__(self, seqs: list[int], sizes: list[int]) -> None:
+        self.seqs = seqs
+        self.sizes = sizes
+        self.start = 0
+        self.bytes = sum(sizes)
 
 
 class RelayConnection(Connection):
@@ -68,10 +95,12 @@ class RelayConnection(Connection):
         self._step = "hello"  # hello -> challenged -> proved (then OPEN)
         self._received: dict[Lane, int] = dict.fromkeys(LANES, 0)
         self._acked: dict[Lane, int] = dict.fromkeys(LANES, 0)
-        # Per lane: (seq, bytes) received and not yet acknowledged (the window's count).
-        self._pending: dict[Lane, collections.deque[tuple[int, int]]] = {
+        # Per lane: the events received and not yet acknowledged (the window's count),
+        # in runs as they arrived, oldest first.
+        self._pending: dict[Lane, collections.deque[_Run]] = {
             lane: collections.deque() for lane in LANES
         }
+        self._pending_events = 0
         self._pending_bytes = 0
 
     # -- the driver's answers ------------------------------------------------------------
@@ -104,8 +133,20 @@ class RelayConnection(Connection):
         if seq > self._received[lane]:
             raise ValueError(f"ack of seq {seq} on lane {lane}, received {self._received[lane]}")
         pending = self._pending[lane]
-        while pending and pending[0][0] <= seq:
-            self._pending_bytes -= pending.popleft()[1]
+        while pending:
+            run = pending[0]
+            if run.seqs[-1] <= seq:  # the whole run
+                pending.popleft()
+                self._pending_events -= len(run.seqs) - run.start
+                self._pending_bytes -= run.bytes
+                continue
+            end = bisect_right(run.seqs, seq, run.start)
+            freed = sum(islice(run.sizes, run.start, end))
+            self._pending_events -= end - run.start
+            self._pending_bytes -= freed
+            run.bytes -= freed
+            run.start = end
+            break
         self._acked[lane] = seq
         ack = bridge_pb2.EventAck(seq=seq, lane=bridge_pb2.Lane.ValueType(lane))
         self._send(bridge_pb2.Frame(ack=ack), now)
@@ -159,35 +200,89 @@ class RelayConnection(Connection):
             HelloReceived(self.gateway_id, self.hotel_id, hello.protocol_version, software)
         )
 
-    def _batch(self, events: Sequence[bridge_pb2.OutboxEvent]) -> None:
-        # Per lane: how many events arrived after the last ack (for the window).
-        for event in events:
-            lane = event.lane
-            if lane not in self._received:
-                raise ProtocolError(CloseCode.BAD_FRAME, f"an event on unknown lane {lane}")
-            frames.check_count(event.seq, "seq")
-            if event.seq <= self._received[lane]:
-                raise ProtocolError(
-                    CloseCode.OUT_OF_ORDER,
-                    f"lane {lane}: seq {event.seq} after {self._received[lane]}",
-                )
-            if event.WhichOneof("payload") is None:
-                raise ProtocolError(CloseCode.BAD_FRAME, f"event {event.seq} carries nothing")
-            self._received[lane] = event.seq
-            size = event.ByteSize()
-            self._pending[lane].append((event.seq, size))
-            self._pending_bytes += size
-        unacked = sum(len(p) for p in self._pending.values())
-        if unacked > self._window_events:
+    def _batch(self, batch: Iterable[bridge_pb2.OutboxEvent]) -> None:
+        events = list(batch)
+        runs = self._runs(events)
+        if runs is None:  # some rule is broken: find the first event that breaks one
+            runs = self._check_each(events)
+        for lane, (seqs, sizes) in runs.items():
+            if seqs:
+                run = _Run(seqs, sizes)
+                self._received[lane] = seqs[-1]
+                self._pending[lane].append(run)
+                self._pending_events += len(seqs)
+                self._pending_bytes += run.bytes
+        if self._pending_events > self._window_events:
             raise ProtocolError(
-                CloseCode.WINDOW_EXCEEDED, f"{unacked} events sent and not acknowledged"
+                CloseCode.WINDOW_EXCEEDED,
+                f"{self._pending_events} events sent and not acknowledged",
             )
         if self._pending_bytes > self._window_bytes:
             raise ProtocolError(
                 CloseCode.WINDOW_EXCEEDED,
                 f"{self._pending_bytes} bytes of events sent and not acknowledged",
             )
-        self._events.append(BatchReceived(list(events)))
+        self._events.append(BatchReceived(events))
+
+    def _runs(
+        self, events: list[bridge_pb2.OutboxEvent]
+    ) -> dict[Lane, tuple[list[int], list[int]]] | None:
+        """Per lane, the batch's sequences and event sizes; None if any event breaks a
+        rule (`_check_each` then says which). The rules, for a whole batch at once: a
+        known lane, each lane's sequences rising from past what it received, none past
+        what a database holds, and every event carrying something."""
+        seqs = list(map(_SEQ, events))
+        lanes = list(map(_LANE, events))
+        if None in map(_PAYLOAD, events):
+            return None
+        sizes = list(map(_SIZE, events))
+        if not seqs:
+            return {}
+        first = lanes[0]
+        if lanes.count(first) == len(lanes):  # one lane, as nearly every batch
+            runs = {first: (seqs, sizes)}
+        else:
+            runs = {
+                lane: (
+                    [s for s, at in zip(seqs, lanes, strict=True) if at == lane],
+                    [n for n, at in zip(sizes, lanes, strict=True) if at == lane],
+                )
+                for lane in set(lanes)
+            }
+        for lane, (run, _) in runs.items():
+            received = self._received.get(lane)
+            if (
+                received is None
+                or run[0] <= received
+                or not _rising(run)
+                or run[-1] > frames.MAX_COUNT
+            ):
+                return None
+        return runs
+
+    def _check_each(
+        self, events: list[bridge_pb2.OutboxEvent]
+    ) -> dict[Lane, tuple[list[int], list[int]]]:
+        """Event by event, raising for the first that breaks a rule."""
+        received = dict(self._received)
+        runs: dict[Lane, tuple[list[int], list[int]]] = {}
+        for event in events:
+            lane = event.lane
+            if lane not in received:
+                raise ProtocolError(CloseCode.BAD_FRAME, f"an event on unknown lane {lane}")
+            frames.check_count(event.seq, "seq")
+            if event.seq <= received[lane]:
+                raise ProtocolError(
+                    CloseCode.OUT_OF_ORDER,
+                    f"lane {lane}: seq {event.seq} after {received[lane]}",
+                )
+            if event.WhichOneof("payload") is None:
+                raise ProtocolError(CloseCode.BAD_FRAME, f"event {event.seq} carries nothing")
+            received[lane] = event.seq
+            seqs, sizes = runs.setdefault(lane, ([], []))
+            seqs.append(event.seq)
+            sizes.append(event.ByteSize())
+        return runs
 
     def _expect_step(self, step: str) -> None:
         if self.state is not State.HANDSHAKE or self._step != step:
@@ -200,15 +295,32 @@ class Dedup:
 
     The relay keeps `last_applied` in the same transaction as what it
     applies, so a batch sent again after a reconnect (or a crash of either
-    end) is applied once.
+    end) is applied once. `highest`: each lane's highest sequence among the
+    events given, new or not (what to acknowledge once they are stored).
     """
 
     last_applied: dict[Lane, int]
+    highest: dict[Lane, int] = field(default_factory=dict)
 
-    def fresh(self, events: Sequence[bridge_pb2.OutboxEvent]) -> list[bridge_pb2.OutboxEvent]:
+    def fresh(self, events: Iterable[bridge_pb2.OutboxEvent]) -> list[bridge_pb2.OutboxEvent]:
+        events = list(events)
+        seqs = list(map(_SEQ, events))
+        lanes = list(map(_LANE, events))
+        if seqs and lanes.count(lanes[0]) == len(lanes):
+            # One lane: all new or none, as nearly always, without a look at each.
+            lane, top = lanes[0], max(seqs)
+            self.highest[lane] = max(self.highest.get(lane, top), top)
+            last = self.last_applied.get(lane, 0)
+            if top <= last:
+                return []
+            if seqs[0] > last and _rising(seqs):
+                self.last_applied[lane] = top
+                return events
         out = []
-        for event in events:
-            if event.seq > self.last_applied.get(event.lane, 0):
-                self.last_applied[event.lane] = event.seq
+        for event, seq, lane in zip(events, seqs, lanes, strict=True):
+            if seq > self.highest.get(lane, -1):
+                self.highest[lane] = seq
+            if seq > self.last_applied.get(lane, 0):
+                self.last_applied[lane] = seq
                 out.append(event)
         return out

@@ -417,9 +417,8 @@ class BridgeEndpoint:
                 plan.rejected[0],
             )
         for lane in LANES:
-            seqs = [e.seq for e in event.events if e.lane == lane]
-            if seqs:
-                link.conn.ack(lane, max(seqs), now)
+            if lane in dedup.highest:
+                link.conn.ack(lane, dedup.highest[lane], now)
 
     async def _heard(self, link: Link, event: HeartbeatReceived, now: float) -> None:
         identity = link.identity
