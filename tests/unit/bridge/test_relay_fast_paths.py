@@ -1,13 +1,15 @@
 """The relay's fast paths for a catch-up's batches decide exactly as the event-by-event
-rules they stand in for: the window and order checks of a batch (`RelayConnection`) and
-which events are new (`Dedup`)."""
+rules they stand in for: the window and order checks of a batch (`RelayConnection`),
+which events are new (`Dedup`), and a telemetry point's checks in `Plan`."""
 
 from __future__ import annotations
 
 import collections
+import math
 import os
 from dataclasses import dataclass
 
+import pytest
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop_bridge import (
     BatchReceived,
@@ -18,6 +20,8 @@ from bellhop_bridge import (
     RelayConnection,
     frames,
 )
+from bellhop_cloud.bridge import plan as plan_module
+from bellhop_cloud.bridge.plan import Plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -226,3 +230,103 @@ def test_dedup_picks_the_same_events_as_one_at_a_time(
         for event in events:
             highest[event.lane] = max(highest.get(event.lane, 0), event.seq)
         assert dedup.highest == highest
+
+
+# -- a telemetry point's checks ----------------------------------------------------------
+def reference_plan(events: list[bridge_pb2.OutboxEvent], hotel_id: str) -> Plan:
+    """`Plan.of` without its fast path: every event through `_add`."""
+    plan = Plan(hotel_id)
+    for event in events:
+        plan.last_seq[event.lane] = max(plan.last_seq.get(event.lane, 0), event.seq)
+        try:
+            plan._add(event)
+        except plan_module._Skip as why:
+            plan.rejected.append(f"seq {event.seq}: {why}")
+    return plan
+
+
+def telemetry(
+    seq: int, device_id: str, metric: str, value: float, seconds: int, nanos: int
+) -> bridge_pb2.OutboxEvent:
+    event = bridge_pb2.OutboxEvent(seq=seq, lane=bridge_pb2.LANE_BULK)
+    p = event.telemetry
+    p.device_id, p.metric, p.value = device_id, metric, value
+    p.ts.seconds, p.ts.nanos = seconds, nanos
+    return event
+
+
+device_ids = st.one_of(
+    st.sampled_from(["r1-env", "th-101", "gas-9", "ü-sensor", 'a"b,c{d}\\e', "x" * 64]),
+    st.text(max_size=70),
+)
+metrics = st.one_of(
+    st.sampled_from(["humidity", "co2", "gas_ppm", "t", "a" * 32]),
+    st.text(alphabet="abcxyz_09AZ -\x00", max_size=34),
+)
+seconds = st.one_of(
+    st.integers(SECONDS_MIN - 2, SECONDS_MIN + 2),
+    st.integers(SECONDS_MAX - 2, SECONDS_MAX + 2),
+    st.integers(1_600_000_000, 1_800_000_000),
+    st.integers(-(2**63), 2**63 - 1),
+)
+nanos = st.one_of(
+    st.sampled_from([0, 1, 999_999, 1_000_000, 999_999_999, 1_000_000_000, -1]),
+    st.integers(-(2**31), 2**31 - 1),
+)
+points = st.builds(
+    telemetry,
+    st.integers(1, 2**63 - 1),
+    device_ids,
+    metrics,
+    st.floats(allow_nan=True, allow_infinity=True),
+    seconds,
+    nanos,
+)
+
+
+def state_event(seq: int) -> bridge_pb2.OutboxEvent:
+    event = bridge_pb2.OutboxEvent(seq=seq, lane=bridge_pb2.LANE_PRIORITY)
+    event.state.device_id = "th-101"
+    event.state.values.update({"setpoint": 21.0})
+    event.state.updated_at.FromMilliseconds(1_700_000_000_000)
+    return event
+
+
+def columns(plan: Plan) -> tuple[list[str], list[str], list[int], list[float]]:
+    p = plan.telemetry
+    return p.device_id, p.metric, p.ts, p.value
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.one_of(points, points, points, st.builds(state_event, st.integers(0, 100))),
+        max_size=20,
+    )
+)
+def test_the_telemetry_fast_path_plans_and_refuses_exactly_as_the_general_path(
+    events: list[bridge_pb2.OutboxEvent],
+) -> None:
+    expected = reference_plan(events, "htl_1")
+    for _ in range(2):  # the second time, every valid id and name is already known
+        plan = Plan.of(events, "htl_1")
+        assert columns(plan) == columns(expected)
+        assert plan.rejected == expected.rejected
+        assert plan.last_seq == expected.last_seq
+        assert plan.states == expected.states
+    assert all(math.isfinite(v) for v in plan.telemetry.value)
+
+
+def test_the_known_ids_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plan_module, "_KNOWN_MAX", 8)
+    monkeypatch.setattr(plan_module, "_known_ids", set())
+    events = [
+        telemetry(seq, f"sensor-{seq}", "humidity", 1.0, 1_700_000_000, 0) for seq in range(1, 101)
+    ]
+    plan = Plan.of(events, "htl_1")
+    assert plan.telemetry.device_id == [f"sensor-{seq}" for seq in range(1, 101)]
+    assert len(plan_module._known_ids) <= 8
+    # An id refused is never remembered, however often it comes.
+    bad = [telemetry(seq, "bad id", "humidity", 1.0, 1_700_000_000, 0) for seq in (1, 2)]
+    assert len(Plan.of(bad, "htl_1").rejected) == 2
+    assert "bad id" not in plan_module._known_ids

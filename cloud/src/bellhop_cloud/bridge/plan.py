@@ -34,6 +34,16 @@ _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 TEXT_MAX: Final = 500
 GAP_COUNT_MAX: Final = 2**48
 FIELDS_MAX: Final = 64  # desired fields of a device, removed ones included
+# A Timestamp the relay takes (`frames.millis`): years 1-9999, nanos within a second.
+_SECONDS_MIN: Final = -62_135_596_800
+_SECONDS_MAX: Final = 253_402_300_799
+_NANOS_PER_SECOND: Final = 1_000_000_000
+_NANOS_PER_MS: Final = 1_000_000
+# Device ids and metric names that passed their pattern, so that the next point of
+# the same sensor is checked by a set lookup; emptied when they reach this many.
+_KNOWN_MAX: Final = 4096
+_known_ids: set[str] = set()
+_known_names: set[str] = set()
 
 _KINDS: Final = {
     v: k.removeprefix("DEVICE_KIND_").lower() for k, v in common_pb2.DeviceKind.items()
@@ -60,6 +70,16 @@ class _Skip(Exception):
 def valid_id(value: str) -> bool:
     """An edge id the relay can hold: 1-64 characters, no spaces or control characters."""
     return _ID.fullmatch(value) is not None
+
+
+def _known(value: str, pattern: re.Pattern[str], known: set[str]) -> bool:
+    """`value` matches `pattern` (remembered in `known` when it does)."""
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.add(value)
+    return True
 
 
 def _id(value: str, what: str) -> str:
@@ -189,8 +209,38 @@ class Plan:
     @classmethod
     def of(cls, events: Iterable[bridge_pb2.OutboxEvent], hotel_id: str) -> Plan:
         plan = cls(hotel_id)
+        last_seq = plan.last_seq
+        points = plan.telemetry
+        device_ids, metrics, stamps, values = (
+            points.device_id,
+            points.metric,
+            points.ts,
+            points.value,
+        )
+        ids, names, isfinite = _known_ids, _known_names, math.isfinite
         for event in events:
-            plan.last_seq[event.lane] = max(plan.last_seq.get(event.lane, 0), event.seq)
+            lane, seq = event.lane, event.seq
+            top = last_seq.get(lane)
+            if top is None or seq > top:
+                last_seq[lane] = seq
+            if event.WhichOneof("payload") == "telemetry":
+                # The bulk of a backlog: the same checks as `_add`, inline. A point that
+                # fails any goes to `_add`, which says which.
+                p = event.telemetry
+                device_id, metric, value, stamp = p.device_id, p.metric, p.value, p.ts
+                seconds, nanos = stamp.seconds, stamp.nanos
+                if (
+                    (metric in names or _known(metric, _NAME, names))
+                    and isfinite(value)
+                    and (device_id in ids or _known(device_id, _ID, ids))
+                    and _SECONDS_MIN <= seconds <= _SECONDS_MAX
+                    and 0 <= nanos < _NANOS_PER_SECOND
+                ):
+                    device_ids.append(device_id)
+                    metrics.append(metric)
+                    stamps.append(seconds * 1000 + nanos // _NANOS_PER_MS)
+                    values.append(value)
+                    continue
             try:
                 plan._add(event)
             except _Skip as why:
