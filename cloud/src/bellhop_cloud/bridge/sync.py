@@ -8,6 +8,7 @@ against `last_applied`, read under the row's lock).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -17,12 +18,12 @@ from bellhop.bridge.v1 import bridge_pb2
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhop_cloud.bridge.plan import Plan, Points, valid_id
+from bellhop_cloud.bridge.plan import Plan, valid_id
 from bellhop_cloud.db.schema import (
+    UtcDateTime,
     alerts,
     command_results,
     desired_states,
-    device_events,
     devices,
     downlink,
     gateway_links,
@@ -66,34 +67,29 @@ async def apply(
 
     `seen`: also move the gateway's and hotel's `last_seen` (the caller throttles it).
     """
-    await _history(conn, gateway_id, plan, now)
-    await _current(conn, plan, now)
-    link: dict[str, Any] = {"last_heard_at": now}
-    greatest = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
-    if BULK in plan.last_seq:
-        link["last_bulk_seq"] = greatest(gateway_links.c.last_bulk_seq, plan.last_seq[BULK])
-    if PRIORITY in plan.last_seq:
-        link["last_priority_seq"] = greatest(
-            gateway_links.c.last_priority_seq, plan.last_seq[PRIORITY]
-        )
-    if plan.gaps:
-        link["gap_points"] = gateway_links.c.gap_points + sum(
-            g["telemetry_points"] for g in plan.gaps
-        )
-        link["gap_events"] = gateway_links.c.gap_events + sum(g["other_events"] for g in plan.gaps)
-    await conn.execute(
-        gateway_links.update().where(gateway_links.c.gateway_id == gateway_id).values(**link)
-    )
+    link = {
+        "gateway_id": gateway_id,
+        "now": now,
+        "bulk": plan.last_seq.get(BULK),
+        "priority": plan.last_seq.get(PRIORITY),
+        "gap_points": sum(g["telemetry_points"] for g in plan.gaps),
+        "gap_events": sum(g["other_events"] for g in plan.gaps),
+    }
+    if conn.dialect.name == "postgresql":
+        # The points, the device events and the link row in one statement.
+        await conn.execute(_HISTORY_POSTGRES, {**link, **_columns(plan)})
+        await _gaps(conn, gateway_id, plan, now)
+        await _current(conn, plan, now)
+    else:
+        await _history_sqlite(conn, plan)
+        await _gaps(conn, gateway_id, plan, now)
+        await _current(conn, plan, now)
+        await conn.execute(_LINK_SQLITE, link)
     if seen:
         await _seen(conn, gateway_id, plan.hotel_id, now)
 
 
-async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
-    """What is only ever added: telemetry points, device events, gap records."""
-    if plan.telemetry:
-        await _points(conn, plan.telemetry)
-    if plan.events:
-        await conn.execute(device_events.insert(), plan.events)
+async def _gaps(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
     if plan.gaps:
         await conn.execute(
             sync_gaps.insert(),
@@ -104,34 +100,92 @@ async def _history(conn: AsyncConnection, gateway_id: str, plan: Plan, now: date
         )
 
 
-# A batch's points in one statement on PostgreSQL: its CPU per point is about half
-# what the same rows cost as one INSERT each (bench/catchup.py). On SQLite, one
-# `executemany` of plain tuples, without SQLAlchemy's per-row work.
-_POINTS_POSTGRES: Final = sa.text(
-    "INSERT INTO telemetry (hotel_id, device_id, metric, ts, value)"
+# What is only ever added (telemetry points, device events) and the lanes' new positions,
+# in statements of fixed text: SQLAlchemy's own work for a statement built per batch cost
+# more than the statement itself (bench/catchup.py).
+#
+# On PostgreSQL, one statement for all three: each table's rows as arrays, one per
+# column (its CPU per point is about half what the same rows cost as one INSERT each).
+# Ids and metric names travel as one text each, joined by a character neither can hold
+# (`_SEP`, chr(31)): the driver checks every element of a text array in Python. A device
+# event's data is JSON text as SQLAlchemy's JSON type writes it (`json.dumps`). The
+# link's lanes only go forward (GREATEST ignores the lane a batch does not move, given
+# as NULL); its gap counts add up.
+_SEP: Final = chr(31)
+_HISTORY_POSTGRES: Final = sa.text(
+    "WITH points AS ("
+    " INSERT INTO telemetry (hotel_id, device_id, metric, ts, value)"
     " SELECT CAST(:hotel_id AS VARCHAR), d, m, t, v FROM unnest("
-    "CAST(:device_id AS VARCHAR[]), CAST(:metric AS VARCHAR[]),"
+    "string_to_array(CAST(:device_ids AS TEXT), chr(31)),"
+    " string_to_array(CAST(:metrics AS TEXT), chr(31)),"
     " CAST(:ts AS BIGINT[]), CAST(:value AS DOUBLE PRECISION[])) AS p(d, m, t, v)"
     " ON CONFLICT DO NOTHING"
-)
+    "), events AS ("
+    " INSERT INTO device_events (hotel_id, device_id, kind, ts, data)"
+    " SELECT CAST(:hotel_id AS VARCHAR), d, k, t, CAST(x AS JSON) FROM unnest("
+    "CAST(:event_device_ids AS VARCHAR[]), CAST(:event_kinds AS VARCHAR[]),"
+    " CAST(:event_ts AS BIGINT[]), CAST(:event_data AS TEXT[])) AS e(d, k, t, x)"
+    ")"
+    " UPDATE gateway_links SET last_heard_at = :now,"
+    " last_bulk_seq = GREATEST(last_bulk_seq, CAST(:bulk AS BIGINT)),"
+    " last_priority_seq = GREATEST(last_priority_seq, CAST(:priority AS BIGINT)),"
+    " gap_points = gap_points + CAST(:gap_points AS BIGINT),"
+    " gap_events = gap_events + CAST(:gap_events AS BIGINT)"
+    " WHERE gateway_id = :gateway_id"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
+# On SQLite, one `executemany` of plain tuples per table, without SQLAlchemy's per-row
+# work, and the link row (MAX of SQLite is NULL if either side is, hence COALESCE).
 _POINTS_SQLITE: Final = (
     "INSERT INTO telemetry (hotel_id, device_id, metric, ts, value) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT DO NOTHING"
 )
+_EVENTS_SQLITE: Final = (
+    "INSERT INTO device_events (hotel_id, device_id, kind, ts, data) VALUES (?, ?, ?, ?, ?)"
+)
+_LINK_SQLITE: Final = sa.text(
+    "UPDATE gateway_links SET last_heard_at = :now,"
+    " last_bulk_seq = max(last_bulk_seq, coalesce(:bulk, last_bulk_seq)),"
+    " last_priority_seq = max(last_priority_seq, coalesce(:priority, last_priority_seq)),"
+    " gap_points = gap_points + :gap_points, gap_events = gap_events + :gap_events"
+    " WHERE gateway_id = :gateway_id"
+).bindparams(sa.bindparam("now", type_=UtcDateTime))
 
 
-async def _points(conn: AsyncConnection, points: Points) -> None:
-    if conn.dialect.name == "postgresql":
-        columns = {
-            "hotel_id": points.hotel_id,
-            "device_id": points.device_id,
-            "metric": points.metric,
-            "ts": points.ts,
-            "value": points.value,
-        }
-        await conn.execute(_POINTS_POSTGRES, columns)
-    else:
-        await conn.exec_driver_sql(_POINTS_SQLITE, list(points.tuples()))
+def _joined(values: list[str], what: str) -> str:
+    """Values as one text that PostgreSQL splits into exactly these values again (the
+    plan's ids and names are never empty and never hold the separator: checked all
+    the same, since a mistake here would shift every column after it)."""
+    text = _SEP.join(values)
+    if text.count(_SEP) != max(len(values) - 1, 0) or "" in values:
+        raise ValueError(f"a {what} that cannot be joined: empty or holding the separator")
+    return text
+
+
+def _columns(plan: Plan) -> dict[str, Any]:
+    """The plan's points and device events, column by column (`_HISTORY_POSTGRES`)."""
+    points, events = plan.telemetry, plan.events
+    return {
+        "hotel_id": plan.hotel_id,
+        "device_ids": _joined(points.device_id, "device id"),
+        "metrics": _joined(points.metric, "metric"),
+        "ts": points.ts,
+        "value": points.value,
+        "event_device_ids": [e["device_id"] for e in events],
+        "event_kinds": [e["kind"] for e in events],
+        "event_ts": [e["ts"] for e in events],
+        "event_data": [json.dumps(e["data"]) for e in events],
+    }
+
+
+async def _history_sqlite(conn: AsyncConnection, plan: Plan) -> None:
+    if plan.telemetry:
+        await conn.exec_driver_sql(_POINTS_SQLITE, list(plan.telemetry.tuples()))
+    if plan.events:
+        rows = [
+            (e["hotel_id"], e["device_id"], e["kind"], e["ts"], json.dumps(e["data"]))
+            for e in plan.events
+        ]
+        await conn.exec_driver_sql(_EVENTS_SQLITE, rows)
 
 
 async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
