@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 from bellhop.bridge.v1 import bridge_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bellhop_bridge.errors import CloseCode, ProtocolError
@@ -41,6 +42,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_batch",
+    "event_sizes",
     "millis",
     "proof_message",
 ]
@@ -93,6 +95,44 @@ def encode_batch(events: Iterable[bytes]) -> bytes:
     """An `EventBatch` frame from serialized `OutboxEvent`s, byte for byte."""
     batch = b"".join(_BATCH_EVENT_TAG + _varint(len(e)) + e for e in events)
     return _FRAME_EVENTS_TAG + _varint(len(batch)) + batch
+
+
+def _raw_frame() -> type[Message]:
+    """A `Frame` read as far as its batch's events, each kept as the bytes it came as:
+    `message RawFrame { RawBatch events = 5; }  message RawBatch { repeated bytes events
+    = 1; }`, at `Frame`'s and `EventBatch`'s own field numbers."""
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="bellhop_bridge/raw.proto", package="raw")
+    batch = file.message_type.add(name="RawBatch")
+    batch.field.add(
+        name="events",
+        number=bridge_pb2.EventBatch.DESCRIPTOR.fields_by_name["events"].number,
+        type=field.TYPE_BYTES,
+        label=field.LABEL_REPEATED,
+    )
+    frame = file.message_type.add(name="RawFrame")
+    frame.field.add(
+        name="events",
+        number=bridge_pb2.Frame.DESCRIPTOR.fields_by_name["events"].number,
+        type=field.TYPE_MESSAGE,
+        label=field.LABEL_OPTIONAL,
+        type_name=".raw.RawBatch",
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("raw.RawFrame"))
+
+
+_RawFrame: Final = _raw_frame()
+
+
+def event_sizes(data: bytes) -> list[int]:
+    """The size of each event of a batch frame (`decode(data)` has taken it) as it came
+    on the wire: what the gateway counted against its window, read without serializing
+    each event again. Their order and number are those of `decode(data).events.events`
+    for any frame a gateway sends; the caller checks the number."""
+    raw: Any = _RawFrame.FromString(data)
+    return list(map(len, raw.events.events))
 
 
 def proof_message(gateway_id: str, nonce: bytes) -> bytes:

@@ -102,6 +102,7 @@ class RelayConnection(Connection):
         }
         self._pending_events = 0
         self._pending_bytes = 0
+        self._data = b""  # the frame being handled, as it came
 
     # -- the driver's answers ------------------------------------------------------------
     def challenge(self, now: float) -> None:
@@ -165,6 +166,13 @@ class RelayConnection(Connection):
         self._send(bridge_pb2.Frame(snapshot_request=request), now)
 
     # -- receiving ------------------------------------------------------------------------
+    def receive_data(self, data: bytes, now: float) -> None:
+        self._data = data  # a batch's events are sized as they came (`frames.event_sizes`)
+        try:
+            super().receive_data(data, now)
+        finally:
+            self._data = b""
+
     def _handle(self, frame: bridge_pb2.Frame, now: float) -> None:
         body = frame.WhichOneof("body")
         if self.state is State.HANDSHAKE:
@@ -202,9 +210,14 @@ class RelayConnection(Connection):
 
     def _batch(self, batch: Iterable[bridge_pb2.OutboxEvent]) -> None:
         events = list(batch)
-        runs = self._runs(events)
+        # Each event's size as the gateway counted it; serialized again only for a frame
+        # whose events could not be told apart that way.
+        sizes = frames.event_sizes(self._data) if self._data else []
+        if len(sizes) != len(events):
+            sizes = list(map(_SIZE, events))
+        runs = self._runs(events, sizes)
         if runs is None:  # some rule is broken: find the first event that breaks one
-            runs = self._check_each(events)
+            runs = self._check_each(events, sizes)
         for lane, (seqs, sizes) in runs.items():
             if seqs:
                 run = _Run(seqs, sizes)
@@ -225,7 +238,7 @@ class RelayConnection(Connection):
         self._events.append(BatchReceived(events))
 
     def _runs(
-        self, events: list[bridge_pb2.OutboxEvent]
+        self, events: list[bridge_pb2.OutboxEvent], sizes: list[int]
     ) -> dict[Lane, tuple[list[int], list[int]]] | None:
         """Per lane, the batch's sequences and event sizes; None if any event breaks a
         rule (`_check_each` then says which). The rules, for a whole batch at once: a
@@ -235,7 +248,6 @@ class RelayConnection(Connection):
         lanes = list(map(_LANE, events))
         if None in map(_PAYLOAD, events):
             return None
-        sizes = list(map(_SIZE, events))
         if not seqs:
             return {}
         first = lanes[0]
@@ -261,12 +273,12 @@ class RelayConnection(Connection):
         return runs
 
     def _check_each(
-        self, events: list[bridge_pb2.OutboxEvent]
+        self, events: list[bridge_pb2.OutboxEvent], sizes: list[int]
     ) -> dict[Lane, tuple[list[int], list[int]]]:
         """Event by event, raising for the first that breaks a rule."""
         received = dict(self._received)
         runs: dict[Lane, tuple[list[int], list[int]]] = {}
-        for event in events:
+        for event, size in zip(events, sizes, strict=True):
             lane = event.lane
             if lane not in received:
                 raise ProtocolError(CloseCode.BAD_FRAME, f"an event on unknown lane {lane}")
@@ -279,9 +291,9 @@ class RelayConnection(Connection):
             if event.WhichOneof("payload") is None:
                 raise ProtocolError(CloseCode.BAD_FRAME, f"event {event.seq} carries nothing")
             received[lane] = event.seq
-            seqs, sizes = runs.setdefault(lane, ([], []))
-            seqs.append(event.seq)
-            sizes.append(event.ByteSize())
+            lane_seqs, lane_sizes = runs.setdefault(lane, ([], []))
+            lane_seqs.append(event.seq)
+            lane_sizes.append(size)
         return runs
 
     def _expect_step(self, step: str) -> None:

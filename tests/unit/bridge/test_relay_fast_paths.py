@@ -188,6 +188,35 @@ def test_a_partial_ack_frees_exactly_the_events_it_covers() -> None:
     )
 
 
+@given(st.lists(st.tuples(st.integers(1, 2**63 - 1), sizes), max_size=30))
+def test_events_are_sized_as_the_gateway_counted_them(events: list[tuple[int, int | None]]) -> None:
+    datas = [outbox_event(BULK, seq, size).SerializeToString() for seq, size in events]
+    assert frames.event_sizes(frames.encode_batch(datas)) == [len(d) for d in datas]
+
+
+def test_a_frame_whose_events_cannot_be_sized_as_they_came_is_sized_event_by_event() -> None:
+    """Two batches in one frame with another body between them: the parser keeps the
+    last batch only, so the bytes on the wire hold more events than the frame."""
+    first, second, third = (outbox_event(BULK, s, n) for s, n in ((1, 500), (2, 40), (3, 60)))
+    data = (
+        frames.encode_batch([first.SerializeToString()])
+        + frames.encode(bridge_pb2.Frame(heartbeat=bridge_pb2.Heartbeat()))
+        + frames.encode_batch([second.SerializeToString(), third.SerializeToString()])
+    )
+    assert len(frames.event_sizes(data)) == 3
+    relay = opened(window_events=10, window_bytes=second.ByteSize() + third.ByteSize())
+    relay.receive_data(data, 1.0)
+    (batch,) = relay.events_received()
+    assert isinstance(batch, BatchReceived)
+    assert [e.seq for e in batch.events] == [2, 3]
+    # Exactly at the window: one byte more is refused.
+    fourth = outbox_event(BULK, 4, 0)
+    relay.receive_data(frames.encode_batch([fourth.SerializeToString()]), 1.0)
+    (closed,) = relay.events_received()
+    assert isinstance(closed, Closed)
+    assert closed.code is CloseCode.WINDOW_EXCEEDED
+
+
 # -- which events are new ----------------------------------------------------------------
 def reference_fresh(
     last_applied: dict[int, int], events: list[bridge_pb2.OutboxEvent]
