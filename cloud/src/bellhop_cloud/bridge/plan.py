@@ -223,7 +223,7 @@ class Plan:
             top = last_seq.get(lane)
             if top is None or seq > top:
                 last_seq[lane] = seq
-            if event.WhichOneof("payload") == "telemetry":
+            if event.HasField("telemetry"):
                 # The bulk of a backlog: the same checks as `_add`, inline. A point that
                 # fails any goes to `_add`, which says which.
                 p = event.telemetry
