@@ -13,7 +13,7 @@ from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import Acked, Opened
 from bellhop_cloud.bridge import sync
-from bellhop_cloud.db.schema import device_events, gateway_links, telemetry
+from bellhop_cloud.db.schema import device_events, devices, gateway_links, telemetry
 
 from tests.cloud.bridging import BULK, PRIORITY, CloudHotel, RawGateway, bridge_server
 
@@ -169,6 +169,57 @@ async def test_a_lane_moves_past_a_batch_it_refused_whole_and_the_other_lane_sta
     assert [p[3] for p in points] == [1.0, 2.0, 3.0]
     assert len(events) == 1
     assert await lanes(hotel) == (5, 1, 0, 0)
+
+
+def registration(seq: int, device_id: str) -> bridge_pb2.OutboxEvent:
+    event = bridge_pb2.OutboxEvent(seq=seq, lane=bridge_pb2.LANE_BULK)
+    d = event.device
+    d.device_id, d.room_id, d.registered = device_id, "101", True
+    d.kind = common_pb2.DEVICE_KIND_THERMOSTAT
+    d.connectivity = common_pb2.CONNECTIVITY_ONLINE
+    return event
+
+
+def report(seq: int, device_id: str, values: dict[str, Any]) -> bridge_pb2.OutboxEvent:
+    event = bridge_pb2.OutboxEvent(seq=seq, lane=bridge_pb2.LANE_BULK)
+    event.state.device_id = device_id
+    event.state.values.update(values)
+    event.state.updated_at.FromMilliseconds(T0 + seq)
+    return event
+
+
+async def test_each_devices_latest_state_is_kept_registered_or_not(hotel: CloudHotel) -> None:
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as gw,
+    ):
+        await gw.until_event(Opened)
+        await gw.send_batch(
+            [
+                registration(1, "th-101"),
+                report(2, "th-101", {"setpoint": 21.0}),
+                report(3, "new-1", {"mode": "heat"}),
+                report(4, "th-101", {"setpoint": 22.5, "mode": "cool"}),
+            ]
+        )
+        await gw.until_event(Acked)
+        await gw.send_batch([report(5, "new-1", {"mode": "off"}), report(6, "th-102", {})])
+        await gw.until_event(Acked)
+    async with hotel.api.relay.store.read() as conn:
+        found = {
+            r.device_id: (r.kind, r.online, r.state, r.last_seen)
+            for r in await conn.execute(
+                sa.select(devices).where(devices.c.hotel_id == hotel.hotel_id)
+            )
+        }
+    assert {d: found[d][:3] for d in found} == {
+        "th-101": ("thermostat", True, {"setpoint": 22.5, "mode": "cool"}),
+        "new-1": ("unspecified", False, {"mode": "off"}),
+        "th-102": ("unspecified", False, {}),
+    }
+    # A state report moves only the state of a device the relay has: not when it was seen.
+    assert found["new-1"][3].timestamp() * 1000 == T0 + 3
+    assert found["th-101"][3] is None
 
 
 def test_ids_travel_joined_only_when_they_split_back_exactly() -> None:

@@ -203,8 +203,8 @@ async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
         await conn.execute(
             table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.in_(plan.removed))
         )
-    for device_id, (values, updated_ms) in plan.states.items():
-        await _state(conn, hotel_id, device_id, values, updated_ms)
+    if plan.states:
+        await _states(conn, hotel_id, plan.states)
     latest = (
         (desired_states, [desired_states.c.hotel_id, desired_states.c.device_id], plan.desired),
         (alerts, [alerts.c.hotel_id, alerts.c.alert_id], plan.alerts),
@@ -286,22 +286,28 @@ async def _registry(
     await conn.execute(statement, rows)
 
 
-async def _state(
-    conn: AsyncConnection, hotel_id: str, device_id: str, values: dict[str, Any], updated_ms: int
+async def _states(
+    conn: AsyncConnection, hotel_id: str, states: Mapping[str, tuple[dict[str, Any], int]]
 ) -> None:
-    statement = _insert(conn, devices).values(
-        hotel_id=hotel_id,
-        device_id=device_id,
-        kind="unspecified",  # its registry event comes later
-        online=False,
-        state=values,
-        last_seen=_at(updated_ms),
-    )
+    """Each device's latest reported state, one statement for the batch (a statement per
+    device cost as much as a few hundred points)."""
+    rows = [
+        {
+            "hotel_id": hotel_id,
+            "device_id": device_id,
+            "kind": "unspecified",  # its registry event comes later
+            "online": False,
+            "state": values,
+            "last_seen": _at(updated_ms),
+        }
+        for device_id, (values, updated_ms) in states.items()
+    ]
+    statement = _insert(conn, devices)
     statement = statement.on_conflict_do_update(
         index_elements=[devices.c.hotel_id, devices.c.device_id],
         set_={"state": statement.excluded.state},
     )
-    await conn.execute(statement)
+    await conn.execute(statement, rows)
 
 
 async def _replace(
