@@ -4,7 +4,8 @@
     HelloReceived(gateway_id, hotel_id, ...)  -> conn.challenge() or conn.close(UNKNOWN_GATEWAY)
     ProofReceived(message, signature)         -> conn.welcome(last_acked) or conn.close(BAD_PROOF)
     BatchReceived(events)                     -> apply `Dedup.fresh(...)` in one transaction,
-                                                 then conn.ack(lane, seq) for each lane
+                                                 then conn.ack(lane, dedup.highest[lane])
+                                                 for each lane the batch holds
 
 Within a connection each lane's sequence only rises and the gateway keeps
 within its window; a gateway that breaks either is closed. Across
