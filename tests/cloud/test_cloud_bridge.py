@@ -129,7 +129,8 @@ async def test_a_revoked_gateway_is_cut_off_and_stops_retrying(
         status = gateway.status()
         assert status.cloud_bridge.startswith("stopped")
         assert status.cloud_last_close.startswith("revoked")
-        assert bridge.endpoint.connected == 0
+        # The relay's end finishes its close on its own time (a loaded machine: later).
+        await until(lambda: bridge.endpoint.connected == 0)
         # STOPPED is final: the client's task has ended, nothing will dial again.
         assert client.stats.connects == 1
     link = await hotel.link()

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
@@ -117,6 +118,7 @@ async def test_one_id_on_the_lan_and_through_the_cloud_runs_once(
         assert refused["code"] == "command_id_reused"
 
 
+@pytest.mark.timeout(120)  # three gateway sessions: slow on a loaded machine
 async def test_offline_gateway_409_unless_queued_then_delivered_on_reconnect_never_expired(
     hotel: CloudHotel, site: EdgeSite, bridge: Bridge
 ) -> None:

@@ -522,7 +522,8 @@ async def test_a_relay_killed_while_applying_batches_applies_each_once(
         # apply would duplicate), built while the relay is unreachable.
         proxy.refuse()
         before = devices.sent
-        await devices.report(readings=400, door_events=500, breach_every=40)
+        # Large enough that the relay, however fast, is still applying at each kill.
+        await devices.report(readings=1200, door_events=1500, breach_every=120)
         await site.stored()
         backlog = gateway.backlog()
         assert backlog >= devices.sent - before
