@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,23 @@ from tests.integration.edge.conftest import FakeDevice, device_client, gateway_c
 from tests.support.mosquitto import Credentials, MosquittoBroker
 
 BULK, PRIORITY = bridge_pb2.LANE_BULK, bridge_pb2.LANE_PRIORITY
+READ_EVERY_S = 0.05  # between two reads of `eventually`
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """`wait_until`, with the longer default a bridge round trip needs."""
     await wait_until(predicate, timeout)
+
+
+async def eventually(read: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
+    """Read (the relay's REST API, say) until the answer is truthy, and return it; an
+    AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (answer := await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(READ_EVERY_S)
+    return answer
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +105,33 @@ class CloudHotel:
         assert len(links) == 1, links
         link: dict[str, Any] = links[0]
         return link
+
+    async def linked(self, connected: bool = True) -> bool:
+        """Whether the relay says a gateway of the hotel is (or, with False, none is) bridged."""
+        links = await self.get("/sync")
+        return bool(links) and any(link["connected"] for link in links) is connected
+
+    async def knows(self, device_id: str) -> bool:
+        """Whether the relay knows the device (the gateway's registry has arrived)."""
+        answer = await self.api.http.get(
+            f"/v1/hotels/{self.hotel_id}/devices/{device_id}", headers=self.owner.headers
+        )
+        return answer.status_code == 200
+
+    async def online(self, device_id: str) -> None:
+        """Until the gateway is bridged and the relay knows `device_id`."""
+        await eventually(self.linked, "the gateway bridged")
+        await eventually(lambda: self.knows(device_id), f"{device_id} known to the relay")
+
+    async def command(self, command_id: str, state: str) -> dict[str, Any]:
+        """The command's resource, once it is in `state`."""
+
+        async def read() -> dict[str, Any] | None:
+            body: dict[str, Any] = await self.get(f"/commands/{command_id}")
+            return body if body["state"] == state else None
+
+        found: dict[str, Any] = await eventually(read, f"command {command_id} {state}")
+        return found
 
     async def revoke(self) -> None:
         url = f"/v1/hotels/{self.hotel_id}/gateways/{self.gateway_id}/revoke"

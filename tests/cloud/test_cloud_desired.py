@@ -3,13 +3,12 @@ docs/conflicts.md, with the outcome shown on both sides; a real gateway and rela
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bellhop_edge import convert
 from bellhop_edge.gateway import Gateway
 
-from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite
+from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, eventually
 from tests.cloud.support import expect
 
 DEVICE = "r101-thermostat"
@@ -24,44 +23,22 @@ async def put(hotel: CloudHotel, body: dict[str, Any], status: int) -> Any:
     return expect(answer, status)
 
 
-async def until_link(hotel: CloudHotel, connected: bool) -> None:
-    for _ in range(300):
-        links = await hotel.get("/sync")
-        if any(link["connected"] for link in links) is connected and links:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the link never became connected={connected}")
-
-
 async def until_desired(hotel: CloudHotel, want: dict[str, Any]) -> dict[str, Any]:
-    for _ in range(300):
-        answer = await hotel.api.http.get(
-            f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}/desired", headers=hotel.owner.headers
-        )
-        if answer.status_code == 200 and answer.json()["values"] == want:
-            body: dict[str, Any] = answer.json()
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the relay never showed {want}: {answer.text}")
+    """The device's desired state, once the relay shows `want`."""
 
+    async def read() -> dict[str, Any] | None:
+        body: dict[str, Any] = await hotel.get(f"/devices/{DEVICE}/desired")
+        return body if body["values"] == want else None
 
-async def online(hotel: CloudHotel) -> None:
-    await until_link(hotel, True)
-    for _ in range(300):  # the gateway's registry has reached the relay
-        answer = await hotel.api.http.get(
-            f"/v1/hotels/{hotel.hotel_id}/devices/{DEVICE}", headers=hotel.owner.headers
-        )
-        if answer.status_code == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the device never reached the relay")
+    found: dict[str, Any] = await eventually(read, f"desired state {want}")
+    return found
 
 
 async def test_desired_state_set_remotely_is_merged_on_the_gateway_and_shown_on_both_sides(
     hotel: CloudHotel, site: EdgeSite, bridge: Bridge
 ) -> None:
     async with Gateway(site.config(bridge.url)) as gateway:
-        await online(hotel)
+        await hotel.online(DEVICE)
         body = await put(hotel, {"values": {"setpoint": 22.5}}, 200)
         assert body["outcome"] == "merged"
         desired = body["desired"]
@@ -90,8 +67,8 @@ async def test_what_both_sides_set_while_apart_is_merged_by_the_policy(
     hotel: CloudHotel, site: EdgeSite, bridge: Bridge
 ) -> None:
     async with Gateway(site.config(bridge.url)):
-        await online(hotel)
-    await until_link(hotel, False)
+        await hotel.online(DEVICE)
+    await eventually(lambda: hotel.linked(False), "the bridge's end recorded")
     # Apart: a manager sets both fields first; staff on site then set the setpoint again
     # (later, so it stands) and switch the heating off as a safety override.
     queued = await put(hotel, {"values": {"setpoint": 25.0, "mode": "heat"}}, 202)
@@ -127,7 +104,7 @@ async def test_desired_state_is_refused_by_field_and_read_by_room(
     hotel: CloudHotel, site: EdgeSite, bridge: Bridge
 ) -> None:
     async with Gateway(site.config(bridge.url)):
-        await online(hotel)
+        await hotel.online(DEVICE)
     for body, where in (
         ({"values": {}}, "values"),
         ({"values": {"Bad": 1}}, "values"),

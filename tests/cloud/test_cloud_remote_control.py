@@ -24,6 +24,7 @@ from tests.cloud.bridging import (
     CloudHotel,
     EdgeSite,
     RawGateway,
+    eventually,
 )
 from tests.cloud.support import expect
 from tests.support.mosquitto import MosquittoBroker
@@ -45,13 +46,7 @@ async def command(
 async def connected(hotel: CloudHotel, device_id: str = "r101-thermostat") -> None:
     """The relay says the gateway's bridge is open (what remote commands look at), and
     knows the device (the gateway's registry has arrived)."""
-    for _ in range(200):
-        if any(link["connected"] for link in await hotel.get("/sync")):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the gateway never connected")
-    await until_device(hotel, device_id)
+    await hotel.online(device_id)
 
 
 async def test_a_remote_command_runs_once_on_the_device_and_its_result_comes_back(
@@ -123,11 +118,8 @@ async def test_offline_gateway_409_unless_queued_then_delivered_on_reconnect_nev
     hotel: CloudHotel, site: EdgeSite, bridge: Bridge
 ) -> None:
     async with Gateway(site.config(bridge.url)):  # the relay learns the hotel's devices
-        await until_device(hotel, "r101-thermostat")
-    for _ in range(200):  # the relay has recorded the bridge's end
-        if not any(link["connected"] for link in await hotel.get("/sync")):
-            break
-        await asyncio.sleep(0.05)
+        await eventually(lambda: hotel.knows("r101-thermostat"), "the device known")
+    await eventually(lambda: hotel.linked(False), "the bridge's end recorded")
     refused = await command(hotel, "r101-thermostat", SETPOINT, 409)
     assert refused["code"] == "gateway_offline"
     assert "mode=queue" in refused["detail"]
@@ -138,11 +130,7 @@ async def test_offline_gateway_409_unless_queued_then_delivered_on_reconnect_nev
         202,
     )
     assert stale["state"] == "queued"
-    for _ in range(100):  # its expiry passes while the gateway is away
-        if (await hotel.get("/commands/old"))["state"] == "expired":
-            break
-        await asyncio.sleep(0.05)
-    assert (await hotel.get("/commands/old"))["state"] == "expired"
+    await hotel.command("old", "expired")  # its expiry passes while the gateway is away
     queued = await command(
         hotel, "r101-thermostat", {**SETPOINT, "mode": "queue", "command_id": "new"}, 202
     )
@@ -152,11 +140,7 @@ async def test_offline_gateway_409_unless_queued_then_delivered_on_reconnect_nev
         dev.serving(),
         Gateway(site.config(bridge.url)),
     ):
-        for _ in range(200):
-            if (await hotel.get("/commands/new"))["state"] == "succeeded":
-                break
-            await asyncio.sleep(0.05)
-        assert (await hotel.get("/commands/new"))["state"] == "succeeded"
+        await hotel.command("new", "succeeded")
     # The queued command arrived once; the expired one, queued before it, never.
     assert [c["id"] for c in dev.commands] == ["new"]
     assert (await hotel.get("/commands/old"))["state"] == "expired"
@@ -219,12 +203,7 @@ async def test_a_remote_acknowledgement_is_the_edges_with_the_same_who_and_when(
     async with Gateway(site.config(bridge.url)) as gateway:
         await connected(hotel)
         await site.breach()
-        for _ in range(200):
-            alerts = await hotel.get("/alerts", state="open")
-            if alerts:
-                break
-            await asyncio.sleep(0.05)
-        (alert,) = alerts
+        (alert,) = await eventually(lambda: hotel.get("/alerts", state="open"), "the alert")
         url = f"/v1/hotels/{hotel.hotel_id}/alerts/{alert['alert_id']}/acknowledge"
         first = await hotel.api.http.post(
             url, json={"note": "on my way"}, headers=hotel.owner.headers
@@ -258,7 +237,7 @@ async def test_commands_respect_rooms_and_roles(
     )
     async with Gateway(site.config(bridge.url)):
         await connected(hotel)
-        await until_device(hotel, "r101-thermostat")
+        await hotel.online("r101-thermostat")
         forbidden = await command(hotel, "r101-thermostat", SETPOINT, 403, who=viewer)
         assert forbidden["code"] in {"forbidden", "role_not_allowed"}
         # Staff of room 102 do not see room 101's devices at all.
@@ -273,14 +252,3 @@ async def test_commands_respect_rooms_and_roles(
     )
     kept = _epoch(queued["expires_at"]) - _epoch(queued["requested_at"])
     assert kept == hotel.api.relay.config.command_queue_max_s
-
-
-async def until_device(hotel: CloudHotel, device_id: str) -> None:
-    for _ in range(200):
-        answer = await hotel.api.http.get(
-            f"/v1/hotels/{hotel.hotel_id}/devices/{device_id}", headers=hotel.owner.headers
-        )
-        if answer.status_code == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{device_id} never reached the relay")

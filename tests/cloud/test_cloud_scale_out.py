@@ -4,7 +4,6 @@ twice."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from bellhop_cloud.config import BusBackend, RateLimitBackend, RelayConfig
 from bellhop_cloud.relay import Relay
 from bellhop_edge.gateway import Gateway
 
-from tests.cloud.bridging import CloudHotel, EdgeSite, bridge_server, cloud_hotel
+from tests.cloud.bridging import EdgeSite, bridge_server, cloud_hotel, until
 from tests.cloud.support import Api, expect
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.redis import REDIS_URL, require_redis
@@ -60,27 +59,6 @@ async def shared(relay_config: RelayConfig) -> RelayConfig:
     )
 
 
-async def state_of(hotel: CloudHotel, command_id: str, want: str) -> dict[str, Any]:
-    for _ in range(300):
-        body: dict[str, Any] = await hotel.get(f"/commands/{command_id}")
-        if body["state"] == want:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{command_id} never reached {want}: {body}")
-
-
-async def until_connected(hotel: CloudHotel, device_id: str) -> None:
-    for _ in range(300):
-        links = await hotel.get("/sync")
-        known = await hotel.api.http.get(
-            f"/v1/hotels/{hotel.hotel_id}/devices/{device_id}", headers=hotel.owner.headers
-        )
-        if any(link["connected"] for link in links) and known.status_code == 200:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the gateway never connected")
-
-
 async def test_a_command_sent_to_one_node_runs_on_a_gateway_held_by_another(
     shared: RelayConfig, tmp_path: Path, mosquitto: MosquittoBroker, test_name: str
 ) -> None:
@@ -97,7 +75,7 @@ async def test_a_command_sent_to_one_node_runs_on_a_gateway_held_by_another(
             site.device("r101-thermostat") as device,
             device.serving(),
         ):
-            await until_connected(hotel, "r101-thermostat")
+            await hotel.online("r101-thermostat")
             answer = await api_b.http.post(
                 f"/v1/hotels/{hotel.hotel_id}/devices/r101-thermostat/commands",
                 json={**SETPOINT, "command_id": "across"},
@@ -125,15 +103,12 @@ async def test_a_dead_nodes_gateway_moves_and_no_command_is_lost_or_run_twice(
             async with device.serving(), contextlib.AsyncExitStack() as node_a_bridge:
                 bridge_a = await node_a_bridge.enter_async_context(bridge_server(node_a))
                 async with Gateway(site.config(bridge_a.url)):
-                    await until_connected(hotel, "r101-thermostat")
+                    await hotel.online("r101-thermostat")
                     # Sent by node A; the device has it, no answer yet.
                     body: dict[str, Any] = {**SETPOINT, "command_id": "in-flight"}
                     body |= {"mode": "queue", "timeout_s": 3}
                     expect(await api_b.http.post(url, json=body, headers=hotel.owner.headers), 202)
-                    for _ in range(200):
-                        if device.commands:
-                            break
-                        await asyncio.sleep(0.05)
+                    await until(lambda: bool(device.commands))
                     assert [c["id"] for c in device.commands] == ["in-flight"]
                     await node_a_bridge.aclose()  # node A dies with the command unanswered
                     # Meanwhile a manager queues another on node B.
@@ -142,9 +117,9 @@ async def test_a_dead_nodes_gateway_moves_and_no_command_is_lost_or_run_twice(
                     device.answer = None  # from now on the device answers
                     # The gateway comes back through the load balancer: to node B.
                     async with bridge_server(node_b, bridge_a.port):
-                        done = await state_of(hotel, "while-away", "succeeded")
+                        done = await hotel.command("while-away", "succeeded")
                         assert done["result"] == {"setpoint_c": 21.5}
-                        first = await state_of(hotel, "in-flight", "timed_out")
+                        first = await hotel.command("in-flight", "timed_out")
                         assert first["error"]
                     # Node B sent both: the one queued while away, and the one node A
                     # had sent and had no answer for.

@@ -6,7 +6,6 @@ import asyncio
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -715,6 +714,7 @@ def test_closing_waits_for_reads_in_flight_on_worker_threads(db_path: Path) -> N
     reads = [0] * 4
     ended: list[BaseException] = []
     started = threading.Barrier(len(reads) + 1)
+    reading = threading.Barrier(len(reads) + 1)  # every reader is past its third read
 
     def reader(n: int) -> None:
         started.wait()
@@ -723,6 +723,8 @@ def test_closing_waits_for_reads_in_flight_on_worker_threads(db_path: Path) -> N
                 store.outbox_backlog()
                 store.outbox_after(0, 50)
                 reads[n] += 1
+                if reads[n] == 3:
+                    reading.wait(10)
         except StoreError as exc:  # the store closed: every later read says so
             ended.append(exc)
 
@@ -730,8 +732,7 @@ def test_closing_waits_for_reads_in_flight_on_worker_threads(db_path: Path) -> N
     for thread in threads:
         thread.start()
     started.wait()
-    while min(reads) < 3:  # every reader is reading, again and again
-        time.sleep(0.001)
+    reading.wait(10)  # every reader is reading, again and again
     store.close()
     for thread in threads:
         thread.join(10)
