@@ -13,7 +13,6 @@ same id for a different command is refused.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,6 @@ __all__ = ["CommandRequest", "CommandStatus", "acknowledge", "command_status", "
 __all__ += ["set_desired"]
 
 ACK_WAIT_S: Final = 5.0  # an acknowledgement's or desired change's answer is waited for
-POLL_S: Final = 0.05  # how often that wait looks
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +311,7 @@ async def acknowledge(
                 {"hotel_id": hotel.hotel_id, "note": bool(note)},
             )
     await relay.downlink.nudge(hotel.hotel_id, queued)
-    if up and await _done(relay, hotel.hotel_id, item_id, ACK_WAIT_S):
+    if up and await relay.downlink.until_done(hotel.hotel_id, item_id, ACK_WAIT_S):
         return "acknowledged"
     return "queued"
 
@@ -349,26 +347,6 @@ async def set_desired(
             {"hotel_id": hotel.hotel_id, "change_id": change_id, "fields": sorted(values)},
         )
     await relay.downlink.nudge(hotel.hotel_id, [item])
-    if up and await _done(relay, hotel.hotel_id, change_id, ACK_WAIT_S):
+    if up and await relay.downlink.until_done(hotel.hotel_id, change_id, ACK_WAIT_S):
         return change_id, "merged"
     return change_id, "queued"
-
-
-async def _done(relay: Relay, hotel_id: str, item_id: str, within_s: float) -> bool:
-    """Whether the gateway's answer to the item is stored within `within_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while True:
-        async with relay.store.read() as conn:
-            state = (
-                await conn.execute(
-                    sa.select(downlink.c.state).where(
-                        downlink.c.hotel_id == hotel_id, downlink.c.item_id == item_id
-                    )
-                )
-            ).scalar()
-        if state == ItemState.DONE.value:
-            return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(POLL_S)

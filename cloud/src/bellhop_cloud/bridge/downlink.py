@@ -304,8 +304,9 @@ class Downlink:
         command_ids: Sequence[str],
         results: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Results for these commands are committed: wake their waiters on every node
-        (with `results`, the rows as stored: this node's waiters take them as they are)."""
+        """These items are answered (a command's result stored, an acknowledgement or a
+        desired change taken): wake their waiters on every node (with `results`, commands'
+        rows as stored: this node's waiters take them as they are)."""
         if not command_ids:
             return
         for command_id, row in (results or {}).items():
@@ -367,11 +368,42 @@ class Downlink:
                         await event.wait()
         finally:
             for key in keys:
-                events = self._waiters.get(key)
-                if events is not None:
-                    events.discard(event)
-                    if not events:
-                        del self._waiters[key]
+                self._forget(key, event)
+
+    async def until_done(self, hotel_id: str, item_id: str, within_s: float) -> bool:
+        """Whether the gateway's answer to the item is stored within `within_s`: woken by
+        `finished` on any node, the database looked at on each wake-up and every POLL_S."""
+        key = (hotel_id, item_id)
+        event = asyncio.Event()
+        self._waiters.setdefault(key, set()).add(event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        try:
+            while True:
+                event.clear()
+                async with self._store.read() as conn:
+                    state = (
+                        await conn.execute(
+                            sa.select(downlink.c.state).where(
+                                downlink.c.hotel_id == hotel_id, downlink.c.item_id == item_id
+                            )
+                        )
+                    ).scalar()
+                remaining = deadline - loop.time()
+                if state == ItemState.DONE.value or remaining <= 0:
+                    return state == ItemState.DONE.value
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, POLL_S)):
+                        await event.wait()
+        finally:
+            self._forget(key, event)
+
+    def _forget(self, key: tuple[str, str], event: asyncio.Event) -> None:
+        events = self._waiters.get(key)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._waiters[key]
 
     async def _answered(self, hotel_id: str, command_ids: set[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}

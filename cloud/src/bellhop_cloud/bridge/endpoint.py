@@ -406,7 +406,7 @@ class BridgeEndpoint:
         if seen:
             link.seen_at = now
         await self.relay.live.tell(identity.hotel_id, plan_events(plan))
-        await self.relay.downlink.finished(identity.hotel_id, list(plan.commands))
+        await self.relay.downlink.finished(identity.hotel_id, sync.answered_ids(plan))
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
             self.rejected_events += len(plan.rejected)

@@ -33,7 +33,16 @@ from bellhop_cloud.db.schema import (
 )
 from bellhop_cloud.hotels import Room, upsert_rooms
 
-__all__ = ["BULK", "PRIORITY", "answered", "apply", "apply_snapshot", "lanes", "results"]
+__all__ = [
+    "BULK",
+    "PRIORITY",
+    "answered",
+    "answered_ids",
+    "apply",
+    "apply_snapshot",
+    "lanes",
+    "results",
+]
 
 BULK, PRIORITY = int(bridge_pb2.LANE_BULK), int(bridge_pb2.LANE_PRIORITY)
 
@@ -229,8 +238,19 @@ async def results(conn: AsyncConnection, plan: Plan) -> None:
 
 
 async def answered(conn: AsyncConnection, plan: Plan) -> None:
-    """What the relay sent down is done once the edge's answer is stored: a command's
-    result, an alert acknowledged (or cleared) on the edge, a desired change merged."""
+    """What the relay sent down is done once the edge's answer is stored (answered_ids)."""
+    done = answered_ids(plan)
+    if done:
+        await conn.execute(
+            downlink.update()
+            .where(downlink.c.hotel_id == plan.hotel_id, downlink.c.item_id.in_(done))
+            .values(state="done")
+        )
+
+
+def answered_ids(plan: Plan) -> list[str]:
+    """The downlink items a batch answers: a command's result, an alert acknowledged (or
+    cleared) on the edge, a desired change merged."""
     done = list(plan.commands)
     done += [
         f"ack:{alert_id}"
@@ -238,12 +258,7 @@ async def answered(conn: AsyncConnection, plan: Plan) -> None:
         if row["state"] in ("acknowledged", "cleared")
     ]
     done += [row["change_id"] for row in plan.desired.values() if row["change_id"]]
-    if done:
-        await conn.execute(
-            downlink.update()
-            .where(downlink.c.hotel_id == plan.hotel_id, downlink.c.item_id.in_(done))
-            .values(state="done")
-        )
+    return done
 
 
 async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime) -> None:
