@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 from bellhop_cloud import hotels
 from bellhop_cloud.accounts import Accounts
@@ -14,6 +12,7 @@ from bellhop_cloud.auth.sessions import Sessions
 from bellhop_cloud.auth.tokens import AccessTokens
 from bellhop_cloud.bridge.downlink import Downlink
 from bellhop_cloud.bus import Bus, bus_for
+from bellhop_cloud.coalesce import Coalesced
 from bellhop_cloud.config import RateLimitBackend, RelayConfig
 from bellhop_cloud.db.reads import DeviceReader, open_device_reader
 from bellhop_cloud.db.store import Store, utcnow
@@ -41,9 +40,7 @@ class Relay:
     live: LiveEvents
     bus: Bus
     downlink: Downlink
-    _lookups: dict[tuple[str, str], asyncio.Future[tuple[Hotel, Access]]] = field(
-        default_factory=dict
-    )
+    _lookups: Coalesced[tuple[str, str], tuple[Hotel, Access]] = field(default_factory=Coalesced)
 
     @classmethod
     async def open(
@@ -119,20 +116,9 @@ class Relay:
         cached = self.access_cache.get(user_id, hotel_id, now)
         if cached is not None:
             return cached
-        key = (user_id, hotel_id)
-        pending = self._lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._lookup_access(user_id, hotel_id, now))
-            self._lookups[key] = pending
-            pending.add_done_callback(partial(self._lookup_done, key))
-        return await asyncio.shield(pending)
-
-    def _lookup_done(
-        self, key: tuple[str, str], future: asyncio.Future[tuple[Hotel, Access]]
-    ) -> None:
-        self._lookups.pop(key, None)
-        if not future.cancelled():
-            future.exception()  # each waiter got it; do not report it again as unretrieved
+        return await self._lookups.run(
+            (user_id, hotel_id), lambda: self._lookup_access(user_id, hotel_id, now)
+        )
 
     async def _lookup_access(self, user_id: str, hotel_id: str, now: float) -> tuple[Hotel, Access]:
         async with self.store.read() as conn:
@@ -149,8 +135,7 @@ class Relay:
         return found
 
     async def close(self) -> None:
-        for pending in list(self._lookups.values()):
-            pending.cancel()
+        self._lookups.cancel_all()
         try:
             await self.live.close()
             await self.bus.close()

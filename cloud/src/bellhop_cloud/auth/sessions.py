@@ -17,13 +17,13 @@ expire). The bound that follows:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 
 import sqlalchemy as sa
 
 from bellhop_cloud.auth.tokens import Principal
+from bellhop_cloud.coalesce import Coalesced
 from bellhop_cloud.db.schema import refresh_tokens, users
 from bellhop_cloud.db.store import Store
 from bellhop_cloud.errors import InvalidToken
@@ -44,7 +44,7 @@ class Sessions:
         self._generation = 0
         # Lookups in progress: concurrent misses for one session share one query
         # (a thousand live streams re-checking together must not be a thousand queries).
-        self._lookups: dict[tuple[str, str], asyncio.Future[bool]] = {}
+        self._lookups: Coalesced[tuple[str, str], bool] = Coalesced()
 
     async def require_live(self, principal: Principal, *, fresh: bool) -> None:
         """Raise InvalidToken unless the principal's session is live (`fresh`: ask the store)."""
@@ -55,38 +55,25 @@ class Sessions:
         if not fresh and self._live.get(key, 0.0) > now:
             return
         generation = self._generation
-        pending = self._lookups.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._lookup(*key))
-            self._lookups[key] = pending
-            pending.add_done_callback(lambda done: self._lookup_done(key, done))
-        live = await asyncio.shield(pending)
+        live = await self._lookups.run(key, lambda: self._lookup(*key))
         if generation == self._generation:
             self._remember(key, principal.expires_at, live, now)
         if not live:
             raise InvalidToken("the session has ended; log in again")
-
-    def _lookup_done(self, key: tuple[str, str], done: asyncio.Future[bool]) -> None:
-        if self._lookups.get(key) is done:
-            del self._lookups[key]
-        if not done.cancelled():
-            done.exception()  # each waiter got it; not reported again as unretrieved
 
     def ended(self, *session_ids: str) -> None:
         """Forget these sessions now: called when their revocation has committed."""
         self._generation += 1
         ended = set(session_ids)
         # A lookup that began before the revocation is not shared with later callers.
-        for key in [key for key in self._lookups if key[0] in ended]:
-            del self._lookups[key]
+        self._lookups.forget(lambda key: key[0] in ended)
         for key in [key for key in self._live if key[0] in ended]:
             del self._live[key]
 
     def ended_for_user(self, user_id: str) -> None:
         """Forget every session of `user_id` (a password change ends them all)."""
         self._generation += 1
-        for key in [key for key in self._lookups if key[1] == user_id]:
-            del self._lookups[key]
+        self._lookups.forget(lambda key: key[1] == user_id)
         for key in [key for key in self._live if key[1] == user_id]:
             del self._live[key]
 

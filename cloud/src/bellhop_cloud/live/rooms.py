@@ -14,13 +14,13 @@ gateway moved meanwhile) shows within `ttl_s`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Collection
 from typing import Final
 
 import sqlalchemy as sa
 
+from bellhop_cloud.coalesce import Coalesced
 from bellhop_cloud.db.schema import devices
 from bellhop_cloud.db.store import Store
 
@@ -34,7 +34,7 @@ class Rooms:
         self._store = store
         self._ttl_s = ttl_s
         self._maps: dict[str, tuple[float, dict[str, str | None]]] = {}  # hotel -> (until, map)
-        self._loading: dict[str, asyncio.Future[dict[str, str | None]]] = {}
+        self._loading: Coalesced[str, dict[str, str | None]] = Coalesced()
         self.loads = 0
 
     async def of(self, hotel_id: str, device_ids: Collection[str]) -> dict[str, str | None]:
@@ -55,12 +55,7 @@ class Rooms:
             found[1][device_id] = room_id
 
     async def _load(self, hotel_id: str) -> dict[str, str | None]:
-        pending = self._loading.get(hotel_id)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read(hotel_id))
-            self._loading[hotel_id] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(hotel_id, None))
-        return await asyncio.shield(pending)
+        return await self._loading.run(hotel_id, lambda: self._read(hotel_id))
 
     async def _read(self, hotel_id: str) -> dict[str, str | None]:
         query = sa.select(devices.c.device_id, devices.c.room_id).where(
