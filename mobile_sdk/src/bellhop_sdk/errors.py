@@ -1,0 +1,138 @@
+"""One small error hierarchy, the same whichever path served the call.
+
+Every error carries the server's own `code` (a gRPC status name such as
+"NOT_FOUND" on the LAN, the problem document's `code` such as "not_found" on
+the cloud) and its `message`, and the `path` that raised it. Transports never
+let a raw grpc or httpx exception through.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bellhop_sdk.models import Command, Path
+
+__all__ = [
+    "BellhopError",
+    "CommandRejected",
+    "CommandTimedOut",
+    "Conflict",
+    "Forbidden",
+    "GatewayOffline",
+    "InvalidRequest",
+    "NotFound",
+    "RateLimited",
+    "ServerError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unreachable",
+    "Unsupported",
+]
+
+
+class BellhopError(Exception):
+    """Base of every error the SDK raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        path: Path | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.path = path
+        # The HTTP status on the cloud path; None on the LAN.
+        self.status = status
+
+    def __str__(self) -> str:
+        where = f" [{self.path}]" if self.path is not None else ""
+        code = f"{self.code}: " if self.code else ""
+        return f"{code}{self.message}{where}"
+
+
+class Unauthenticated(BellhopError):
+    """No token, a bad or expired one, or the session ended."""
+
+
+class Forbidden(BellhopError):
+    """The caller's role does not allow this."""
+
+
+class NotFound(BellhopError):
+    """No such hotel, room, device, alert or command (or not visible to the caller)."""
+
+
+class InvalidRequest(BellhopError):
+    """The server refused the arguments (schema, range, unknown field, bad id)."""
+
+
+class Conflict(BellhopError):
+    """The request conflicts with what the server holds (a reused command id, a stale version)."""
+
+
+class GatewayOffline(BellhopError):
+    """The hotel's gateway is not connected to the cloud (also: no path reaches the hotel)."""
+
+
+class RateLimited(BellhopError):
+    """Too many requests; `retry_after_s` says when to try again, if the server said."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        path: Path | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, path=path, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class _CommandError(BellhopError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        path: Path | None = None,
+        status: int | None = None,
+        command: Command | None = None,
+    ) -> None:
+        super().__init__(message, code=code, path=path, status=status)
+        # The command as the server last reported it; None when the server said nothing more.
+        self.command = command
+
+
+class CommandTimedOut(_CommandError):
+    """No result in time, or the command expired unsent; the device may still act until expiry."""
+
+
+class CommandRejected(_CommandError):
+    """The device acknowledged the command and reported an error; `command.error` says which."""
+
+
+class ServerError(BellhopError):
+    """The server failed (an internal error); its message names the log reference."""
+
+
+class Unavailable(BellhopError):
+    """The server answered but cannot serve now (its store or broker is down)."""
+
+
+class Unreachable(Unavailable):
+    """This path's server could not be reached: refused, reset, timed out, TLS failure.
+
+    The client takes it as the signal to try the other path; it reaches the
+    caller only when no path is left.
+    """
+
+
+class Unsupported(BellhopError):
+    """This path has no such operation (e.g. reading a command by id on the LAN)."""

@@ -1,0 +1,320 @@
+"""The SDK's typed models: one set, whichever path (LAN or cloud) served a call.
+
+Times are timezone-aware UTC `datetime`s truncated to the millisecond, the
+resolution both servers keep, so that the same moment compares equal on both
+paths. Every model a call returns carries `freshness`: which path served it,
+as of when it was true, and since when it is no longer current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+__all__ = [
+    "AckOutcome",
+    "AckResult",
+    "Alert",
+    "AlertState",
+    "Command",
+    "CommandStatus",
+    "DesiredOutcome",
+    "DesiredState",
+    "Device",
+    "Event",
+    "EventPage",
+    "FleetCommand",
+    "FleetTarget",
+    "Freshness",
+    "Gap",
+    "Hotel",
+    "Path",
+    "Room",
+    "TelemetryPoint",
+    "Value",
+    "from_ms",
+    "to_ms",
+    "utc_ms",
+]
+
+# A flat value a device reports or is asked for.
+Value: TypeAlias = bool | int | float | str | None
+
+
+class Path(StrEnum):
+    """Which way a call went."""
+
+    LAN = "lan"
+    CLOUD = "cloud"
+
+
+def utc_ms(moment: datetime) -> datetime:
+    """`moment` in UTC, truncated to the millisecond (naive times are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch."""
+    moment = utc_ms(moment)
+    return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+
+def from_ms(ms: int) -> datetime:
+    return utc_ms(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current served data is.
+
+    `as_of`: when the data was last known true (the server's read time for live
+    data, the device's or gateway's last contact otherwise). `stale_since`: when
+    it stopped being current (device offline since, cloud copy not refreshed
+    since); None while it is current.
+    """
+
+    path: Path
+    as_of: datetime
+    stale_since: datetime | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_since is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Hotel:
+    hotel_id: str
+    name: str
+    freshness: Freshness
+    org_id: str | None = None
+    timezone: str | None = None
+    # When the hotel's gateway was last heard (cloud) or now (LAN: it answered).
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    hotel_id: str
+    room_id: str
+    name: str
+    floor: int | None
+    freshness: Freshness
+    last_seen: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredOutcome:
+    """How one field of the last change made through the cloud merged on the gateway."""
+
+    field: str
+    applied: bool
+    reason: str
+    remote_value: Any = None
+    local_value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    """What staff asked the device to be; `version` grows with every change."""
+
+    hotel_id: str
+    device_id: str
+    version: int
+    values: Mapping[str, Value]
+    freshness: Freshness
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    change_id: str | None = None
+    outcomes: tuple[DesiredOutcome, ...] = ()
+    # Cloud only: ids of changes sent through the cloud that the gateway has not merged yet.
+    pending: tuple[str, ...] = ()
+    # Cloud only: "merged" or "queued" for the answer to a change; None otherwise.
+    outcome: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device with its reported state.
+
+    `reported_at`/`reported_version` and `desired`/`delta` are what the LAN
+    serves with every read; the cloud's device read carries only the reported
+    values, so they are None/empty there (read `get_desired` for the desired state).
+    """
+
+    hotel_id: str
+    device_id: str
+    room_id: str | None
+    kind: str
+    online: bool
+    last_seen: datetime | None
+    reported: Mapping[str, Value]
+    freshness: Freshness
+    firmware: str | None = None
+    registered: bool = True
+    reported_at: datetime | None = None
+    reported_version: int | None = None
+    desired: DesiredState | None = None
+    delta: Mapping[str, Value] = field(default_factory=dict)
+
+
+class CommandStatus(StrEnum):
+    QUEUED = "queued"  # cloud: waiting for the gateway to connect
+    PENDING = "pending"  # sent, waiting for the device (the cloud's "sent")
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the device acknowledged and reported an error
+    TIMED_OUT = "timed_out"  # no acknowledgement in time; the device may still act
+    EXPIRED = "expired"  # never sent: its time to live ran out first
+
+    @property
+    def finished(self) -> bool:
+        return self not in (CommandStatus.QUEUED, CommandStatus.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    hotel_id: str
+    command_id: str
+    device_id: str
+    name: str
+    status: CommandStatus
+    freshness: Freshness
+    params: Mapping[str, Value] = field(default_factory=dict)
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    completed_at: datetime | None = None
+    requested_at: datetime | None = None
+    expires_at: datetime | None = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetTarget:
+    """Which devices a fleet command reaches; `all_devices` for every registered device.
+
+    Servers combine several lists differently (the gateway takes their union,
+    the cloud their intersection): name one kind of filter for the same devices
+    on both paths.
+    """
+
+    room_ids: tuple[str, ...] = ()
+    floors: tuple[int, ...] = ()
+    kinds: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+    all_devices: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCommand:
+    hotel_id: str
+    fleet_id: str
+    targeted: int
+    commands: tuple[Command, ...]
+    freshness: Freshness
+
+    @property
+    def counts(self) -> dict[CommandStatus, int]:
+        counts: dict[CommandStatus, int] = {}
+        for c in self.commands:
+            counts[c.status] = counts.get(c.status, 0) + 1
+        return counts
+
+    @property
+    def finished(self) -> bool:
+        return all(c.status.finished for c in self.commands)
+
+
+class AlertState(StrEnum):
+    RAISED = "raised"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    hotel_id: str
+    alert_id: str
+    kind: str  # e.g. "breach", "gas", "temperature_out_of_range"
+    severity: str  # "info", "warning" or "critical"
+    state: AlertState
+    device_id: str | None
+    room_id: str | None
+    message: str
+    raised_at: datetime
+    freshness: Freshness
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    note: str | None = None
+    cleared_at: datetime | None = None
+
+
+class AckResult(StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    QUEUED = "queued"  # cloud: the gateway is away; acknowledged when it connects
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ALREADY_CLEARED = "already_cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    hotel_id: str
+    alert_id: str
+    outcome: AckResult
+    freshness: Freshness
+    # The alert as it stands after the call (LAN: always; cloud: None, its answer has no alert).
+    alert: Alert | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryPoint:
+    device_id: str
+    metric: str
+    at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change in a hotel, as a live stream carries it.
+
+    `kind`: "state", "alert", "command", "desired", "device" (both paths) or
+    "gateway" (cloud only). `key` is the natural key of the underlying change,
+    equal on both paths for the same change, for de-duplication across a switch.
+    `event_id` is the cloud's resumable id (None on the LAN).
+    """
+
+    kind: str
+    key: tuple[str, ...]
+    hotel_id: str
+    room_id: str | None
+    at: datetime
+    data: Mapping[str, Any]
+    path: Path
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events may have been missed here: read the current state again."""
+
+    reason: str
+    at: datetime
+    path: Path
+    # The last event id received before the gap (cloud), if any.
+    last_event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of recent events (cloud JSON mode): pass `last_event_id` back as `after`."""
+
+    events: tuple[Event, ...]
+    gap: bool
+    last_event_id: str | None
+    path: Path = Path.CLOUD
