@@ -44,6 +44,7 @@ __all__ = [
     "DeviceEntry",
     "EdgeConfig",
     "LivenessConfig",
+    "MetricsConfig",
     "MqttConfig",
     "RetentionConfig",
     "RoomEntry",
@@ -240,6 +241,32 @@ class BridgeConfig(_Section):
         return self
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics over HTTP (docs/edge-gateway.md, "Metrics")."""
+
+    # Off unless asked for: the endpoint has no authentication, and its figures
+    # (devices online, message rates) say something about the hotel.
+    enabled: bool = False
+    # Loopback by default; a LAN address lets the hotel's Prometheus scrape it.
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("HOST:PORT, e.g. '0.0.0.0:9464' (port 0 picks a free one)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class RoomEntry(_Section):
     room_id: str = Field(pattern=_ROOM_ID.pattern)
     name: str = Field(default="", max_length=128)
@@ -287,6 +314,7 @@ class EdgeConfig(BaseSettings):
     retention: RetentionConfig = RetentionConfig()
     store: StoreConfig = StoreConfig()
     bridge: BridgeConfig = BridgeConfig()
+    metrics: MetricsConfig = MetricsConfig()
     # Declarative registry: upserted at start-up (devices may also be added later).
     rooms: tuple[RoomEntry, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
