@@ -52,6 +52,7 @@ from bellhop_edge.core.ops import PutCommand, PutDesired, PutLastSeen
 from bellhop_edge.core.replay import ReplayMemory
 from bellhop_edge.core.rules import RuleEngine
 from bellhop_edge.errors import EdgeError, InvalidRequest
+from bellhop_edge.metrics import EdgeMetrics, MetricsServer
 from bellhop_edge.mqtt import MqttLink
 from bellhop_edge.store import EdgeStore, StoreWriter, Synchronous, WriterReport
 
@@ -76,6 +77,8 @@ class Gateway:
         self.bus = EventBus()
         self.started_at = now_ms()
         self.api_port: int | None = None
+        self.metrics = EdgeMetrics(self)
+        self.metrics_port: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -158,6 +161,10 @@ class Gateway:
             on_connection=self.delivery.connected,
         )
         self._server, self.api_port = await start_server(self, config.api, authenticator(config))
+        if config.metrics.enabled:
+            metrics_server = await MetricsServer.start(self.metrics, config.metrics)
+            self.metrics_port = metrics_server.port
+            self._spawn(metrics_server.serve(), "metrics")
         self.bridge = bridge_for(
             config,
             store=self.store,
@@ -423,6 +430,7 @@ class Gateway:
         await self.link.publish(topic, payload, qos)
 
     def _command_finished(self, record: CommandRecord) -> None:
+        self.metrics.command_finished(record)
         device = self.hotel.devices.get(record.request.device_id)
         self.bus.publish(LiveEvent(record.result, device.room_id if device else None))
 
