@@ -60,6 +60,7 @@ from bellhop_cloud.bridge.admission import Admission
 from bellhop_cloud.bridge.identities import Identities
 from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.bridge.resync import Resyncs
 from bellhop_cloud.bridge.session import Link, who
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.live import plan_events
@@ -110,6 +111,7 @@ class BridgeEndpoint:
         self.admission = Admission(handshakes)
         self.links = Links(relay.store)
         self.identities = Identities(relay.store)
+        self.resyncs = Resyncs(relay.store)  # gateways to ask for a snapshot (a restore)
         self.applied_events = 0
         self.rejected_events = 0
         self.snapshots = 0
@@ -118,6 +120,7 @@ class BridgeEndpoint:
 
     @contextlib.asynccontextmanager
     async def serving(self, host: str, port: int) -> AsyncIterator[Server]:
+        await self.resyncs.load()
         # The link rows are written until every connection's end is known.
         async with (
             self.links.running(),
@@ -389,6 +392,10 @@ class BridgeEndpoint:
             # No record of this gateway here (first connection, or a restored
             # database): ask for the whole picture so the relay ends equal to it.
             link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
+        elif self.resyncs.wanted(identity.gateway_id):
+            # This database was restored from a backup: the gateway knows more.
+            link.conn.request_snapshot(f"restored-{identity.gateway_id}", now)
+            log.info("gateway %s: snapshot requested after a restore", identity.gateway_id)
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
         await self.relay.live.tell(identity.hotel_id, [gateway_event(identity.gateway_id, "open")])
 
@@ -437,6 +444,8 @@ class BridgeEndpoint:
         assert identity is not None
         async with self.relay.store.write() as db:
             await sync.apply_snapshot(db, identity.gateway_id, identity.hotel_id, event.snapshot)
+            await self.resyncs.done(db, identity.gateway_id)
+        self.resyncs.forget(identity.gateway_id)
         self.snapshots += 1
         log.info("gateway %s: snapshot applied", identity.gateway_id)
 

@@ -361,3 +361,14 @@ sync_gaps = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
 )
+
+# Gateways the relay asks for a snapshot at their next connection (migration 0005):
+# written by `bellhop cloud restore`, because a restored database may be behind
+# what the edges know; a row goes when its gateway's snapshot is applied.
+bridge_resyncs = sa.Table(
+    "bridge_resyncs",
+    metadata,
+    sa.Column("gateway_id", ID, sa.ForeignKey("gateways.id"), primary_key=True),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+)
