@@ -178,7 +178,10 @@ class EdgeConnection(Connection):
         }
         # Events are sent after what the relay has; a lower seq is never resent.
         self._last_sent_seq = dict(acked)
-        self._events.append(Opened(acked, interval, welcome.window_events, welcome.window_bytes))
+        trust = welcome.token_trust if welcome.HasField("token_trust") else None
+        self._events.append(
+            Opened(acked, interval, welcome.window_events, welcome.window_bytes, trust)
+        )
 
     def _acked(self, ack: bridge_pb2.EventAck) -> None:
         if ack.lane not in self._in_flight:

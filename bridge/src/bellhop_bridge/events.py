@@ -59,6 +59,9 @@ class Opened:
     heartbeat_interval_s: float
     window_events: int
     window_bytes: int
+    # The relay's token keys for the LAN API, unchecked (the gateway validates them);
+    # None from a relay that sends none.
+    token_trust: bridge_pb2.TokenTrust | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,8 +112,15 @@ class RelayConnection(Connection):
         self._step = "challenged"
         self._send(bridge_pb2.Frame(challenge=bridge_pb2.Challenge(nonce=self._nonce)), now)
 
-    def welcome(self, last_acked: Mapping[Lane, int], now: float) -> None:
-        """The proof holds: open, and tell the gateway where each lane resumes."""
+    def welcome(
+        self,
+        last_acked: Mapping[Lane, int],
+        now: float,
+        *,
+        token_trust: bridge_pb2.TokenTrust | None = None,
+    ) -> None:
+        """The proof holds: open, and tell the gateway where each lane resumes (and,
+        with `token_trust`, how to verify the relay's access tokens on its LAN API)."""
         self._expect_step("proved")
         self.state = State.OPEN
         self._received = {lane: last_acked.get(lane, 0) for lane in LANES}
@@ -126,6 +133,8 @@ class RelayConnection(Connection):
             window_events=self._window_events,
             window_bytes=self._window_bytes,
         )
+        if token_trust is not None:
+            welcome.token_trust.CopyFrom(token_trust)
         self._send(bridge_pb2.Frame(welcome=welcome), now)
 
     def ack(self, lane: Lane, seq: int, now: float) -> None:

@@ -27,15 +27,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65llhop/bridge/v1/bridge.proto\x12\x11\x62\x65llhop.bridge.v1\x1a\x1e\x62\x65llhop/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x05\n\x05\x46rame\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.bellhop.bridge.v1.HelloH\x00\x12\x31\n\tchallenge\x18\x02 \x01(\x0b\x32\x1c.bellhop.bridge.v1.ChallengeH\x00\x12)\n\x05proof\x18\x03 \x01(\x0b\x32\x18.bellhop.bridge.v1.ProofH\x00\x12-\n\x07welcome\x18\x04 \x01(\x0b\x32\x1a.bellhop.bridge.v1.WelcomeH\x00\x12/\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x1d.bellhop.bridge.v1.EventBatchH\x00\x12*\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x1b.bellhop.bridge.v1.EventAckH\x00\x12\x33\n\x07\x63ommand\x18\x07 \x01(\x0b\x32 .bellhop.bridge.v1.RemoteCommandH\x00\x12@\n\x0e\x63ommand_result\x18\x08 \x01(\x0b\x32&.bellhop.bridge.v1.RemoteCommandResultH\x00\x12>\n\x10snapshot_request\x18\t \x01(\x0b\x32\".bellhop.bridge.v1.SnapshotRequestH\x00\x12/\n\x08snapshot\x18\n \x01(\x0b\x32\x1b.bellhop.bridge.v1.SnapshotH\x00\x12\x31\n\theartbeat\x18\x0b \x01(\x0b\x32\x1c.bellhop.bridge.v1.HeartbeatH\x00\x12)\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x18.bellhop.bridge.v1.ErrorH\x00\x12H\n\x15\x61lert_acknowledgement\x18\r \x01(\x0b\x32\'.bellhop.bridge.v1.AlertAcknowledgementH\x00\x12?\n\x0e\x64\x65sired_change\x18\x0e \x01(\x0b\x32%.bellhop.bridge.v1.DesiredStateChangeH\x00\x42\x06\n\x04\x62ody\"a\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12\x10\n\x08hotel_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\"\x1a\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\x1a\n\x05Proof\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"\xac\x01\n\x07Welcome\x12\x16\n\x0elast_acked_seq\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\r\x12\x1f\n\x17last_acked_priority_seq\x18\x03 \x01(\x04\x12\x15\n\rwindow_events\x18\x04 \x01(\r\x12\x14\n\x0cwindow_bytes\x18\x05 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\"\xc2\x01\n\x03Gap\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x18\n\x10telemetry_points\x18\x03 \x01(\x04\x12\x14\n\x0cother_events\x18\x04 \x01(\x04\x12*\n\x06oldest\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06newest\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xaf\x04\n\x0bOutboxEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\ttelemetry\x18\x03 \x01(\x0b\x32!.bellhop.common.v1.TelemetryPointH\x00\x12\x31\n\x05state\x18\x04 \x01(\x0b\x32 .bellhop.common.v1.ReportedStateH\x00\x12\x36\n\x0c\x64\x65vice_event\x18\x05 \x01(\x0b\x32\x1e.bellhop.common.v1.DeviceEventH\x00\x12)\n\x05\x61lert\x18\x06 \x01(\x0b\x32\x18.bellhop.common.v1.AlertH\x00\x12:\n\x0e\x63ommand_result\x18\x07 \x01(\x0b\x32 .bellhop.common.v1.CommandResultH\x00\x12+\n\x06\x64\x65vice\x18\x08 \x01(\x0b\x32\x19.bellhop.common.v1.DeviceH\x00\x12\'\n\x04room\x18\t \x01(\x0b\x32\x17.bellhop.common.v1.RoomH\x00\x12%\n\x03gap\x18\x0b \x01(\x0b\x32\x16.bellhop.bridge.v1.GapH\x00\x12\x32\n\x07\x64\x65sired\x18\x0c \x01(\x0b\x32\x1f.bellhop.common.v1.DesiredStateH\x00\x12%\n\x04lane\x18\n \x01(\x0e\x32\x17.bellhop.bridge.v1.LaneB\t\n\x07payload\"<\n\nEventBatch\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.bellhop.bridge.v1.OutboxEvent\">\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12%\n\x04lane\x18\x02 \x01(\x0e\x32\x17.bellhop.bridge.v1.Lane\"f\n\rRemoteCommand\x12+\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x1a.bellhop.common.v1.Command\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"G\n\x13RemoteCommandResult\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .bellhop.common.v1.CommandResult\"\x84\x01\n\x14\x41lertAcknowledgement\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63knowledged_by\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x33\n\x0f\x61\x63knowledged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x12\x44\x65siredStateChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x03\x12*\n\x06set_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06set_by\x18\x06 \x01(\t\"%\n\x0fSnapshotRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x94\x02\n\x08Snapshot\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x05rooms\x18\x02 \x03(\x0b\x32\x17.bellhop.common.v1.Room\x12*\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x19.bellhop.common.v1.Device\x12\x30\n\x06states\x18\x04 \x03(\x0b\x32 .bellhop.common.v1.ReportedState\x12(\n\x06\x61lerts\x18\x05 \x03(\x0b\x32\x18.bellhop.common.v1.Alert\x12\x12\n\noutbox_seq\x18\x06 \x01(\x04\x12\x30\n\x07\x64\x65sired\x18\x07 \x03(\x0b\x32\x1f.bellhop.common.v1.DesiredState\"\x9b\x01\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62\x61\x63klog_events\x18\x02 \x01(\x04\x12\x31\n\roldest_unsent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ethinned_points\x18\x04 \x01(\x04\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x03 \x01(\x08*>\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\r\n\tLANE_BULK\x10\x01\x12\x11\n\rLANE_PRIORITY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x65llhop/bridge/v1/bridge.proto\x12\x11\x62\x65llhop.bridge.v1\x1a\x1e\x62\x65llhop/common/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x05\n\x05\x46rame\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.bellhop.bridge.v1.HelloH\x00\x12\x31\n\tchallenge\x18\x02 \x01(\x0b\x32\x1c.bellhop.bridge.v1.ChallengeH\x00\x12)\n\x05proof\x18\x03 \x01(\x0b\x32\x18.bellhop.bridge.v1.ProofH\x00\x12-\n\x07welcome\x18\x04 \x01(\x0b\x32\x1a.bellhop.bridge.v1.WelcomeH\x00\x12/\n\x06\x65vents\x18\x05 \x01(\x0b\x32\x1d.bellhop.bridge.v1.EventBatchH\x00\x12*\n\x03\x61\x63k\x18\x06 \x01(\x0b\x32\x1b.bellhop.bridge.v1.EventAckH\x00\x12\x33\n\x07\x63ommand\x18\x07 \x01(\x0b\x32 .bellhop.bridge.v1.RemoteCommandH\x00\x12@\n\x0e\x63ommand_result\x18\x08 \x01(\x0b\x32&.bellhop.bridge.v1.RemoteCommandResultH\x00\x12>\n\x10snapshot_request\x18\t \x01(\x0b\x32\".bellhop.bridge.v1.SnapshotRequestH\x00\x12/\n\x08snapshot\x18\n \x01(\x0b\x32\x1b.bellhop.bridge.v1.SnapshotH\x00\x12\x31\n\theartbeat\x18\x0b \x01(\x0b\x32\x1c.bellhop.bridge.v1.HeartbeatH\x00\x12)\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x18.bellhop.bridge.v1.ErrorH\x00\x12H\n\x15\x61lert_acknowledgement\x18\r \x01(\x0b\x32\'.bellhop.bridge.v1.AlertAcknowledgementH\x00\x12?\n\x0e\x64\x65sired_change\x18\x0e \x01(\x0b\x32%.bellhop.bridge.v1.DesiredStateChangeH\x00\x42\x06\n\x04\x62ody\"a\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ngateway_id\x18\x02 \x01(\t\x12\x10\n\x08hotel_id\x18\x03 \x01(\t\x12\x18\n\x10software_version\x18\x04 \x01(\t\"\x1a\n\tChallenge\x12\r\n\x05nonce\x18\x01 \x01(\x0c\"\x1a\n\x05Proof\x12\x11\n\tsignature\x18\x01 \x01(\x0c\"\xe0\x01\n\x07Welcome\x12\x16\n\x0elast_acked_seq\x18\x01 \x01(\x04\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\r\x12\x1f\n\x17last_acked_priority_seq\x18\x03 \x01(\x04\x12\x15\n\rwindow_events\x18\x04 \x01(\r\x12\x14\n\x0cwindow_bytes\x18\x05 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x06 \x01(\r\x12\x32\n\x0btoken_trust\x18\x07 \x01(\x0b\x32\x1d.bellhop.bridge.v1.TokenTrust\"L\n\nTokenTrust\x12\x0c\n\x04jwks\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x10\n\x08\x61udience\x18\x03 \x01(\t\x12\x0e\n\x06org_id\x18\x04 \x01(\t\"\xc2\x01\n\x03Gap\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x18\n\x10telemetry_points\x18\x03 \x01(\x04\x12\x14\n\x0cother_events\x18\x04 \x01(\x04\x12*\n\x06oldest\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06newest\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xaf\x04\n\x0bOutboxEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12&\n\x02ts\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\ttelemetry\x18\x03 \x01(\x0b\x32!.bellhop.common.v1.TelemetryPointH\x00\x12\x31\n\x05state\x18\x04 \x01(\x0b\x32 .bellhop.common.v1.ReportedStateH\x00\x12\x36\n\x0c\x64\x65vice_event\x18\x05 \x01(\x0b\x32\x1e.bellhop.common.v1.DeviceEventH\x00\x12)\n\x05\x61lert\x18\x06 \x01(\x0b\x32\x18.bellhop.common.v1.AlertH\x00\x12:\n\x0e\x63ommand_result\x18\x07 \x01(\x0b\x32 .bellhop.common.v1.CommandResultH\x00\x12+\n\x06\x64\x65vice\x18\x08 \x01(\x0b\x32\x19.bellhop.common.v1.DeviceH\x00\x12\'\n\x04room\x18\t \x01(\x0b\x32\x17.bellhop.common.v1.RoomH\x00\x12%\n\x03gap\x18\x0b \x01(\x0b\x32\x16.bellhop.bridge.v1.GapH\x00\x12\x32\n\x07\x64\x65sired\x18\x0c \x01(\x0b\x32\x1f.bellhop.common.v1.DesiredStateH\x00\x12%\n\x04lane\x18\n \x01(\x0e\x32\x17.bellhop.bridge.v1.LaneB\t\n\x07payload\"<\n\nEventBatch\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.bellhop.bridge.v1.OutboxEvent\">\n\x08\x45ventAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12%\n\x04lane\x18\x02 \x01(\x0e\x32\x17.bellhop.bridge.v1.Lane\"f\n\rRemoteCommand\x12+\n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x1a.bellhop.common.v1.Command\x12\x14\n\x0crequested_by\x18\x02 \x01(\t\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"G\n\x13RemoteCommandResult\x12\x30\n\x06result\x18\x01 \x01(\x0b\x32 .bellhop.common.v1.CommandResult\"\x84\x01\n\x14\x41lertAcknowledgement\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x17\n\x0f\x61\x63knowledged_by\x18\x02 \x01(\t\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x33\n\x0f\x61\x63knowledged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb5\x01\n\x12\x44\x65siredStateChange\x12\x11\n\tchange_id\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\'\n\x06values\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x14\n\x0c\x62\x61se_version\x18\x04 \x01(\x03\x12*\n\x06set_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06set_by\x18\x06 \x01(\t\"%\n\x0fSnapshotRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x94\x02\n\x08Snapshot\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x05rooms\x18\x02 \x03(\x0b\x32\x17.bellhop.common.v1.Room\x12*\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x19.bellhop.common.v1.Device\x12\x30\n\x06states\x18\x04 \x03(\x0b\x32 .bellhop.common.v1.ReportedState\x12(\n\x06\x61lerts\x18\x05 \x03(\x0b\x32\x18.bellhop.common.v1.Alert\x12\x12\n\noutbox_seq\x18\x06 \x01(\x04\x12\x30\n\x07\x64\x65sired\x18\x07 \x03(\x0b\x32\x1f.bellhop.common.v1.DesiredState\"\x9b\x01\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x62\x61\x63klog_events\x18\x02 \x01(\x04\x12\x31\n\roldest_unsent\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ethinned_points\x18\x04 \x01(\x04\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66\x61tal\x18\x03 \x01(\x08*>\n\x04Lane\x12\x14\n\x10LANE_UNSPECIFIED\x10\x00\x12\r\n\tLANE_BULK\x10\x01\x12\x11\n\rLANE_PRIORITY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bellhop.bridge.v1.bridge_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LANE']._serialized_start=3150
-  _globals['_LANE']._serialized_end=3212
+  _globals['_LANE']._serialized_start=3280
+  _globals['_LANE']._serialized_end=3342
   _globals['_FRAME']._serialized_start=149
   _globals['_FRAME']._serialized_end=906
   _globals['_HELLO']._serialized_start=908
@@ -45,29 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROOF']._serialized_start=1035
   _globals['_PROOF']._serialized_end=1061
   _globals['_WELCOME']._serialized_start=1064
-  _globals['_WELCOME']._serialized_end=1236
-  _globals['_GAP']._serialized_start=1239
-  _globals['_GAP']._serialized_end=1433
-  _globals['_OUTBOXEVENT']._serialized_start=1436
-  _globals['_OUTBOXEVENT']._serialized_end=1995
-  _globals['_EVENTBATCH']._serialized_start=1997
-  _globals['_EVENTBATCH']._serialized_end=2057
-  _globals['_EVENTACK']._serialized_start=2059
-  _globals['_EVENTACK']._serialized_end=2121
-  _globals['_REMOTECOMMAND']._serialized_start=2123
-  _globals['_REMOTECOMMAND']._serialized_end=2225
-  _globals['_REMOTECOMMANDRESULT']._serialized_start=2227
-  _globals['_REMOTECOMMANDRESULT']._serialized_end=2298
-  _globals['_ALERTACKNOWLEDGEMENT']._serialized_start=2301
-  _globals['_ALERTACKNOWLEDGEMENT']._serialized_end=2433
-  _globals['_DESIREDSTATECHANGE']._serialized_start=2436
-  _globals['_DESIREDSTATECHANGE']._serialized_end=2617
-  _globals['_SNAPSHOTREQUEST']._serialized_start=2619
-  _globals['_SNAPSHOTREQUEST']._serialized_end=2656
-  _globals['_SNAPSHOT']._serialized_start=2659
-  _globals['_SNAPSHOT']._serialized_end=2935
-  _globals['_HEARTBEAT']._serialized_start=2938
-  _globals['_HEARTBEAT']._serialized_end=3093
-  _globals['_ERROR']._serialized_start=3095
-  _globals['_ERROR']._serialized_end=3148
+  _globals['_WELCOME']._serialized_end=1288
+  _globals['_TOKENTRUST']._serialized_start=1290
+  _globals['_TOKENTRUST']._serialized_end=1366
+  _globals['_GAP']._serialized_start=1369
+  _globals['_GAP']._serialized_end=1563
+  _globals['_OUTBOXEVENT']._serialized_start=1566
+  _globals['_OUTBOXEVENT']._serialized_end=2125
+  _globals['_EVENTBATCH']._serialized_start=2127
+  _globals['_EVENTBATCH']._serialized_end=2187
+  _globals['_EVENTACK']._serialized_start=2189
+  _globals['_EVENTACK']._serialized_end=2251
+  _globals['_REMOTECOMMAND']._serialized_start=2253
+  _globals['_REMOTECOMMAND']._serialized_end=2355
+  _globals['_REMOTECOMMANDRESULT']._serialized_start=2357
+  _globals['_REMOTECOMMANDRESULT']._serialized_end=2428
+  _globals['_ALERTACKNOWLEDGEMENT']._serialized_start=2431
+  _globals['_ALERTACKNOWLEDGEMENT']._serialized_end=2563
+  _globals['_DESIREDSTATECHANGE']._serialized_start=2566
+  _globals['_DESIREDSTATECHANGE']._serialized_end=2747
+  _globals['_SNAPSHOTREQUEST']._serialized_start=2749
+  _globals['_SNAPSHOTREQUEST']._serialized_end=2786
+  _globals['_SNAPSHOT']._serialized_start=2789
+  _globals['_SNAPSHOT']._serialized_end=3065
+  _globals['_HEARTBEAT']._serialized_start=3068
+  _globals['_HEARTBEAT']._serialized_end=3223
+  _globals['_ERROR']._serialized_start=3225
+  _globals['_ERROR']._serialized_end=3278
 # @@protoc_insertion_point(module_scope)

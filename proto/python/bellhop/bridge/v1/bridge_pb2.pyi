@@ -206,6 +206,7 @@ class Welcome(_message.Message):
     WINDOW_EVENTS_FIELD_NUMBER: _builtins.int
     WINDOW_BYTES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
+    TOKEN_TRUST_FIELD_NUMBER: _builtins.int
     last_acked_seq: _builtins.int
     """The bulk lane's."""
     heartbeat_interval_s: _builtins.int
@@ -217,6 +218,12 @@ class Welcome(_message.Message):
     window_bytes: _builtins.int
     heartbeat_interval_ms: _builtins.int
     """The same interval to the millisecond; when set, it wins."""
+    @_builtins.property
+    def token_trust(self) -> Global___TokenTrust:
+        """What the gateway needs to verify the relay's access tokens offline on its
+        LAN API. Absent from an older relay: the gateway keeps what it has.
+        """
+
     def __init__(
         self,
         *,
@@ -226,14 +233,52 @@ class Welcome(_message.Message):
         window_events: _builtins.int = ...,
         window_bytes: _builtins.int = ...,
         heartbeat_interval_ms: _builtins.int = ...,
+        token_trust: Global___TokenTrust | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["token_trust", b"token_trust"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_interval_s", b"heartbeat_interval_s", "last_acked_priority_seq", b"last_acked_priority_seq", "last_acked_seq", b"last_acked_seq", "window_bytes", b"window_bytes", "window_events", b"window_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_interval_s", b"heartbeat_interval_s", "last_acked_priority_seq", b"last_acked_priority_seq", "last_acked_seq", b"last_acked_seq", "token_trust", b"token_trust", "window_bytes", b"window_bytes", "window_events", b"window_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
+
+@_typing.final
+class TokenTrust(_message.Message):
+    """Cloud -> edge, in Welcome: the relay's token signing keys and what its access
+    tokens carry, cached by the gateway (docs/edge-gateway.md, "Cloud tokens").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_FIELD_NUMBER: _builtins.int
+    ISSUER_FIELD_NUMBER: _builtins.int
+    AUDIENCE_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    jwks: _builtins.str
+    """The relay's JWKS (RFC 7517) as JSON text; EdDSA and ES256 keys only."""
+    issuer: _builtins.str
+    """The `iss` and the `aud` member an access token must carry."""
+    audience: _builtins.str
+    org_id: _builtins.str
+    """The organisation the gateway's hotel belongs to: a token's org_roles entry
+    for it counts on this gateway.
+    """
+    def __init__(
+        self,
+        *,
+        jwks: _builtins.str = ...,
+        issuer: _builtins.str = ...,
+        audience: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "issuer", b"issuer", "jwks", b"jwks", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenTrust: _TypeAlias = TokenTrust  # noqa: Y015
 
 @_typing.final
 class Gap(_message.Message):
