@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
+from bellhop_cloud.auth.roles import load_grants, token_roles
 from bellhop_cloud.auth.sessions import Sessions
 from bellhop_cloud.auth.tokens import REFRESH_PREFIX, AccessTokens, digest, new_secret
 from bellhop_cloud.config import RelayConfig
@@ -309,7 +310,9 @@ class Accounts:
                 expires_at=now + self._refresh_ttl,
             )
         )
-        access = self._tokens.issue(user_id, family)
+        # The roles a gateway checks offline, as the grants stand now (auth/roles.py).
+        roles = token_roles(await load_grants(conn, user_id), now)
+        access = self._tokens.issue(user_id, family, roles=roles)
         return Session(
             user_id=user_id,
             access_token=access.token,

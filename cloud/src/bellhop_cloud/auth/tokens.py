@@ -1,8 +1,11 @@
 """Access tokens (short-lived EdDSA JWTs) and opaque one-time secrets.
 
-Access token: header `alg=EdDSA`, `typ=at+jwt`, `kid`; claims `iss`, `aud`,
-`sub` (user id), `sid` (session: the refresh-token family, auth/sessions.py),
-`iat`, `exp`, `jti` and `token_use="access"`. A token whose lifetime
+Access token: header `alg=EdDSA`, `typ=at+jwt`, `kid`; claims `iss`, `aud`
+(the relay's audience and `EDGE_AUDIENCE`: one token serves the REST API and a
+hotel gateway's LAN API), `sub` (user id), `sid` (session: the refresh-token
+family, auth/sessions.py), `iat`, `exp`, `jti`, `token_use="access"`, and the
+roles a gateway checks offline (`hotel_roles`, `org_roles`, auth/roles.py),
+which the relay itself ignores: it checks grants live. A token whose lifetime
 (`exp - iat`) is longer than the relay issues, or issued in the future, is
 refused, whatever its signature. Nothing but an
 access token passes `verify_access`: refresh and enrolment tokens are opaque
@@ -12,6 +15,7 @@ random strings (stored only as SHA-256 digests) and never parse as JWTs.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from collections import OrderedDict
@@ -21,6 +25,7 @@ from typing import Any
 import jwt
 
 from bellhop_cloud.auth.keys import SigningKey
+from bellhop_cloud.auth.roles import TokenRoles
 from bellhop_cloud.errors import InvalidToken, TokenExpired
 
 ALGORITHM = "EdDSA"
@@ -28,6 +33,9 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 media type)
 ACCESS_TOKEN_USE = "access"  # noqa: S105
 REFRESH_PREFIX = "bhr_"
 ENROLMENT_PREFIX = "bhe_"
+# What a gateway's LAN API expects in `aud` (its `api.jwt_audience` default);
+# the bridge tells enrolled gateways so (docs/edge-gateway.md).
+EDGE_AUDIENCE = "bellhop-edge"
 _REQUIRED_CLAIMS = ["iss", "aud", "sub", "sid", "iat", "exp", "jti", "token_use"]
 # Relay nodes' clocks may differ by this much; `iat` further ahead is refused.
 CLOCK_SKEW_S = 60
@@ -69,6 +77,8 @@ class AccessTokens:
         self._issuer = issuer
         self._audience = audience
         self._ttl_s = ttl_s
+        # Sent in every bridge's Welcome: made once.
+        self.jwks_json = json.dumps(self.jwks(), separators=(",", ":"), sort_keys=True)
         # Verifying a signature costs more than the rest of a read; clients
         # reuse one token for minutes, so remember the ones already verified.
         self._verified: OrderedDict[str, Principal] = OrderedDict()
@@ -80,19 +90,34 @@ class AccessTokens:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self._key.jwk()]}
 
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    @property
+    def audiences(self) -> list[str]:
+        """What `aud` holds: the relay's own audience first, then the gateways'."""
+        return list(dict.fromkeys([self._audience, EDGE_AUDIENCE]))
+
     def issue(
-        self, user_id: str, session_id: str, *, now: float | None = None
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        roles: TokenRoles | None = None,
+        now: float | None = None,
     ) -> IssuedAccessToken:
         issued_at = int(time.time() if now is None else now)
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self._issuer,
-            "aud": self._audience,
+            "aud": self.audiences,
             "sub": user_id,
             "sid": session_id,
             "iat": issued_at,
             "exp": issued_at + self._ttl_s,
             "jti": secrets.token_urlsafe(12),
             "token_use": ACCESS_TOKEN_USE,
+            **(roles or TokenRoles()).claims(),
         }
         token = jwt.encode(
             claims,
