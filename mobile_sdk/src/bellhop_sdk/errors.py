@@ -8,10 +8,7 @@ let a raw grpc or httpx exception through.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bellhop_sdk.models import Command, Path
+from bellhop_sdk.models import Command, CommandStatus, Path
 
 __all__ = [
     "BellhopError",
@@ -28,6 +25,7 @@ __all__ = [
     "Unavailable",
     "Unreachable",
     "Unsupported",
+    "raise_for",
 ]
 
 
@@ -136,3 +134,31 @@ class Unreachable(Unavailable):
 
 class Unsupported(BellhopError):
     """This path has no such operation (e.g. reading a command by id on the LAN)."""
+
+
+def raise_for(command: Command) -> Command:
+    """The command, or the error its outcome means (both paths use this)."""
+    path = command.freshness.path
+    if command.status is CommandStatus.FAILED:
+        raise CommandRejected(
+            command.error or "the device reported an error",
+            code="failed",
+            path=path,
+            command=command,
+        )
+    if command.status is CommandStatus.TIMED_OUT:
+        raise CommandTimedOut(
+            f"{command.device_id} did not acknowledge {command.command_id} in time;"
+            " it may still act on it until it expires",
+            code="timed_out",
+            path=path,
+            command=command,
+        )
+    if command.status is CommandStatus.EXPIRED:
+        raise CommandTimedOut(
+            f"{command.command_id} expired before it could be sent; it was never sent",
+            code="expired",
+            path=path,
+            command=command,
+        )
+    return command

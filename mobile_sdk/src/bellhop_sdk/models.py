@@ -35,7 +35,15 @@ __all__ = [
     "Room",
     "TelemetryPoint",
     "Value",
+    "alert_data",
+    "alert_key",
+    "command_data",
+    "command_key",
+    "desired_key",
+    "device_key",
     "from_ms",
+    "plain",
+    "state_key",
     "to_ms",
     "utc_ms",
 ]
@@ -67,6 +75,44 @@ def to_ms(moment: datetime) -> int:
 
 def from_ms(ms: int) -> datetime:
     return utc_ms(datetime.fromtimestamp(ms / 1000, UTC))
+
+
+def plain(value: Any) -> Any:
+    """A JSON value with whole numbers as ints, as the gateway gives them to devices.
+
+    Protobuf's Struct and JSON text both carry one number type; normalising here
+    makes a value read on the LAN equal, type and all, to the same value read
+    through the cloud.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+# Natural keys: the same underlying change has the same key on both paths.
+def state_key(device_id: str, updated_at: datetime) -> tuple[str, ...]:
+    return ("state", device_id, str(to_ms(updated_at)))
+
+
+def alert_key(alert_id: str, state: str) -> tuple[str, ...]:
+    return ("alert", alert_id, state)
+
+
+def command_key(command_id: str, status: str) -> tuple[str, ...]:
+    return ("command", command_id, status)
+
+
+def desired_key(device_id: str, version: int) -> tuple[str, ...]:
+    return ("desired", device_id, str(version))
+
+
+def device_key(device_id: str, online: bool, last_seen: datetime | None) -> tuple[str, ...]:
+    seen = "" if last_seen is None else str(to_ms(last_seen))
+    return ("device", device_id, "online" if online else "offline", seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,3 +364,33 @@ class EventPage:
     gap: bool
     last_event_id: str | None
     path: Path = Path.CLOUD
+
+
+def alert_data(a: Alert) -> dict[str, Any]:
+    """An alert as an event's data: the same keys and values on both paths."""
+    return {
+        "alert_id": a.alert_id,
+        "kind": a.kind,
+        "severity": a.severity,
+        "state": a.state.value,
+        "device_id": a.device_id,
+        "room_id": a.room_id,
+        "message": a.message,
+        "raised_at": a.raised_at,
+        "acknowledged_at": a.acknowledged_at,
+        "acknowledged_by": a.acknowledged_by,
+        "note": a.note,
+        "cleared_at": a.cleared_at,
+    }
+
+
+def command_data(c: Command) -> dict[str, Any]:
+    """A command result as an event's data: the same keys and values on both paths."""
+    return {
+        "command_id": c.command_id,
+        "device_id": c.device_id,
+        "status": c.status.value,
+        "result": None if c.result is None else dict(c.result),
+        "error": c.error,
+        "completed_at": c.completed_at,
+    }
