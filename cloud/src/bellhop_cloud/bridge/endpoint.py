@@ -38,7 +38,6 @@ from bellhop_bridge import (
     CloseCode,
     Closed,
     CommandResultReceived,
-    Dedup,
     Event,
     HeartbeatReceived,
     HelloReceived,
@@ -55,11 +54,10 @@ from websockets.frames import CloseCode as CloseStatus
 from websockets.http11 import Request, Response
 from websockets.protocol import State as SocketState
 
-from bellhop_cloud.bridge import revocations, sync
+from bellhop_cloud.bridge import revocations, sync, trust
 from bellhop_cloud.bridge.admission import Admission
 from bellhop_cloud.bridge.identities import Identities
 from bellhop_cloud.bridge.links import Links
-from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.bridge.resync import Resyncs
 from bellhop_cloud.bridge.session import Link, who
 from bellhop_cloud.config import RelayConfig
@@ -385,7 +383,7 @@ class BridgeEndpoint:
         self.links.opened(identity.gateway_id, at)
         # The lanes as they were at the Hello: a batch of an older connection applied
         # since is sent again by the gateway and skipped here as a repeat.
-        link.conn.welcome(identity.lanes or {}, now)
+        link.conn.welcome(identity.lanes or {}, now, token_trust=trust.of(self.relay, identity))
         self._hotels[identity.hotel_id] = link
         self.relay.downlink.opened(identity.hotel_id)
         if identity.lanes is None:
@@ -402,18 +400,24 @@ class BridgeEndpoint:
     async def _apply(self, link: Link, event: BatchReceived, now: float) -> None:
         identity = link.identity
         assert identity is not None
-        async with self.relay.store.write() as db:
-            # The row's lock orders this against any other connection of the gateway.
-            last = await sync.lanes(db, identity.gateway_id) or {}
-            dedup = Dedup(dict(last))
-            plan = Plan.of(dedup.fresh(event.events), identity.hotel_id)
-            # `last_seen` moves at most every few seconds: two updates per batch otherwise.
-            seen = now - link.seen_at >= HEARD_EVERY_S
-            await sync.apply(db, identity.gateway_id, plan, datetime.now(UTC), seen=seen)
+        # `last_seen` moves at most every few seconds: two updates per batch otherwise.
+        seen = now - link.seen_at >= HEARD_EVERY_S
+        # One transaction; the lanes' row lock orders it against any other connection
+        # of the gateway.
+        applied = await self.relay.store.run(
+            sync.apply_batch,
+            identity.gateway_id,
+            identity.hotel_id,
+            event.events,
+            datetime.now(UTC),
+            seen=seen,
+            stored=self.relay.downlink.stored(identity.hotel_id),
+        )
+        plan = applied.plan
         if seen:
             link.seen_at = now
         await self.relay.live.tell(identity.hotel_id, plan_events(plan))
-        await self.relay.downlink.finished(identity.hotel_id, sync.answered_ids(plan))
+        await self.relay.downlink.finished(identity.hotel_id, applied.answered)
         self.applied_events += len(plan.telemetry) + len(plan.events)
         if plan.rejected:
             self.rejected_events += len(plan.rejected)
@@ -424,8 +428,8 @@ class BridgeEndpoint:
                 plan.rejected[0],
             )
         for lane in LANES:
-            if lane in dedup.highest:
-                link.conn.ack(lane, dedup.highest[lane], now)
+            if lane in applied.highest:
+                link.conn.ack(lane, applied.highest[lane], now)
 
     async def _heard(self, link: Link, event: HeartbeatReceived, now: float) -> None:
         identity = link.identity

@@ -39,6 +39,7 @@ class Identity:
     active: bool
     key: Ed25519PublicKey | None  # None: the stored key is not a valid Ed25519 key
     lanes: dict[int, int] | None  # each lane's last applied seq; None: no link row yet
+    org_id: str = ""  # the organisation of its hotel (its Welcome names it)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True when `signature` is this gateway's Ed25519 signature of `message`."""
@@ -113,15 +114,16 @@ class Identities:
                         gateways.c.hotel_id,
                         gateways.c.public_key,
                         gateways.c.revoked_at,
+                        gateways.c.org_id,
                         link.c.last_bulk_seq,
                         link.c.last_priority_seq,
                     )
                     .select_from(gateways.outerjoin(link, link.c.gateway_id == gateways.c.id))
                     .where(gateways.c.id.in_(gateway_ids[start : start + CHUNK]))
                 )
-                for gateway_id, hotel_id, key, revoked_at, bulk, priority in rows:
+                for gateway_id, hotel_id, key, revoked_at, org_id, bulk, priority in rows:
                     lanes = None if bulk is None else {BULK: int(bulk), PRIORITY: int(priority)}
                     found[gateway_id] = Identity(
-                        gateway_id, hotel_id, revoked_at is None, _key(bytes(key)), lanes
+                        gateway_id, hotel_id, revoked_at is None, _key(bytes(key)), lanes, org_id
                     )
         return found
