@@ -5,7 +5,9 @@ Two verifiers, tried in order, both working with the internet down:
   kept only as SHA-256 hashes in a file, for staff devices and break-glass.
 - `JwksVerifier`: access tokens issued by the cloud relay, verified against a
   cached copy of the relay's JWKS (asymmetric keys), with issuer, audience,
-  expiry and token type checked.
+  expiry and token type checked. The copy is `api.jwks_file` when set, else
+  the one the relay sends over the bridge (bridge/trust.py), so an enrolled
+  gateway accepts the relay's tokens without configuration.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Protocol
 
 import jwt
 
+from bellhop_edge.bridge import trust
+from bellhop_edge.bridge.identity import Identity
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.errors import AuthError, PermissionDenied
 from bellhop_edge.files import write_atomic
@@ -117,19 +121,34 @@ class LocalTokens:
 
 
 class JwksVerifier:
-    """Cloud-issued access tokens checked against a cached JWKS."""
+    """Cloud-issued access tokens checked against a cached JWKS.
+
+    The role on this gateway is the higher of the token's `hotel_roles[hotel_id]`
+    and `org_roles[org_id]` (the hotel's organisation, when known); the subject is
+    the token's `sub`, the cloud account's id.
+    """
 
     ALGORITHMS: Sequence[str] = ("EdDSA", "ES256")
 
     def __init__(
-        self, jwks: Mapping[str, Any], *, audience: str, issuer: str | None, hotel_id: str
+        self,
+        jwks: Mapping[str, Any],
+        *,
+        audience: str,
+        issuer: str | None,
+        hotel_id: str,
+        org_id: str | None = None,
     ) -> None:
         self._keys = self._parse(jwks)
         self._audience = audience
         self._issuer = issuer
         self._hotel_id = hotel_id
+        self._org_id = org_id
         self._path: Path | None = None
         self._mtime: int | None = None
+        # From the bridge's cache: issuer, audience and organisation come with the keys.
+        self._bridged = False
+        self._missing = ""  # why there are no keys yet (bridged only)
 
     @staticmethod
     def _parse(jwks: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
@@ -146,15 +165,33 @@ class JwksVerifier:
         verifier._path, verifier._mtime = path, path.stat().st_mtime_ns
         return verifier
 
+    @classmethod
+    def from_bridge(cls, path: Path, *, hotel_id: str, missing: str) -> JwksVerifier:
+        """What the relay last sent over the bridge (bridge/trust.py), re-read when it
+        changes; until there is a copy, cloud tokens are refused with `missing`."""
+        verifier = cls({}, audience="", issuer=None, hotel_id=hotel_id)
+        verifier._path, verifier._bridged, verifier._missing = path, True, missing
+        verifier._reload()
+        return verifier
+
     def _reload(self) -> None:
         if self._path is None:
             return
         try:
             mtime = self._path.stat().st_mtime_ns
             if mtime != self._mtime:
-                self._keys = self._parse(json.loads(self._path.read_text()))
+                doc = json.loads(self._path.read_text())
+                keys = self._parse(doc)
+                if self._bridged:
+                    self._issuer = str(doc["issuer"])
+                    self._audience = str(doc["audience"])
+                    self._org_id = str(doc.get("org_id") or "") or None
+                self._keys = keys
                 self._mtime = mtime
-        except (OSError, ValueError, jwt.PyJWKError) as exc:
+        except FileNotFoundError:
+            if not self._bridged:
+                log.warning("cached JWKS %s is gone, keeping the previous keys", self._path)
+        except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:
             # Keep the keys we had: a half-written cache must not lock staff out.
             log.warning("cached JWKS %s unreadable, keeping the previous keys: %s", self._path, exc)
 
@@ -162,11 +199,13 @@ class JwksVerifier:
         if token.count(".") != 2:
             return None
         self._reload()
+        if self._bridged and self._mtime is None:
+            raise AuthError(self._missing)
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(str(header.get("kid")))
             if key is None:
-                raise AuthError("token signed by an unknown key")
+                raise AuthError("invalid token: signed by a key this gateway does not know")
             claims = jwt.decode(
                 token,
                 key=key,
@@ -176,20 +215,63 @@ class JwksVerifier:
                 options={"require": ["exp", "sub", "aud"]},
             )
         except jwt.PyJWTError as exc:
-            raise AuthError(f"invalid token: {exc}") from None
+            raise AuthError(f"invalid token: {_describe(exc, self._audience)}") from None
         if claims.get("token_use", claims.get("typ")) != "access":
             raise AuthError("not an access token")
-        roles = claims.get("hotel_roles", {})
-        role = roles.get(self._hotel_id) if isinstance(roles, dict) else None
-        if role is None:
-            raise PermissionDenied("token grants no role on this hotel")
-        return Principal(str(claims["sub"]), Role.parse(str(role)), "cloud")
+        role = self._role(claims)
+        return Principal(str(claims["sub"]), role, "cloud")
+
+    def _role(self, claims: Mapping[str, Any]) -> Role:
+        """The higher of the hotel's and its organisation's entries; PermissionDenied if none."""
+        found: list[Role] = []
+        for claim, key in (("hotel_roles", self._hotel_id), ("org_roles", self._org_id)):
+            roles = claims.get(claim)
+            name = roles.get(key) if isinstance(roles, dict) and key is not None else None
+            if name is not None:
+                found.append(Role.parse(str(name)))
+        if found:
+            return max(found)
+        why = f"token grants no role on this hotel ({self._hotel_id})"
+        if claims.get("roles_truncated") is True:
+            why += "; the account has more roles than a token carries: use an org-wide grant"
+        raise PermissionDenied(why + "; room-limited grants do not count on the LAN")
+
+
+def _describe(exc: jwt.PyJWTError, audience: str) -> str:
+    """Why PyJWT refused a token, in the words a client's error shows."""
+    reasons: list[tuple[type[jwt.PyJWTError], str]] = [
+        (jwt.ExpiredSignatureError, "expired (refresh it)"),
+        (jwt.InvalidAudienceError, f"wrong audience (this gateway accepts {audience!r})"),
+        (jwt.InvalidIssuerError, "wrong issuer"),
+        (jwt.InvalidSignatureError, "bad signature"),
+        (jwt.InvalidAlgorithmError, "algorithm not allowed"),
+    ]
+    for kind, reason in reasons:
+        if isinstance(exc, kind):
+            return reason
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"missing claim {exc.claim}"
+    return f"malformed ({exc})"
+
+
+class NoCloudTokens:
+    """A gateway that cannot verify cloud tokens says why, instead of 'not recognised'."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+
+    def verify(self, token: str) -> Principal | None:
+        if token.count(".") != 2:
+            return None
+        raise AuthError(self._why)
 
 
 def authenticator(config: EdgeConfig) -> Authenticator:
-    """The gateway's verifiers: its own staff tokens, then the cloud's cached JWKS if present."""
+    """The gateway's verifiers: its own staff tokens, then cloud tokens, checked against
+    `api.jwks_file` when it is set, else against the keys the relay sent over the bridge."""
     api = config.api
     verifiers: list[Verifier] = [LocalTokens(config.tokens_path)]
+    bridge_dir = Identity.directory(config.data_dir)
     if api.jwks_file is not None and api.jwks_file.exists():
         verifiers.append(
             JwksVerifier.from_file(
@@ -197,6 +279,21 @@ def authenticator(config: EdgeConfig) -> Authenticator:
                 audience=api.jwt_audience,
                 issuer=api.jwt_issuer,
                 hotel_id=config.hotel_id,
+            )
+        )
+    elif not config.bridge.enabled:
+        verifiers.append(NoCloudTokens("cloud tokens are not accepted: the bridge is off"))
+    elif not (bridge_dir / "identity.json").exists():
+        why = "cloud tokens are not accepted: this gateway is not enrolled with a relay"
+        verifiers.append(NoCloudTokens(why + " (bellhop edge enrol) and has no api.jwks_file"))
+    else:
+        missing = (
+            "cloud tokens are not accepted yet: this gateway has not received the relay's"
+            " keys (they come when its bridge to the relay first opens)"
+        )
+        verifiers.append(
+            JwksVerifier.from_bridge(
+                bridge_dir / trust.FILE_NAME, hotel_id=config.hotel_id, missing=missing
             )
         )
     return Authenticator(verifiers)

@@ -50,6 +50,7 @@ from bellhop_edge.bridge.identity import Identity
 from bellhop_edge.bridge.mark import SentMark
 from bellhop_edge.bridge.remote import Control, RemoteControl
 from bellhop_edge.bridge.snapshot import snapshot
+from bellhop_edge.bridge.trust import TrustCache
 from bellhop_edge.config import BridgeConfig, EdgeConfig
 from bellhop_edge.core.alerts import AlertBook
 from bellhop_edge.core.hotel import Hotel
@@ -100,6 +101,7 @@ class BridgeClient:
         remote: RemoteControl | None = None,
         mark: SentMark,
         delays: Callable[[], Iterator[float]] | None = None,
+        trust: TrustCache | None = None,
     ) -> None:
         self.identity = identity
         self._key = key
@@ -108,6 +110,7 @@ class BridgeClient:
         self._snapshot = snapshot
         self._config = config
         self.remote = remote
+        self.trust = trust  # where the relay's token keys for the LAN API are kept
         # The open connection, for answers that finish after the frame that asked.
         self._current: tuple[ClientConnection, EdgeConnection] | None = None
         self._delays = delays or (
@@ -291,6 +294,8 @@ class BridgeClient:
         return opened, closed
 
     async def _opened(self, event: Opened, conn: EdgeConnection, now: float) -> None:
+        if self.trust is not None:  # cached before the bridge counts as open
+            await asyncio.to_thread(self.trust.keep, event.token_trust)
         self.state = BridgeState.OPEN
         self.stats.opens += 1
         self.stats.acked = dict(event.last_acked)
@@ -488,6 +493,7 @@ def bridge_for(
         snapshot=lambda request_id: snapshot(hotel, alerts, request_id, store.outbox_last_seq()),
         config=config.bridge,
         mark=SentMark.load(Identity.directory(config.data_dir)),
+        trust=TrustCache(Identity.directory(config.data_dir)),
         remote=None if control is None else RemoteControl(control, config.commands),
     )
     writer.add_listener(lambda _report: client.wake())
