@@ -390,10 +390,8 @@ class BridgeEndpoint:
             # No record of this gateway here (first connection, or a restored
             # database): ask for the whole picture so the relay ends equal to it.
             link.conn.request_snapshot(f"first-{identity.gateway_id}", now)
-        elif self.resyncs.wanted(identity.gateway_id):
-            # This database was restored from a backup: the gateway knows more.
-            link.conn.request_snapshot(f"restored-{identity.gateway_id}", now)
-            log.info("gateway %s: snapshot requested after a restore", identity.gateway_id)
+        else:  # asked for one all the same after a restore of this database
+            self.resyncs.ask(link.conn, identity.gateway_id, now)
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
         await self.relay.live.tell(identity.hotel_id, [gateway_event(identity.gateway_id, "open")])
 
@@ -449,7 +447,6 @@ class BridgeEndpoint:
         async with self.relay.store.write() as db:
             await sync.apply_snapshot(db, identity.gateway_id, identity.hotel_id, event.snapshot)
             await self.resyncs.done(db, identity.gateway_id)
-        self.resyncs.forget(identity.gateway_id)
         self.snapshots += 1
         log.info("gateway %s: snapshot applied", identity.gateway_id)
 

@@ -3,9 +3,8 @@
     await resync.request_all(conn, reason="restore", at=now)   # `bellhop cloud restore`
     resyncs = Resyncs(store)
     await resyncs.load()                 # once, before the endpoint serves
-    if resyncs.wanted(gateway_id): ...   # at a handshake: ask for a Snapshot
-    await resyncs.done(conn, gateway_id) # in the snapshot's own transaction
-    resyncs.forget(gateway_id)           # once that transaction is committed
+    resyncs.ask(conn, gateway_id, now)   # at a handshake: a Snapshot request if marked
+    await resyncs.done(db, gateway_id)   # in the snapshot's own transaction
 
 A restored database is behind what the edges know: lanes, state, alerts. A
 gateway that sees the relay behind its own acknowledgements sends a snapshot
@@ -15,7 +14,9 @@ gateway instead, and the relay asks each for a snapshot at its next
 connection whatever the lanes say. The marks are read once when the node
 starts (a restore happens with the relay stopped), so a handshake costs no
 query; a node that still holds a mark another node has cleared asks once
-more, which is harmless (a snapshot is idempotent).
+more, which is harmless (a snapshot is idempotent). A snapshot whose
+transaction fails closes the bridge and leaves the row: the next start of a
+node asks again.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 from datetime import datetime
 
 import sqlalchemy as sa
+from bellhop_bridge import RelayConnection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.db.schema import bridge_resyncs, gateways
@@ -62,15 +64,15 @@ class Resyncs:
         if self.pending:
             log.info("bridge: %d gateways will be asked for a snapshot", len(self.pending))
 
-    def wanted(self, gateway_id: str) -> bool:
-        return gateway_id in self.pending
+    def ask(self, conn: RelayConnection, gateway_id: str, now: float) -> None:
+        """Ask the gateway for a snapshot if the restore marked it."""
+        if gateway_id in self.pending:
+            conn.request_snapshot(f"restored-{gateway_id}", now)
+            log.info("gateway %s: snapshot requested after a restore", gateway_id)
 
     async def done(self, conn: AsyncConnection, gateway_id: str) -> None:
         """The gateway's snapshot is applied in `conn`'s transaction: its mark goes with it."""
         if gateway_id in self.pending:
             mark = bridge_resyncs.c.gateway_id == gateway_id
             await conn.execute(sa.delete(bridge_resyncs).where(mark))
-
-    def forget(self, gateway_id: str) -> None:
-        """After the commit: not asked again (a failed one leaves it to ask next time)."""
-        self.pending.discard(gateway_id)
+            self.pending.discard(gateway_id)
