@@ -52,7 +52,9 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(handler=_token_revoke)
 
-    from bellhop_edge.cli import devices
+    from bellhop_edge.cli import backup, devices
+
+    backup.register(commands)
 
     devices.register(subparsers)
 
