@@ -27,7 +27,15 @@ from typing import Annotated, Any, Literal, Self
 from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Channel, DeviceKind
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,6 +51,7 @@ __all__ = [
     "CommandsConfig",
     "DeviceEntry",
     "EdgeConfig",
+    "InfluxConfig",
     "LivenessConfig",
     "MetricsConfig",
     "MqttConfig",
@@ -267,6 +276,39 @@ class MetricsConfig(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class InfluxConfig(_Section):
+    """Telemetry and device events to an InfluxDB on the hotel's LAN (docs/influx.md)."""
+
+    enabled: bool = False
+    url: str = Field(default="http://127.0.0.1:8086", pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+    org: str = Field(default="bellhop", min_length=1, max_length=256)
+    bucket: str = Field(default="bellhop", min_length=1, max_length=256)
+    # A secret: never logged, never in the model's repr. A file keeps it out of the config.
+    token: SecretStr | None = Field(default=None, min_length=1)
+    token_file: Path | None = None
+    # The `org` tag of every point: the gateway does not know its organisation by itself.
+    organisation: str | None = Field(default=None, min_length=1, max_length=64)
+    batch_size: int = Field(default=5000, ge=1, le=50_000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    retry_min_s: Seconds = 0.5
+    retry_max_s: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        if self.enabled and self.token is None and self.token_file is None:
+            raise ValueError("token or token_file: required when enabled")
+        _ordered(self, "retry_min_s", "retry_max_s")
+        return self
+
+    def resolved_token(self) -> str:
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return "" if self.token is None else self.token.get_secret_value()
+
+
 class RoomEntry(_Section):
     room_id: str = Field(pattern=_ROOM_ID.pattern)
     name: str = Field(default="", max_length=128)
@@ -314,6 +356,7 @@ class EdgeConfig(BaseSettings):
     retention: RetentionConfig = RetentionConfig()
     store: StoreConfig = StoreConfig()
     bridge: BridgeConfig = BridgeConfig()
+    influx: InfluxConfig = InfluxConfig()
     metrics: MetricsConfig = MetricsConfig()
     # Declarative registry: upserted at start-up (devices may also be added later).
     rooms: tuple[RoomEntry, ...] = ()

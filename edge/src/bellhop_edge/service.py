@@ -9,6 +9,7 @@ import signal
 
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.gateway import Gateway
+from bellhop_edge.influx import InfluxSink
 
 __all__ = ["run"]
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 async def run(config: EdgeConfig) -> None:
     """Run a gateway until SIGTERM or SIGINT, then stop it cleanly (see `Gateway.close`)."""
     loop = asyncio.get_running_loop()
-    async with Gateway(config) as gateway:
+    # The InfluxDB sink (off unless configured) stops before the gateway closes its store.
+    async with Gateway(config) as gateway, InfluxSink.running(config):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.request_stop)
         try:

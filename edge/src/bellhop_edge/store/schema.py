@@ -193,6 +193,31 @@ def _schema_v6(db: Database) -> None:
         db.execute(f"ALTER TABLE desired_state ADD COLUMN {column} TEXT")
 
 
+def _schema_v7(db: Database) -> None:
+    """The InfluxDB sink's durable position in the outbox, and what it lost (docs/influx.md).
+
+    The sink is off until a gateway's config turns it on (`enabled`). From then
+    a telemetry point or device event that retention deletes from the outbox
+    before the sink wrote it is counted by the trigger, in the same
+    transaction as the delete: a loss is never silent, whoever deletes.
+    """
+    db.execute(
+        "CREATE TABLE influx_sink (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " enabled INTEGER NOT NULL, cursor INTEGER NOT NULL, lost INTEGER NOT NULL) STRICT"
+    )
+    db.execute("INSERT INTO influx_sink (id, enabled, cursor, lost) VALUES (1, 0, 0, 0)")
+    db.execute(
+        """
+        CREATE TRIGGER influx_sink_lost AFTER DELETE ON outbox
+        WHEN old.kind IN (3, 5)
+            AND old.seq > (SELECT cursor FROM influx_sink WHERE id = 1 AND enabled)
+        BEGIN
+            UPDATE influx_sink SET lost = lost + 1 WHERE id = 1;
+        END
+        """
+    )
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
@@ -201,6 +226,7 @@ MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v4,
     _schema_v5,
     _schema_v6,
+    _schema_v7,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -1,0 +1,429 @@
+"""The InfluxDB sink's bookkeeping, shared by the gateway and the relay, without I/O.
+
+    core = SinkCore(batch_size=5000, flush_interval_s=1.0)
+    action = core.start(now)
+    while True:                       # the driver (`run_sink`) carries out each action
+        if isinstance(action, Read):   action = core.read_done(entries, now)
+        if isinstance(action, Write):  action = core.write_done(outcome, now)
+        if isinstance(action, Commit): action = core.committed(now)
+        if isinstance(action, Wait):   action = core.woke(now)
+        ...any step that raised:       action = core.failed(now)   # the same step again, later
+
+What was applied (telemetry points and device events) is read from the store
+in key order after the sink's durable position, batched, written, and the
+position moves (`Commit`) only once InfluxDB accepted the batch. A failed
+write is retried with capped exponential back-off and full jitter, the same
+batch again, so nothing is skipped and a rewrite is harmless: a point is the
+same series and timestamp every time. Entries the store lost before the sink
+wrote them (retention) reach the core as entries without a line and are
+counted with the batch they are committed with, never dropped silently.
+
+`run_sink` is the thin asyncio driver, written against two small protocols
+(`Source`: the store, `Writer`: InfluxDB) that the gateway and the relay
+implement; `line` and its helpers format InfluxDB line protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+__all__ = [
+    "Batch",
+    "ClientWriter",
+    "Commit",
+    "Entry",
+    "Outcome",
+    "Read",
+    "SinkCore",
+    "SinkStatus",
+    "Source",
+    "Wait",
+    "Write",
+    "Writer",
+    "classify",
+    "line",
+    "point_line",
+    "run_sink",
+    "series_key",
+]
+
+log = logging.getLogger(__name__)
+
+MEASUREMENT_TELEMETRY: Final = "telemetry"
+MEASUREMENT_EVENT: Final = "device_event"
+
+
+# -- line protocol ---------------------------------------------------------------------
+_TAG_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+_STRING_ESCAPES: Final = str.maketrans({'"': r"\"", "\\": "\\\\"})
+
+
+def _escape(text: str) -> str:
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    return text.translate(_TAG_ESCAPES)
+
+
+def _field_value(value: float | int | bool | str) -> str | None:
+    """A field value as line protocol writes it; None for one it cannot hold."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
+
+
+def line(
+    measurement: str,
+    tags: Mapping[str, str | None],
+    fields: Mapping[str, float | int | bool | str],
+    ts_ms: int,
+) -> str | None:
+    """One point in line protocol at millisecond precision; None when no field is writable.
+
+    Tags without a value are left out (line protocol has no empty tag); tags
+    are sorted by key, the order InfluxDB stores them in.
+    """
+    parts = [_escape(measurement)]
+    for key in sorted(tags):
+        tag = tags[key]
+        if tag:
+            parts.append(f"{_escape(key)}={_escape(tag)}")
+    written = []
+    for key, value in fields.items():
+        text = _field_value(value)
+        if text is not None:
+            written.append(f"{_escape(key)}={text}")
+    if not written:
+        return None
+    return f"{','.join(parts)} {','.join(written)} {ts_ms}"
+
+
+def series_key(measurement: str, tags: Mapping[str, str | None]) -> str:
+    """The measurement and tags part of a line, to reuse for every point of one device."""
+    parts = [_escape(measurement)]
+    parts.extend(f"{_escape(k)}={_escape(v)}" for k in sorted(tags) if (v := tags[k]))
+    return ",".join(parts)
+
+
+def point_line(series: str, name: str, value: float, ts_ms: int) -> str | None:
+    """One field of a `series_key` at millisecond precision; None if not finite."""
+    if not math.isfinite(value):
+        return None
+    return f"{series} {_escape(name)}={float(value)!r} {ts_ms}"
+
+
+# -- the core ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One applied record, as the store gave it.
+
+    `key`: its position in the store (outbox seq, journal id); `line`: what to
+    write, None if the record is gone from the store (lost) or cannot be
+    written; `applied_ms`: when the store took it, for the sink's lag.
+    """
+
+    key: int
+    line: str | None
+    applied_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Consecutive entries written in one request and committed together."""
+
+    entries: tuple[Entry, ...]
+    # Refused by InfluxDB as malformed (a 4xx other than auth or rate): committed and counted.
+    refused: bool = False
+
+    @property
+    def lines(self) -> list[str]:
+        return [e.line for e in self.entries if e.line is not None]
+
+    @property
+    def keys(self) -> list[int]:
+        return [e.key for e in self.entries]
+
+    @property
+    def last(self) -> int:
+        return self.entries[-1].key
+
+    @property
+    def lost(self) -> int:
+        """Entries of this batch that never reach InfluxDB."""
+        if self.refused:
+            return len(self.entries)
+        return sum(1 for e in self.entries if e.line is None)
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read up to `limit` entries after `after`; None: after the durable position."""
+
+    after: int | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """InfluxDB has the batch: make the store's position move past it, durably."""
+
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    seconds: float
+    # True while a failed step waits to be tried again (not a quiet poll).
+    retrying: bool = False
+
+
+Action = Read | Write | Commit | Wait
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"  # 2xx
+    RETRY = "retry"  # unreachable, timeout, 5xx, 429, auth or bucket missing: try again
+    REFUSED = "refused"  # malformed: trying again would never succeed
+
+
+@dataclass(slots=True)
+class SinkStatus:
+    written: int = 0  # lines InfluxDB accepted
+    lost: int = 0  # entries committed without reaching InfluxDB (gone from the store, refused)
+    failures: int = 0  # consecutive failed steps
+    last_error: str | None = None
+    oldest_pending_ms: int | None = None  # applied time of the oldest entry not yet written
+
+
+@dataclass(slots=True)
+class SinkCore:
+    """Fed what the driver did, returns what to do next (one action at a time)."""
+
+    batch_size: int
+    flush_interval_s: float
+    retry_min_s: float = 0.5
+    retry_max_s: float = 30.0
+    rng: Callable[[], float] = random.random
+    status: SinkStatus = field(default_factory=SinkStatus)
+    _buffer: list[Entry] = field(default_factory=list)
+    _first_at: float = 0.0
+    _after: int | None = None
+    _pending: Action | None = None  # what a failed step or a wait resumes with
+    _in_flight: Batch | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.flush_interval_s <= 0:
+            raise ValueError("batch_size >= 1 and flush_interval_s > 0")
+        if not 0 < self.retry_min_s <= self.retry_max_s:
+            raise ValueError("0 < retry_min_s <= retry_max_s")
+
+    def start(self, now: float) -> Action:
+        return self._read()
+
+    def read_done(self, entries: Sequence[Entry], now: float) -> Action:
+        if entries:
+            if not self._buffer:
+                self._first_at = now
+            self._buffer.extend(entries)
+            self._after = entries[-1].key
+        self.status.failures = 0
+        self._note_oldest()
+        if len(self._buffer) >= self.batch_size:
+            return self._send()
+        if not self._buffer:
+            return self._wait(self.flush_interval_s, self._read())
+        due = self._first_at + self.flush_interval_s
+        if now < due:
+            # The store is drained for now: fill the batch until it is as old as allowed.
+            return self._wait(due - now, self._read())
+        return self._send()
+
+    def write_done(self, outcome: Outcome, now: float, error: str | None = None) -> Action:
+        batch = self._in_flight
+        assert batch is not None, "write_done without a write"
+        if outcome is Outcome.RETRY:
+            return self.failed(now, error)
+        if outcome is Outcome.REFUSED:
+            batch = Batch(batch.entries, refused=True)
+            self._in_flight = batch
+            self.status.last_error = error
+        return Commit(batch)
+
+    def committed(self, now: float) -> Action:
+        batch = self._in_flight
+        assert batch is not None, "committed without a batch"
+        self._in_flight = None
+        del self._buffer[: len(batch.entries)]
+        self.status.written += 0 if batch.refused else len(batch.lines)
+        self.status.lost += batch.lost
+        self.status.failures = 0
+        self._note_oldest()
+        if self._buffer:
+            self._first_at = now
+            return self._read()
+        # From the durable position again: on a store whose keys can commit out of
+        # order (several writers), what committed late below the batch is found now.
+        self._after = None
+        return self._read()
+
+    def failed(self, now: float, error: str | None = None) -> Action:
+        """The step just asked for failed: the same step again after a back-off."""
+        redo = self._pending
+        assert redo is not None, "failed before any step"
+        self.status.failures += 1
+        self.status.last_error = error
+        ceiling = min(self.retry_max_s, self.retry_min_s * 2 ** min(self.status.failures - 1, 30))
+        # Full jitter, at least the minimum: many sinks do not retry in step.
+        delay = max(self.retry_min_s, self.rng() * ceiling)
+        return self._wait(delay, redo, retrying=True)
+
+    def woke(self, now: float) -> Action:
+        redo = self._pending
+        assert redo is not None, "woke without a wait"
+        return self._do(redo)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _read(self) -> Action:
+        return self._do(Read(self._after, self.batch_size - len(self._buffer)))
+
+    def _send(self) -> Action:
+        batch = Batch(tuple(self._buffer[: self.batch_size]))
+        self._in_flight = batch
+        if not batch.lines:
+            return self._do(Commit(batch))  # only lost entries: nothing to send
+        return self._do(Write(batch))
+
+    def _wait(self, seconds: float, then: Action, *, retrying: bool = False) -> Wait:
+        self._pending = then
+        return Wait(max(0.0, seconds), retrying=retrying)
+
+    def _do(self, action: Action) -> Action:
+        self._pending = action
+        return action
+
+    def _note_oldest(self) -> None:
+        self.status.oldest_pending_ms = self._buffer[0].applied_ms if self._buffer else None
+
+
+# -- the driver --------------------------------------------------------------------------
+class Source(Protocol):
+    """The store side: what was applied after a position, and moving the position."""
+
+    async def read(self, after: int | None, limit: int) -> Sequence[Entry]: ...
+
+    async def commit(self, batch: Batch) -> None: ...
+
+
+class Writer(Protocol):
+    """InfluxDB's side: one request with these lines; its outcome and any error's text."""
+
+    async def write(self, lines: Iterable[str]) -> tuple[Outcome, str | None]: ...
+
+
+class ClientWriter:
+    """A `Writer` over a blocking write call (influxdb-client's synchronous write API),
+    run in a thread so that the event loop never waits on InfluxDB."""
+
+    def __init__(self, write: Callable[[list[str]], object]) -> None:
+        self._write = write
+
+    async def write(self, lines: Iterable[str]) -> tuple[Outcome, str | None]:
+        try:
+            await asyncio.to_thread(self._write, list(lines))
+        except Exception as exc:  # network, timeout, or the server's answer
+            return classify(exc)
+        return Outcome.ACCEPTED, None
+
+
+def classify(exc: BaseException) -> tuple[Outcome, str | None]:
+    """What an error of the write call means; its text never carries the token."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status in _REFUSED:
+        return Outcome.REFUSED, f"HTTP {status}: {_short(getattr(exc, 'message', None) or exc)}"
+    if isinstance(status, int):
+        return Outcome.RETRY, f"HTTP {status}"
+    return Outcome.RETRY, type(exc).__name__
+
+
+# Malformed lines (400), a body too large (413), a type clash with stored points (422):
+# the same request would fail for ever. Anything else (401/403/404: credentials or
+# bucket being fixed, 429, 5xx) is worth trying again.
+_REFUSED: Final = frozenset({400, 413, 422})
+
+
+def _short(what: object) -> str:
+    text = str(what).replace("\n", " ")
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+async def run_sink(
+    core: SinkCore,
+    source: Source,
+    writer: Writer,
+    *,
+    wake: asyncio.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Carry out the core's actions until cancelled. `wake` cuts a quiet poll short."""
+    action = core.start(clock())
+    while True:
+        try:
+            if isinstance(action, Read):
+                entries = await source.read(action.after, action.limit)
+                action = core.read_done(entries, clock())
+            elif isinstance(action, Write):
+                outcome, error = await writer.write(action.batch.lines)
+                if outcome is Outcome.RETRY:
+                    log.warning("InfluxDB did not take a batch (%s); trying again", error)
+                elif outcome is Outcome.REFUSED:
+                    log.error(
+                        "InfluxDB refused a batch of %d points (%s); counted as lost",
+                        len(action.batch.lines),
+                        error,
+                    )
+                action = core.write_done(outcome, clock(), error)
+            elif isinstance(action, Commit):
+                await source.commit(action.batch)
+                lost = action.batch.lost
+                if lost:
+                    log.warning(
+                        "%d points or events were gone from the store before they reached"
+                        " InfluxDB (retention, or refused); counted as lost",
+                        lost,
+                    )
+                action = core.committed(clock())
+            else:
+                await _sleep(action.seconds, None if action.retrying else wake)
+                action = core.woke(clock())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store away or busy: the same step later
+            log.warning("InfluxDB sink: %s failed: %s", type(action).__name__, exc)
+            action = core.failed(clock(), f"{type(exc).__name__}: {exc}")
+
+
+async def _sleep(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    if not wake.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+    wake.clear()
