@@ -78,7 +78,6 @@ class Gateway:
         self.started_at = now_ms()
         self.api_port: int | None = None
         self.metrics = EdgeMetrics(self)
-        self.metrics_port: int | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -162,9 +161,8 @@ class Gateway:
         )
         self._server, self.api_port = await start_server(self, config.api, authenticator(config))
         if config.metrics.enabled:
-            metrics_server = await MetricsServer.start(self.metrics, config.metrics)
-            self.metrics_port = metrics_server.port
-            self._spawn(metrics_server.serve(), "metrics")
+            served = await MetricsServer.start(self.metrics, config.metrics)
+            self._spawn(served.serve(), "metrics")
         self.bridge = bridge_for(
             config,
             store=self.store,

@@ -115,6 +115,7 @@ class EdgeMetrics:
         # CPU, memory, open files and start time of the gateway's process.
         ProcessCollector(registry=self.registry)
         self._gateway = gateway
+        self.port: int | None = None  # where it is served, once it is (port 0 picks one)
 
     def command_finished(self, record: CommandRecord) -> None:
         """A command's result was recorded; a pending one is not finished yet."""
@@ -256,7 +257,7 @@ class MetricsServer:
         self._server = await asyncio.start_server(
             self._serve_one, config.host, config.port, limit=MAX_REQUEST_BYTES
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = metrics.port = self._server.sockets[0].getsockname()[1]
         log.info("Prometheus metrics on http://%s:%d/metrics", config.host, self.port)
         return self
 
