@@ -1,4 +1,4 @@
-"""`bellhop cloud ...`: run the relay or migrate its database.
+"""`bellhop cloud ...`: run the relay, migrate its database, back it up and restore it.
 
 Only argparse is imported here; the relay loads when a subcommand runs.
 """
@@ -22,6 +22,23 @@ def register(subparsers: Any) -> None:
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _config_args(migrate)
     migrate.set_defaults(handler=_migrate)
+
+    backup = commands.add_parser(
+        "backup", help="archive the database and signing key while the relay runs (0600)"
+    )
+    _config_args(backup)
+    backup.add_argument("--output", help="the archive (default: bellhop-cloud-TIME.tar.gz here)")
+    backup.add_argument("--force", action="store_true", help="replace an existing archive")
+    backup.set_defaults(handler=_backup)
+
+    restore = commands.add_parser(
+        "restore", help="restore an archive (every relay node stopped); gateways then resync"
+    )
+    _config_args(restore)
+    restore.add_argument("archive")
+    restore.add_argument("--force", action="store_true", help="replace a database with data")
+    restore.add_argument("--verify-only", action="store_true", help="check it; change nothing")
+    restore.set_defaults(handler=_restore)
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -72,4 +89,60 @@ def _migrate(args: argparse.Namespace) -> int:
         return 2
     run_migrations(config)
     print("database is at the latest schema")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    import sys
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from bellhop_cloud.backup import BackupError, create_backup
+    from bellhop_cloud.errors import ConfigError
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
+        return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    output = Path(args.output or f"bellhop-cloud-{stamp}.tar.gz")
+    try:
+        manifest = create_backup(config, output, force=args.force)
+    except (BackupError, OSError) as exc:
+        print(f"bellhop cloud: {exc}", file=sys.stderr)
+        return 1
+    # Names and sizes only: the archive holds the signing key and password hashes.
+    print(
+        f"backup of the relay ({manifest.backend}, schema {manifest.schema_revision}) written"
+        f" to {output} (mode 0600): {', '.join(e.name for e in manifest.files)},"
+        f" {output.stat().st_size} bytes"
+    )
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from bellhop_cloud.backup import BackupError, restore_backup, verify_backup
+    from bellhop_cloud.errors import ConfigError
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
+        return 2
+    archive = Path(args.archive)
+    try:
+        if args.verify_only:
+            manifest = verify_backup(archive)
+            print(f"{archive}: relay backup of {manifest.created_at}, every checksum matches")
+            return 0
+        manifest, marked = restore_backup(config, archive, force=args.force)
+    except (BackupError, OSError) as exc:
+        print(f"bellhop cloud: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored the relay's backup of {manifest.created_at} ({manifest.backend})")
+    print(f"{marked} gateways will be asked for a snapshot when they next connect")
     return 0
