@@ -3,8 +3,9 @@
 A relay process and an enrolled gateway process with `[metrics] enabled`; a device publishes
 telemetry and one malformed message. The gateway's `/metrics`, parsed with the Prometheus
 parser, counts every accepted message, the malformed one under its reason, its device online
-and its bridge open with nothing left to send; the relay's `/metrics` parses too and counts the
-enrolment and the requests it answered. A clean stop of the gateway closes its metrics port.
+and its bridge open with nothing left to send, then a command nobody answers in the latency
+histogram; the relay's `/metrics` parses too and counts the enrolment and the requests it
+answered. A clean stop of the gateway closes its metrics port.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from pathlib import Path
 from typing import Final
 
 import aiomqtt
+import grpc
 import httpx
 import pytest
+from bellhop.common.v1 import common_pb2
+from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
+from bellhop_edge.auth import LocalTokens, Role
+from google.protobuf.duration_pb2 import Duration
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.edge_process import EdgeProcess, until, write_config
@@ -53,6 +59,19 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
 
 
+async def unanswered_ping(port: int, token: str) -> str:
+    """A command the device never answers (it is not listening): its result's status."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        answer = await lan_pb2_grpc.LanServiceStub(channel).SendCommand(
+            lan_pb2.SendCommandRequest(
+                device_id=DEVICE, name="ping", timeout=Duration(nanos=200_000_000)
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+    return str(common_pb2.CommandStatus.Name(answer.result.status))
+
+
 @pytest.mark.timeout(90)
 async def test_a_running_gateway_and_relay_are_scraped(
     tmp_path: Path, mosquitto: MosquittoBroker
@@ -68,7 +87,7 @@ async def test_a_running_gateway_and_relay_are_scraped(
         mosquitto.reload()
         metrics_port = free_port()
         config = tmp_path / "edge.toml"
-        write_config(
+        api_port = write_config(
             config,
             hotel_id=hotel_id,
             mosquitto=mosquitto,
@@ -121,6 +140,13 @@ async def test_a_running_gateway_and_relay_are_scraped(
         assert value(seen, "bellhop_edge_writer_queue_depth") is not None
         assert (value(seen, "bellhop_edge_writer_ops_committed_total") or 0) > 0
         assert value(seen, "process_start_time_seconds")
+
+        token = LocalTokens(tmp_path / "edge" / "staff-tokens.json").create("desk", Role.STAFF)
+        assert await unanswered_ping(api_port, token) == "COMMAND_STATUS_TIMED_OUT"
+        timed_out = value(
+            scrape(edge_url), "bellhop_edge_command_seconds_count", status="timed_out"
+        )
+        assert timed_out == 1
 
         relay_seen = scrape(f"{relay.url}/metrics")
         assert value(relay_seen, "bellhop_cloud_gateways_enrolled_total") == 1
