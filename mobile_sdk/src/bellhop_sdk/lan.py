@@ -97,6 +97,8 @@ STATUS_ERRORS: Final[dict[grpc.StatusCode, type[BellhopError]]] = {
 LAGGING: Final = "too slow to follow live events"
 # A command's call waits this much longer than the device may take, for the round trip.
 COMMAND_MARGIN_S: Final = 2.0
+# An acknowledgement older than the call by more than this was someone else's.
+ACK_SKEW_S: Final = 1.0
 # Concurrent GetDevice calls when a device list is completed with each device's state.
 READ_CONCURRENCY: Final = 16
 
@@ -526,11 +528,17 @@ class LanTransport:
     async def acknowledge_alert(
         self, hotel_id: str, alert_id: str, *, note: str | None = None
     ) -> AckOutcome:
-        """Acknowledge on the gateway. It answers a second acknowledgement with the first
-        one, so the alert is read first to tell "already_acknowledged" (someone acking in
-        between the read and the call is reported as "acknowledged")."""
+        """Acknowledge on the gateway.
+
+        The gateway answers a second acknowledgement with the first one and does
+        not say which it was, so the outcome is inferred: "already_acknowledged"
+        when the alert read just before was acknowledged already, or when the
+        answer's acknowledgement is older than this call (by more than
+        `ACK_SKEW_S`, for clocks that disagree); "acknowledged" otherwise.
+        """
         await self._check_hotel(hotel_id)
         before = {a.alert_id: a for a in await self.list_alerts(hotel_id, active_only=True)}
+        sent_at = _now()
         request = lan_pb2.AcknowledgeAlertRequest(alert_id=alert_id, note=note or "")
         try:
             answer = await self._call(lambda s: s.AcknowledgeAlert, request)
@@ -542,11 +550,11 @@ class LanTransport:
             )
         alert = self._alert(hotel_id, answer.alert)
         earlier = before.get(alert_id)
-        outcome = (
-            AckResult.ALREADY_ACKNOWLEDGED
-            if earlier is not None and earlier.state is AlertState.ACKNOWLEDGED
-            else AckResult.ACKNOWLEDGED
+        acked_at = alert.acknowledged_at
+        already = (earlier is not None and earlier.state is AlertState.ACKNOWLEDGED) or (
+            acked_at is not None and (sent_at - acked_at).total_seconds() > ACK_SKEW_S
         )
+        outcome = AckResult.ALREADY_ACKNOWLEDGED if already else AckResult.ACKNOWLEDGED
         return AckOutcome(hotel_id, alert_id, outcome, alert.freshness, alert)
 
     async def telemetry(

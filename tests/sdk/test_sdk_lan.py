@@ -1,0 +1,166 @@
+"""The LAN transport against a real gateway (tests/sdk/conftest.py): every call of the
+Transport protocol, answered in the SDK's models."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from bellhop_sdk.errors import CommandRejected, Unsupported
+from bellhop_sdk.lan import LanTransport
+from bellhop_sdk.models import (
+    AckResult,
+    Alert,
+    AlertState,
+    CommandStatus,
+    Event,
+    FleetTarget,
+    Path,
+    TelemetryPoint,
+    from_ms,
+    state_key,
+)
+
+from tests.sdk.conftest import DEVICES, ENV, LIGHT, ROOM, THERMOSTAT, SdkSite
+from tests.sdk.scenario import eventually, first_state_event
+
+
+async def test_hotel_rooms_and_devices_with_freshness(sdk_site: SdkSite, lan: LanTransport) -> None:
+    assert await lan.probe(2)
+    (hotel,) = await lan.list_hotels()
+    assert hotel.hotel_id == sdk_site.hotel_id
+    assert hotel.freshness.path is Path.LAN
+    assert (await lan.get_hotel(sdk_site.hotel_id)).hotel_id == sdk_site.hotel_id
+    rooms = await lan.list_rooms(sdk_site.hotel_id)
+    assert [r.room_id for r in rooms] == [ROOM]
+    devices = await lan.list_devices(sdk_site.hotel_id)
+    assert {d.device_id: d.kind for d in devices} == DEVICES
+    assert all(d.room_id == ROOM and d.online for d in devices)
+    thermostat = await lan.get_device(sdk_site.hotel_id, THERMOSTAT)
+    assert thermostat.freshness.path is Path.LAN
+    assert thermostat.freshness.stale_since is None  # online: current as of the read
+    assert thermostat.last_seen is not None
+    assert thermostat.last_seen <= thermostat.freshness.as_of
+
+
+async def test_reported_state_is_read_with_its_time(sdk_site: SdkSite, lan: LanTransport) -> None:
+    values = {"temperature": 20.5, "setpoint": 21}
+    ts = await sdk_site.devices.report_state(THERMOSTAT, values)
+
+    async def reported() -> bool:
+        device = await lan.get_device(sdk_site.hotel_id, THERMOSTAT)
+        return device.reported_at == from_ms(ts)
+
+    await eventually(reported, "the report read on the LAN")
+    device = await lan.get_device(sdk_site.hotel_id, THERMOSTAT)
+    assert dict(device.reported) == values
+    assert device.reported_version is not None
+
+
+async def test_desired_state_set_and_read(sdk_site: SdkSite, lan: LanTransport) -> None:
+    before = await lan.get_desired(sdk_site.hotel_id, THERMOSTAT)
+    state = await lan.set_desired(sdk_site.hotel_id, THERMOSTAT, {"setpoint": 22.5})
+    assert state.version > before.version
+    assert state.values["setpoint"] == 22.5
+    assert state.freshness.path is Path.LAN
+    read = await lan.get_desired(sdk_site.hotel_id, THERMOSTAT)
+    assert read.version == state.version
+
+
+async def test_a_command_and_a_rejected_one(sdk_site: SdkSite, lan: LanTransport) -> None:
+    command_id = f"lan-{secrets.token_hex(4)}"
+    done = await lan.send_command(
+        sdk_site.hotel_id, THERMOSTAT, "set_setpoint", {"setpoint": 21}, command_id=command_id
+    )
+    assert done.status is CommandStatus.SUCCEEDED
+    assert done.command_id == command_id
+    assert dict(done.result or {}) == {"setpoint": 21}
+    assert done.completed_at is not None
+    # The same id again answers from the gateway's record: the device ran it once.
+    again = await lan.send_command(
+        sdk_site.hotel_id, THERMOSTAT, "set_setpoint", {"setpoint": 21}, command_id=command_id
+    )
+    assert again.status is CommandStatus.SUCCEEDED
+    assert sdk_site.devices.received(THERMOSTAT).count(command_id) == 1
+    with pytest.raises(CommandRejected) as rejected:
+        await lan.send_command(
+            sdk_site.hotel_id,
+            THERMOSTAT,
+            "set_setpoint",
+            {"fail": True},
+            command_id=f"lan-{secrets.token_hex(4)}",
+        )
+    assert rejected.value.command is not None
+    assert rejected.value.command.status is CommandStatus.FAILED
+    assert "bad_params" in (rejected.value.command.error or "")
+    assert rejected.value.path is Path.LAN
+    # The gateway cannot look a command up: said so, in the SDK's terms.
+    with pytest.raises(Unsupported):
+        await lan.get_command(sdk_site.hotel_id, command_id)
+
+
+async def test_fleet_command(sdk_site: SdkSite, lan: LanTransport) -> None:
+    fleet = await lan.send_fleet_command(
+        sdk_site.hotel_id,
+        FleetTarget(device_ids=(LIGHT,)),
+        "set_light",
+        {"on": True},
+        fleet_id=f"lan-{secrets.token_hex(4)}",
+    )
+    assert fleet.targeted == 1
+    assert fleet.counts == {CommandStatus.SUCCEEDED: 1}
+    (command,) = fleet.commands
+    assert command.device_id == LIGHT
+    assert fleet.finished
+
+
+async def test_alerts_and_acknowledgement(sdk_site: SdkSite, lan: LanTransport) -> None:
+    await sdk_site.devices.breach()
+
+    async def raised() -> list[Alert]:
+        alerts = await lan.list_alerts(sdk_site.hotel_id, active_only=True)
+        return [a for a in alerts if a.kind == "breach" and a.state is AlertState.RAISED]
+
+    (alert,) = await eventually(raised, "a breach alert")
+    first = await lan.acknowledge_alert(sdk_site.hotel_id, alert.alert_id, note="on my way")
+    assert first.outcome is AckResult.ACKNOWLEDGED
+    assert first.alert is not None
+    assert first.alert.state is AlertState.ACKNOWLEDGED
+    assert first.alert.note == "on my way"
+
+    # The gateway's alert list shows an acknowledgement once its writer stored it.
+    async def acknowledged() -> bool:
+        alerts = await lan.list_alerts(sdk_site.hotel_id, active_only=True)
+        return any(a.alert_id == alert.alert_id and a.acknowledged_at for a in alerts)
+
+    await eventually(acknowledged, "the acknowledgement in the gateway's list")
+    again = await lan.acknowledge_alert(sdk_site.hotel_id, alert.alert_id)
+    assert again.outcome is AckResult.ALREADY_ACKNOWLEDGED
+    assert again.alert is not None
+    assert again.alert.acknowledged_at == first.alert.acknowledged_at
+
+
+async def test_telemetry_history(sdk_site: SdkSite, lan: LanTransport) -> None:
+    ts = int(time.time() * 1000) - secrets.randbelow(10**6)
+    await sdk_site.devices.telemetry(ENV, {"humidity": 41.5}, ts)
+
+    async def stored() -> list[TelemetryPoint]:
+        points = await lan.telemetry(sdk_site.hotel_id, ENV, "humidity")
+        return [p for p in points if p.at == from_ms(ts)]
+
+    (point,) = await eventually(stored, "the reading in the history")
+    assert point.value == 41.5
+    assert point.metric == "humidity"
+    assert await lan.gateway_backlog(sdk_site.hotel_id) is not None
+
+
+async def test_events_carry_a_state_change(sdk_site: SdkSite, lan: LanTransport) -> None:
+    event, reports = await first_state_event(sdk_site, lan.events(sdk_site.hotel_id))
+    assert isinstance(event, Event)
+    assert event.path is Path.LAN
+    assert event.room_id == ROOM
+    ts = int(event.key[2])
+    assert event.key == state_key(THERMOSTAT, from_ms(ts))
+    assert dict(event.data["values"]) == reports[ts]
+    assert event.at == from_ms(ts)
