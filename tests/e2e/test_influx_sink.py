@@ -5,6 +5,8 @@ device event reaches VictoriaMetrics with its tags, also when the server is
 stopped mid-run and started again (the gateway keeps them and resumes after
 the last batch accepted). Each series and timestamp is there exactly as
 applied: rewrites may store a sample twice, never a different or a missing one.
+And a real relay writes what it applied from a gateway's bridge, tagged with the
+hotel's organisation.
 """
 
 from __future__ import annotations
@@ -21,12 +23,24 @@ from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 
 from tests.support.edge_process import EdgeProcess, until, write_config
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import Credentials, MosquittoBroker
+from tests.support.relay_process import RelayProcess, enrol_gateway
 from tests.support.victoria import Sample, VictoriaMetrics, victoria_metrics
 
 ENV = "r101-env"
 DOOR = "r101-door"
 ORG = "org-test"
+
+
+def _client(mosquitto: MosquittoBroker, creds: Credentials, device_id: str) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        mosquitto.host,
+        mosquitto.port,
+        username=creds.username,
+        password=creds.password,
+        identifier=device_id,
+        timeout=10,
+    )
 
 
 def _influx(vm: VictoriaMetrics) -> str:
@@ -95,22 +109,8 @@ async def test_the_gateway_writes_every_point_once_across_an_influx_outage(
         gateway.start()
         try:
             async with (
-                aiomqtt.Client(
-                    mosquitto.host,
-                    mosquitto.port,
-                    username=env.username,
-                    password=env.password,
-                    identifier=ENV,
-                    timeout=10,
-                ) as env_client,
-                aiomqtt.Client(
-                    mosquitto.host,
-                    mosquitto.port,
-                    username=door_device.username,
-                    password=door_device.password,
-                    identifier=DOOR,
-                    timeout=10,
-                ) as door_client,
+                _client(mosquitto, env, ENV) as env_client,
+                _client(mosquitto, door_device, DOOR) as door_client,
             ):
                 await until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
                 sent = 0
@@ -155,3 +155,71 @@ async def test_the_gateway_writes_every_point_once_across_an_influx_outage(
             assert _lost(gateway.database) == 0
         finally:
             gateway.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_the_relay_writes_what_it_applied_from_a_bridge(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    with victoria_metrics(tmp_path / "vm") as vm:
+        settings = {
+            "influx": json.dumps(
+                {
+                    "enabled": True,
+                    "url": vm.url,
+                    "token": "not-checked-by-this-server",
+                    "flush_interval_s": 0.1,
+                    "retry_min_s": 0.05,
+                    "retry_max_s": 0.5,
+                }
+            )
+        }
+        relay = RelayProcess(tmp_path / "relay", settings=settings)
+        gateway: EdgeProcess | None = None
+        try:
+            await asyncio.to_thread(relay.start)
+            tenant = await asyncio.to_thread(relay.tenant)
+            hotel_id = tenant.hotel_id
+            gw = mosquitto.add_gateway(hotel_id)
+            env = mosquitto.add_device(hotel_id, ENV)
+            mosquitto.reload()
+            config = tmp_path / "gateway" / "edge.toml"
+            config.parent.mkdir()
+            bridge = "[bridge]\nreconnect_min_s = 0.05\nreconnect_max_s = 0.5\n"
+            write_config(
+                config,
+                hotel_id=hotel_id,
+                mosquitto=mosquitto,
+                gateway=gw,
+                devices={ENV: "environment_sensor", DOOR: "door_sensor"},
+                extra=bridge,
+            )
+            await asyncio.to_thread(enrol_gateway, config, relay, tenant.enrolment_token())
+            gateway = EdgeProcess(config)
+            gateway.start()
+            await until(lambda: relay.logged("snapshot applied") >= 1, 30, "bridged")
+            tags = {"org": tenant.org_id, "hotel": hotel_id, "room": "101", "device": ENV}
+            tags["kind"] = "environment_sensor"
+            key = tuple(sorted(tags.items()))
+            base = int(time.time() * 1000) - 10_000
+            expected: set[Sample] = set()
+            async with _client(mosquitto, env, ENV) as device:
+                for n in range(1, 201):
+                    body = {"v": 1, "ts": base + n, "seq": n, "metrics": {"humidity": n / 2}}
+                    topic = codec.topic(hotel_id, ENV, Channel.TELEMETRY)
+                    await device.publish(topic, json.dumps(body).encode(), qos=1)
+                    expected.add(("telemetry_humidity", key, base + n))
+            await _arrived(vm, expected, 40, "the relay's points")
+            have = await asyncio.to_thread(vm.samples, "telemetry_.*")
+            assert {k for k in have if k[1] == key} == expected
+            assert have[("telemetry_humidity", key, base + 7)] == [3.5]
+            # What InfluxDB accepted leaves the journal once committed; nothing was lost.
+            sql = "SELECT count(*), (SELECT lost FROM influx_sink) FROM influx_journal"
+            deadline = time.monotonic() + 10
+            while (found := await relay.rows(sql)) != [(0, 0)] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert found == [(0, 0)]
+        finally:
+            if gateway is not None:
+                gateway.stop()
+            relay.close()

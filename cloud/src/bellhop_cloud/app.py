@@ -27,6 +27,7 @@ from bellhop_cloud.api.proxies import ForwardedHeaders
 from bellhop_cloud.bridge.endpoint import BridgeEndpoint
 from bellhop_cloud.bridge.retention import Retention
 from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.influx import RelaySink
 from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
 from bellhop_cloud.relay import Relay
 
@@ -70,6 +71,9 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(Retention(owned.store, config).running())
                 await stack.enter_async_context(owned.downlink.running())
+                app.state.influx = await stack.enter_async_context(
+                    RelaySink.running(config, owned.store, owned.metrics)
+                )
                 if config.bridge_enabled:
                     endpoint = BridgeEndpoint(owned)
                     host = config.bridge_host or config.host

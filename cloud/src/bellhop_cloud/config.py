@@ -22,7 +22,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +55,46 @@ class RateLimitBackend(StrEnum):
 class BusBackend(StrEnum):
     MEMORY = "memory"  # one process: the embedded default
     REDIS = "redis"  # several relay nodes: commands and live events cross nodes
+
+
+class InfluxConfig(BaseModel):
+    """`[influx]`: every applied point and device event to InfluxDB (docs/influx.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    url: str = Field(default="http://127.0.0.1:8086", pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
+    org: str = Field(default="bellhop", min_length=1, max_length=256)
+    bucket: str = Field(default="bellhop", min_length=1, max_length=256)
+    # A secret: SecretStr keeps it out of reprs, logs and error messages.
+    token: SecretStr | None = Field(default=None, min_length=1)
+    token_file: Path | None = None
+    batch_size: int = Field(default=5000, ge=1, le=50_000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    retry_min_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems = []
+        if self.token is not None and self.token_file is not None:
+            problems.append("give token or token_file, not both")
+        if self.enabled and self.token is None and self.token_file is None:
+            problems.append("token or token_file: required when enabled")
+        if self.retry_min_s > self.retry_max_s:
+            problems.append(
+                f"retry_min_s ({self.retry_min_s:g}) must not exceed retry_max_s"
+                f" ({self.retry_max_s:g})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def resolved_token(self) -> str:
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return "" if self.token is None else self.token.get_secret_value()
 
 
 # The file being loaded; pydantic-settings takes a TOML file from the class,
@@ -161,6 +209,9 @@ class RelayConfig(BaseSettings):
     retention_interval_s: float = Field(default=3600.0, ge=1, le=86_400)
     access_cache_s: float = Field(
         default=1.0, ge=0, le=10, description="how long a hotel access check is reused; 0: never"
+    )
+    influx: InfluxConfig = Field(
+        default_factory=InfluxConfig, description="[influx]: the InfluxDB sink, off by default"
     )
 
     @field_validator("database_url")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -50,6 +50,27 @@ class RelayMetrics:
         self.gateways_enrolled = Counter(
             "bellhop_cloud_gateways_enrolled",
             "Gateways that exchanged an enrolment token for an identity",
+            registry=self.registry,
+        )
+        # The InfluxDB sink (docs/influx.md); zero while it is off.
+        self.influx_points_behind = Gauge(
+            "bellhop_cloud_influx_points_behind",
+            "Applied points and device events not yet accepted by InfluxDB",
+            registry=self.registry,
+        )
+        self.influx_seconds_behind = Gauge(
+            "bellhop_cloud_influx_seconds_behind",
+            "Age of the oldest applied point or device event not yet accepted by InfluxDB",
+            registry=self.registry,
+        )
+        self.influx_lost = Gauge(
+            "bellhop_cloud_influx_lost",
+            "Points and device events that never reached InfluxDB (deleted first, or refused)",
+            registry=self.registry,
+        )
+        self.influx_written = Gauge(
+            "bellhop_cloud_influx_written",
+            "Points and device events InfluxDB accepted from this relay's sink",
             registry=self.registry,
         )
 

@@ -372,3 +372,29 @@ bridge_resyncs = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("requested_at", UtcDateTime, nullable=False),
 )
+
+# -- the InfluxDB sink (migration 0006, bellhop_cloud/influx.py) ----------------------
+# What was applied and is not in InfluxDB yet: one row per telemetry point or device
+# event, appended by triggers on `telemetry` and `device_events` while the sink is on
+# (so the bridge's statements stay as they are), deleted once InfluxDB accepted it.
+influx_journal = sa.Table(
+    "influx_journal",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("hotel_id", ID, nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("metric", sa.String(32)),  # a point's; NULL for a device event
+    sa.Column("ts", MILLIS, nullable=False),
+    sa.Column("event_id", sa.BigInteger),  # a device event's row; NULL for a point
+    sa.Column("applied_ms", MILLIS, nullable=False),
+)
+
+# One row: whether the triggers journal, and what the sink wrote and lost so far.
+influx_sink = sa.Table(
+    "influx_sink",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("written", sa.BigInteger, nullable=False),
+    sa.Column("lost", sa.BigInteger, nullable=False),
+)
