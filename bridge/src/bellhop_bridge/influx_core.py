@@ -264,7 +264,7 @@ class SinkCore:
             batch = Batch(batch.entries, refused=True)
             self._in_flight = batch
             self.status.last_error = error
-        return Commit(batch)
+        return self._do(Commit(batch))
 
     def committed(self, now: float) -> Action:
         batch = self._in_flight
