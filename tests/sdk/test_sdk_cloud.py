@@ -220,15 +220,32 @@ async def test_the_same_change_is_the_same_event_on_both_paths(
         assert (on_lan.room_id, on_lan.hotel_id) == (in_cloud.room_id, in_cloud.hotel_id)
 
 
-async def test_token_refresh_on_demand_keeps_the_session(
-    sdk_site: SdkSite, manager_login: CloudLogin
-) -> None:
-    first = await manager_login.token()
-    await asyncio.sleep(0)  # nothing to wait for: refresh is on demand
-    manager_login_refreshed = await manager_login.refresh()
-    assert manager_login_refreshed != first or manager_login.expires_in_s > 0
-    transport = sdk_site.cloud(manager_login)
+async def test_a_cloud_login_refreshes_on_demand_and_before_expiry(sdk_site: SdkSite) -> None:
+    """Refreshes rotate the one-time refresh token (a reused one would end the session), a
+    refresh asked for twice at once is one, and `token()` refreshes ahead of expiry."""
+    clock = [0.0]
+    account = sdk_site.manager
+    login = CloudLogin(
+        sdk_site.relay_url, account.email, account.password, trust_env=False,
+        clock=lambda: clock[0],
+    )  # fmt: skip
+    transport = sdk_site.cloud(login)
     try:
+        first = await login.login()
+        assert await login.refresh() == first  # within a second of the last: the same one
+        clock[0] += 5
+        second = await login.refresh()
+        clock[0] += 5
+        third = await login.refresh()  # the rotated refresh token was kept and is good
+        assert len({first, second, third}) == 3
+        assert await login.token() == third
+        clock[0] += login.expires_in_s - 10  # inside the refresh margin
+        fourth = await login.token()
+        assert fourth != third
         assert (await transport.get_hotel(sdk_site.hotel_id)).hotel_id == sdk_site.hotel_id
+        await login.logout()
+        assert not login.logged_in
+        assert await login.token() not in {first, second, third, fourth}  # logged in again
     finally:
         await transport.aclose()
+        await login.aclose()

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import grpc
 from bellhop.common.v1 import common_pb2 as pb
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
-from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bellhop_sdk.errors import (
@@ -34,14 +33,25 @@ from bellhop_sdk.errors import (
     Unsupported,
     raise_for,
 )
+from bellhop_sdk.lan_convert import (
+    alert_of,
+    command_of,
+    desired_of,
+    device_of,
+    duration_of,
+    opt_time_of,
+    read_time,
+    stamp_of,
+    struct_of,
+    time_of,
+    values_of,
+)
 from bellhop_sdk.models import (
     AckOutcome,
     AckResult,
     Alert,
     AlertState,
     Command,
-    CommandStatus,
-    DesiredOutcome,
     DesiredState,
     Device,
     Event,
@@ -60,10 +70,7 @@ from bellhop_sdk.models import (
     command_data,
     command_key,
     device_key,
-    from_ms,
-    plain,
     state_key,
-    utc_ms,
 )
 from bellhop_sdk.transport import DEFAULT_COMMAND_TIMEOUT_S, DEFAULT_TIMEOUT_S, TokenSource
 
@@ -102,19 +109,6 @@ ACK_SKEW_S: Final = 1.0
 # Concurrent GetDevice calls when a device list is completed with each device's state.
 READ_CONCURRENCY: Final = 16
 
-_COMMAND_STATUS: Final = {
-    pb.COMMAND_STATUS_SUCCEEDED: CommandStatus.SUCCEEDED,
-    pb.COMMAND_STATUS_FAILED: CommandStatus.FAILED,
-    pb.COMMAND_STATUS_TIMED_OUT: CommandStatus.TIMED_OUT,
-    pb.COMMAND_STATUS_EXPIRED: CommandStatus.EXPIRED,
-    pb.COMMAND_STATUS_PENDING: CommandStatus.PENDING,
-}
-_ALERT_STATE: Final = {
-    pb.ALERT_STATE_RAISED: AlertState.RAISED,
-    pb.ALERT_STATE_ACKNOWLEDGED: AlertState.ACKNOWLEDGED,
-    pb.ALERT_STATE_CLEARED: AlertState.CLEARED,
-}
-
 
 def lan_error(exc: grpc.RpcError) -> BellhopError:
     """The SDK error for a failed call: the status name as `code`, the gateway's message."""
@@ -122,61 +116,6 @@ def lan_error(exc: grpc.RpcError) -> BellhopError:
     message = (exc.details() if isinstance(exc, grpc.aio.AioRpcError) else None) or str(code)
     kind = STATUS_ERRORS.get(code, BellhopError)
     return kind(message, code=code.name, path=Path.LAN)
-
-
-def _enum_name(value: int, enum: Any, prefix: str) -> str:
-    """`DEVICE_KIND_THERMOSTAT` -> "thermostat": the names the cloud uses."""
-    return str(enum.Name(value)).removeprefix(prefix).lower()
-
-
-def _at(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return from_ms(stamp.seconds * 1000 + stamp.nanos // 1_000_000)
-
-
-def _opt_at(message: Any, name: str) -> datetime | None:
-    return _at(getattr(message, name)) if message.HasField(name) else None
-
-
-def _value(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "number_value":
-        return plain(value.number_value)
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return _values(value.struct_value)
-    if kind == "list_value":
-        return [_value(v) for v in value.list_value.values]
-    return None
-
-
-def _values(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _value(value) for key, value in message.fields.items()}
-
-
-def _struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    if values:
-        message.update(dict(values))
-    return message
-
-
-def _duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(int(seconds * 1e9))
-    return message
-
-
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(utc_ms(moment))
-    return message
-
-
-def _now() -> datetime:
-    return utc_ms(datetime.now(UTC))
 
 
 class LanTransport:
@@ -278,14 +217,14 @@ class LanTransport:
         return self._hotel(hotel_id)
 
     def _hotel(self, hotel_id: str) -> Hotel:
-        now = _now()
+        now = read_time()
         # The gateway holds no name or time zone of its hotel: the id stands for the name.
         return Hotel(hotel_id, hotel_id, Freshness(Path.LAN, now), last_seen=now)
 
     async def list_rooms(self, hotel_id: str) -> list[Room]:
         await self._check_hotel(hotel_id)
         answer = await self._call(lambda s: s.ListRooms, lan_pb2.ListRoomsRequest())
-        now = _now()
+        now = read_time()
         return [
             Room(hotel_id, r.room_id, r.name or r.room_id, r.floor, Freshness(Path.LAN, now))
             for r in answer.rooms
@@ -315,68 +254,13 @@ class LanTransport:
         answer = await self._call(
             lambda s: s.GetDevice, lan_pb2.GetDeviceRequest(device_id=device_id)
         )
-        return self._device(hotel_id, answer)
-
-    def _device(self, hotel_id: str, answer: lan_pb2.GetDeviceResponse) -> Device:
-        d, now = answer.device, _now()
-        online = d.connectivity == pb.CONNECTIVITY_ONLINE
-        last_seen = _opt_at(d, "last_seen")
-        # Online: the gateway hears the device, its state is current now. Offline:
-        # true as of the last contact, and no longer current since then.
-        since = None if online else (last_seen or now)
-        freshness = Freshness(Path.LAN, now if online else (last_seen or now), since)
-        reported = answer.reported if answer.HasField("reported") else None
-        desired = (
-            self._desired(hotel_id, answer.desired, freshness)
-            if answer.HasField("desired")
-            else None
-        )
-        return Device(
-            hotel_id=hotel_id,
-            device_id=d.device_id,
-            room_id=d.room_id or None,
-            kind=_enum_name(d.kind, pb.DeviceKind, "DEVICE_KIND_"),
-            online=online,
-            last_seen=last_seen,
-            reported=_values(reported.values) if reported is not None else {},
-            freshness=freshness,
-            firmware=d.firmware or None,
-            registered=d.registered,
-            reported_at=_opt_at(reported, "updated_at") if reported is not None else None,
-            reported_version=reported.version if reported is not None else None,
-            desired=desired,
-            delta=_values(answer.delta),
-        )
-
-    def _desired(
-        self, hotel_id: str, s: pb.DesiredState, freshness: Freshness | None = None
-    ) -> DesiredState:
-        return DesiredState(
-            hotel_id=hotel_id,
-            device_id=s.device_id,
-            version=s.version,
-            values=_values(s.values),
-            freshness=freshness or Freshness(Path.LAN, _now()),
-            updated_at=_opt_at(s, "updated_at"),
-            updated_by=s.updated_by or None,
-            change_id=s.change_id or None,
-            outcomes=tuple(
-                DesiredOutcome(
-                    o.field,
-                    o.applied,
-                    o.reason,
-                    _value(o.remote_value) if o.HasField("remote_value") else None,
-                    _value(o.local_value) if o.HasField("local_value") else None,
-                )
-                for o in s.outcomes
-            ),
-        )
+        return device_of(hotel_id, answer)
 
     async def get_desired(self, hotel_id: str, device_id: str) -> DesiredState:
         device = await self.get_device(hotel_id, device_id)
         if device.desired is not None:
             return device.desired
-        return DesiredState(hotel_id, device_id, 0, {}, Freshness(Path.LAN, _now()))
+        return DesiredState(hotel_id, device_id, 0, {}, Freshness(Path.LAN, read_time()))
 
     async def set_desired(
         self,
@@ -389,10 +273,10 @@ class LanTransport:
         """Set fields on the gateway; a version other than `expected_version` is `Conflict`."""
         await self._check_hotel(hotel_id)
         request = lan_pb2.SetDesiredStateRequest(
-            device_id=device_id, values=_struct(values), expected_version=expected_version or 0
+            device_id=device_id, values=struct_of(values), expected_version=expected_version or 0
         )
         answer = await self._call(lambda s: s.SetDesiredState, request)
-        return self._desired(hotel_id, answer.desired)
+        return desired_of(hotel_id, answer.desired)
 
     # -- commands ------------------------------------------------------------------------
     async def send_command(
@@ -413,37 +297,17 @@ class LanTransport:
         request = lan_pb2.SendCommandRequest(
             device_id=device_id,
             name=name,
-            params=_struct(params),
+            params=struct_of(params),
             command_id=command_id,
-            timeout=_duration(timeout_s),
+            timeout=duration_of(timeout_s),
         )
         if ttl_s is not None:
-            request.ttl.CopyFrom(_duration(ttl_s))
+            request.ttl.CopyFrom(duration_of(ttl_s))
         answer = await self._call(
             lambda s: s.SendCommand, request, timeout_s=timeout_s + COMMAND_MARGIN_S
         )
-        command = self._command(hotel_id, answer.result, name, params)
+        command = command_of(hotel_id, answer.result, name, params)
         return raise_for(command)
-
-    def _command(
-        self,
-        hotel_id: str,
-        r: pb.CommandResult,
-        name: str = "",
-        params: Mapping[str, Value] | None = None,
-    ) -> Command:
-        return Command(
-            hotel_id=hotel_id,
-            command_id=r.command_id,
-            device_id=r.device_id,
-            name=name,
-            status=_COMMAND_STATUS.get(r.status, CommandStatus.PENDING),
-            freshness=Freshness(Path.LAN, _now()),
-            params=dict(params or {}),
-            result=_values(r.result) if r.HasField("result") else None,
-            error=r.error or None,
-            completed_at=_opt_at(r, "completed_at"),
-        )
 
     async def get_command(self, hotel_id: str, command_id: str) -> Command:
         """The gateway has no command lookup: `Unsupported` (send again with the same id,
@@ -477,19 +341,19 @@ class LanTransport:
                 all_devices=target.all_devices,
             ),
             name=name,
-            params=_struct(params),
+            params=struct_of(params),
             fleet_id=fleet_id,
-            timeout=_duration(timeout_s),
+            timeout=duration_of(timeout_s),
         )
         if ttl_s is not None:
-            request.ttl.CopyFrom(_duration(ttl_s))
+            request.ttl.CopyFrom(duration_of(ttl_s))
         # Devices are commanded a bounded number at a time: allow a few rounds.
         answer = await self._call(
             lambda s: s.SendFleetCommand, request, timeout_s=timeout_s * 4 + COMMAND_MARGIN_S
         )
-        commands = tuple(self._command(hotel_id, r, name, params) for r in answer.results)
+        commands = tuple(command_of(hotel_id, r, name, params) for r in answer.results)
         return FleetCommand(
-            hotel_id, answer.fleet_id, answer.targeted, commands, Freshness(Path.LAN, _now())
+            hotel_id, answer.fleet_id, answer.targeted, commands, Freshness(Path.LAN, read_time())
         )
 
     # -- alerts, telemetry, status --------------------------------------------------------
@@ -505,25 +369,7 @@ class LanTransport:
         states = [pb.ALERT_STATE_RAISED, pb.ALERT_STATE_ACKNOWLEDGED] if active_only else []
         request = lan_pb2.ListAlertsRequest(states=states, room_id=room_id or "", limit=limit)
         answer = await self._call(lambda s: s.ListAlerts, request)
-        return [self._alert(hotel_id, a) for a in answer.alerts]
-
-    def _alert(self, hotel_id: str, a: pb.Alert) -> Alert:
-        return Alert(
-            hotel_id=hotel_id,
-            alert_id=a.alert_id,
-            kind=_enum_name(a.kind, pb.AlertKind, "ALERT_KIND_"),
-            severity=_enum_name(a.severity, pb.AlertSeverity, "ALERT_SEVERITY_"),
-            state=_ALERT_STATE.get(a.state, AlertState.RAISED),
-            device_id=a.device_id or None,
-            room_id=a.room_id or None,
-            message=a.message,
-            raised_at=_at(a.raised_at),
-            freshness=Freshness(Path.LAN, _now()),
-            acknowledged_at=_opt_at(a, "acknowledged_at"),
-            acknowledged_by=a.acknowledged_by or None,
-            note=a.note or None,
-            cleared_at=_opt_at(a, "cleared_at"),
-        )
+        return [alert_of(hotel_id, a) for a in answer.alerts]
 
     async def acknowledge_alert(
         self, hotel_id: str, alert_id: str, *, note: str | None = None
@@ -538,7 +384,7 @@ class LanTransport:
         """
         await self._check_hotel(hotel_id)
         before = {a.alert_id: a for a in await self.list_alerts(hotel_id, active_only=True)}
-        sent_at = _now()
+        sent_at = read_time()
         request = lan_pb2.AcknowledgeAlertRequest(alert_id=alert_id, note=note or "")
         try:
             answer = await self._call(lambda s: s.AcknowledgeAlert, request)
@@ -546,9 +392,9 @@ class LanTransport:
             if "cleared" not in exc.message:
                 raise
             return AckOutcome(
-                hotel_id, alert_id, AckResult.ALREADY_CLEARED, Freshness(Path.LAN, _now())
+                hotel_id, alert_id, AckResult.ALREADY_CLEARED, Freshness(Path.LAN, read_time())
             )
-        alert = self._alert(hotel_id, answer.alert)
+        alert = alert_of(hotel_id, answer.alert)
         earlier = before.get(alert_id)
         acked_at = alert.acknowledged_at
         already = (earlier is not None and earlier.state is AlertState.ACKNOWLEDGED) or (
@@ -571,11 +417,13 @@ class LanTransport:
         await self._check_hotel(hotel_id)
         request = lan_pb2.QueryTelemetryRequest(device_id=device_id, metric=metric, limit=limit)
         if since is not None:
-            request.start.CopyFrom(_stamp(since))
+            request.start.CopyFrom(stamp_of(since))
         if until is not None:
-            request.end.CopyFrom(_stamp(until))
+            request.end.CopyFrom(stamp_of(until))
         answer = await self._call(lambda s: s.QueryTelemetry, request)
-        return [TelemetryPoint(p.device_id, p.metric, _at(p.ts), p.value) for p in answer.points]
+        return [
+            TelemetryPoint(p.device_id, p.metric, time_of(p.ts), p.value) for p in answer.points
+        ]
 
     async def gateway_backlog(self, hotel_id: str) -> int | None:
         await self._check_hotel(hotel_id)
@@ -611,7 +459,7 @@ class LanTransport:
                 return  # the gateway ended the stream (it is stopping)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAVAILABLE and LAGGING in (exc.details() or ""):
-                    yield Gap("slow_consumer", _now(), Path.LAN)
+                    yield Gap("slow_consumer", read_time(), Path.LAN)
                     continue
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     await self._tokens.refresh()
@@ -619,7 +467,7 @@ class LanTransport:
                         await self._status()  # the new token works, or the error is the answer
                     except BellhopError:
                         raise lan_error(exc) from None
-                    yield Gap("token_refreshed", _now(), Path.LAN)
+                    yield Gap("token_refreshed", read_time(), Path.LAN)
                     continue
                 raise lan_error(exc) from None
             finally:
@@ -644,31 +492,33 @@ class LanTransport:
         which = m.WhichOneof("event")
         if which == "state":
             s = m.state
-            updated = _at(s.updated_at)
-            data = {"device_id": s.device_id, "values": _values(s.values), "updated_at": updated}
+            updated = time_of(s.updated_at)
+            data = {"device_id": s.device_id, "values": values_of(s.values), "updated_at": updated}
             room = await self._room_of(s.device_id, rooms)
             key = state_key(s.device_id, updated)
             return Event("state", key, hotel_id, room, updated, data, Path.LAN)
         if which == "alert":
-            a = self._alert(hotel_id, m.alert)
+            a = alert_of(hotel_id, m.alert)
             data = alert_data(a)
             at = a.cleared_at or a.acknowledged_at or a.raised_at
             key = alert_key(a.alert_id, a.state.value)
             return Event("alert", key, hotel_id, a.room_id, at, data, Path.LAN)
         if which == "command_result":
-            c = self._command(hotel_id, m.command_result)
+            c = command_of(hotel_id, m.command_result)
             data = command_data(c)
             room = await self._room_of(c.device_id, rooms)
             key = command_key(c.command_id, c.status.value)
-            return Event("command", key, hotel_id, room, c.completed_at or _now(), data, Path.LAN)
+            return Event(
+                "command", key, hotel_id, room, c.completed_at or read_time(), data, Path.LAN
+            )
         if which == "status":
             st = m.status
             online = st.connectivity == pb.CONNECTIVITY_ONLINE
-            seen = _opt_at(st, "ts")
+            seen = opt_time_of(st, "ts")
             data = {"device_id": st.device_id, "online": online, "last_seen": seen}
             room = await self._room_of(st.device_id, rooms)
             key = device_key(st.device_id, online, seen)
-            return Event("device", key, hotel_id, room, seen or _now(), data, Path.LAN)
+            return Event("device", key, hotel_id, room, seen or read_time(), data, Path.LAN)
         return None  # telemetry and device events: not carried by either path's stream
 
     async def recent_events(
