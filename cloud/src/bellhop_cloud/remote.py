@@ -5,10 +5,14 @@
 
 Each request is a `downlink` row, written with its audit entry in one
 transaction, then announced to whichever node holds the hotel's bridge
-(bridge/downlink.py). The command id is the idempotency key on every path:
-the same id again (here, or first sent on the hotel LAN) joins the first
-request and gets its result, because the edge runs an id at most once; the
-same id for a different command is refused.
+(bridge/downlink.py). A command's transaction is one function run by the store
+(`Store.run`: one hop to its thread on SQLite), which also reads the results
+stored before it (a retry, or the same id sent on the LAN first).
+
+The command id is the idempotency key on every path: the same id again (here,
+or first sent on the hotel LAN) joins the first request and gets its result,
+because the edge runs an id at most once; the same id for a different command
+is refused.
 """
 
 from __future__ import annotations
@@ -16,16 +20,18 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.bridge.downlink import Item, ItemKind, ItemState, now_ms
 from bellhop_cloud.db.schema import command_results, downlink, gateway_links, users
+from bellhop_cloud.db.store import inline
 from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
 from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.relay import Relay
@@ -82,6 +88,16 @@ class _Request:
         expires = now + int(ttl_s * 1000)
         return Item(self.hotel.hotel_id, item_id, kind, device_id, body, self.user_id, now, expires)
 
+    def entry(self, action: AuditAction, target: tuple[str, str]) -> dict[str, Any]:
+        """`audit.record`'s arguments for the request's entry, but its detail."""
+        return {
+            "action": action,
+            "orgs": [self.hotel.org_id],
+            "actor_id": self.user_id,
+            "target_type": target[0],
+            "target_id": target[1],
+        }
+
     async def record(
         self,
         conn: AsyncConnection,
@@ -90,28 +106,24 @@ class _Request:
         detail: dict[str, Any],
     ) -> None:
         """The request's audit entry, in the transaction that queues it."""
-        await audit.record(
-            conn,
-            action,
-            orgs=[self.hotel.org_id],
-            actor_id=self.user_id,
-            target_type=target[0],
-            target_id=target[1],
-            detail=detail,
-        )
+        await audit.record(conn, detail=detail, **self.entry(action, target))
 
 
-async def online(relay: Relay, conn: AsyncConnection, hotel_id: str) -> bool:
-    """Whether a gateway of the hotel holds a bridge now, on this node or any other (whose
-    link rows are written in group commits, a second or so after the bridge opens)."""
-    if relay.downlink.holds(hotel_id):
-        return True
-    found = await conn.execute(
+def _linked(hotel_id: str) -> sa.Select[Any]:
+    """A gateway of the hotel holding a bridge, on any node (whose link rows are written
+    in group commits, a second or so after the bridge opens)."""
+    return (
         sa.select(gateway_links.c.gateway_id)
         .where(gateway_links.c.hotel_id == hotel_id, gateway_links.c.connected.is_(True))
         .limit(1)
     )
-    return found.first() is not None
+
+
+async def online(relay: Relay, conn: AsyncConnection, hotel_id: str) -> bool:
+    """Whether a gateway of the hotel holds a bridge now, on this node or any other."""
+    if relay.downlink.holds(hotel_id):
+        return True
+    return (await conn.execute(_linked(hotel_id))).first() is not None
 
 
 # Who a request is by, as both sides show it ("cloud:<e-mail>"), remembered a minute.
@@ -120,17 +132,120 @@ NAMES_S: Final = 60.0
 NAMES_MAX: Final = 10_000
 
 
-async def _who(conn: AsyncConnection, user_id: str) -> str:
-    now = time.monotonic()
+def _known_name(user_id: str) -> str | None:
     known = _NAMES.get(user_id)
-    if known is not None and known[0] > now:
-        return known[1]
-    email = (await conn.execute(sa.select(users.c.email).where(users.c.id == user_id))).scalar()
+    return known[1] if known is not None and known[0] > time.monotonic() else None
+
+
+def _name(user_id: str, email: str | None) -> str:
     name = f"cloud:{email or user_id}"
     if len(_NAMES) >= NAMES_MAX:
         _NAMES.clear()
-    _NAMES[user_id] = (now + NAMES_S, name)
+    _NAMES[user_id] = (time.monotonic() + NAMES_S, name)
     return name
+
+
+def _email(conn: Connection, user_id: str) -> str | None:
+    email: str | None = conn.execute(sa.select(users.c.email).where(users.c.id == user_id)).scalar()
+    return email
+
+
+async def _who(conn: AsyncConnection, user_id: str) -> str:
+    known = _known_name(user_id)
+    if known is not None:
+        return known
+    return _name(user_id, await conn.run_sync(_email, user_id))
+
+
+@dataclass(slots=True)
+class _Sending:
+    """A command request's transaction (`_queue_commands`): what it was given and what it
+    found and did."""
+
+    asker: _Request
+    requests: Sequence[CommandRequest]
+    by: str | None  # who, as both sides show it; None: read in the transaction
+    check_online: bool  # refuse unless a gateway of the hotel holds a bridge
+    sent_at: int | None  # the rows are written as sent at this time (this node sends them)
+    timeout_s: float
+    ttl_s: float
+    audit_detail: dict[str, Any]
+    asked: dict[str, Any] = field(default_factory=dict)  # per id: earlier row or new item
+    queued: list[Item] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # stored already
+
+
+def _queue_commands(conn: Connection, sending: _Sending) -> _Sending:
+    """The downlink rows of the requests that are new and their audit entry, in the
+    caller's transaction; the earlier rows and results of their ids read in it too."""
+    hotel_id = sending.asker.hotel.hotel_id
+    if sending.check_online and conn.execute(_linked(hotel_id)).first() is None:
+        raise GatewayOffline(
+            "the hotel's gateway is not connected; send again with mode=queue to have"
+            " the command delivered when it reconnects (before its expiry)"
+        )
+    if sending.by is None:
+        sending.by = _name(sending.asker.user_id, _email(conn, sending.asker.user_id))
+    ids = [r.command_id for r in sending.requests]
+    earlier = {
+        row.item_id: row
+        for row in conn.execute(
+            sa.select(downlink).where(downlink.c.hotel_id == hotel_id, downlink.c.item_id.in_(ids))
+        )
+    }
+    rows = []
+    for request in sending.requests:
+        before = earlier.get(request.command_id)
+        sending.asked[request.command_id] = before
+        if before is None:
+            body = {
+                "name": request.name,
+                "params": dict(request.params),
+                "by": sending.by,
+                "timeout_ms": int(sending.timeout_s * 1000),
+            }
+            kind, device = ItemKind.COMMAND, request.device_id
+            item = sending.asker.item(request.command_id, kind, device, body, ttl_s=sending.ttl_s)
+            rows.append(item.row(sending.sent_at))
+            sending.queued.append(item)
+            sending.asked[request.command_id] = item
+        elif (
+            before.kind,
+            before.device_id,
+            before.body.get("name"),
+            before.body.get("params"),
+        ) != (
+            ItemKind.COMMAND.value,
+            request.device_id,
+            request.name,
+            dict(request.params),
+        ):
+            raise CommandIdReused(
+                f"command_id {request.command_id!r} was already used for another command"
+            )
+    if rows:
+        conn.execute(downlink.insert(), rows)
+    entry = sending.asker.entry(AuditAction.COMMAND_SENT, ("hotel", hotel_id))
+    inline(conn, audit.record)(detail=sending.audit_detail, **entry)
+    for start in range(0, len(ids), CHUNK):
+        found = conn.execute(
+            sa.select(*_RESULT).where(
+                command_results.c.hotel_id == hotel_id,
+                command_results.c.command_id.in_(ids[start : start + CHUNK]),
+            )
+        )
+        sending.results.update({row.command_id: dict(row._mapping) for row in found})
+    return sending
+
+
+CHUNK: Final = 500  # ids per IN (...) query
+_RESULT: Final = (
+    command_results.c.command_id,
+    command_results.c.status,
+    command_results.c.result,
+    command_results.c.error,
+    command_results.c.completed_at,
+)
 
 
 async def send_commands(
@@ -147,73 +262,38 @@ async def send_commands(
 ) -> list[CommandStatus]:
     """Queue the commands (or join earlier ones of the same id), announce them, and wait
     up to `wait_s` for their results (0: do not wait)."""
-    asker = _Request(hotel, user_id)
-    async with relay.store.write() as conn:
-        if not queue and not await online(relay, conn, hotel.hotel_id):
-            raise GatewayOffline(
-                "the hotel's gateway is not connected; send again with mode=queue to have"
-                " the command delivered when it reconnects (before its expiry)"
-            )
-        by = await _who(conn, user_id)
-        ids = [r.command_id for r in requests]
-        earlier = {
-            row.item_id: row
-            for row in await conn.execute(
-                sa.select(downlink).where(
-                    downlink.c.hotel_id == hotel.hotel_id, downlink.c.item_id.in_(ids)
-                )
-            )
-        }
-        asked: dict[str, Any] = {}
-        for request in requests:
-            before = earlier.get(request.command_id)
-            asked[request.command_id] = before
-            if before is None:
-                body = {
-                    "name": request.name,
-                    "params": dict(request.params),
-                    "by": by,
-                    "timeout_ms": int(timeout_s * 1000),
-                }
-                kind, device = ItemKind.COMMAND, request.device_id
-                item = asker.item(request.command_id, kind, device, body, ttl_s=ttl_s)
-                await relay.downlink.queue(conn, item)
-                asked[request.command_id] = item
-            elif (
-                before.kind,
-                before.device_id,
-                before.body.get("name"),
-                before.body.get("params"),
-            ) != (
-                ItemKind.COMMAND.value,
-                request.device_id,
-                request.name,
-                dict(request.params),
-            ):
-                raise CommandIdReused(
-                    f"command_id {request.command_id!r} was already used for another command"
-                )
-        await asker.record(
-            conn,
-            AuditAction.COMMAND_SENT,
-            ("hotel", hotel.hotel_id),
-            {
-                "commands": [
-                    {"command_id": r.command_id, "device_id": r.device_id, "name": r.name}
-                    for r in requests[:100]
-                ],
-                "count": len(requests),
-                "fleet_id": fleet_id,
-                "mode": "queue" if queue else "wait",
-            },
-        )
-    await relay.downlink.nudge(hotel.hotel_id, [a for a in asked.values() if isinstance(a, Item)])
+    held = relay.downlink.holds(hotel.hotel_id)
+    sending = _Sending(
+        asker=_Request(hotel, user_id),
+        requests=requests,
+        by=_known_name(user_id),
+        check_online=not queue and not held,
+        # This node holds the bridge and sends them the moment they are committed:
+        # written as sent, they need no second write (downlink.nudge undoes it if the
+        # send fails; a bridge that opens sends again whatever is not done).
+        sent_at=now_ms() if held else None,
+        timeout_s=timeout_s,
+        ttl_s=ttl_s,
+        audit_detail={
+            "commands": [
+                {"command_id": r.command_id, "device_id": r.device_id, "name": r.name}
+                for r in requests[:100]
+            ],
+            "count": len(requests),
+            "fleet_id": fleet_id,
+            "mode": "queue" if queue else "wait",
+        },
+    )
+    await relay.store.run(_queue_commands, sending)
+    await relay.downlink.nudge(hotel.hotel_id, sending.queued, sent=held)
+    ids = [r.command_id for r in requests]
     if wait_s <= 0:
         return await command_statuses(relay, hotel.hotel_id, ids)
     # Built from what is in hand: the requests as queued and the results the wait
     # brought, without reading them back.
-    results = await relay.downlink.wait(hotel.hotel_id, ids, wait_s)
+    results = await relay.downlink.wait(hotel.hotel_id, ids, wait_s, known=sending.results)
     now = now_ms()
+    asked = sending.asked
     return [_status(asked[r.command_id], results.get(r.command_id), now) for r in requests]
 
 

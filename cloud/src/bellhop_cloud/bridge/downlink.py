@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -79,7 +79,9 @@ class Item:
     requested_at: int
     expires_at: int
 
-    def row(self) -> dict[str, Any]:
+    def row(self, sent_at: int | None = None) -> dict[str, Any]:
+        """Its downlink row: queued, or already sent at `sent_at` (by the node that queued
+        it and holds the hotel's bridge, which sends it as soon as it is committed)."""
         return {
             "hotel_id": self.hotel_id,
             "item_id": self.item_id,
@@ -89,9 +91,9 @@ class Item:
             "requested_by": self.requested_by,
             "requested_at": self.requested_at,
             "expires_at": self.expires_at,
-            "state": ItemState.QUEUED.value,
-            "sent_at": None,
-            "sends": 0,
+            "state": ItemState.QUEUED.value if sent_at is None else ItemState.SENT.value,
+            "sent_at": sent_at,
+            "sends": 0 if sent_at is None else 1,
         }
 
 
@@ -144,7 +146,7 @@ class Downlink:
         self._store = store
         self._bus = bus
         self._sender: Sender | None = None
-        self._held: Callable[[], Iterable[str]] = frozenset
+        self._held: Callable[[], Collection[str]] = frozenset
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
         # Results this node stored lately, for its own waiters: no read after the wake-up.
@@ -156,7 +158,7 @@ class Downlink:
         bus.on(RESULTS, self._result_heard)
 
     # -- wiring ---------------------------------------------------------------------
-    def attach(self, sender: Sender, held: Callable[[], Iterable[str]]) -> None:
+    def attach(self, sender: Sender, held: Callable[[], Collection[str]]) -> None:
         """The bridge endpoint of this node: how to send, and which hotels it holds."""
         self._sender, self._held = sender, held
 
@@ -176,23 +178,27 @@ class Downlink:
         """Add `item` in the caller's transaction (with its audit entry)."""
         await conn.execute(downlink.insert().values(**item.row()))
 
-    async def nudge(self, hotel_id: str, items: Sequence[Item] = ()) -> None:
+    async def nudge(self, hotel_id: str, items: Sequence[Item] = (), *, sent: bool = False) -> None:
         """Something is queued for `hotel_id`: whichever node holds its bridge sends it.
 
         When this node holds it, `items` (just committed) go at once, without being
-        read back; a hotel whose bridge is elsewhere is nudged on the bus.
+        read back; `sent`: their rows were written as sent already (`Item.row`), so
+        they are not marked again unless sending fails. A hotel whose bridge is
+        elsewhere is nudged on the bus.
         """
         if items and self.holds(hotel_id):
-            await self.deliver(hotel_id, items=items)
+            await self.deliver(hotel_id, items=items, marked=sent)
             return
+        if sent:  # written as sent by a node that no longer holds the bridge
+            await self._unsent(hotel_id, items)
         await self._bus.publish(NUDGES, hotel_id)
 
     def holds(self, hotel_id: str) -> bool:
         """Whether this node holds an open bridge of the hotel now."""
-        return hotel_id in set(self._held())
+        return hotel_id in self._held()
 
     def _nudged(self, hotel_id: str) -> None:
-        if hotel_id in set(self._held()):
+        if hotel_id in self._held():
             self._spawn(self.deliver(hotel_id))
 
     def opened(self, hotel_id: str) -> None:
@@ -206,22 +212,30 @@ class Downlink:
 
     # -- sending --------------------------------------------------------------------
     async def deliver(
-        self, hotel_id: str, *, resend: bool = False, items: Sequence[Item] = ()
+        self,
+        hotel_id: str,
+        *,
+        resend: bool = False,
+        items: Sequence[Item] = (),
+        marked: bool = False,
     ) -> int:
         """Send what is queued for `hotel_id` (with `resend`, what was sent and not done
-        too) if this node holds its bridge; returns how many items were sent."""
+        too) if this node holds its bridge; returns how many items were sent. `items`:
+        these instead of what the database holds (`marked`: their rows say sent)."""
         if self._sender is None:
             return 0
         # One delivery per hotel at a time, so items leave in the order they were queued.
         lock = self._locks.setdefault(hotel_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._deliver(hotel_id, resend, items)
+                return await self._deliver(hotel_id, resend, items, marked)
         except Exception:  # the sweep tries again; a nudge must not kill the node's loop
             log.exception("downlink: could not deliver to hotel %s", hotel_id)
             return 0
 
-    async def _deliver(self, hotel_id: str, resend: bool, items: Sequence[Item]) -> int:
+    async def _deliver(
+        self, hotel_id: str, resend: bool, items: Sequence[Item], marked: bool
+    ) -> int:
         assert self._sender is not None
         now = now_ms()
         states = OUTSTANDING if resend else (ItemState.QUEUED.value,)
@@ -243,7 +257,12 @@ class Downlink:
         if not rows:
             return 0
         if not await self._sender(hotel_id, [frame_of(row) for row in rows]):
+            if marked:
+                await self._unsent(hotel_id, items)
             return 0
+        self.sent += len(rows)
+        if marked:
+            return len(rows)
         async with self._store.write() as conn:
             await conn.execute(
                 downlink.update()
@@ -254,8 +273,22 @@ class Downlink:
                 )
                 .values(state=ItemState.SENT.value, sent_at=now, sends=downlink.c.sends + 1)
             )
-        self.sent += len(rows)
         return len(rows)
+
+    async def _unsent(self, hotel_id: str, items: Sequence[Item]) -> None:
+        """Items written as sent did not go (the bridge closed meanwhile): queued again, so
+        that the sweep sends them too, not only the next bridge's opening."""
+        async with self._store.write() as conn:
+            await conn.execute(
+                downlink.update()
+                .where(
+                    downlink.c.hotel_id == hotel_id,
+                    downlink.c.item_id.in_([item.item_id for item in items]),
+                    downlink.c.state == ItemState.SENT.value,
+                    downlink.c.sends == 1,
+                )
+                .values(state=ItemState.QUEUED.value, sent_at=None, sends=0)
+            )
 
     async def _sweep(self) -> None:
         """Expire what ran out of time; send what no nudge announced (a lost nudge, a
@@ -294,8 +327,7 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        async with self._store.write() as conn:
-            await sync.results(conn, plan)
+        await self._store.run(sync.results, plan)
         await self.finished(hotel_id, list(plan.commands), plan.commands)
 
     async def finished(
@@ -319,6 +351,12 @@ class Downlink:
         for command_id in command_ids:
             await self._bus.publish(RESULTS, f"{hotel_id} {command_id}")
 
+    def stored(self, hotel_id: str) -> Callable[[str], Mapping[str, Any] | None]:
+        """The result of a command of `hotel_id` as this node stored it lately, by id
+        (sync.apply_batch; called from the store's thread: one dict lookup)."""
+        fresh = self._fresh
+        return lambda command_id: fresh.get((hotel_id, command_id))
+
     def _result_heard(self, message: str) -> None:
         hotel_id, _, command_id = message.partition(" ")
         self._wake(hotel_id, [command_id])
@@ -329,20 +367,28 @@ class Downlink:
                 event.set()
 
     async def wait(
-        self, hotel_id: str, command_ids: Sequence[str], timeout_s: float
+        self,
+        hotel_id: str,
+        command_ids: Sequence[str],
+        timeout_s: float,
+        known: Mapping[str, dict[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """The commands' results (status, result, error, completed_at) as they are stored,
         once every one has one or `timeout_s` has passed. However many commands (a fleet),
-        one query a wake-up at most (in chunks of ids), none for results this node stored."""
+        one query a wake-up at most (in chunks of ids), none for results this node stored.
+        `known`: the results stored before the wait (read in the transaction that queued
+        the commands), instead of a first look at the database."""
         keys = [(hotel_id, c) for c in command_ids]
         event = asyncio.Event()
         for key in keys:
             self._waiters.setdefault(key, set()).add(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        left = set(command_ids)
         found: dict[str, dict[str, Any]] = {}
-        first = True
+        if known is not None:
+            found.update((c, dict(known[c])) for c in command_ids if c in known)
+        left = set(command_ids) - found.keys()
+        first = known is None
         try:
             while True:
                 event.clear()

@@ -1,21 +1,25 @@
 """The relay's database side of the bridge: applying plans, and the lanes they move.
 
-Every function runs inside the caller's transaction (`store.write()`), so a
-batch's rows and its lanes' new positions are committed together: an event
-is applied once however often the edge sends it (`bellhop_bridge.Dedup`
-against `last_applied`, read under the row's lock).
+Every function runs inside the caller's transaction, on a synchronous
+connection (`store.run(apply_batch, ...)`: on SQLite one hop to the store's
+thread for the whole batch), so a batch's rows and its lanes' new positions are
+committed together: an event is applied once however often the edge sends it
+(`bellhop_bridge.Dedup` against `last_applied`, read under the row's lock).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
+from bellhop_bridge import Dedup
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.bridge.plan import Plan, valid_id
@@ -31,14 +35,17 @@ from bellhop_cloud.db.schema import (
     hotels,
     sync_gaps,
 )
+from bellhop_cloud.db.store import inline
 from bellhop_cloud.hotels import Room, upsert_rooms
 
 __all__ = [
     "BULK",
     "PRIORITY",
+    "Applied",
     "answered",
     "answered_ids",
     "apply",
+    "apply_batch",
     "apply_snapshot",
     "lanes",
     "results",
@@ -47,7 +54,7 @@ __all__ = [
 BULK, PRIORITY = int(bridge_pb2.LANE_BULK), int(bridge_pb2.LANE_PRIORITY)
 
 
-def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
+def _insert(conn: Connection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
@@ -57,10 +64,10 @@ def _at(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-async def lanes(conn: AsyncConnection, gateway_id: str) -> dict[int, int] | None:
+def lanes(conn: Connection, gateway_id: str) -> dict[int, int] | None:
     """Each lane's last applied sequence, the row locked until the transaction ends."""
     row = (
-        await conn.execute(
+        conn.execute(
             sa.select(gateway_links.c.last_bulk_seq, gateway_links.c.last_priority_seq)
             .where(gateway_links.c.gateway_id == gateway_id)
             .with_for_update()
@@ -69,12 +76,61 @@ async def lanes(conn: AsyncConnection, gateway_id: str) -> dict[int, int] | None
     return None if row is None else {BULK: int(row[0]), PRIORITY: int(row[1])}
 
 
-async def apply(
-    conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime, *, seen: bool = True
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What `apply_batch` did."""
+
+    plan: Plan
+    highest: dict[int, int]  # each lane's highest sequence in the batch: what to acknowledge
+    answered: list[str]  # the downlink items it answered (answered_ids), repeats left out
+
+
+# A command's result this node stored already from the gateway's direct answer, by id.
+Stored = Callable[[str], Mapping[str, Any] | None]
+
+
+def apply_batch(
+    conn: Connection,
+    gateway_id: str,
+    hotel_id: str,
+    events: Iterable[bridge_pb2.OutboxEvent],
+    now: datetime,
+    *,
+    seen: bool,
+    stored: Stored | None = None,
+) -> Applied:
+    """A batch of the gateway's outbox, the whole of it in the caller's transaction: the
+    lanes read under the row's lock, the new events planned and applied, the lanes moved.
+
+    `stored`: a command's result arrives twice, first as the gateway's direct answer
+    (stored then, by `results`) and then in the outbox; a result the same as the one
+    `stored` names is not written a second time, nor its downlink row marked done again
+    (it still is in the plan, for the live events).
+    """
+    dedup = Dedup(dict(lanes(conn, gateway_id) or {}))
+    plan = Plan.of(dedup.fresh(events), hotel_id)
+    repeats = frozenset(
+        command_id
+        for command_id, row in plan.commands.items()
+        if stored is not None and stored(command_id) == row
+    )
+    apply(conn, gateway_id, plan, now, seen=seen, repeats=repeats)
+    return Applied(plan, dict(dedup.highest), answered_ids(plan, repeats))
+
+
+def apply(
+    conn: Connection,
+    gateway_id: str,
+    plan: Plan,
+    now: datetime,
+    *,
+    seen: bool = True,
+    repeats: frozenset[str] = frozenset(),
 ) -> None:
     """Write the plan's rows and move the lanes forward, in the caller's transaction.
 
     `seen`: also move the gateway's and hotel's `last_seen` (the caller throttles it).
+    `repeats`: command results already stored as they are in the plan (apply_batch).
     """
     link = {
         "gateway_id": gateway_id,
@@ -86,21 +142,21 @@ async def apply(
     }
     if conn.dialect.name == "postgresql":
         # The points, the device events and the link row in one statement.
-        await conn.execute(_HISTORY_POSTGRES, {**link, **_columns(plan)})
-        await _gaps(conn, gateway_id, plan, now)
-        await _current(conn, plan, now)
+        conn.execute(_HISTORY_POSTGRES, {**link, **_columns(plan)})
+        _gaps(conn, gateway_id, plan, now)
+        _current(conn, plan, now, repeats)
     else:
-        await _history_sqlite(conn, plan)
-        await _gaps(conn, gateway_id, plan, now)
-        await _current(conn, plan, now)
-        await conn.execute(_LINK_SQLITE, link)
+        _history_sqlite(conn, plan)
+        _gaps(conn, gateway_id, plan, now)
+        _current(conn, plan, now, repeats)
+        conn.execute(_LINK_SQLITE, link)
     if seen:
-        await _seen(conn, gateway_id, plan.hotel_id, now)
+        _seen(conn, gateway_id, plan.hotel_id, now)
 
 
-async def _gaps(conn: AsyncConnection, gateway_id: str, plan: Plan, now: datetime) -> None:
+def _gaps(conn: Connection, gateway_id: str, plan: Plan, now: datetime) -> None:
     if plan.gaps:
-        await conn.execute(
+        conn.execute(
             sync_gaps.insert(),
             [
                 {"hotel_id": plan.hotel_id, "gateway_id": gateway_id, "received_at": now, **g}
@@ -186,72 +242,73 @@ def _columns(plan: Plan) -> dict[str, Any]:
     }
 
 
-async def _history_sqlite(conn: AsyncConnection, plan: Plan) -> None:
+def _history_sqlite(conn: Connection, plan: Plan) -> None:
     if plan.telemetry:
-        await conn.exec_driver_sql(_POINTS_SQLITE, list(plan.telemetry.tuples()))
+        conn.exec_driver_sql(_POINTS_SQLITE, list(plan.telemetry.tuples()))
     if plan.events:
         rows = [
             (e["hotel_id"], e["device_id"], e["kind"], e["ts"], json.dumps(e["data"]))
             for e in plan.events
         ]
-        await conn.exec_driver_sql(_EVENTS_SQLITE, rows)
+        conn.exec_driver_sql(_EVENTS_SQLITE, rows)
 
 
-async def _current(conn: AsyncConnection, plan: Plan, now: datetime) -> None:
+def _current(
+    conn: Connection, plan: Plan, now: datetime, repeats: frozenset[str] = frozenset()
+) -> None:
     """What is kept as it is now: rooms, devices, state, alerts, command results."""
     hotel_id = plan.hotel_id
     if plan.rooms:
-        await upsert_rooms(
-            conn,
+        inline(conn, upsert_rooms)(
             hotel_id,
             [Room(k, v["name"], v["floor"], now) for k, v in plan.rooms.items()],
         )
     if plan.devices:
-        await _registry(conn, hotel_id, plan.devices)
+        _registry(conn, hotel_id, plan.devices)
     for table in (devices, desired_states) if plan.removed else ():
-        await conn.execute(
+        conn.execute(
             table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.in_(plan.removed))
         )
     if plan.states:
-        await _states(conn, hotel_id, plan.states)
+        _states(conn, hotel_id, plan.states)
     latest = (
         (desired_states, [desired_states.c.hotel_id, desired_states.c.device_id], plan.desired),
         (alerts, [alerts.c.hotel_id, alerts.c.alert_id], plan.alerts),
         (
             command_results,
             [command_results.c.hotel_id, command_results.c.command_id],
-            plan.commands,
+            {k: v for k, v in plan.commands.items() if k not in repeats},
         ),
     )
     for table, key, rows in latest:
         if rows:
-            await _replace(conn, table, key, list(rows.values()))
-    await answered(conn, plan)
+            _replace(conn, table, key, list(rows.values()))
+    answered(conn, plan, repeats)
 
 
-async def results(conn: AsyncConnection, plan: Plan) -> None:
+def results(conn: Connection, plan: Plan) -> None:
     """Store command results that came outside the outbox (a gateway's direct answer)."""
     key = [command_results.c.hotel_id, command_results.c.command_id]
     if plan.commands:
-        await _replace(conn, command_results, key, list(plan.commands.values()))
-    await answered(conn, plan)
+        _replace(conn, command_results, key, list(plan.commands.values()))
+    answered(conn, plan)
 
 
-async def answered(conn: AsyncConnection, plan: Plan) -> None:
+def answered(conn: Connection, plan: Plan, repeats: frozenset[str] = frozenset()) -> None:
     """What the relay sent down is done once the edge's answer is stored (answered_ids)."""
-    done = answered_ids(plan)
+    done = answered_ids(plan, repeats)
     if done:
-        await conn.execute(
+        conn.execute(
             downlink.update()
             .where(downlink.c.hotel_id == plan.hotel_id, downlink.c.item_id.in_(done))
             .values(state="done")
         )
 
 
-def answered_ids(plan: Plan) -> list[str]:
+def answered_ids(plan: Plan, repeats: frozenset[str] = frozenset()) -> list[str]:
     """The downlink items a batch answers: a command's result, an alert acknowledged (or
-    cleared) on the edge, a desired change merged."""
-    done = list(plan.commands)
+    cleared) on the edge, a desired change merged (`repeats`: results answered before)."""
+    done = [command_id for command_id in plan.commands if command_id not in repeats]
     done += [
         f"ack:{alert_id}"
         for alert_id, row in plan.alerts.items()
@@ -261,10 +318,10 @@ def answered_ids(plan: Plan) -> list[str]:
     return done
 
 
-async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: datetime) -> None:
+def _seen(conn: Connection, gateway_id: str, hotel_id: str, now: datetime) -> None:
     """The hotel and its gateway were heard from now (`last_seen` of the REST API)."""
-    await conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
-    await conn.execute(
+    conn.execute(gateways.update().where(gateways.c.id == gateway_id).values(last_seen=now))
+    conn.execute(
         hotels.update()
         .where(
             hotels.c.id == hotel_id, sa.or_(hotels.c.last_seen.is_(None), hotels.c.last_seen < now)
@@ -273,9 +330,7 @@ async def _seen(conn: AsyncConnection, gateway_id: str, hotel_id: str, now: date
     )
 
 
-async def _registry(
-    conn: AsyncConnection, hotel_id: str, items: Mapping[str, Mapping[str, Any]]
-) -> None:
+def _registry(conn: Connection, hotel_id: str, items: Mapping[str, Mapping[str, Any]]) -> None:
     """Registry changes: kind, room, firmware, connectivity; the state is left alone."""
     rows = [
         {
@@ -298,11 +353,11 @@ async def _registry(
             for name in ("room_id", "kind", "firmware", "online", "last_seen")
         },
     )
-    await conn.execute(statement, rows)
+    conn.execute(statement, rows)
 
 
-async def _states(
-    conn: AsyncConnection, hotel_id: str, states: Mapping[str, tuple[dict[str, Any], int]]
+def _states(
+    conn: Connection, hotel_id: str, states: Mapping[str, tuple[dict[str, Any], int]]
 ) -> None:
     """Each device's latest reported state, one statement for the batch (a statement per
     device cost as much as a few hundred points)."""
@@ -322,25 +377,31 @@ async def _states(
         index_elements=[devices.c.hotel_id, devices.c.device_id],
         set_={"state": statement.excluded.state},
     )
-    await conn.execute(statement, rows)
+    conn.execute(statement, rows)
 
 
-async def _replace(
-    conn: AsyncConnection, table: sa.Table, key: list[sa.Column[Any]], rows: list[dict[str, Any]]
+def _replace(
+    conn: Connection, table: sa.Table, key: list[sa.Column[Any]], rows: list[dict[str, Any]]
 ) -> None:
     statement = _insert(conn, table)
     names = [c.name for c in table.columns if c.name not in {k.name for k in key}]
     statement = statement.on_conflict_do_update(
         index_elements=key, set_={name: statement.excluded[name] for name in names}
     )
-    await conn.execute(statement, rows)
+    conn.execute(statement, rows)
 
 
 async def apply_snapshot(
     conn: AsyncConnection, gateway_id: str, hotel_id: str, snapshot: bridge_pb2.Snapshot
 ) -> Plan:
     """A full picture from the edge: the relay's rooms, devices, state and open alerts
-    become exactly the edge's."""
+    become exactly the edge's, in the caller's transaction (rare: statement by statement)."""
+    return await conn.run_sync(_apply_snapshot, gateway_id, hotel_id, snapshot)
+
+
+def _apply_snapshot(
+    conn: Connection, gateway_id: str, hotel_id: str, snapshot: bridge_pb2.Snapshot
+) -> Plan:
     events: list[bridge_pb2.OutboxEvent] = []
     for room in snapshot.rooms:
         events.append(bridge_pb2.OutboxEvent(room=room))
@@ -360,11 +421,11 @@ async def apply_snapshot(
     kept = {d.device_id for d in snapshot.devices if valid_id(d.device_id)}
     still_open = {a.alert_id for a in snapshot.alerts if valid_id(a.alert_id)}
     for table in (devices, desired_states):
-        await conn.execute(
+        conn.execute(
             table.delete().where(table.c.hotel_id == hotel_id, table.c.device_id.not_in(kept))
         )
     # Alerts the relay holds open that the edge no longer does ended meanwhile.
-    await conn.execute(
+    conn.execute(
         alerts.update()
         .where(
             alerts.c.hotel_id == hotel_id,
@@ -373,5 +434,5 @@ async def apply_snapshot(
         )
         .values(state="cleared", cleared_at=int(now.timestamp() * 1000))
     )
-    await apply(conn, gateway_id, plan, now)
+    apply(conn, gateway_id, plan, now)
     return plan

@@ -1,16 +1,31 @@
-"""The relay's database: one async engine, short transactions, SQLite or PostgreSQL."""
+"""The relay's database: one async engine, short transactions, SQLite or PostgreSQL.
+
+    async with store.read() as conn: ...          # queries
+    async with store.write() as conn: ...         # one transaction, statement by statement
+    value = await store.run(fn, *args)            # one transaction: fn(connection, *args)
+
+`run` is for the hot paths (a remote command, a bridge batch). On SQLite each
+statement awaited through aiosqlite is two or three hops to its thread and back,
+and a remote command's transactions took ~60 of them; `run` executes the whole
+transaction in the store's own thread, one hop, on a synchronous connection of the
+same database. On PostgreSQL it runs `fn` in an ordinary transaction
+(`AsyncConnection.run_sync`): the same round trips as statement by statement.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -28,17 +43,41 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-class Store:
-    """Owns the engine. `read()` for queries, `write()` for one transaction.
+T = TypeVar("T")
+P = ParamSpec("P")
 
-    SQLite allows one writer at a time; writes are serialised in-process so
-    that they queue instead of failing with "database is locked".
+
+class Store:
+    """Owns the engine. `read()` for queries, `write()` and `run()` for one transaction.
+
+    SQLite allows one writer at a time; writes (both kinds) are serialised
+    in-process so that they queue instead of failing with "database is locked".
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeout_s: float = 5.0) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # PostgreSQL reads in autocommit: a read is its statements' round trips alone,
+        # without a BEGIN before and a ROLLBACK when the connection goes back to the
+        # pool. A read sees what each statement sees under READ COMMITTED either way.
+        self._reads = (
+            engine if self.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self._sync: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        if self.is_sqlite:
+            # `run`'s connection: the same file through the plain driver, used by one
+            # thread only, with the same settings as the async engine's.
+            self._sync = sa.create_engine(
+                engine.url.set(drivername="sqlite"),
+                pool_size=1,
+                max_overflow=0,
+                connect_args={"timeout": timeout_s, "check_same_thread": False},
+                hide_parameters=True,
+            )
+            event.listen(self._sync, "connect", _sqlite_pragmas)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-store")
 
     @classmethod
     def open(cls, config: RelayConfig) -> Store:
@@ -53,23 +92,23 @@ class Store:
                 hide_parameters=True,
             )
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
-            # Connecting and every statement are bounded, so a stuck database
-            # becomes an error instead of a request that never ends.
-            connect_args: dict[str, Any] = {
-                "timeout": config.db_timeout_s,
-                "command_timeout": config.db_timeout_s,
-            }
-            if config.database_schema:
-                connect_args["server_settings"] = {"search_path": config.database_schema}
-            engine = create_async_engine(
-                config.database_url,
-                pool_size=config.db_pool_size,
-                max_overflow=config.db_pool_size,
-                pool_timeout=config.db_timeout_s,
-                connect_args=connect_args,
-                hide_parameters=True,
-            )
+            return cls(engine, timeout_s=config.db_timeout_s)
+        # Connecting and every statement are bounded, so a stuck database
+        # becomes an error instead of a request that never ends.
+        connect_args: dict[str, Any] = {
+            "timeout": config.db_timeout_s,
+            "command_timeout": config.db_timeout_s,
+        }
+        if config.database_schema:
+            connect_args["server_settings"] = {"search_path": config.database_schema}
+        engine = create_async_engine(
+            config.database_url,
+            pool_size=config.db_pool_size,
+            max_overflow=config.db_pool_size,
+            pool_timeout=config.db_timeout_s,
+            connect_args=connect_args,
+            hide_parameters=True,
+        )
         return cls(engine)
 
     async def migrate(self) -> None:
@@ -77,7 +116,8 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as connection:
+        """A connection for queries (autocommit on PostgreSQL: never write through it)."""
+        async with self._reads.connect() as connection:
             yield connection
 
     @contextlib.asynccontextmanager
@@ -90,6 +130,35 @@ class Store:
         async with self._write_lock, self.engine.begin() as connection:
             yield connection
 
+    async def run(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(connection, *args, **kwargs)` in one transaction, committed when it returns
+        (rolled back if it raises); its value is returned. `fn` runs in the store's
+        thread on SQLite: it must not touch the event loop's objects (see `inline` for
+        the async helpers of other modules that only execute statements)."""
+        if self._thread is None:
+            async with self.engine.begin() as connection:
+                return await connection.run_sync(fn, *args, **kwargs)
+        assert self._write_lock is not None
+        work = functools.partial(self._transaction, fn, *args, **kwargs)
+        async with self._write_lock:
+            done = asyncio.get_running_loop().run_in_executor(self._thread, work)
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                # The thread finishes the transaction whatever happens here: the next
+                # writer waits for its end rather than for the database's lock.
+                await asyncio.wait([done])
+                raise
+
+    def _transaction(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as connection:
+            return fn(connection, *args, **kwargs)
+
     async def ping(self, within_s: float) -> None:
         """Raise StoreUnavailable unless the database answers within `within_s` seconds."""
         try:
@@ -99,7 +168,43 @@ class Store:
             raise StoreUnavailable(f"database did not answer: {type(exc).__name__}") from exc
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        try:
+            await self.engine.dispose()
+        finally:
+            if self._thread is not None and self._sync is not None:
+                await asyncio.get_running_loop().run_in_executor(self._thread, self._sync.dispose)
+                self._thread.shutdown(wait=False)
+
+
+class _Inline:
+    """A synchronous connection in the clothes of an `AsyncConnection`, for `inline`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._connection.execute(statement, parameters)
+
+
+def inline(
+    connection: Connection,
+    helper: Callable[Concatenate[AsyncConnection, P], Coroutine[Any, Any, T]],
+) -> Callable[P, T]:
+    """`helper` (an async function of another module that only executes statements on the
+    connection it is given, e.g. `audit.record`) run on `connection` inside `Store.run`:
+    its coroutine never waits for anything there, so it completes in one step."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        coroutine = helper(cast("AsyncConnection", _Inline(connection)), *args, **kwargs)
+        try:
+            coroutine.send(None)
+        except StopIteration as stop:
+            return cast("T", stop.value)
+        coroutine.close()
+        raise RuntimeError(f"{helper.__qualname__} waited for something: not a statement")
+
+    return call
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
