@@ -27,10 +27,13 @@ alike) and the relay's bare REST round trip (`GET /healthz` on the one-node rela
 (`cpu_ms_per_command`).
 
     .venv/bin/python bench/remote_command.py [--quick] [--commands N] [--trace]
+        [--profile DIR]
 
 `--trace` runs the relays and gateways through this file with marks at each step of a
 command and prints where the time goes, step by step, with each relay's trips to its
 database (the marks cost time too: quote the figures of a run without it).
+`--profile DIR` runs them through this file under cProfile and prints each one's busiest
+functions (the statistics stay in DIR, one file per process).
 
 Prints one JSON object as its last line: remote_p50_ms, remote_p99_ms, lan_p50_ms,
 ratio (remote p50 / LAN p50), remote_2node_p50_ms, ratio_2node (two-node p50 /
@@ -130,6 +133,7 @@ class Relay:
     workdir: Path
     settings: dict[str, str]
     trace: Path | None = None  # where --trace's marks go
+    profile: Path | None = None  # where --profile's statistics go
     http_port: int = field(default_factory=free_port)
     bridge_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -157,9 +161,12 @@ class Relay:
         }
         env = child_env(**{f"BELLHOP_CLOUD_{k.upper()}": v for k, v in values.items()})
         command = [str(ROOT / ".venv/bin/bellhop"), "cloud", "run"]
-        if self.trace is not None:
+        if self.trace is not None or self.profile is not None:
             command = [sys.executable, __file__, "--serve", "relay", *command[1:]]
+        if self.trace is not None:
             env[TRACE_ENV] = str(self.trace / f"{self.name}.marks")
+        if self.profile is not None:
+            env[PROFILE_ENV] = str(self.profile / f"{self.name}.prof")
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
@@ -250,6 +257,7 @@ class Site:
     devices: dict[str, Credentials] = field(default_factory=dict)
     token: str = ""
     trace: Path | None = None
+    profile: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -288,9 +296,12 @@ class Site:
     def start(self, config: Path) -> None:
         command = [str(ROOT / ".venv/bin/bellhop"), "edge", "run", "--config", str(config)]
         env = child_env()
-        if self.trace is not None:
+        if self.trace is not None or self.profile is not None:
             command = [sys.executable, __file__, "--serve", "gateway", *command[1:]]
+        if self.trace is not None:
             env[TRACE_ENV] = str(self.trace / f"gateway-{self.label}.marks")
+        if self.profile is not None:
+            env[PROFILE_ENV] = str(self.profile / f"gateway-{self.label}.prof")
         with (self.workdir / "gateway.log").open("ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -565,6 +576,7 @@ async def measure(paths: dict[str, CommandPath], sizes: Sizes, meter: CpuMeter) 
 # its answer belongs to it (or is work running beside it: the outbox's batches, sweeps).
 
 TRACE_ENV: Final = "BELLHOP_BENCH_TRACE"
+PROFILE_ENV: Final = "BELLHOP_BENCH_PROFILE"
 
 
 class Marks:
@@ -713,15 +725,34 @@ def trace_gateway(marks: Marks) -> None:
 
 
 def serve(role: str, argv: list[str]) -> int:
-    """A relay or gateway as `bellhop ...` runs it, with the marks of --trace."""
+    """A relay or gateway as `bellhop ...` runs it, with the marks of --trace and the
+    statistics of --profile (cProfile, of the process's main thread from its start)."""
     import atexit
 
     from bellhop_cli.main import main as cli
 
-    marks = Marks(Path(os.environ[TRACE_ENV]))
-    atexit.register(marks.flush)
-    (trace_relay if role == "relay" else trace_gateway)(marks)
+    if TRACE_ENV in os.environ:
+        marks = Marks(Path(os.environ[TRACE_ENV]))
+        atexit.register(marks.flush)
+        (trace_relay if role == "relay" else trace_gateway)(marks)
+    if PROFILE_ENV in os.environ:
+        import cProfile
+
+        profile = cProfile.Profile()
+        atexit.register(profile.dump_stats, os.environ[PROFILE_ENV])
+        atexit.register(profile.disable)  # atexit runs last registered first
+        profile.enable()
     return cli(argv)
+
+
+def profiled(directory: Path, top: int = 30) -> None:
+    """Each process's busiest functions (own time), from --profile's statistics."""
+    import pstats
+
+    for path in sorted(directory.glob("*.prof")):
+        print(f"\n  {path.stem}: the {top} functions with the most own time", file=sys.stderr)
+        stats = pstats.Stats(str(path), stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(top)
 
 
 def read_marks(path: Path, process: str) -> list[tuple[int, str]]:
@@ -940,7 +971,7 @@ def stop_devices(process: multiprocessing.process.BaseProcess) -> None:
     process.join(timeout=10)
 
 
-async def run(sizes: Sizes, trace: Path | None) -> Measured:
+async def run(sizes: Sizes, trace: Path | None, profile: Path | None) -> Measured:
     db_name, db_url = await create_database("bellhop_bench_remote")
     try:
         with contextlib.ExitStack() as stack:
@@ -948,7 +979,9 @@ async def run(sizes: Sizes, trace: Path | None) -> Measured:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bellhop-rc-")))
             # A broker per hotel, as on site (and a device's account is its id).
             mq_one, mq_two = stack.enter_context(broker()), stack.enter_context(broker())
-            measured = await measured_run(stack, workdir, db_url, (mq_one, mq_two), sizes, trace)
+            measured = await measured_run(
+                stack, workdir, db_url, (mq_one, mq_two), sizes, trace, profile
+            )
             stopping = time.monotonic()
         note(stopping, "every process stopped")
         return measured
@@ -963,6 +996,7 @@ async def measured_run(
     brokers: tuple[MosquittoBroker, MosquittoBroker],
     sizes: Sizes,
     trace: Path | None,
+    profile: Path | None,
 ) -> Measured:
     solo_db = f"sqlite:///{workdir / 'solo' / 'relay.db'}"
     solo = Relay("relay-solo", workdir / "solo", {"database_url": solo_db}, trace)
@@ -970,6 +1004,7 @@ async def measured_run(
     node_a = Relay("relay-a", workdir / "pair", {**shared, "node_id": "relay-a"}, trace)
     node_b = Relay("relay-b", workdir / "pair", {**shared, "node_id": "relay-b"}, trace)
     for relay in (solo, node_a, node_b):
+        relay.profile = profile
         relay.workdir.mkdir(exist_ok=True)
     stack.callback(stop, solo, node_a, node_b)
     began = time.monotonic()
@@ -985,7 +1020,7 @@ async def measured_run(
     two = Site("two-node", two_owner, workdir / "site-2", brokers[1])
     stack.callback(stop, one, two)
     for site, holder in ((one, solo), (two, node_a)):
-        site.trace = trace
+        site.trace, site.profile = trace, profile
         site.workdir.mkdir()
         config = site.configure()
         await enrol_gateway(holder, site.hotel, site.data_dir)  # its bridge goes to `holder`
@@ -1151,6 +1186,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 commands per path (< 60 s)")
     parser.add_argument("--commands", type=int, help="commands per path (default 2,000)")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        help="run each relay and gateway under cProfile, its statistics written to this"
+        " directory (<process>.prof) and the busiest functions printed; costs time too",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="mark each step of a command in every process and say where the time goes"
@@ -1164,10 +1205,14 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="bellhop-rc-trace-") as tmp:
         trace = Path(tmp) if args.trace else None
-        measured = asyncio.run(run(sizes, trace))
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        measured = asyncio.run(run(sizes, trace, args.profile))
         result = figures(measured, sizes)
         if trace is not None:
             result["trace"] = traced(measured, trace)
+        if args.profile is not None:
+            profiled(args.profile)
     report(result)
 
 
