@@ -19,6 +19,7 @@ COMPONENTS = (
     ("bellhop_edge.cli", "edge, devices"),
     ("bellhop_devices.cli", "sim"),
     ("bellhop_cloud.cli", "cloud"),
+    ("bellhop_cli.ctl", "ctl"),
 )
 
 
