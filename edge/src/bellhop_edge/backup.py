@@ -173,16 +173,15 @@ def database_in_use(path: Path) -> bool:
 
 
 def _data_files(data_dir: Path) -> Iterator[Path]:
-    """Every file of the gateway's state under `data_dir`, databases first, by name."""
+    """Every file of the gateway's state under `data_dir`, databases last, by name."""
     found = sorted(p for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink())
     databases = [p for p in found if is_sqlite(p)]
     companions = {Path(f"{db}{suffix}") for db in databases for suffix in _COMPANIONS}
-    # Databases first: a file copied after them (the sent mark) is never older than
-    # the store it describes, which is the side a restore can tell (docs/bridge.md).
+    skipped = companions.union(databases)
+    yield from (p for p in found if p not in skipped and not _SCRATCH.match(p.name))
+    # The sent mark before the store: never above the store's newest sequence, so the
+    # restored gateway lets the relay's Welcome say what it lost (docs/bridge.md).
     yield from databases
-    for path in found:
-        if path not in companions and not _SCRATCH.match(path.name) and path not in databases:
-            yield path
 
 
 def _copy_database(source: Path, target: Path) -> None:
