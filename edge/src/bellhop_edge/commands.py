@@ -61,6 +61,17 @@ class CommandService:
     def in_flight(self) -> int:
         return self._book.in_flight
 
+    def lookup(self, command_id: str) -> CommandRecord | None:
+        """The latest record of a command, whichever path sent it; None if never seen.
+
+        The book's first: it is current the moment a result arrives, before the
+        store has committed it; the store's for ids the book forgot (older ones,
+        and those from before a restart).
+        """
+        if self._book.known(command_id):
+            return self._book.record(command_id)
+        return self._load(command_id)
+
     async def execute(self, request: CommandRequest, *, timeout: float) -> CommandRecord:
         """Send (at most once) and wait for the ack up to `timeout` seconds."""
         command_payload(request)  # refused here if the device protocol would refuse it

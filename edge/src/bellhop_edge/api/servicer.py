@@ -4,6 +4,12 @@ Handlers check the caller's role (set by `interceptor`), check and translate
 the request (`validate`: every field, before the gateway sees it), call the
 backend (the `Gateway`, seen through `LanBackend`) and translate the answer
 back. They raise `EdgeError`s; the interceptor turns them into status codes.
+
+Read your writes: a call answered is visible to every later call. Writes
+change the in-memory model at once and reach SQLite behind (the store
+writer batches them), so reads come from memory (devices, desired state,
+the command book, the alert book) or, when they read SQLite (alert lists,
+telemetry history), first wait for the writes submitted before them.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any, Final, Protocol
 
+from bellhop.common.v1 import common_pb2
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 
 from bellhop_edge import convert
@@ -20,7 +27,9 @@ from bellhop_edge.api.interceptor import principal
 from bellhop_edge.auth import Role
 from bellhop_edge.bus import EventBus, Lagging
 from bellhop_edge.clock import now_ms
+from bellhop_edge.commands import CommandService
 from bellhop_edge.config import EdgeConfig
+from bellhop_edge.core.alerts import AckOutcome, ack_outcome
 from bellhop_edge.core.commands import (
     CommandRecord,
     CommandRequest,
@@ -29,6 +38,7 @@ from bellhop_edge.core.commands import (
     new_command_id,
 )
 from bellhop_edge.core.hotel import Hotel
+from bellhop_edge.core.ingest import Ingest
 from bellhop_edge.core.model import (
     Alert,
     AlertState,
@@ -37,18 +47,23 @@ from bellhop_edge.core.model import (
     ConnectivityChange,
     DesiredState,
     DeviceEvent,
+    DeviceKind,
     GatewayStatus,
     LiveEvent,
     ReportedState,
     TelemetryPoint,
 )
-from bellhop_edge.errors import InvalidRequest, Unavailable
+from bellhop_edge.errors import InvalidRequest, NotFound, Unavailable, UnknownAlertError
+from bellhop_edge.store import EdgeStore, StoreWriter
 
-__all__ = ["LanBackend", "LanServicer", "watch_event"]
+__all__ = ["ACK_OUTCOMES", "LanBackend", "LanServicer", "fleet_devices", "watch_event"]
 
 
 # A local safety override lasts at most this long when given a duration (a week).
 SAFETY_MAX_S: Final = 7 * 86_400.0
+ACK_OUTCOMES: Final = {
+    outcome: lan_pb2.AckOutcome.Value(f"ACK_OUTCOME_{outcome.name}") for outcome in AckOutcome
+}
 
 
 class LanBackend(Protocol):
@@ -62,6 +77,18 @@ class LanBackend(Protocol):
 
     @property
     def bus(self) -> EventBus: ...
+
+    @property
+    def store(self) -> EdgeStore: ...
+
+    @property
+    def writer(self) -> StoreWriter: ...
+
+    @property
+    def ingest(self) -> Ingest: ...
+
+    @property
+    def commands(self) -> CommandService: ...
 
     def set_desired(
         self, device_id: str, values: dict[str, Any], *, by: str, **options: Any
@@ -84,6 +111,34 @@ class LanBackend(Protocol):
     ) -> list[TelemetryPoint]: ...
 
     def status(self) -> GatewayStatus: ...
+
+
+def fleet_devices(
+    hotel: Hotel,
+    *,
+    room_ids: list[str],
+    floors: list[int],
+    kinds: list[DeviceKind],
+    device_ids: list[str],
+    all_devices: bool,
+) -> list[str]:
+    """The registered devices a fleet target selects, in id order.
+
+    Within one list a union, across the lists given an intersection (kinds
+    [thermostat] and floors [3]: the thermostats on floor 3), as the relay
+    selects; `all_devices` counts only when no list is given. An unknown
+    device id is `NotFound` (from `Hotel.select`).
+    """
+    selections = [
+        hotel.select(room_ids=room_ids) if room_ids else None,
+        hotel.select(floors=floors) if floors else None,
+        hotel.select(kinds=kinds) if kinds else None,
+        hotel.select(device_ids=device_ids) if device_ids else None,
+    ]
+    given = [set(chosen) for chosen in selections if chosen is not None]
+    if not given:
+        return hotel.select(all_devices=True) if all_devices else []
+    return sorted(set.intersection(*given))
 
 
 def watch_event(event: LiveEvent) -> lan_pb2.WatchEventsResponse:
@@ -204,15 +259,16 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
                 f" got {request.max_in_flight}"
             )
         target = request.target
-        devices = self._gw.hotel.select(
+        devices = fleet_devices(
+            self._gw.hotel,
             room_ids=validate.room_ids(target.room_ids, "target.room_ids"),
-            floors=target.floors,
+            floors=list(target.floors),
             kinds=validate.enums(target.kinds, convert.DEVICE_KINDS_BACK, "target.kinds"),
             device_ids=validate.device_ids(target.device_ids, "target.device_ids"),
             all_devices=target.all_devices,
         )
         if not devices:
-            raise InvalidRequest("target: matches no registered device")
+            raise NotFound("target: matches no registered device")
         ttl, timeout = self._ttl_and_timeout(request, context)
         now = now_ms()
         requests = [
@@ -238,6 +294,28 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
             timed_out=statuses[CommandStatus.TIMED_OUT],
             expired=statuses[CommandStatus.EXPIRED],
             results=[convert.command_result(r.result) for r in records],
+        )
+
+    async def GetCommand(
+        self, request: lan_pb2.GetCommandRequest, context: Any
+    ) -> lan_pb2.GetCommandResponse:
+        principal().require(Role.VIEWER, "reading commands")
+        command_id = validate.existing_command_id(request.command_id)
+        record = self._gw.commands.lookup(command_id)
+        if record is None:
+            raise NotFound(f"no command {command_id!r} on this gateway")
+        asked = record.request
+        return lan_pb2.GetCommandResponse(
+            command=common_pb2.Command(
+                command_id=asked.command_id,
+                device_id=asked.device_id,
+                name=asked.name,
+                params=convert.struct(asked.params),
+                expires_at=convert.ts(asked.expires_at),
+            ),
+            result=convert.command_result(record.result),
+            requested_by=asked.requested_by,
+            created_at=convert.ts(record.created_at),
         )
 
     def _ttl_and_timeout(self, request: Any, context: Any) -> tuple[float, float]:
@@ -268,6 +346,7 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
         principal().require(Role.VIEWER, "reading alerts")
         states = validate.enums(request.states, convert.ALERT_STATES_BACK, "states")
         limit = validate.limit(request.limit, "limit", default=100, maximum=1000)
+        await self._gw.writer.flush()  # the list is read from SQLite: see the module's doc
         alerts = self._gw.list_alerts(states, validate.room_id(request.room_id), limit)
         return lan_pb2.ListAlertsResponse(alerts=[convert.alert(a) for a in alerts])
 
@@ -276,10 +355,19 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
     ) -> lan_pb2.AcknowledgeAlertResponse:
         who = principal()
         who.require(Role.STAFF, "acknowledging alerts")
-        alert = self._gw.acknowledge_alert(
-            validate.alert_id(request.alert_id), by=who.subject, note=validate.note(request.note)
+        alert_id = validate.alert_id(request.alert_id)
+        note = validate.note(request.note)
+        # The book knows every open alert and the recently cleared ones; SQLite
+        # the rest, which are cleared for good.
+        alert = self._gw.ingest.alerts.get(alert_id) or self._gw.store.get_alert(alert_id)
+        if alert is None:
+            raise UnknownAlertError(alert_id)
+        outcome = ack_outcome(alert)
+        if outcome is AckOutcome.ACKNOWLEDGED:
+            alert = self._gw.acknowledge_alert(alert_id, by=who.subject, note=note)
+        return lan_pb2.AcknowledgeAlertResponse(
+            alert=convert.alert(alert), outcome=ACK_OUTCOMES[outcome]
         )
-        return lan_pb2.AcknowledgeAlertResponse(alert=convert.alert(alert))
 
     async def QueryTelemetry(
         self, request: lan_pb2.QueryTelemetryRequest, context: Any

@@ -40,6 +40,7 @@ __all__ = [
     "device_ids",
     "duration",
     "enums",
+    "existing_command_id",
     "flat_values",
     "limit",
     "name",
@@ -104,6 +105,14 @@ def command_id(value: str, field: str = "command_id", *, max_len: int = 64) -> s
     return _matching(
         value, field, _COMMAND_ID, "1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit"
     )
+
+
+def existing_command_id(value: str, field: str = "command_id") -> str:
+    """The id of a command to look up: required, by the same rule."""
+    checked = command_id(value, field)
+    if checked is None:
+        raise InvalidRequest(f"{field}: required")
+    return checked
 
 
 def name(value: str, field: str) -> str:

@@ -9,6 +9,11 @@ up. Clearing ends the alert; a later raise of the same condition is a new
 alert with a new id. The book returns every changed `Alert`; the caller
 persists it through the store writer (which also puts it in the outbox).
 
+Acknowledging is harmless twice and after the alert cleared; `ack_outcome`
+names what an acknowledgement does to an alert as it stands, which the LAN
+API reports as the cloud does (acknowledged, already_acknowledged,
+already_cleared).
+
 Errors (from `bellhop_edge.errors`):
 
     UnknownAlertError   no open or recently cleared alert has this id (NotFound)
@@ -21,16 +26,34 @@ import dataclasses
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from enum import StrEnum
 
 from bellhop_edge.core.model import Alert, AlertKind, AlertState
 from bellhop_edge.core.rules import RaiseAlert
 from bellhop_edge.errors import AlertClearedError, UnknownAlertError
 
-__all__ = ["AlertBook", "new_alert_id"]
+__all__ = ["AckOutcome", "AlertBook", "ack_outcome", "new_alert_id"]
 
 
 def new_alert_id() -> str:
     return uuid.uuid4().hex
+
+
+class AckOutcome(StrEnum):
+    """What an acknowledgement did (the cloud's words for the same outcomes)."""
+
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY_ACKNOWLEDGED = "already_acknowledged"
+    ALREADY_CLEARED = "already_cleared"
+
+
+def ack_outcome(alert: Alert) -> AckOutcome:
+    """What acknowledging `alert`, as it stands before the call, does."""
+    return {
+        AlertState.RAISED: AckOutcome.ACKNOWLEDGED,
+        AlertState.ACKNOWLEDGED: AckOutcome.ALREADY_ACKNOWLEDGED,
+        AlertState.CLEARED: AckOutcome.ALREADY_CLEARED,
+    }[alert.state]
 
 
 class AlertBook:

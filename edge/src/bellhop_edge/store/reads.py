@@ -274,6 +274,10 @@ class EdgeStore:
         )
         return [_alert(r) for r in rows]
 
+    def get_alert(self, alert_id: str) -> Alert | None:
+        rows = list(self._db.table("alerts").rows_where("alert_id = ?", [alert_id]))
+        return _alert(rows[0]) if rows else None
+
     def open_alerts(self) -> list[Alert]:
         """Every alert not yet cleared, oldest first (to load the AlertBook)."""
         rows = self._db.table("alerts").rows_where(

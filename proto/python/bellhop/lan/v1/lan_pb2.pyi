@@ -11,6 +11,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +22,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AckOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACK_OUTCOME_UNSPECIFIED: _AckOutcome.ValueType  # 0
+    ACK_OUTCOME_ACKNOWLEDGED: _AckOutcome.ValueType  # 1
+    """This call acknowledged the alert."""
+    ACK_OUTCOME_ALREADY_ACKNOWLEDGED: _AckOutcome.ValueType  # 2
+    """Someone had acknowledged it before: the alert shows who, when and their note."""
+    ACK_OUTCOME_ALREADY_CLEARED: _AckOutcome.ValueType  # 3
+    """The condition was over before the call: the alert shows when it cleared."""
+
+class AckOutcome(_AckOutcome, metaclass=_AckOutcomeEnumTypeWrapper):
+    """What an acknowledgement did. Acknowledging again, or too late, is
+    harmless: the answer says so and carries the alert as it stands.
+    """
+
+ACK_OUTCOME_UNSPECIFIED: AckOutcome.ValueType  # 0
+ACK_OUTCOME_ACKNOWLEDGED: AckOutcome.ValueType  # 1
+"""This call acknowledged the alert."""
+ACK_OUTCOME_ALREADY_ACKNOWLEDGED: AckOutcome.ValueType  # 2
+"""Someone had acknowledged it before: the alert shows who, when and their note."""
+ACK_OUTCOME_ALREADY_CLEARED: AckOutcome.ValueType  # 3
+"""The condition was over before the call: the alert shows when it cleared."""
+Global___AckOutcome: _TypeAlias = AckOutcome  # noqa: Y015
 
 @_typing.final
 class ListRoomsRequest(_message.Message):
@@ -275,8 +304,13 @@ Global___SendCommandResponse: _TypeAlias = SendCommandResponse  # noqa: Y015
 
 @_typing.final
 class FleetTarget(_message.Message):
-    """Which devices a fleet command reaches: the union of the lists, or every
-    registered device when `all_devices` is set.
+    """Which registered devices a fleet command reaches. Within one list the
+    values are alternatives (room_ids ["101", "102"]: the devices of either
+    room); the lists that are not empty must all hold (kinds [THERMOSTAT] and
+    floors [3]: the thermostats on floor 3). `all_devices` with no list: every
+    registered device; with lists it adds nothing. The relay's fleet targets
+    select by the same rule. A device id the gateway does not know, or a target
+    that selects no device, is NOT_FOUND.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -396,6 +430,61 @@ class SendFleetCommandResponse(_message.Message):
 Global___SendFleetCommandResponse: _TypeAlias = SendFleetCommandResponse  # noqa: Y015
 
 @_typing.final
+class GetCommandRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_ID_FIELD_NUMBER: _builtins.int
+    command_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        command_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command_id", b"command_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCommandRequest: _TypeAlias = GetCommandRequest  # noqa: Y015
+
+@_typing.final
+class GetCommandResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMMAND_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    requested_by: _builtins.str
+    """The principal that sent it ("cloud:<e-mail>" through the cloud)."""
+    @_builtins.property
+    def command(self) -> _common_pb2.Command:
+        """What was asked: device, name, parameters and expiry."""
+
+    @_builtins.property
+    def result(self) -> _common_pb2.CommandResult:
+        """Where it stands: PENDING until the device answers or the deadline passes."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        command: _common_pb2.Command | None = ...,
+        result: _common_pb2.CommandResult | None = ...,
+        requested_by: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "created_at", b"created_at", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "created_at", b"created_at", "requested_by", b"requested_by", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCommandResponse: _TypeAlias = GetCommandResponse  # noqa: Y015
+
+@_typing.final
 class ListAlertsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -470,16 +559,21 @@ class AcknowledgeAlertResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALERT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    outcome: Global___AckOutcome.ValueType
     @_builtins.property
-    def alert(self) -> _common_pb2.Alert: ...
+    def alert(self) -> _common_pb2.Alert:
+        """As it stands after the call."""
+
     def __init__(
         self,
         *,
         alert: _common_pb2.Alert | None = ...,
+        outcome: Global___AckOutcome.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,6 +66,11 @@ class LanServiceStub:
                 request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.SerializeToString,
                 response_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.FromString,
                 _registered_method=True)
+        self.GetCommand = channel.unary_unary(
+                '/bellhop.lan.v1.LanService/GetCommand',
+                request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandRequest.SerializeToString,
+                response_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandResponse.FromString,
+                _registered_method=True)
         self.ListAlerts = channel.unary_unary(
                 '/bellhop.lan.v1.LanService/ListAlerts',
                 request_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.ListAlertsRequest.SerializeToString,
@@ -137,14 +142,27 @@ class LanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCommand(self, request, context):
+        """Where a command stands, and its result once there is one: from the
+        gateway's command history, whichever path sent it (the LAN API or the
+        cloud). NOT_FOUND when the gateway has no record of the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAlerts(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Newest first; shows every change answered before the call (an
+        acknowledgement included) and every alert already sent on WatchEvents.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def AcknowledgeAlert(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Harmless twice or after the alert cleared: the outcome says what happened.
+        NOT_FOUND when the gateway has no record of the alert.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -200,6 +218,11 @@ def add_LanServiceServicer_to_server(servicer, server):
                     servicer.SendFleetCommand,
                     request_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.FromString,
                     response_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.SerializeToString,
+            ),
+            'GetCommand': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCommand,
+                    request_deserializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandRequest.FromString,
+                    response_serializer=bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandResponse.SerializeToString,
             ),
             'ListAlerts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAlerts,
@@ -391,6 +414,33 @@ class LanService:
             '/bellhop.lan.v1.LanService/SendFleetCommand',
             bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandRequest.SerializeToString,
             bellhop_dot_lan_dot_v1_dot_lan__pb2.SendFleetCommandResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCommand(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bellhop.lan.v1.LanService/GetCommand',
+            bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandRequest.SerializeToString,
+            bellhop_dot_lan_dot_v1_dot_lan__pb2.GetCommandResponse.FromString,
             options,
             channel_credentials,
             insecure,

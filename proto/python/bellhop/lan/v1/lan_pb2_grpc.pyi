@@ -45,8 +45,19 @@ class LanServiceStub:
     """One command to many devices (a room, a floor, a kind, the whole hotel),
     with a bounded number in flight and a result per device.
     """
+    GetCommand: _grpc.UnaryUnaryMultiCallable[_lan_pb2.GetCommandRequest, _lan_pb2.GetCommandResponse]
+    """Where a command stands, and its result once there is one: from the
+    gateway's command history, whichever path sent it (the LAN API or the
+    cloud). NOT_FOUND when the gateway has no record of the id.
+    """
     ListAlerts: _grpc.UnaryUnaryMultiCallable[_lan_pb2.ListAlertsRequest, _lan_pb2.ListAlertsResponse]
+    """Newest first; shows every change answered before the call (an
+    acknowledgement included) and every alert already sent on WatchEvents.
+    """
     AcknowledgeAlert: _grpc.UnaryUnaryMultiCallable[_lan_pb2.AcknowledgeAlertRequest, _lan_pb2.AcknowledgeAlertResponse]
+    """Harmless twice or after the alert cleared: the outcome says what happened.
+    NOT_FOUND when the gateway has no record of the alert.
+    """
     QueryTelemetry: _grpc.UnaryUnaryMultiCallable[_lan_pb2.QueryTelemetryRequest, _lan_pb2.QueryTelemetryResponse]
     WatchEvents: _grpc.UnaryStreamMultiCallable[_lan_pb2.WatchEventsRequest, _lan_pb2.WatchEventsResponse]
     """Live events as they happen, until the client cancels."""
@@ -69,8 +80,19 @@ class LanServiceAsyncStub(LanServiceStub):
     """One command to many devices (a room, a floor, a kind, the whole hotel),
     with a bounded number in flight and a result per device.
     """
+    GetCommand: _aio.UnaryUnaryMultiCallable[_lan_pb2.GetCommandRequest, _lan_pb2.GetCommandResponse]  # type: ignore[assignment]
+    """Where a command stands, and its result once there is one: from the
+    gateway's command history, whichever path sent it (the LAN API or the
+    cloud). NOT_FOUND when the gateway has no record of the id.
+    """
     ListAlerts: _aio.UnaryUnaryMultiCallable[_lan_pb2.ListAlertsRequest, _lan_pb2.ListAlertsResponse]  # type: ignore[assignment]
+    """Newest first; shows every change answered before the call (an
+    acknowledgement included) and every alert already sent on WatchEvents.
+    """
     AcknowledgeAlert: _aio.UnaryUnaryMultiCallable[_lan_pb2.AcknowledgeAlertRequest, _lan_pb2.AcknowledgeAlertResponse]  # type: ignore[assignment]
+    """Harmless twice or after the alert cleared: the outcome says what happened.
+    NOT_FOUND when the gateway has no record of the alert.
+    """
     QueryTelemetry: _aio.UnaryUnaryMultiCallable[_lan_pb2.QueryTelemetryRequest, _lan_pb2.QueryTelemetryResponse]  # type: ignore[assignment]
     WatchEvents: _aio.UnaryStreamMultiCallable[_lan_pb2.WatchEventsRequest, _lan_pb2.WatchEventsResponse]  # type: ignore[assignment]
     """Live events as they happen, until the client cancels."""
@@ -128,18 +150,35 @@ class LanServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def GetCommand(
+        self,
+        request: _lan_pb2.GetCommandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lan_pb2.GetCommandResponse, _abc.Awaitable[_lan_pb2.GetCommandResponse]]:
+        """Where a command stands, and its result once there is one: from the
+        gateway's command history, whichever path sent it (the LAN API or the
+        cloud). NOT_FOUND when the gateway has no record of the id.
+        """
+
+    @_abc_1.abstractmethod
     def ListAlerts(
         self,
         request: _lan_pb2.ListAlertsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_lan_pb2.ListAlertsResponse, _abc.Awaitable[_lan_pb2.ListAlertsResponse]]: ...
+    ) -> _typing.Union[_lan_pb2.ListAlertsResponse, _abc.Awaitable[_lan_pb2.ListAlertsResponse]]:
+        """Newest first; shows every change answered before the call (an
+        acknowledgement included) and every alert already sent on WatchEvents.
+        """
 
     @_abc_1.abstractmethod
     def AcknowledgeAlert(
         self,
         request: _lan_pb2.AcknowledgeAlertRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_lan_pb2.AcknowledgeAlertResponse, _abc.Awaitable[_lan_pb2.AcknowledgeAlertResponse]]: ...
+    ) -> _typing.Union[_lan_pb2.AcknowledgeAlertResponse, _abc.Awaitable[_lan_pb2.AcknowledgeAlertResponse]]:
+        """Harmless twice or after the alert cleared: the outcome says what happened.
+        NOT_FOUND when the gateway has no record of the alert.
+        """
 
     @_abc_1.abstractmethod
     def QueryTelemetry(
