@@ -7,7 +7,8 @@ import secrets
 import time
 
 import pytest
-from bellhop_sdk.errors import CommandRejected, Unsupported
+from bellhop_sdk.cloud import CloudTransport
+from bellhop_sdk.errors import CommandRejected, InvalidRequest, NotFound
 from bellhop_sdk.lan import LanTransport
 from bellhop_sdk.models import (
     AckResult,
@@ -95,9 +96,34 @@ async def test_a_command_and_a_rejected_one(sdk_site: SdkSite, lan: LanTransport
     assert rejected.value.command.status is CommandStatus.FAILED
     assert "bad_params" in (rejected.value.command.error or "")
     assert rejected.value.path is Path.LAN
-    # The gateway cannot look a command up: said so, in the SDK's terms.
-    with pytest.raises(Unsupported):
-        await lan.get_command(sdk_site.hotel_id, command_id)
+    # Looked up by id in the gateway's history: what was asked, by whom, and the result.
+    found = await lan.get_command(sdk_site.hotel_id, command_id)
+    assert (found.status, found.result) == (done.status, done.result)
+    assert (found.name, dict(found.params)) == ("set_setpoint", {"setpoint": 21})
+    assert found.completed_at == done.completed_at
+    assert found.requested_by == "front-desk"
+    assert found.requested_at is not None
+    assert found.expires_at is not None
+    assert found.requested_at < found.expires_at
+    with pytest.raises(NotFound) as unknown:
+        await lan.get_command(sdk_site.hotel_id, f"never-{secrets.token_hex(4)}")
+    assert unknown.value.code == "NOT_FOUND"
+    with pytest.raises(InvalidRequest):
+        await lan.get_command(sdk_site.hotel_id, "bad id/#")
+
+
+async def test_a_command_sent_through_the_cloud_is_found_on_the_lan(
+    sdk_site: SdkSite, lan: LanTransport, cloud: CloudTransport
+) -> None:
+    command_id = f"cloud-{secrets.token_hex(4)}"
+    sent = await cloud.send_command(
+        sdk_site.hotel_id, LIGHT, "set_light", {"on": True}, command_id=command_id
+    )
+    found = await lan.get_command(sdk_site.hotel_id, command_id)
+    assert found.status is sent.status is CommandStatus.SUCCEEDED
+    assert found.result == sent.result
+    assert (found.name, dict(found.params)) == ("set_light", {"on": True})
+    assert (found.requested_by or "").startswith("cloud:")
 
 
 async def test_fleet_command(sdk_site: SdkSite, lan: LanTransport) -> None:
@@ -115,6 +141,30 @@ async def test_fleet_command(sdk_site: SdkSite, lan: LanTransport) -> None:
     assert fleet.finished
 
 
+async def test_fleet_targets_select_alike_on_both_paths(
+    sdk_site: SdkSite, lan: LanTransport, cloud: CloudTransport
+) -> None:
+    """Within a list any value, across the lists all of them: on the LAN as in the cloud."""
+    targets = {
+        FleetTarget(kinds=("light", "thermostat"), room_ids=(ROOM,)): {LIGHT, THERMOSTAT},
+        FleetTarget(kinds=("light",), device_ids=(LIGHT, THERMOSTAT)): {LIGHT},
+        FleetTarget(room_ids=(ROOM,), all_devices=True): set(DEVICES),
+    }
+    for target, expected in targets.items():
+        for transport in (lan, cloud):
+            fleet = await transport.send_fleet_command(
+                sdk_site.hotel_id, target, "ping", {}, fleet_id=f"both-{secrets.token_hex(4)}"
+            )
+            assert {c.device_id for c in fleet.commands} == expected, (transport.path, target)
+    with pytest.raises(NotFound):
+        await lan.send_fleet_command(
+            sdk_site.hotel_id,
+            FleetTarget(kinds=("light",), device_ids=(THERMOSTAT,)),
+            "ping",
+            fleet_id=f"none-{secrets.token_hex(4)}",
+        )
+
+
 async def test_alerts_and_acknowledgement(sdk_site: SdkSite, lan: LanTransport) -> None:
     await sdk_site.devices.breach()
 
@@ -128,17 +178,16 @@ async def test_alerts_and_acknowledgement(sdk_site: SdkSite, lan: LanTransport) 
     assert first.alert is not None
     assert first.alert.state is AlertState.ACKNOWLEDGED
     assert first.alert.note == "on my way"
-
-    # The gateway's alert list shows an acknowledgement once its writer stored it.
-    async def acknowledged() -> bool:
-        alerts = await lan.list_alerts(sdk_site.hotel_id, active_only=True)
-        return any(a.alert_id == alert.alert_id and a.acknowledged_at for a in alerts)
-
-    await eventually(acknowledged, "the acknowledgement in the gateway's list")
-    again = await lan.acknowledge_alert(sdk_site.hotel_id, alert.alert_id)
+    # The next list shows it: no waiting for the gateway's store.
+    listed = await lan.list_alerts(sdk_site.hotel_id, active_only=True)
+    (shown,) = [a for a in listed if a.alert_id == alert.alert_id]
+    assert shown.state is AlertState.ACKNOWLEDGED
+    assert (shown.acknowledged_at, shown.note) == (first.alert.acknowledged_at, "on my way")
+    again = await lan.acknowledge_alert(sdk_site.hotel_id, alert.alert_id, note="me too")
     assert again.outcome is AckResult.ALREADY_ACKNOWLEDGED
     assert again.alert is not None
     assert again.alert.acknowledged_at == first.alert.acknowledged_at
+    assert (again.alert.acknowledged_by, again.alert.note) == ("front-desk", "on my way")
 
 
 async def test_telemetry_history(sdk_site: SdkSite, lan: LanTransport) -> None:

@@ -13,44 +13,36 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import grpc
 from bellhop.common.v1 import common_pb2 as pb
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bellhop_sdk.errors import (
-    BellhopError,
-    Conflict,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    ServerError,
-    Unauthenticated,
-    Unreachable,
-    Unsupported,
-    raise_for,
-)
+from bellhop_sdk.errors import BellhopError, NotFound, Unsupported, raise_for
 from bellhop_sdk.lan_convert import (
+    STATUS_ERRORS,
+    ack_outcome_of,
     alert_of,
     command_of,
     desired_of,
     device_of,
     duration_of,
-    opt_time_of,
+    event_device,
+    event_of,
+    fleet_of,
+    fleet_target_of,
+    lan_error,
+    looked_up_of,
+    points_of,
     read_time,
     stamp_of,
     struct_of,
-    time_of,
-    values_of,
 )
 from bellhop_sdk.models import (
     AckOutcome,
-    AckResult,
     Alert,
-    AlertState,
     Command,
     DesiredState,
     Device,
@@ -65,57 +57,17 @@ from bellhop_sdk.models import (
     Room,
     TelemetryPoint,
     Value,
-    alert_data,
-    alert_key,
-    command_data,
-    command_key,
-    device_key,
-    state_key,
 )
 from bellhop_sdk.transport import DEFAULT_COMMAND_TIMEOUT_S, DEFAULT_TIMEOUT_S, TokenSource
 
 __all__ = ["STATUS_ERRORS", "LanTransport", "lan_error"]
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-
-# The gateway's status codes (bellhop_edge/api/interceptor.py STATUS_CODES), as errors.
-STATUS_ERRORS: Final[dict[grpc.StatusCode, type[BellhopError]]] = {
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: Forbidden,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ABORTED: Conflict,
-    grpc.StatusCode.ALREADY_EXISTS: Conflict,
-    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidRequest,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
-    grpc.StatusCode.UNIMPLEMENTED: Unsupported,
-    # The channel's own failures (refused, reset, no answer in time) and the gateway
-    # saying it cannot serve: either way this path is not usable now.
-    grpc.StatusCode.UNAVAILABLE: Unreachable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: Unreachable,
-    grpc.StatusCode.CANCELLED: Unreachable,
-    grpc.StatusCode.INTERNAL: ServerError,
-    grpc.StatusCode.UNKNOWN: ServerError,
-    grpc.StatusCode.DATA_LOSS: ServerError,
-}
 # What the gateway says when a watcher fell behind (bellhop_edge.bus.Lagging).
 LAGGING: Final = "too slow to follow live events"
 # A command's call waits this much longer than the device may take, for the round trip.
 COMMAND_MARGIN_S: Final = 2.0
-# An acknowledgement older than the call by more than this was someone else's.
-ACK_SKEW_S: Final = 1.0
 # Concurrent GetDevice calls when a device list is completed with each device's state.
 READ_CONCURRENCY: Final = 16
-
-
-def lan_error(exc: grpc.RpcError) -> BellhopError:
-    """The SDK error for a failed call: the status name as `code`, the gateway's message."""
-    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
-    message = (exc.details() if isinstance(exc, grpc.aio.AioRpcError) else None) or str(code)
-    kind = STATUS_ERRORS.get(code, BellhopError)
-    return kind(message, code=code.name, path=Path.LAN)
 
 
 class LanTransport:
@@ -310,13 +262,11 @@ class LanTransport:
         return raise_for(command)
 
     async def get_command(self, hotel_id: str, command_id: str) -> Command:
-        """The gateway has no command lookup: `Unsupported` (send again with the same id,
-        which answers from the gateway's record without running it twice)."""
-        raise Unsupported(
-            "the gateway's LAN API cannot look up a command by id",
-            code="UNSUPPORTED",
-            path=Path.LAN,
-        )
+        """A command from the gateway's history, whichever path sent it (`NotFound` if
+        the gateway has no record of it)."""
+        await self._check_hotel(hotel_id)
+        request = lan_pb2.GetCommandRequest(command_id=command_id)
+        return looked_up_of(hotel_id, await self._call(lambda s: s.GetCommand, request))
 
     async def send_fleet_command(
         self,
@@ -329,17 +279,11 @@ class LanTransport:
         timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S,
         ttl_s: float | None = None,
     ) -> FleetCommand:
-        """The gateway sends to every device the target selects (the union of its lists)."""
+        """The gateway sends to every device the target selects: within a list any value,
+        across the lists all of them (the cloud's rule too)."""
         await self._check_hotel(hotel_id)
-        kinds = [pb.DeviceKind.Value(f"DEVICE_KIND_{k.upper()}") for k in target.kinds]
         request = lan_pb2.SendFleetCommandRequest(
-            target=lan_pb2.FleetTarget(
-                room_ids=list(target.room_ids),
-                floors=list(target.floors),
-                kinds=kinds,
-                device_ids=list(target.device_ids),
-                all_devices=target.all_devices,
-            ),
+            target=fleet_target_of(target),
             name=name,
             params=struct_of(params),
             fleet_id=fleet_id,
@@ -351,10 +295,7 @@ class LanTransport:
         answer = await self._call(
             lambda s: s.SendFleetCommand, request, timeout_s=timeout_s * 4 + COMMAND_MARGIN_S
         )
-        commands = tuple(command_of(hotel_id, r, name, params) for r in answer.results)
-        return FleetCommand(
-            hotel_id, answer.fleet_id, answer.targeted, commands, Freshness(Path.LAN, read_time())
-        )
+        return fleet_of(hotel_id, answer, name, params)
 
     # -- alerts, telemetry, status --------------------------------------------------------
     async def list_alerts(
@@ -374,34 +315,13 @@ class LanTransport:
     async def acknowledge_alert(
         self, hotel_id: str, alert_id: str, *, note: str | None = None
     ) -> AckOutcome:
-        """Acknowledge on the gateway.
-
-        The gateway answers a second acknowledgement with the first one and does
-        not say which it was, so the outcome is inferred: "already_acknowledged"
-        when the alert read just before was acknowledged already, or when the
-        answer's acknowledgement is older than this call (by more than
-        `ACK_SKEW_S`, for clocks that disagree); "acknowledged" otherwise.
-        """
+        """Acknowledge on the gateway, which says what happened (as the cloud does):
+        acknowledged, already acknowledged (the alert keeps the first who and when) or
+        already cleared; the answer carries the alert as it stands."""
         await self._check_hotel(hotel_id)
-        before = {a.alert_id: a for a in await self.list_alerts(hotel_id, active_only=True)}
-        sent_at = read_time()
         request = lan_pb2.AcknowledgeAlertRequest(alert_id=alert_id, note=note or "")
-        try:
-            answer = await self._call(lambda s: s.AcknowledgeAlert, request)
-        except Conflict as exc:  # the gateway's "already cleared"
-            if "cleared" not in exc.message:
-                raise
-            return AckOutcome(
-                hotel_id, alert_id, AckResult.ALREADY_CLEARED, Freshness(Path.LAN, read_time())
-            )
-        alert = alert_of(hotel_id, answer.alert)
-        earlier = before.get(alert_id)
-        acked_at = alert.acknowledged_at
-        already = (earlier is not None and earlier.state is AlertState.ACKNOWLEDGED) or (
-            acked_at is not None and (sent_at - acked_at).total_seconds() > ACK_SKEW_S
-        )
-        outcome = AckResult.ALREADY_ACKNOWLEDGED if already else AckResult.ACKNOWLEDGED
-        return AckOutcome(hotel_id, alert_id, outcome, alert.freshness, alert)
+        answer = await self._call(lambda s: s.AcknowledgeAlert, request)
+        return ack_outcome_of(hotel_id, alert_id, answer)
 
     async def telemetry(
         self,
@@ -420,10 +340,7 @@ class LanTransport:
             request.start.CopyFrom(stamp_of(since))
         if until is not None:
             request.end.CopyFrom(stamp_of(until))
-        answer = await self._call(lambda s: s.QueryTelemetry, request)
-        return [
-            TelemetryPoint(p.device_id, p.metric, time_of(p.ts), p.value) for p in answer.points
-        ]
+        return points_of(await self._call(lambda s: s.QueryTelemetry, request))
 
     async def gateway_backlog(self, hotel_id: str) -> int | None:
         await self._check_hotel(hotel_id)
@@ -436,11 +353,10 @@ class LanTransport:
     ) -> AsyncIterator[Event | Gap]:
         """The gateway's WatchEvents as SDK events, until the caller stops iterating.
 
-        Kinds: state, alert, command, device (connectivity). Telemetry and routine
-        device events are left out, as on the cloud's stream; the gateway has no
-        desired-state events. `after` is ignored: the gateway keeps no log to
-        resume from. Falling behind yields a `Gap` and the stream is opened again;
-        losing the gateway raises `Unreachable`.
+        Kinds: state, alert, command, device (connectivity), as `event_of` maps
+        them; the gateway has no desired-state events. `after` is ignored: the
+        gateway keeps no log to resume from. Falling behind yields a `Gap` and the
+        stream is opened again; losing the gateway raises `Unreachable`.
         """
         await self._check_hotel(hotel_id)
         rooms = await self._room_map()
@@ -453,7 +369,10 @@ class LanTransport:
                     metadata=(("authorization", f"Bearer {token}"),),
                 )
                 async for message in call:
-                    event = await self._event(hotel_id, message, rooms)
+                    device_id = event_device(message)
+                    if device_id is not None:
+                        await self._room_of(device_id, rooms)
+                    event = event_of(hotel_id, message, rooms)
                     if event is not None:
                         yield event
                 return  # the gateway ended the stream (it is stopping)
@@ -485,41 +404,6 @@ class LanTransport:
             rooms.update(await self._room_map())
             rooms.setdefault(device_id, None)  # asked once per unknown device
         return rooms[device_id]
-
-    async def _event(
-        self, hotel_id: str, m: lan_pb2.WatchEventsResponse, rooms: dict[str, str | None]
-    ) -> Event | None:
-        which = m.WhichOneof("event")
-        if which == "state":
-            s = m.state
-            updated = time_of(s.updated_at)
-            data = {"device_id": s.device_id, "values": values_of(s.values), "updated_at": updated}
-            room = await self._room_of(s.device_id, rooms)
-            key = state_key(s.device_id, updated)
-            return Event("state", key, hotel_id, room, updated, data, Path.LAN)
-        if which == "alert":
-            a = alert_of(hotel_id, m.alert)
-            data = alert_data(a)
-            at = a.cleared_at or a.acknowledged_at or a.raised_at
-            key = alert_key(a.alert_id, a.state.value)
-            return Event("alert", key, hotel_id, a.room_id, at, data, Path.LAN)
-        if which == "command_result":
-            c = command_of(hotel_id, m.command_result)
-            data = command_data(c)
-            room = await self._room_of(c.device_id, rooms)
-            key = command_key(c.command_id, c.status.value)
-            return Event(
-                "command", key, hotel_id, room, c.completed_at or read_time(), data, Path.LAN
-            )
-        if which == "status":
-            st = m.status
-            online = st.connectivity == pb.CONNECTIVITY_ONLINE
-            seen = opt_time_of(st, "ts")
-            data = {"device_id": st.device_id, "online": online, "last_seen": seen}
-            room = await self._room_of(st.device_id, rooms)
-            key = device_key(st.device_id, online, seen)
-            return Event("device", key, hotel_id, room, seen or read_time(), data, Path.LAN)
-        return None  # telemetry and device events: not carried by either path's stream
 
     async def recent_events(
         self, hotel_id: str, *, limit: int = 100, after: str | None = None
