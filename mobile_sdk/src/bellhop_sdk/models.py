@@ -244,9 +244,9 @@ class Command:
 class FleetTarget:
     """Which devices a fleet command reaches; `all_devices` for every registered device.
 
-    Servers combine several lists differently (the gateway takes their union,
-    the cloud their intersection): name one kind of filter for the same devices
-    on both paths.
+    Both paths apply one rule: a union within each list, an intersection across
+    lists (`kinds=("thermostat",), floors=(3,)` is the thermostats on floor 3).
+    `all_devices` counts only when no list is given.
     """
 
     room_ids: tuple[str, ...] = ()
