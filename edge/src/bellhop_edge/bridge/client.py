@@ -307,12 +307,9 @@ class BridgeClient:
         relay = event.last_acked
         last_seq = await asyncio.to_thread(self._store.outbox_last_seq)
         mine = await asyncio.to_thread(self._store.outbox_acked)
-        if self._restored:
-            self._restored = False
-            log.warning("sending a snapshot: this gateway's database went back in time")
-        elif max(relay.values(), default=0) > last_seq:
-            # The relay has sequences this outbox never made: this database was
-            # restored from an older copy. Renumber what is unsent past them.
+        if max(relay.values(), default=0) > last_seq:
+            # The relay has sequences this outbox never made (restored from an older
+            # copy, sent mark or not): renumber the unsent past them, or they are dropped.
             moved = await self._writer.call(lambda db: outbox.rebase(db, relay))
             log.warning(
                 "the relay holds events up to %d, this outbox only reached %d (restored"
@@ -321,11 +318,14 @@ class BridgeClient:
                 last_seq,
                 moved,
             )
+        elif self._restored:
+            log.warning("sending a snapshot: this gateway's database went back in time")
         elif not any(relay.get(lane, 0) < mine.get(lane, 0) for lane in LANES):
             return
         else:
             # The relay forgot what it had acknowledged (its database was restored).
             log.warning("the relay is behind its own acknowledgements; sending a snapshot")
+        self._restored = False
         self.stats.resyncs += 1
         self._send_snapshot(conn, "edge-resync", now)
 
