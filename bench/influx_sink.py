@@ -5,11 +5,15 @@ after an InfluxDB outage), written by the sink (`bellhop_edge.influx`: read
 from SQLite after its cursor, line protocol, gzip, batches through
 influxdb-client's synchronous write API, the cursor committed after each
 accepted batch) into a real VictoriaMetrics speaking InfluxDB's v2 write API.
-The floor is influxdb-client alone writing the same number of lines, prepared
-in memory beforehand, in batches of the same size to the same server. The
-floor runs first, into other series. `lost`: points of the backlog not found
-in the server afterwards, plus what the sink counted as lost. Prints one JSON
-object as the last line: points_per_s, floor_points_per_s, ratio, lost.
+The floor is influxdb-client alone writing the same points (the same tags but
+for the hotel's name, of the same length; the same fields, values and
+times) as line protocol prepared in memory beforehand, in batches of the same
+size, gzip on, through the same synchronous write API to the same server: the
+bare cost of getting them into InfluxDB. Floor and sink run in turn, three
+rounds by default (the sink from the outbox's first row each time), and the
+best of each is reported. `lost`: points of the backlog not found in the
+server afterwards, plus what the sink counted as lost. Prints one JSON object
+as the last line: points_per_s, floor_points_per_s, ratio, lost.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bellhop_bridge.influx_core import ClientWriter, SinkCore, point_line, run_sink, series_key
-from bellhop_edge.influx import OutboxSource
+from bellhop_edge.influx import READ_AHEAD, OutboxSource
 from bellhop_edge.store import history
 from bellhop_edge.store.schema import Synchronous, connect, migrate, transaction
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 HOTEL = "bench-influx"
+FLOOR_HOTEL = "floor-influx"  # as long as HOTEL: the floor's lines are as long as the sink's
+ORG = "bench"
+KIND = "environment_sensor"
 DEVICES = 200
 METRICS = ("temperature", "humidity")
 BATCH = 5000
@@ -92,8 +99,8 @@ def _store(path: Path, points: int) -> None:
     with transaction(conn):
         conn.executemany(
             "INSERT INTO devices (device_id, room_id, kind, registered, connectivity)"
-            " VALUES (?, ?, 'environment_sensor', 1, 'online')",
-            [(f"r{d}-env", str(100 + d)) for d in range(DEVICES)],
+            " VALUES (?, ?, ?, 1, 'online')",
+            [(f"r{d}-env", str(100 + d), KIND) for d in range(DEVICES)],
         )
         index = history.SeriesIndex(conn)
         ids = [index.id_for(f"r{d}-env", m) for d in range(DEVICES) for m in METRICS]
@@ -106,13 +113,28 @@ def _store(path: Path, points: int) -> None:
 
 
 def _floor(url: str, points: int) -> float:
-    """influxdb-client alone: the same number of lines, built beforehand, same batches."""
+    """influxdb-client alone: the same points as lines built beforehand, same batches."""
     series = [
-        series_key("telemetry", {"hotel": "floor", "device": f"r{d}-env", "kind": "e"})
+        series_key(
+            "telemetry",
+            {
+                "org": ORG,
+                "hotel": FLOOR_HOTEL,
+                "room": str(100 + d),
+                "device": f"r{d}-env",
+                "kind": KIND,
+            },
+        )
         for d in range(DEVICES)
     ]
+    # Point i of the store is series i % (DEVICES * 2): device (i % 400) // 2, metric i % 2.
     lines = [
-        point_line(series[(i // 2) % DEVICES], METRICS[i % 2], float(i % 400) / 10, BASE_MS + i)
+        point_line(
+            series[(i % (DEVICES * 2)) // 2],
+            METRICS[i % 2],
+            float(i % 400) / 10,
+            BASE_MS + i,
+        )
         or ""
         for i in range(points)
     ]
@@ -125,8 +147,11 @@ def _floor(url: str, points: int) -> float:
 
 
 async def _sink(url: str, database: Path, points: int) -> tuple[float, int]:
+    """The sink writing the whole backlog again (from the outbox's first row)."""
     conn = connect(database, Synchronous.NORMAL, cache_kib=8192)
-    source = OutboxSource(conn, hotel_id=HOTEL, org="bench")
+    with transaction(conn):
+        conn.execute("UPDATE influx_sink SET cursor = 0 WHERE id = 1")
+    source = OutboxSource(conn, hotel_id=HOTEL, org=ORG)
     source.open()
     core = SinkCore(batch_size=BATCH, flush_interval_s=0.05)
     with InfluxDBClient(url=url, token="t", org="o", enable_gzip=True, timeout=30_000) as client:
@@ -135,7 +160,7 @@ async def _sink(url: str, database: Path, points: int) -> tuple[float, int]:
             lambda lines: api.write("b", "o", "\n".join(lines), write_precision="ms")
         )
         started = time.perf_counter()
-        task = asyncio.create_task(run_sink(core, source, writer))
+        task = asyncio.create_task(run_sink(core, source, writer, read_ahead=READ_AHEAD))
         while source.cursor < points:
             await asyncio.sleep(0.005)
         elapsed = time.perf_counter() - started
@@ -166,6 +191,7 @@ def _stored(url: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller load, same shape (< 60 s)")
+    parser.add_argument("--rounds", type=int, default=3, help="floor and sink in turn (best of)")
     args = parser.parse_args()
     points = 200_000 if args.quick else 1_000_000
     with tempfile.TemporaryDirectory(prefix="bench-influx-") as tmp:
@@ -173,8 +199,15 @@ def main() -> None:
         database = workdir / "edge.db"
         _store(database, points)
         with victoria(workdir) as url:
-            floor = _floor(url, points)
-            rate, counted = asyncio.run(_sink(url, database, points))
+            # In turn, best of each: a burst of load from elsewhere on a shared machine
+            # then costs one round of one side, not the ratio. Rounds after the first
+            # rewrite the same samples on both sides.
+            floors, rates = [], []
+            for _ in range(max(1, args.rounds)):
+                floors.append(_floor(url, points))
+                rate, counted = asyncio.run(_sink(url, database, points))
+                rates.append(rate)
+            floor, rate = max(floors), max(rates)
             # Fresh samples become searchable within a second or two.
             deadline = time.monotonic() + 20
             while (stored := _stored(url)) < points and time.monotonic() < deadline:

@@ -1,7 +1,8 @@
 """The InfluxDB sink end to end, against a real server speaking InfluxDB's v2 write API.
 
 A real gateway process, a real broker and device messages: every point and
-device event reaches VictoriaMetrics with its tags, also when the server is
+device event reaches VictoriaMetrics with its tags, and so do the devices'
+connectivity and an alert's changes (`device_event`, as Grafana reads them), also when the server is
 stopped mid-run and started again (the gateway keeps them and resumes after
 the last batch accepted). Each series and timestamp is there exactly as
 applied: rewrites may store a sample twice, never a different or a missing one.
@@ -70,6 +71,23 @@ async def _arrived(vm: VictoriaMetrics, expected: set[Sample], timeout: float, w
         if time.monotonic() > deadline:
             missing = sorted(expected - set(have))[:5]
             raise TimeoutError(f"{what}: {len(expected - set(have))} missing, e.g. {missing}")
+        await asyncio.sleep(0.2)
+
+
+def _is_change(sample: Sample) -> bool:
+    """A connectivity or alert change (their times are the gateway's, not the test's)."""
+    return dict(sample[1]).get("event") in {"connectivity", "alert"}
+
+
+async def _changes(vm: VictoriaMetrics, alerts: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        have = await asyncio.to_thread(vm.samples, "device_event_count")
+        found = [k for k in have if dict(k[1]).get("event") == "alert"]
+        if len(found) >= alerts:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(found)} of {alerts} alert changes in InfluxDB")
         await asyncio.sleep(0.2)
 
 
@@ -147,11 +165,46 @@ async def test_the_gateway_writes_every_point_once_across_an_influx_outage(
                 await until(lambda: gateway.committed() >= 2 * sent, 30, "outage's points stored")
                 await asyncio.to_thread(vm.start)
                 await send(300)
+                # A breach raises an alert, the door closing clears it.
+                ts = base + sent + 1
+                breach_tags = tuple(sorted({**door, "event": "breach"}.items()))
+                for n, body in enumerate(
+                    (
+                        {"v": 1, "ts": ts, "kind": "breach", "data": {"reason": "forced"}},
+                        {"v": 1, "ts": ts + 1, "kind": "door", "data": {"open": False}},
+                    ),
+                    start=1,
+                ):
+                    await door_client.publish(
+                        codec.topic(hotel_id, DOOR, Channel.EVENT),
+                        json.dumps(body).encode(),
+                        qos=1,
+                    )
+                    # Raised, then cleared: not in the same millisecond (one series).
+                    await _changes(vm, n, 30)
+                expected.add(("device_event_count", breach_tags, ts))
+                expected.add(("device_event_reason", breach_tags, ts))
+                expected.add(("device_event_count", door_tags, ts + 1))
+                expected.add(("device_event_open", door_tags, ts + 1))
                 await _arrived(vm, expected, 40, "after the outage")
             have = await asyncio.to_thread(vm.samples, "(telemetry|device_event)_.*")
-            # Exactly the points applied, each series and time once, each with its value.
-            assert set(have) == expected
+            changes = {k: v for k, v in have.items() if _is_change(k)}
+            # Exactly the points and events applied, each series and time once, each with
+            # its value.
+            assert set(have) - set(changes) == expected
             assert all(len(set(values)) == 1 for values in have.values())
+            # Each device went online once: one connectivity point each, online.
+            online = {
+                dict(k[1])["device"]: v for k, v in changes.items() if k[0].endswith("online")
+            }
+            assert online == {ENV: [1.0], DOOR: [1.0]}
+            # The alert's two changes (raised, cleared), tagged with its kind and severity
+            # (VictoriaMetrics keeps a string field's series, not its text: `state` is checked
+            # in the unit tests).
+            alert = {**room, "device": DOOR, "kind": "door_sensor", "event": "alert"}
+            alert |= {"alert": "breach", "severity": "critical"}
+            raised = [k for k in changes if k[0] == "device_event_count" and dict(k[1]) == alert]
+            assert len(raised) == 2
             assert _lost(gateway.database) == 0
         finally:
             gateway.stop()

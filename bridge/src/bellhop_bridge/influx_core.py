@@ -26,6 +26,7 @@ implement; `line` and its helpers format InfluxDB line protocol.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -50,6 +51,7 @@ __all__ = [
     "Write",
     "Writer",
     "classify",
+    "escape",
     "line",
     "point_line",
     "run_sink",
@@ -67,7 +69,8 @@ _TAG_ESCAPES: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r
 _STRING_ESCAPES: Final = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 
-def _escape(text: str) -> str:
+def escape(text: str) -> str:
+    """A measurement, tag key, tag value or field key as line protocol writes it."""
     if "\\" in text:
         text = text.replace("\\", "\\\\")
     return text.translate(_TAG_ESCAPES)
@@ -95,16 +98,16 @@ def line(
     Tags without a value are left out (line protocol has no empty tag); tags
     are sorted by key, the order InfluxDB stores them in.
     """
-    parts = [_escape(measurement)]
+    parts = [escape(measurement)]
     for key in sorted(tags):
         tag = tags[key]
         if tag:
-            parts.append(f"{_escape(key)}={_escape(tag)}")
+            parts.append(f"{escape(key)}={escape(tag)}")
     written = []
     for key, value in fields.items():
         text = _field_value(value)
         if text is not None:
-            written.append(f"{_escape(key)}={text}")
+            written.append(f"{escape(key)}={text}")
     if not written:
         return None
     return f"{','.join(parts)} {','.join(written)} {ts_ms}"
@@ -112,8 +115,8 @@ def line(
 
 def series_key(measurement: str, tags: Mapping[str, str | None]) -> str:
     """The measurement and tags part of a line, to reuse for every point of one device."""
-    parts = [_escape(measurement)]
-    parts.extend(f"{_escape(k)}={_escape(v)}" for k in sorted(tags) if (v := tags[k]))
+    parts = [escape(measurement)]
+    parts.extend(f"{escape(k)}={escape(v)}" for k in sorted(tags) if (v := tags[k]))
     return ",".join(parts)
 
 
@@ -121,22 +124,30 @@ def point_line(series: str, name: str, value: float, ts_ms: int) -> str | None:
     """One field of a `series_key` at millisecond precision; None if not finite."""
     if not math.isfinite(value):
         return None
-    return f"{series} {_escape(name)}={float(value)!r} {ts_ms}"
+    return f"{series} {escape(name)}={float(value)!r} {ts_ms}"
 
 
 # -- the core ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per point, and a frozen dataclass's __init__ costs three
+# times as much (object.__setattr__ per field). Nothing changes one once made.
+@dataclass(slots=True)
 class Entry:
     """One applied record, as the store gave it.
 
     `key`: its position in the store (outbox seq, journal id); `line`: what to
     write, None if the record is gone from the store (lost) or cannot be
-    written; `applied_ms`: when the store took it, for the sink's lag.
+    written, "" if it is nothing InfluxDB is told about (a device record
+    without a connectivity change): passed over, neither written nor lost;
+    `applied_ms`: when the store took it, for the sink's lag; `count`: the
+    records it stands for. A run of consecutive points can be one entry,
+    its lines joined by newlines, `key` the run's last: a backlog then costs
+    one object per read instead of one per point.
     """
 
     key: int
     line: str | None
     applied_ms: int
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +160,17 @@ class Batch:
 
     @property
     def lines(self) -> list[str]:
-        return [e.line for e in self.entries if e.line is not None]
+        """What to send: each entry's text (a run's is several lines already)."""
+        return [text for e in self.entries if (text := e.line)]
+
+    @property
+    def size(self) -> int:
+        return sum(e.count for e in self.entries)
+
+    @property
+    def written(self) -> int:
+        """Records InfluxDB has once this batch is accepted."""
+        return 0 if self.refused else sum(e.count for e in self.entries if e.line)
 
     @property
     def keys(self) -> list[int]:
@@ -163,8 +184,8 @@ class Batch:
     def lost(self) -> int:
         """Entries of this batch that never reach InfluxDB."""
         if self.refused:
-            return len(self.entries)
-        return sum(1 for e in self.entries if e.line is None)
+            return sum(e.count for e in self.entries if e.line != "")
+        return sum(e.count for e in self.entries if e.line is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +198,11 @@ class Read:
 
 @dataclass(frozen=True, slots=True)
 class Write:
+    """Send the batch. `then`: the read that follows if it is accepted, None if that
+    is not known yet (the store was drained): a driver may carry it out meanwhile."""
+
     batch: Batch
+    then: Read | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +230,7 @@ class Outcome(enum.Enum):
 
 @dataclass(slots=True)
 class SinkStatus:
-    written: int = 0  # lines InfluxDB accepted
+    written: int = 0  # records (points, events) InfluxDB accepted
     lost: int = 0  # entries committed without reaching InfluxDB (gone from the store, refused)
     failures: int = 0  # consecutive failed steps
     last_error: str | None = None
@@ -223,10 +248,14 @@ class SinkCore:
     rng: Callable[[], float] = random.random
     status: SinkStatus = field(default_factory=SinkStatus)
     _buffer: list[Entry] = field(default_factory=list)
+    _buffered: int = 0  # records in the buffer (entries may be runs)
     _first_at: float = 0.0
     _after: int | None = None
     _pending: Action | None = None  # what a failed step or a wait resumes with
     _in_flight: Batch | None = None
+    # The last read came back short: the store had no more, so the next read after a
+    # commit starts from the durable position (see `committed`).
+    _drained: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.flush_interval_s <= 0:
@@ -238,14 +267,18 @@ class SinkCore:
         return self._read()
 
     def read_done(self, entries: Sequence[Entry], now: float) -> Action:
+        asked = self._pending
+        got = sum(e.count for e in entries)
+        self._drained = not isinstance(asked, Read) or got < asked.limit
         if entries:
             if not self._buffer:
                 self._first_at = now
             self._buffer.extend(entries)
+            self._buffered += got
             self._after = entries[-1].key
         self.status.failures = 0
         self._note_oldest()
-        if len(self._buffer) >= self.batch_size:
+        if self._buffered >= self.batch_size:
             return self._send()
         if not self._buffer:
             return self._wait(self.flush_interval_s, self._read())
@@ -271,16 +304,19 @@ class SinkCore:
         assert batch is not None, "committed without a batch"
         self._in_flight = None
         del self._buffer[: len(batch.entries)]
-        self.status.written += 0 if batch.refused else len(batch.lines)
+        self._buffered -= batch.size
+        self.status.written += batch.written
         self.status.lost += batch.lost
         self.status.failures = 0
         self._note_oldest()
         if self._buffer:
             self._first_at = now
             return self._read()
-        # From the durable position again: on a store whose keys can commit out of
-        # order (several writers), what committed late below the batch is found now.
-        self._after = None
+        if self._drained:
+            # From the durable position again: on a store whose keys can commit out of
+            # order (several writers), what committed late below the batch is found now.
+            # Through a backlog, reads go on in key order (what `Write.then` announced).
+            self._after = None
         return self._read()
 
     def failed(self, now: float, error: str | None = None) -> Action:
@@ -301,14 +337,17 @@ class SinkCore:
 
     # -- helpers ---------------------------------------------------------------------
     def _read(self) -> Action:
-        return self._do(Read(self._after, self.batch_size - len(self._buffer)))
+        return self._do(Read(self._after, self.batch_size - self._buffered))
 
     def _send(self) -> Action:
-        batch = Batch(tuple(self._buffer[: self.batch_size]))
+        # Reads never ask for more than fills the batch: the whole buffer is one batch.
+        batch = Batch(tuple(self._buffer))
         self._in_flight = batch
         if not batch.lines:
             return self._do(Commit(batch))  # only lost entries: nothing to send
-        return self._do(Write(batch))
+        # The buffer never holds more than a batch: once this one is committed it is empty.
+        then = None if self._drained else Read(self._after, self.batch_size)
+        return self._do(Write(batch, then))
 
     def _wait(self, seconds: float, then: Action, *, retrying: bool = False) -> Wait:
         self._pending = then
@@ -380,43 +419,142 @@ async def run_sink(
     *,
     wake: asyncio.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
+    read_ahead: int = 0,
 ) -> None:
-    """Carry out the core's actions until cancelled. `wake` cuts a quiet poll short."""
+    """Carry out the core's actions until cancelled. `wake` cuts a quiet poll short.
+
+    `read_ahead` > 0: while a batch is being written, the next ones (up to that
+    many) are read and formatted, so that reading the store and writing to
+    InfluxDB overlap instead of taking turns. They are only handed to the core
+    when it asks for exactly that read, after the batch before was committed:
+    the position still moves in order, one accepted batch at a time. The source
+    must then allow a read while a commit runs.
+    """
+    ahead = _ReadAhead(source, read_ahead)
     action = core.start(clock())
-    while True:
-        try:
-            if isinstance(action, Read):
-                entries = await source.read(action.after, action.limit)
-                action = core.read_done(entries, clock())
-            elif isinstance(action, Write):
-                outcome, error = await writer.write(action.batch.lines)
-                if outcome is Outcome.RETRY:
-                    log.warning("InfluxDB did not take a batch (%s); trying again", error)
-                elif outcome is Outcome.REFUSED:
-                    log.error(
-                        "InfluxDB refused a batch of %d points (%s); counted as lost",
-                        len(action.batch.lines),
-                        error,
-                    )
-                action = core.write_done(outcome, clock(), error)
-            elif isinstance(action, Commit):
-                await source.commit(action.batch)
-                lost = action.batch.lost
-                if lost:
-                    log.warning(
-                        "%d points or events were gone from the store before they reached"
-                        " InfluxDB (retention, or refused); counted as lost",
-                        lost,
-                    )
-                action = core.committed(clock())
-            else:
-                await _sleep(action.seconds, None if action.retrying else wake)
-                action = core.woke(clock())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the store away or busy: the same step later
-            log.warning("InfluxDB sink: %s failed: %s", type(action).__name__, exc)
-            action = core.failed(clock(), f"{type(exc).__name__}: {exc}")
+    try:
+        while True:
+            try:
+                action = await _step(core, source, writer, ahead, action, wake=wake, clock=clock)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store away or busy: the same step later
+                log.warning("InfluxDB sink: %s failed: %s", type(action).__name__, exc)
+                ahead.clear()
+                action = core.failed(clock(), f"{type(exc).__name__}: {exc}")
+    finally:
+        await ahead.close()
+
+
+async def _step(
+    core: SinkCore,
+    source: Source,
+    writer: Writer,
+    ahead: _ReadAhead,
+    action: Action,
+    *,
+    wake: asyncio.Event | None,
+    clock: Callable[[], float],
+) -> Action:
+    if isinstance(action, Read):
+        entries = await ahead.take(action)
+        if entries is None:
+            entries = await source.read(action.after, action.limit)
+        return core.read_done(entries, clock())
+    if isinstance(action, Write):
+        if action.then is not None:
+            ahead.start(action.then)
+        outcome, error = await writer.write(action.batch.lines)
+        if outcome is Outcome.RETRY:
+            log.warning("InfluxDB did not take a batch (%s); trying again", error)
+        elif outcome is Outcome.REFUSED:
+            log.error(
+                "InfluxDB refused a batch of %d points (%s); counted as lost",
+                action.batch.size,
+                error,
+            )
+        return core.write_done(outcome, clock(), error)
+    if isinstance(action, Commit):
+        await source.commit(action.batch)
+        lost = action.batch.lost
+        if lost:
+            log.warning(
+                "%d points or events were gone from the store before they reached"
+                " InfluxDB (retention, or refused); counted as lost",
+                lost,
+            )
+        return core.committed(clock())
+    if action.retrying:
+        # InfluxDB or the store is failing: what was read ahead may be stale by the time
+        # it is wanted (retention), and holding it costs memory for nothing.
+        ahead.clear()
+    await _sleep(action.seconds, None if action.retrying else wake)
+    return core.woke(clock())
+
+
+_Ahead = tuple[Read, Sequence[Entry]]
+
+
+class _ReadAhead:
+    """Reads carried out before the core asks for them, in a chain of at most `depth`.
+
+    Each read of the chain starts after the last key of the one before, and
+    the chain stops at a short read (the store is drained: what comes later is
+    for the core's own poll). Whatever does not match what the core asks is
+    dropped, so a read ahead can only save time, never change what is written.
+    """
+
+    def __init__(self, source: Source, depth: int) -> None:
+        self._source = source
+        self._depth = depth
+        self._chain: collections.deque[asyncio.Task[_Ahead | None]] = collections.deque()
+
+    def start(self, read: Read) -> None:
+        """The core will ask for `read` next: make sure the chain begins with it."""
+        if self._depth <= 0 or self._chain:
+            return  # off, or already running from the read before (checked in `take`)
+        self._extend(read)
+
+    async def take(self, read: Read) -> Sequence[Entry] | None:
+        """The entries of `read` if they were read ahead, else None (read them now)."""
+        if not self._chain:
+            return None
+        done = await self._chain.popleft()
+        if done is None or done[0] != read:
+            self.clear()
+            return None
+        self._extend()
+        return done[1]
+
+    def clear(self) -> None:
+        for task in self._chain:
+            task.cancel()
+        self._chain.clear()
+
+    async def close(self) -> None:
+        tasks = list(self._chain)
+        self.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _extend(self, first: Read | None = None) -> None:
+        while len(self._chain) < self._depth:
+            before = self._chain[-1] if self._chain else None
+            if before is None and first is None:
+                return
+            coro = self._read(before, first)
+            self._chain.append(asyncio.create_task(coro, name="influx-read-ahead"))
+            first = None
+
+    async def _read(
+        self, before: asyncio.Task[_Ahead | None] | None, first: Read | None
+    ) -> _Ahead | None:
+        if before is not None:
+            done = await asyncio.shield(before)
+            if done is None or sum(e.count for e in done[1]) < done[0].limit:
+                return None  # drained: nothing to read ahead
+            first = Read(done[1][-1].key, done[0].limit)
+        assert first is not None
+        return first, await self._source.read(first.after, first.limit)
 
 
 async def _sleep(seconds: float, wake: asyncio.Event | None) -> None:

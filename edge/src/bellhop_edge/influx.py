@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
@@ -33,8 +34,8 @@ from bellhop_bridge.influx_core import (
     ClientWriter,
     Entry,
     SinkCore,
+    escape,
     line,
-    point_line,
     run_sink,
     series_key,
 )
@@ -59,15 +60,45 @@ DEVICES_EVERY_S: Final = 30.0
 LAG_EVERY_S: Final = 5.0
 LOG_LAG_EVERY_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 5.0
+# Batches read and formatted while the one before is being written: reading the store and
+# InfluxDB's answer overlap; two smooth out a slow read without holding much memory.
+READ_AHEAD: Final = 2
 
 _EVENT_NAMES: Final = {
     v: k.removeprefix("EVENT_KIND_").lower() for k, v in common_pb2.EventKind.items()
 }
-_READ = """
-SELECT o.seq, o.ts, o.kind, s.device_id, s.metric, o.point_ts, o.value, o.payload
-FROM outbox o LEFT JOIN series s ON s.series_id = o.series_id
-WHERE o.seq > ? AND o.kind IN (3, 5) ORDER BY o.seq LIMIT ?
-"""
+_ALERT_KINDS: Final = {
+    v: k.removeprefix("ALERT_KIND_").lower() for k, v in common_pb2.AlertKind.items()
+}
+_SEVERITIES: Final = {
+    v: k.removeprefix("ALERT_SEVERITY_").lower() for k, v in common_pb2.AlertSeverity.items()
+}
+_Stamp = Literal["raised_at", "acknowledged_at", "cleared_at"]
+_ALERT_STATES: Final[dict[int, tuple[str, _Stamp]]] = {
+    common_pb2.ALERT_STATE_RAISED: ("raised", "raised_at"),
+    common_pb2.ALERT_STATE_ACKNOWLEDGED: ("acknowledged", "acknowledged_at"),
+    common_pb2.ALERT_STATE_CLEARED: ("cleared", "cleared_at"),
+}
+_CONNECTIVITY: Final = {
+    common_pb2.CONNECTIVITY_ONLINE: True,
+    common_pb2.CONNECTIVITY_OFFLINE: False,
+}
+# Telemetry, device events, alert changes, device records (connectivity); by field number.
+_KINDS: Final = "3, 5, 6, 8"
+# As few columns as will do (each costs per row in Python): a writable point's series,
+# or minus the row's kind for anything else (a record, read again by its seq, or a
+# point whose value is not finite). No join: series are looked up in the sink's own
+# map of line prefixes.
+_READ: Final = f"""
+SELECT seq,
+    CASE WHEN kind = 3 AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
+    THEN series_id ELSE -kind END,
+    point_ts, value
+FROM outbox WHERE seq > ? AND kind IN ({_KINDS}) ORDER BY seq LIMIT ?
+"""  # noqa: S608 - constants
+_APPLIED: Final = "SELECT ts FROM outbox WHERE seq = ?"
+_RECORD: Final = "SELECT ts, payload FROM outbox WHERE seq = ?"
+_TELEMETRY: Final = int(outbox.OutboxKind.TELEMETRY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +113,24 @@ class InfluxLag:
 
 
 class OutboxSource:
-    """The sink's `Source` over the gateway's SQLite store; every call runs in a thread."""
+    """The sink's `Source` over the gateway's SQLite store; every call runs in a thread.
+
+    One connection, used by one thread at a time (a lock): a read ahead
+    (`run_sink(read_ahead=...)`) may run while a batch is committed.
+    """
 
     def __init__(self, conn: sqlite3.Connection, *, hotel_id: str, org: str | None) -> None:
         self._conn = conn
+        self._lock = threading.Lock()
         self._hotel_id = hotel_id
         self._org = org
         self._devices: dict[str, tuple[str | None, str | None]] = {}
-        self._series: dict[str, str] = {}
+        # series_id -> "telemetry,<tags> <metric>=": a point's line is this, its value
+        # and its time (the tags escaped once per series, not once per point).
+        self._prefixes: dict[int, str] = {}
+        # Each device's connectivity as last written: a device record only becomes a
+        # point when it changed (or for the first record after a start).
+        self._online: dict[str, bool] = {}
         self._devices_at = 0.0
         self.cursor = 0
         self.lost = 0
@@ -99,7 +140,7 @@ class OutboxSource:
 
     def open(self) -> None:
         """Turn the sink on; the first time, from the outbox's end (what comes next)."""
-        with transaction(self._conn):
+        with self._lock, transaction(self._conn):
             enabled, cursor, lost = self._conn.execute(
                 "SELECT enabled, cursor, lost FROM influx_sink WHERE id = 1"
             ).fetchone()
@@ -109,32 +150,65 @@ class OutboxSource:
                     "UPDATE influx_sink SET enabled = 1, cursor = ? WHERE id = 1", (cursor,)
                 )
         self.cursor, self.lost = int(cursor), int(lost)
-        self._count_backlog(force=True)
+        with self._lock:
+            self._count_backlog(force=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
 
     async def read(self, after: int | None, limit: int) -> Sequence[Entry]:
-        return await asyncio.to_thread(self._read, self.cursor if after is None else after, limit)
+        return await asyncio.to_thread(self._read, after, limit)
 
     async def commit(self, batch: Batch) -> None:
         await asyncio.to_thread(self._commit, batch.last)
 
-    def _read(self, after: int, limit: int) -> list[Entry]:
-        rows = self._conn.execute(_READ, (after, limit)).fetchall()
-        self._count_backlog()
-        if any(r[3] is not None and r[3] not in self._devices for r in rows):
-            self._load_devices(force=True)
-        else:
+    def _read(self, after: int | None, limit: int) -> list[Entry]:
+        with self._lock:
+            start = self.cursor if after is None else after
+            rows = self._conn.execute(_READ, (start, limit)).fetchall()
+            self._count_backlog()
             self._load_devices()
-        entries = []
-        for seq, ts, kind, device_id, metric, point_ts, value, payload in rows:
-            if kind == outbox.OutboxKind.TELEMETRY:
-                text = point_line(self._series_of(device_id), metric, value, point_ts)
+            if not rows:
+                return []
+            first = self._conn.execute(_APPLIED, (rows[0][0],)).fetchone()
+            applied = int(first[0]) if first else int(time.time() * 1000)
+            prefixes = self._prefixes
+            try:
+                # The common case, a run of writable points: one comprehension, one entry.
+                lines = [f"{prefixes[sid]}{value!r} {ts}" for _, sid, ts, value in rows]
+            except KeyError:  # a record, a new series, a value that cannot be written
+                return self._mixed(rows, applied)
+            return [Entry(rows[-1][0], "\n".join(lines), applied, len(rows))]
+
+    def _mixed(
+        self, rows: list[tuple[int, int, int | None, float | None]], applied: int
+    ) -> list[Entry]:
+        """Rows one by one: runs of points as one entry each, records and lost points
+        as entries of their own, in key order."""
+        entries: list[Entry] = []
+        run: list[str] = []
+        last = 0
+        for seq, sid, ts, value in rows:
+            if sid > 0:
+                prefix = self._prefixes.get(sid) or self._prefix(sid)
+                if prefix:
+                    run.append(f"{prefix}{value!r} {ts}")
+                    last = seq
+                    continue
+            if run:
+                entries.append(Entry(last, "\n".join(run), applied, len(run)))
+                run = []
+            if sid == -_TELEMETRY:
+                entries.append(Entry(seq, None, applied))  # not finite: InfluxDB would refuse it
             else:
-                text = self._event_line(payload)
-            entries.append(Entry(seq, text, ts))
+                entries.append(Entry(seq, self._record_line(seq, -sid), applied))
+        if run:
+            entries.append(Entry(last, "\n".join(run), applied, len(run)))
         return entries
 
     def _commit(self, last: int) -> None:
-        with transaction(self._conn):
+        with self._lock, transaction(self._conn):
             self._conn.execute(
                 "UPDATE influx_sink SET cursor = max(cursor, ?) WHERE id = 1", (last,)
             )
@@ -143,29 +217,41 @@ class OutboxSource:
             )
         self.cursor = max(self.cursor, last)
 
-    def _series_of(self, device_id: str) -> str:
-        series = self._series.get(device_id)
-        if series is None:
-            series = series_key(MEASUREMENT_TELEMETRY, self._tags(device_id))
-            self._series[device_id] = series
-        return series
+    def _prefix(self, series_id: int) -> str:
+        """A series not in the map yet: the map read again (new series, rooms or kinds)."""
+        self._load_devices(force=True)
+        rows = self._conn.execute("SELECT series_id, device_id, metric FROM series")
+        for sid, device_id, metric in rows:
+            if sid not in self._prefixes:
+                series = series_key(MEASUREMENT_TELEMETRY, self._tags(device_id))
+                self._prefixes[sid] = f"{series} {escape(metric)}="
+        return self._prefixes.get(series_id, "")
 
-    def _tags(self, device_id: str) -> dict[str, str | None]:
-        room, kind = self._devices.get(device_id, (None, None))
+    def _tags(self, device_id: str, room: str | None = None) -> dict[str, str | None]:
+        known_room, kind = self._devices.get(device_id, (None, None))
         return {
             "org": self._org,
             "hotel": self._hotel_id,
-            "room": room,
+            "room": room or known_room,
             "device": device_id,
             "kind": kind,
         }
 
-    def _event_line(self, payload: bytes | None) -> str | None:
-        if payload is None:
-            return None
-        event = bridge_pb2.OutboxEvent.FromString(payload).device_event
-        if event.device_id not in self._devices:
-            self._load_devices(force=True)
+    def _record_line(self, seq: int, kind: int) -> str | None:
+        """A device event's, an alert change's or a connectivity change's line."""
+        row = self._conn.execute(_RECORD, (seq,)).fetchone()
+        if row is None or row[1] is None:
+            return None  # gone since the read (retention): lost
+        ts, payload = row
+        record = bridge_pb2.OutboxEvent.FromString(payload)
+        if kind == outbox.OutboxKind.DEVICE_EVENT:
+            return self._event_line(record.device_event)
+        if kind == outbox.OutboxKind.ALERT:
+            return self._alert_line(record.alert)
+        return self._connectivity_line(record.device, ts)
+
+    def _event_line(self, event: common_pb2.DeviceEvent) -> str | None:
+        self._known(event.device_id)
         data = json_format.MessageToDict(event.data)
         fields: dict[str, float | int | bool | str] = {"count": 1}
         for key, value in data.items():
@@ -173,6 +259,34 @@ class OutboxSource:
                 fields[key] = value
         tags = {**self._tags(event.device_id), "event": _EVENT_NAMES.get(event.kind, "unknown")}
         return line(MEASUREMENT_EVENT, tags, fields, event.ts.ToMilliseconds())
+
+    def _alert_line(self, alert: common_pb2.Alert) -> str | None:
+        state = _ALERT_STATES.get(alert.state)
+        if state is None:
+            return ""  # no state to tell: nothing to write, nothing lost
+        name, stamp = state
+        at = getattr(alert, stamp) if alert.HasField(stamp) else alert.raised_at
+        self._known(alert.device_id)
+        tags = {
+            **self._tags(alert.device_id, alert.room_id or None),
+            "event": "alert",
+            "alert": _ALERT_KINDS.get(alert.kind, "unspecified"),
+            "severity": _SEVERITIES.get(alert.severity, "unspecified"),
+        }
+        return line(MEASUREMENT_EVENT, tags, {"count": 1, "state": name}, at.ToMilliseconds())
+
+    def _connectivity_line(self, device: common_pb2.Device, ts: int) -> str:
+        online = _CONNECTIVITY.get(device.connectivity)
+        if online is None or self._online.get(device.device_id) is online:
+            return ""  # a registry change, or the same connectivity again
+        self._online[device.device_id] = online
+        self._known(device.device_id)
+        tags = {**self._tags(device.device_id, device.room_id or None), "event": "connectivity"}
+        return line(MEASUREMENT_EVENT, tags, {"count": 1, "online": online}, ts) or ""
+
+    def _known(self, device_id: str) -> None:
+        if device_id not in self._devices:
+            self._load_devices(force=True)
 
     def _load_devices(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -185,7 +299,7 @@ class OutboxSource:
         }
         if devices != self._devices:
             self._devices = devices
-            self._series.clear()
+            self._prefixes.clear()
 
     def _count_backlog(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -193,7 +307,7 @@ class OutboxSource:
             return
         self._backlog_at = now
         count, oldest = self._conn.execute(
-            "SELECT count(*), min(ts) FROM outbox WHERE seq > ? AND kind IN (3, 5)",
+            f"SELECT count(*), min(ts) FROM outbox WHERE seq > ? AND kind IN ({_KINDS})",  # noqa: S608
             (self.cursor,),
         ).fetchone()
         self.backlog = (int(count), None if oldest is None else int(oldest))
@@ -211,8 +325,8 @@ class InfluxSink:
             retry_min_s=influx.retry_min_s,
             retry_max_s=influx.retry_max_s,
         )
-        self._conn = connect(config.database_path, Synchronous.NORMAL, cache_kib=CACHE_KIB)
-        self.source = OutboxSource(self._conn, hotel_id=config.hotel_id, org=influx.organisation)
+        conn = connect(config.database_path, Synchronous.NORMAL, cache_kib=CACHE_KIB)
+        self.source = OutboxSource(conn, hotel_id=config.hotel_id, org=influx.organisation)
         self._client = _client(influx)
 
     @classmethod
@@ -220,13 +334,17 @@ class InfluxSink:
     async def running(cls, config: EdgeConfig) -> AsyncIterator[InfluxSink | None]:
         """Run the sink while the block runs, if `[influx]` is on; stop it on the way out."""
         if not config.influx.enabled:
+            # Retention keeps what an enabled sink has not written: off means off.
+            await asyncio.to_thread(_switch_off, config)
             yield None
             return
         sink = cls(config)
         try:
             await asyncio.to_thread(sink.source.open)
             writer = ClientWriter(_write_call(sink._client, config.influx))
-            task = asyncio.create_task(run_sink(sink.core, sink.source, writer), name="influx")
+            task = asyncio.create_task(
+                run_sink(sink.core, sink.source, writer, read_ahead=READ_AHEAD), name="influx"
+            )
             reporter = asyncio.create_task(sink._report(), name="influx-lag")
             log.info(
                 "InfluxDB sink to %s (bucket %s) from outbox seq %d",
@@ -268,7 +386,23 @@ class InfluxSink:
 
     def _close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
-        self._conn.close()
+        self.source.close()
+
+
+def _switch_off(config: EdgeConfig) -> None:
+    """Mark the sink off in the store (turned on again, it starts from what comes next)."""
+    if not config.database_path.exists():
+        return
+    conn = connect(config.database_path, Synchronous.NORMAL, cache_kib=CACHE_KIB)
+    try:
+        row = conn.execute("SELECT enabled FROM influx_sink WHERE id = 1").fetchone()
+        if row and row[0]:
+            with transaction(conn):
+                conn.execute("UPDATE influx_sink SET enabled = 0 WHERE id = 1")
+    except sqlite3.OperationalError:
+        log.debug("no InfluxDB sink state to switch off", exc_info=True)
+    finally:
+        conn.close()
 
 
 def _client(influx: InfluxConfig) -> InfluxDBClient:

@@ -3,7 +3,9 @@ InfluxDB accepted a batch, retries with back-off, lost entries counted, line pro
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Iterable
 
 import pytest
 from bellhop_bridge.influx_core import (
@@ -18,6 +20,7 @@ from bellhop_bridge.influx_core import (
     classify,
     line,
     point_line,
+    run_sink,
     series_key,
 )
 
@@ -41,12 +44,23 @@ def test_a_full_read_is_written_at_once_and_committed_only_once_accepted() -> No
     assert isinstance(action, Write)
     assert action.batch.keys == [1, 2, 3]
     assert c.status.oldest_pending_ms == 1001
+    # The read was full (a backlog): the next one goes on after it, announced with the write.
+    assert action.then == Read(3, 3)
     commit = c.write_done(Outcome.ACCEPTED, 0.1)
     assert commit == Commit(action.batch)
-    # Committed: the next read starts from the durable position again.
-    assert c.committed(0.2) == Read(None, 3)
+    assert c.committed(0.2) == Read(3, 3)
     assert (c.status.written, c.status.lost) == (3, 0)
     assert c.status.oldest_pending_ms is None
+    # A short read drained the store: after its commit, from the durable position again
+    # (on a store whose keys commit out of order, what committed late below is found).
+    c.read_done(entries(4, 1), 0.3)
+    write = c.woke(1.3)
+    assert write == Read(4, 2)
+    write = c.read_done([], 1.3)
+    assert isinstance(write, Write)
+    assert write.then is None
+    c.write_done(Outcome.ACCEPTED, 1.4)
+    assert c.committed(1.4) == Read(None, 3)
 
 
 @pytest.mark.parametrize(
@@ -215,3 +229,125 @@ def test_batch_accounting() -> None:
     batch = Batch(tuple(entries(1, 4, lost={3})))
     assert (batch.last, batch.lost, len(batch.lines)) == (4, 1, 3)
     assert Batch(batch.entries, refused=True).lost == 4
+
+
+def test_a_run_entry_counts_as_the_records_it_stands_for() -> None:
+    c = core(batch=5)
+    c.start(0.0)
+    run = Entry(3, "m v=1 1\nm v=2 2\nm v=3 3", 1001, count=3)
+    # Three records of five: the batch waits for the rest, and asks for two more.
+    assert c.read_done([run], 0.0) == Wait(1.0)
+    assert c.woke(0.5) == Read(3, 2)
+    write = c.read_done([Entry(4, None, 1004), Entry(5, "", 1005)], 0.5)
+    assert isinstance(write, Write)
+    assert write.then == Read(5, 5)  # full: a backlog, the next read is known
+    assert (write.batch.size, write.batch.written, write.batch.lost) == (5, 3, 1)
+    assert write.batch.lines == ["m v=1 1\nm v=2 2\nm v=3 3"]  # "" is passed over
+    c.write_done(Outcome.ACCEPTED, 0.6)
+    c.committed(0.6)
+    assert (c.status.written, c.status.lost) == (3, 1)
+    refused = Batch((run, Entry(4, None, 1), Entry(5, "", 1)), refused=True)
+    assert (refused.lost, refused.written) == (4, 0)
+
+
+class _Store:
+    """A source of `total` one-line entries; records each read and how many ran at once."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.reads: list[tuple[int | None, int]] = []
+        self.committed = 0
+        self.running = 0
+        self.overlapped = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def read(self, after: int | None, limit: int) -> list[Entry]:
+        self.reads.append((after, limit))
+        start = self.committed if after is None else after
+        await self.gate.wait()
+        return entries(start + 1, max(0, min(limit, self.total - start)))
+
+    async def commit(self, batch: Batch) -> None:
+        self.committed = batch.last
+
+
+class _Influx:
+    def __init__(self, store: _Store, fail: int = 0) -> None:
+        self.store = store
+        self.fail = fail
+        self.lines: list[str] = []
+
+    async def write(self, lines: Iterable[str]) -> tuple[Outcome, str | None]:
+        # What was read ahead while this request is in flight shows as reads past it.
+        self.store.running += 1
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.store.running -= 1
+        if self.fail:
+            self.fail -= 1
+            return Outcome.RETRY, "HTTP 503"
+        self.lines.extend(lines)
+        return Outcome.ACCEPTED, None
+
+
+async def _drain(store: _Store, influx: _Influx, read_ahead: int) -> list[tuple[int | None, int]]:
+    c = SinkCore(batch_size=10, flush_interval_s=0.01, retry_min_s=0.001, retry_max_s=0.002)
+    task = asyncio.create_task(run_sink(c, store, influx, read_ahead=read_ahead))
+    try:
+        async with asyncio.timeout(5):
+            while store.committed < store.total:
+                await asyncio.sleep(0.001)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return store.reads
+
+
+@pytest.mark.parametrize("read_ahead", [0, 1, 3])
+async def test_reading_ahead_changes_when_reads_happen_never_what_is_written(
+    read_ahead: int,
+) -> None:
+    store = _Store(95)
+    influx = _Influx(store, fail=2)  # two failed writes on the way: the same batch again
+    reads = await _drain(store, influx, read_ahead)
+    assert influx.lines == [f"m v={k} {k}" for k in range(1, 96)]  # each once, in order
+    assert store.committed == 95
+    # Reads start at the durable position or right after a batch (95: the short last one
+    # waits to fill up), nowhere else (what was
+    # read ahead while a write failed is dropped and read again).
+    assert {after for after, _ in reads} <= {None, *range(10, 100, 10), 95}
+
+
+async def test_reads_ahead_are_bounded_and_cancelled_with_the_sink() -> None:
+    store = _Store(1000)
+    store.gate.clear()  # reads hang: what the driver started shows in `reads`
+    c = SinkCore(batch_size=10, flush_interval_s=0.01)
+    # A first read returned at once, then every read blocks.
+    first = entries(1, 10)
+    source_read = store.read
+
+    async def read(after: int | None, limit: int) -> list[Entry]:
+        if not store.reads:
+            store.reads.append((after, limit))
+            return first
+        return await source_read(after, limit)
+
+    store.read = read  # type: ignore[method-assign]
+    influx = _Influx(store)
+    task = asyncio.create_task(run_sink(c, store, influx, read_ahead=2))
+
+    def ahead() -> set[asyncio.Task[object]]:
+        return {t for t in asyncio.all_tasks() if t.get_name() == "influx-read-ahead"}
+
+    async with asyncio.timeout(5):
+        while store.committed < 10 or len(ahead()) < 2:
+            await asyncio.sleep(0.001)
+    # The first batch is committed and its successor wanted; two reads ahead exist (the
+    # second waits for the first's last key), no more.
+    assert store.reads == [(None, 10), (10, 10)]
+    tasks = ahead()
+    assert len(tasks) == 2
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert all(t.done() for t in tasks)
