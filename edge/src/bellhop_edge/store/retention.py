@@ -6,8 +6,9 @@
 
 Raw telemetry is folded into bucketed rollups after `raw_retention_s`; old
 rollups, events, cleared alerts, finished commands and acknowledged outbox
-rows are deleted; unacknowledged outbox rows older than `outbox_max_age_s`
-are dropped (the bridge sees the gap). Each step does at most one chunk of
+rows are deleted (but those the InfluxDB sink has not written yet, within
+bounds: see `_SINK_HOLDS`); unacknowledged outbox rows older than
+`outbox_max_age_s` are dropped (the bridge sees the gap). Each step does at most one chunk of
 work, so the writer thread, which runs the steps between batches, is never
 held for long (docs/edge-store.md, "Retention").
 """
@@ -84,11 +85,24 @@ _PRUNES: Final = {
     _Phase.OUTBOX_ACKED: (
         "outbox",
         "seq",
-        "(lane = 1 AND seq <= (SELECT last_acked_seq FROM outbox_state))"
-        " OR (lane = 2 AND seq <= (SELECT last_acked_priority_seq FROM outbox_state))",
+        "((lane = 1 AND seq <= (SELECT last_acked_seq FROM outbox_state))"
+        " OR (lane = 2 AND seq <= (SELECT last_acked_priority_seq FROM outbox_state)))"
+        " AND NOT (:sink_holds)",
         "outbox_acked_deleted",
     ),
 }
+# An acknowledged row the InfluxDB sink (docs/influx.md) has not written yet stays while
+# the sink is on, so that an InfluxDB outage longer than a retention interval loses
+# nothing; but no longer than an unacknowledged row would (`outbox_max_age_s`) and
+# within the outbox's cap (`outbox_max_events`, counted in seqs from the newest, which
+# keeps at most that many), so that a dead InfluxDB cannot fill the disk. Past either
+# bound it goes and counts as lost (the schema's trigger for points and device events,
+# `_count_sink_lost` for alert and device records).
+_SINK_HOLDS: Final = (
+    "seq > coalesce((SELECT cursor FROM influx_sink WHERE id = 1 AND enabled), 1e18)"
+    " AND ts >= :sink_oldest AND seq > :sink_lowest"
+)
+_SINK_RECORDS: Final = "kind IN (6, 8)"  # written by the sink; the trigger counts 3 and 5
 
 
 @dataclass(slots=True)
@@ -158,15 +172,27 @@ class RetentionRun:
             f"DELETE FROM {table} WHERE {key} IN"  # noqa: S608 - constants
             f" (SELECT {key} FROM {table} WHERE {where} LIMIT :limit)"
         )
-        args = {
+        args: dict[str, object] = {
             "old": self.now - _ms(p.events_retention_s),
             "now": self.now,
             "limit": p.rows_per_chunk,
         }
+        if phase is _Phase.OUTBOX_ACKED:
+            sql = sql.replace(":sink_holds", _SINK_HOLDS)
+            args |= self._sink_bounds(conn)
+            _count_sink_lost(conn, sql.partition(" IN ")[2], args)
         n = conn.execute(sql, args).rowcount
         if n < p.rows_per_chunk:
             self.phase = _Phase(phase + 1)
         return RetentionReport(**{counter: n})
+
+    def _sink_bounds(self, conn: sqlite3.Connection) -> dict[str, object]:
+        p = self.policy
+        oldest = 0 if p.outbox_max_age_s is None else self.now - _ms(p.outbox_max_age_s)
+        lowest = 0
+        if p.outbox_max_events is not None:
+            lowest = outbox.last_seq(conn) - p.outbox_max_events
+        return {"sink_oldest": oldest, "sink_lowest": lowest}
 
     def _outbox_old(self, conn: sqlite3.Connection) -> RetentionReport:
         """Unacknowledged events older than the limit go, and a gap record says so."""
@@ -203,3 +229,12 @@ class RetentionRun:
             self.phase = _Phase.DONE  # nothing thinnable is left
         log.warning("outbox over its cap: thinned %d raw telemetry points", n)
         return RetentionReport(outbox_thinned=n)
+
+
+def _count_sink_lost(conn: sqlite3.Connection, picked: str, args: dict[str, object]) -> None:
+    """Alert and device records about to go before the InfluxDB sink wrote them: lost."""
+    sql = (
+        f"UPDATE influx_sink SET lost = lost + (SELECT count(*) FROM outbox WHERE seq IN {picked}"  # noqa: S608 - constants
+        f" AND {_SINK_RECORDS} AND seq > cursor) WHERE id = 1 AND enabled"
+    )
+    conn.execute(sql, args)
