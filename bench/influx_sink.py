@@ -33,7 +33,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from bellhop_bridge.influx_core import ClientWriter, SinkCore, point_line, run_sink, series_key
+from bellhop_bridge.influx_core import SinkCore, point_line, series_key
+from bellhop_bridge.influx_driver import ClientWriter, run_sink
 from bellhop_edge.influx import READ_AHEAD, OutboxSource
 from bellhop_edge.store import history
 from bellhop_edge.store.schema import Synchronous, connect, migrate, transaction

@@ -29,14 +29,13 @@ from bellhop_bridge.influx_core import (
     MEASUREMENT_EVENT,
     MEASUREMENT_TELEMETRY,
     Batch,
-    ClientWriter,
     Entry,
     SinkCore,
     line,
     point_line,
-    run_sink,
     series_key,
 )
+from bellhop_bridge.influx_driver import ClientWriter, run_sink
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision

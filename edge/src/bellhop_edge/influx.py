@@ -31,14 +31,13 @@ from bellhop_bridge.influx_core import (
     MEASUREMENT_EVENT,
     MEASUREMENT_TELEMETRY,
     Batch,
-    ClientWriter,
     Entry,
     SinkCore,
     escape,
     line,
-    run_sink,
     series_key,
 )
+from bellhop_bridge.influx_driver import ClientWriter, run_sink
 from google.protobuf import json_format
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS

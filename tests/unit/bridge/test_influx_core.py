@@ -17,12 +17,11 @@ from bellhop_bridge.influx_core import (
     SinkCore,
     Wait,
     Write,
-    classify,
     line,
     point_line,
-    run_sink,
     series_key,
 )
+from bellhop_bridge.influx_driver import classify, run_sink
 
 
 def entries(first: int, count: int, *, lost: set[int] | None = None) -> list[Entry]:
