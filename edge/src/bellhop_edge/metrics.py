@@ -44,7 +44,7 @@ from bellhop_edge.errors import EdgeError
 from bellhop_edge.store.outbox import Backlog
 from bellhop_edge.store.writer_thread import WriterStats
 
-__all__ = ["EdgeMetrics", "MetricsServer", "Observed"]
+__all__ = ["EdgeMetrics", "InfluxSinkLike", "MetricsServer", "Observed"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,26 @@ class _Commands(Protocol):
     def in_flight(self) -> int: ...
 
 
+class _InfluxLag(Protocol):
+    @property
+    def points_behind(self) -> int: ...
+
+    @property
+    def seconds_behind(self) -> float: ...
+
+    @property
+    def written(self) -> int: ...
+
+    @property
+    def lost(self) -> int: ...
+
+
+class InfluxSinkLike(Protocol):
+    """The InfluxDB sink's lag, read at each scrape (bellhop_edge.influx.InfluxSink)."""
+
+    def lag(self) -> _InfluxLag: ...
+
+
 class Observed(Protocol):
     """What a scrape reads: the running gateway (or a stand-in in tests)."""
 
@@ -117,6 +137,10 @@ class EdgeMetrics:
         self._gateway = gateway
         self.port: int | None = None  # where it is served, once it is (port 0 picks one)
 
+    def watch_influx(self, sink: InfluxSinkLike | None) -> None:
+        """Report this InfluxDB sink's lag (docs/influx.md); None: the sink is off."""
+        self._live.influx = sink
+
     def command_finished(self, record: CommandRecord) -> None:
         """A command's result was recorded; a pending one is not finished yet."""
         result = record.result
@@ -146,6 +170,7 @@ class _Live(Collector):
         self._gateway = gateway
         self.backlog: Backlog | None = None  # read by `EdgeMetrics.render` for each scrape
         self.read_at = 0.0
+        self.influx: InfluxSinkLike | None = None
         try:
             self._version = metadata.version("bellhop-edge")
         except metadata.PackageNotFoundError:
@@ -202,6 +227,8 @@ class _Live(Collector):
             self._gateway.commands.in_flight,
         )
         yield from self._bridge(status)
+        if self.influx is not None:
+            yield from _influx(self.influx.lag())
 
     def _bridge(self, status: GatewayStatus) -> Iterator[Metric]:
         current = BRIDGE_STATES.get(status.cloud_bridge, "unknown")
@@ -235,6 +262,30 @@ class _Live(Collector):
             lag.add_metric([], 0.0 if oldest is None else max(0.0, self.read_at - oldest / 1000))
         yield backlog
         yield lag
+
+
+def _influx(lag: _InfluxLag) -> Iterator[Metric]:
+    """Only while the sink runs: a gateway without InfluxDB has no such series."""
+    yield _gauge(
+        "bellhop_edge_influx_points_behind",
+        "Applied points and records not yet accepted by InfluxDB",
+        lag.points_behind,
+    )
+    yield _gauge(
+        "bellhop_edge_influx_seconds_behind",
+        "Age of the oldest applied point or record not yet accepted by InfluxDB (0: none)",
+        lag.seconds_behind,
+    )
+    yield CounterMetricFamily(
+        "bellhop_edge_influx_written",
+        "Points and records InfluxDB accepted since the gateway started",
+        value=lag.written,
+    )
+    yield CounterMetricFamily(
+        "bellhop_edge_influx_lost",
+        "Points and records that never reached InfluxDB (deleted first, or refused)",
+        value=lag.lost,
+    )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

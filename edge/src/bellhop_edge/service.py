@@ -20,7 +20,8 @@ async def run(config: EdgeConfig) -> None:
     """Run a gateway until SIGTERM or SIGINT, then stop it cleanly (see `Gateway.close`)."""
     loop = asyncio.get_running_loop()
     # The InfluxDB sink (off unless configured) stops before the gateway closes its store.
-    async with Gateway(config) as gateway, InfluxSink.running(config):
+    async with Gateway(config) as gateway, InfluxSink.running(config) as sink:
+        gateway.metrics.watch_influx(sink)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.request_stop)
         try:
