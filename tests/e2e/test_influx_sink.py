@@ -272,6 +272,12 @@ async def test_the_relay_writes_what_it_applied_from_a_bridge(
             while (found := await relay.rows(sql)) != [(0, 0)] and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             assert found == [(0, 0)]
+            # The lag in the readiness answer.
+            with relay.http() as http:
+                ready = http.get("/readyz").json()
+            assert ready["influx"]["running"] is True
+            assert ready["influx"]["lost"] == 0
+            assert ready["influx"]["written"] >= len(expected)
         finally:
             if gateway is not None:
                 gateway.stop()

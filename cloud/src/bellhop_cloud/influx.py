@@ -10,8 +10,11 @@ inserted point and device event to `influx_journal` in the bridge's own
 transaction while the sink is on; the sink reads the journal in id order,
 writes a batch (`bellhop_bridge.influx_core`), and deletes exactly the rows
 InfluxDB accepted. A journal row whose point retention deleted first is
-counted as lost. Every relay node may run it: a batch two nodes write is a
-harmless rewrite. See docs/influx.md.
+counted as lost. On PostgreSQL one node at a time runs it, the one holding a
+session advisory lock (`LOCK_CLASS` and the schema's name: relays of
+different schemas in one database do not exclude each other); the others try again every
+`LEASE_RETRY_S` and take over when its session ends. A batch written twice
+around a takeover is a harmless rewrite. See docs/influx.md.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ __all__ = ["InfluxLag", "JournalSource", "RelaySink", "switch"]
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S: Final = 5.0
+# pg_try_advisory_lock's first key, "bhix" (the second is the schema's hash): any other
+# use of advisory locks in the database must not pick it.
+LOCK_CLASS: Final = 0x6268_6978
+LEASE_RETRY_S: Final = 5.0
 LOG_LAG_EVERY_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 5.0
 
@@ -104,6 +111,7 @@ class InfluxLag:
     written: int
     lost: int
     failures: int
+    running: bool  # this node holds the sink's lock (always, on SQLite)
 
 
 async def switch(store: Store, *, enabled: bool) -> None:
@@ -208,6 +216,8 @@ class RelaySink:
             retry_max_s=influx.retry_max_s,
         )
         self.source = JournalSource(store)
+        self._store = store
+        self.leading = False
         self._client = InfluxDBClient(
             url=influx.url,
             token=influx.resolved_token(),
@@ -230,7 +240,7 @@ class RelaySink:
         try:
             await sink.source.refresh()
             writer = ClientWriter(_write_call(sink._client, config.influx))
-            task = asyncio.create_task(run_sink(sink.core, sink.source, writer), name="influx")
+            task = asyncio.create_task(sink._lead(writer), name="influx")
             gauges = asyncio.create_task(sink._report(), name="influx-lag")
             log.info("InfluxDB sink to %s (bucket %s)", config.influx.url, config.influx.bucket)
             try:
@@ -247,7 +257,58 @@ class RelaySink:
         count, oldest = self.source.backlog
         behind = 0.0 if oldest is None or count == 0 else max(0.0, time.time() - oldest / 1000)
         status = self.core.status
-        return InfluxLag(count, behind, self.source.written, self.source.lost, status.failures)
+        return InfluxLag(
+            count, behind, self.source.written, self.source.lost, status.failures, self.leading
+        )
+
+    async def _lead(self, writer: ClientWriter) -> None:
+        """Run the sink while this node holds the lock; wait for it while another does."""
+        if self._store.is_sqlite:  # one process: nobody to share with
+            self.leading = True
+            await run_sink(self.core, self.source, writer)
+            return
+        while True:
+            try:
+                async with self._store.engine.connect() as conn:
+                    schema = sa.func.hashtext(sa.func.current_schema())
+                    lock = sa.func.pg_try_advisory_lock(LOCK_CLASS, schema)
+                    held = await conn.scalar(sa.select(lock))
+                    await conn.commit()
+                    if held:
+                        log.info("InfluxDB sink: this node writes (lock taken)")
+                        try:
+                            await self._hold(conn, writer)
+                        finally:
+                            # The lock lives as long as the session: closing it (never
+                            # back to the pool, still locked) lets another node take over.
+                            await conn.invalidate()
+            except (sa.exc.DBAPIError, OSError) as exc:
+                log.warning("InfluxDB sink: lock's connection lost (%s); trying again", exc)
+            await asyncio.sleep(LEASE_RETRY_S)
+
+    async def _hold(self, conn: Any, writer: ClientWriter) -> None:
+        """Write while the lock's session lives (it is checked every LEASE_RETRY_S)."""
+        self.leading = True
+        # A fresh core: what an earlier term had in flight is read again from the journal.
+        old = self.core
+        self.core = SinkCore(
+            batch_size=old.batch_size,
+            flush_interval_s=old.flush_interval_s,
+            retry_min_s=old.retry_min_s,
+            retry_max_s=old.retry_max_s,
+            status=old.status,
+        )
+        await self.source.refresh()
+        task = asyncio.create_task(run_sink(self.core, self.source, writer), name="influx-run")
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=LEASE_RETRY_S)
+                await conn.scalar(sa.select(1))  # raises once the session is gone
+                await conn.commit()
+        finally:
+            self.leading = False
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _report(self) -> None:
         logged = time.monotonic()

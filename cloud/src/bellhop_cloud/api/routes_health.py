@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bellhop_cloud.api.boundary import BoundaryRoute
 from bellhop_cloud.api.deps import Audience, RelayDep, access_rule
 from bellhop_cloud.api.encoding import json_response
 from bellhop_cloud.api.problems import responses
-from bellhop_cloud.api.schemas import Health, Readiness
+from bellhop_cloud.api.schemas import Health, InfluxLagOut, Readiness
 
 router = APIRouter(tags=["operations"], route_class=BoundaryRoute)
 PUBLIC = access_rule(Audience.PUBLIC)
@@ -26,10 +26,22 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses=responses(503), openapi_extra=PUBLIC)
-async def readyz(relay: RelayDep) -> Readiness:
-    """The database answers within two seconds; a load balancer sends traffic only then."""
+async def readyz(relay: RelayDep, request: Request) -> Readiness:
+    """The database answers within two seconds; a load balancer sends traffic only then.
+    With the InfluxDB sink on, its lag too (never a reason to be unready)."""
     await relay.store.ping(within_s=READY_TIMEOUT_S)
-    return Readiness(status="ready", database="ok")
+    sink = getattr(request.app.state, "influx", None)
+    influx = None
+    if sink is not None:
+        lag = sink.lag()
+        influx = InfluxLagOut(
+            points_behind=lag.points_behind,
+            seconds_behind=round(lag.seconds_behind, 3),
+            written=lag.written,
+            lost=lag.lost,
+            running=lag.running,
+        )
+    return Readiness(status="ready", database="ok", influx=influx)
 
 
 # Load balancers probe with HEAD: the same answer as GET, its body dropped by
@@ -46,9 +58,9 @@ async def healthz_head() -> Response:
     response_class=Response,
     responses={**HEAD_OK, **responses(503)},
 )
-async def readyz_head(relay: RelayDep) -> Response:
+async def readyz_head(relay: RelayDep, request: Request) -> Response:
     """As GET /readyz, without a body."""
-    return json_response((await readyz(relay)).model_dump())
+    return json_response((await readyz(relay, request)).model_dump())
 
 
 @router.get(

@@ -281,6 +281,19 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class InfluxLagOut(BaseModel):
+    """How far InfluxDB is behind what this relay applied (docs/influx.md)."""
+
+    points_behind: int = Field(description="applied points and events not yet accepted")
+    seconds_behind: float = Field(description="age of the oldest of them; 0 when none")
+    written: int = Field(description="accepted by InfluxDB, in total")
+    lost: int = Field(description="never reached InfluxDB (deleted first, or refused)")
+    running: bool = Field(description="this node runs the sink (one node at a time does)")
+
+
 class Readiness(BaseModel):
     status: Literal["ready"]
     database: Literal["ok"]
+    influx: InfluxLagOut | None = Field(
+        default=None, description="the InfluxDB sink's lag; absent while it is off"
+    )
