@@ -261,3 +261,35 @@ def test_handover_without_a_backlog_figure_waits_the_grace() -> None:
     h = Handover(0.0, grace_s=2.0)
     assert h.backlog(None, 0.5) == HandoverDecision(close=False, check_at=2.0)
     assert h.decide(2.0) == HandoverDecision(close=True)
+
+
+# -- a log trimmed by other hotels' events ---------------------------------------------------
+
+
+def cloud_id(t: float, n: int = 0) -> str:
+    """A relay id published at `t`: `<ms>-<n>`."""
+    return f"{int(at(t).timestamp() * 1000)}-{n}"
+
+
+def test_a_recent_cloud_id_is_checked_and_an_old_one_is_not() -> None:
+    m = EventMerger(margin=timedelta(seconds=10))
+    assert m.trim_check_id(at(0)) is None  # never on the cloud: nothing to ask about
+    m.accept(Gap("gap", at(0), Path.CLOUD, cloud_id(95)))  # the last cloud id seen
+    m.lan_opened(at(100))
+    m.accept(lan(1, 104))  # the mark: 104; the floor: 94
+    assert m.trim_check_id(at(110)) == cloud_id(95)
+    m.accept(lan(2, 106))  # the floor: 96, after the id's publish time
+    assert m.trim_check_id(at(110)) is None
+    m.accept(Gap("gap", at(0), Path.CLOUD, "not-an-id"))
+    assert m.trim_check_id(at(110)) is None
+
+
+def test_fill_yields_a_gap_when_the_log_was_trimmed_past_the_last_cloud_id() -> None:
+    # A short page (another hotel's events filled the organisation's log): without the
+    # relay's answer about the last cloud id this looks complete; with it, it is a gap.
+    for trimmed, wanted in ((None, [2]), (False, [2]), (True, ["cloud_log_gap", 2])):
+        m = EventMerger()
+        m.lan_opened(at(0))
+        m.accept(lan(1, 1))
+        out = m.fill(page([cloud(2, 2)]), limit=100, now=at(3), trimmed=trimmed)
+        assert numbers(list(out)) == wanted, trimmed

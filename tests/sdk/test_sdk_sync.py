@@ -16,7 +16,17 @@ from bellhop_sdk.auth import StaticToken
 from tests.sdk.conftest import DEVICES, LIGHT, THERMOSTAT, SdkSite
 
 ROOT = FsPath(__file__).resolve().parents[2]
-PLUMBING = {"open", "aclose", "call", "lan_serves", "report", "transport", "switch_signal"}
+PLUMBING = {
+    "open",
+    "aclose",
+    "call",
+    "lan_serves",
+    "report",
+    "transport",
+    "switch_signal",
+    "stream_opened",
+    "stream_closed",
+}
 
 
 def test_sync_py_is_what_the_generator_writes() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -24,7 +25,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from bellhop_sdk.client_events import follow_events, report_fleet
+from bellhop_sdk.client_events import Follower, follow_events, report_fleet
 from bellhop_sdk.errors import BellhopError, NotFound, Unreachable, Unsupported
 from bellhop_sdk.models import (
     AckOutcome,
@@ -54,6 +55,7 @@ __all__ = ["BellhopClient", "TokenSlot"]
 
 T = TypeVar("T")
 ProgressCallback = Callable[[Command], object]
+log = logging.getLogger("bellhop_sdk")
 
 
 class TokenSlot:
@@ -82,7 +84,10 @@ class BellhopClient:
     call `login()`. `lan`/`cloud` take ready transports instead of an address. An event
     stream that lost every path waits `stream_reconnect_s` for one before it raises
     `Unreachable`; `trust_env` lets the cloud's HTTP client take proxies from the
-    environment.
+    environment. A LAN event stream silent for `lan_check_s` has the gateway probed (a
+    connection that died without a word would otherwise wait forever). Back on the LAN,
+    the cloud stream is kept `handover_grace_s` after the gateway's backlog drained, and
+    closed with a `Gap` if it did not drain within `handover_max_s`.
     """
 
     def __init__(
@@ -96,6 +101,9 @@ class BellhopClient:
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stream_reconnect_s: float = 60.0,
+        lan_check_s: float = 10.0,
+        handover_grace_s: float = 1.0,
+        handover_max_s: float = 30.0,
         trust_env: bool = True,
         lan: Transport | None = None,
         cloud: Transport | None = None,
@@ -104,6 +112,9 @@ class BellhopClient:
         self.lan_target = lan_target
         self.timeout_s = timeout_s
         self.stream_reconnect_s = stream_reconnect_s
+        self.lan_check_s = lan_check_s
+        self.handover_grace_s = handover_grace_s
+        self.handover_max_s = handover_max_s
         self.trust_env = trust_env
         self.tokens = TokenSlot(credentials)
         self._lan = lan
@@ -132,6 +143,8 @@ class BellhopClient:
         self._switched = asyncio.Event()  # replaced at each switch; streams wait on it
         self._prober: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
+        self._followers: set[Follower] = set()  # open event streams, closed with the client
+        self.lan_heard = 0.0  # monotonic time the LAN last answered anything
         self._closed = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -159,6 +172,8 @@ class BellhopClient:
         if self._closed:
             return
         self._closed = True
+        for follower in list(self._followers):
+            await follower.close()
         for task in (self._prober, self._probe):
             if task is not None:
                 task.cancel()
@@ -222,6 +237,7 @@ class BellhopClient:
 
     async def _run_probe(self, lan: Transport) -> bool:
         ok = False
+        before = self.selector.lan_state
         try:
             ok = await lan.probe(self.selector.probe_timeout_s)
             if ok and self.lan_hotel_id is None:
@@ -229,27 +245,52 @@ class BellhopClient:
                     self.lan_hotel_id = (await lan.list_hotels())[0].hotel_id
                 except BellhopError:
                     ok = False
+        except Exception:  # a transport breaking its promise must not break the client
+            log.warning("the LAN probe failed unexpectedly", exc_info=True)
+            ok = False
         finally:
-            self._note(self.selector.probe_finished(ok, time.monotonic()))
+            if ok:
+                self.lan_heard = time.monotonic()
+            self._note(self.selector.probe_finished(ok, time.monotonic()), before)
         return ok
 
-    async def _probe_loop(self) -> None:
-        """Re-probe the LAN when the selector says it is due (back-off with jitter)."""
-        while True:
-            due = self.selector.next_probe_at()
-            self._kick.clear()
-            delay = None if due is None else max(0.0, due - time.monotonic())
-            if delay is None or delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._kick.wait()
-            if self.selector.probe_due(time.monotonic()):
-                await self.probe_lan()
+    def _next_probe_at(self) -> float | None:
+        """When the prober probes next: the selector's re-probe of a LAN that is down, or
+        a check of a LAN that is up but has said nothing for `lan_check_s` while an event
+        stream reads from it."""
+        due = self.selector.next_probe_at()
+        up = self.selector.lan_state is LanState.UP and not self.selector.probing
+        if due is None and up and any(f.on_lan for f in self._followers):
+            return self.lan_heard + self.lan_check_s
+        return due
 
-    def _note(self, switch: Switch | None) -> None:
-        """Wake the prober (the schedule may have moved) and, on a switch, the streams."""
+    async def _probe_loop(self) -> None:
+        """Probe the LAN when due; an unexpected error is logged and waits a back-off
+        before the next round, so the loop neither dies silently nor spins."""
+        while True:
+            try:
+                due = self._next_probe_at()
+                self._kick.clear()
+                delay = None if due is None else max(0.0, due - time.monotonic())
+                if delay is None or delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._kick.wait()
+                due = self._next_probe_at()
+                if due is not None and due <= time.monotonic():
+                    await self.probe_lan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the LAN prober failed; it carries on", exc_info=True)
+                await asyncio.sleep(self.selector.backoff_max_s)
+
+    def _note(self, switch: Switch | None, before: LanState | None = None) -> None:
+        """Wake the prober (the schedule may have moved) and, on a switch or when the LAN
+        went up or down (`before`: its state before), the streams."""
         self._kick.set()
-        if switch is not None:
+        changed = before is not None and before is not self.selector.lan_state
+        if switch is not None or changed:
             self._switched.set()
             self._switched = asyncio.Event()
 
@@ -260,10 +301,13 @@ class BellhopClient:
     def report(self, path: Path, *, reachable: bool) -> None:
         """What a stream learned about a path, fed to the selector like a call's outcome."""
         now = time.monotonic()
+        before = self.selector.lan_state
         if reachable:
-            self._note(self.selector.call_succeeded(path, now))
+            if path is Path.LAN:
+                self.lan_heard = now
+            self._note(self.selector.call_succeeded(path, now), before)
         else:
-            self._note(self.selector.call_unreachable(path, now))
+            self._note(self.selector.call_unreachable(path, now), before)
 
     async def lan_serves(self, hotel_id: str) -> bool:
         """Whether the LAN may serve `hotel_id` now: the gateway answers and it is its hotel."""
@@ -443,6 +487,16 @@ class BellhopClient:
         event both paths carry, and with a `Gap` where some may have been missed
         (`merge` says how). Iterate until done; close it (or break) to stop."""
         return follow_events(self, hotel_id, room_id=room_id)
+
+    def stream_opened(self, follower: Follower) -> None:
+        """An event stream is open (`client_events`): the client closes it on close."""
+        if self._closed:
+            raise BellhopError("the client is closed", code="closed")
+        self._followers.add(follower)
+        self._kick.set()  # the prober may now watch the LAN stream
+
+    def stream_closed(self, follower: Follower) -> None:
+        self._followers.discard(follower)
 
 
 def new_command_id() -> str:

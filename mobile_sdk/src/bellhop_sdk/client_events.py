@@ -5,13 +5,20 @@ queue, and applies `merge.EventMerger`'s rules (see its module docstring) as the
 path selector switches: LAN -> cloud fills from the cloud's newest page and resumes the
 cloud stream after it; cloud -> LAN opens the LAN stream and keeps the cloud's until the
 gateway's backlog drained (`merge.Handover`); a broken LAN stream with no cloud yields a
-`Gap` once the gateway answers again. Both pumps are cancelled when the iterator closes.
+`Gap` once the gateway answers again. A LAN the client's prober finds down (also one that
+went silent: `BellhopClient.lan_check_s`) closes the LAN stream as if it had broken.
+
+Both pumps are cancelled when the iterator closes (`aclose()`, or `break` once the
+iterator is dropped) and when the client closes (the iteration then ends). The queue
+between the pumps and the consumer is bounded: a pump reads at most `QUEUE_CREDIT` items
+ahead, then the stream's own flow control holds the server back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -31,11 +38,14 @@ from bellhop_sdk.models import (
     from_ms,
     to_ms,
 )
+from bellhop_sdk.paths import LanState
 
 if TYPE_CHECKING:
     from bellhop_sdk.client import BellhopClient
 
-__all__ = ["follow_events", "report_fleet"]
+__all__ = ["Follower", "follow_events", "report_fleet"]
+
+log = logging.getLogger("bellhop_sdk")
 
 FILL_LIMIT: Final = 1000  # the largest page the relay serves
 QUEUE_CREDIT: Final = 256  # items a pump may read ahead of the consumer
@@ -86,11 +96,15 @@ class _Pump:
             await self._task
         aclose = getattr(self._stream, "aclose", None)
         if aclose is not None:
-            with contextlib.suppress(BellhopError, RuntimeError):
+            try:
                 await aclose()
+            except Exception:  # closing is best effort: the stream is dropped either way
+                log.debug("closing the %s event stream failed", self.path, exc_info=True)
 
 
-class _Follower:
+class Follower:
+    """One `events()` iteration: its pumps, merger and handover (module docstring)."""
+
     def __init__(self, client: BellhopClient, hotel_id: str, room_id: str | None) -> None:
         self.client = client
         self.hotel_id = hotel_id
@@ -101,16 +115,28 @@ class _Follower:
         self.lan: _Pump | None = None
         self.cloud: _Pump | None = None
         self.handover: Handover | None = None
+        self.next_check = 0.0  # when to read the gateway's backlog next (monotonic)
         self.has_cloud = Path.CLOUD in client.paths
         self.switched = client.switch_signal()
         self.waiter: asyncio.Future[tuple[_Pump, Event | Gap | _Ended]] | None = None
+        self.closed = False
+
+    @property
+    def on_lan(self) -> bool:
+        """Whether a LAN stream is open (the client's prober then watches the gateway)."""
+        return self.lan is not None
 
     def _pump(self, path: Path, after: str | None = None) -> _Pump:
+        if self.closed:  # the client closed it while a switch was under way
+            raise BellhopError("the client is closed", code="closed", path=path)
         transport = self.client.transport(path)
         stream = transport.events(self.hotel_id, room_id=self.room_id, after=after)
         return _Pump(path, stream, self.queue, self.credit)
 
     async def close(self) -> None:
+        """Stop both pumps (idempotent); a consumer waiting in `step` sees the end."""
+        self.closed = True
+        self.client.stream_closed(self)
         if self.waiter is not None:
             self.waiter.cancel()
         for pump in (self.lan, self.cloud):
@@ -139,12 +165,18 @@ class _Follower:
             self.handover = None
             return []
         cloud = self.client.transport(Path.CLOUD)
+        now = _now()
         try:
+            trimmed = None
+            if (after := self.merger.trim_check_id(now)) is not None:
+                # The log still holding the last cloud event seen says nothing after it
+                # was trimmed, whatever other hotels of the organisation published.
+                trimmed = (await cloud.recent_events(self.hotel_id, limit=1, after=after)).gap
             page = await cloud.recent_events(self.hotel_id, limit=FILL_LIMIT)
         except Unreachable:
             self.client.report(Path.CLOUD, reachable=False)
             raise
-        out = self.merger.fill(page, limit=FILL_LIMIT, now=_now())
+        out = self.merger.fill(page, limit=FILL_LIMIT, now=now, trimmed=trimmed)
         self.cloud = self._pump(Path.CLOUD, after=self.merger.resume_id)
         return out
 
@@ -152,7 +184,7 @@ class _Follower:
         """No stream is open: reopen one within the client's `stream_reconnect_s`."""
         deadline = time.monotonic() + self.client.stream_reconnect_s
         wait = 0.25
-        while True:
+        while not self.closed:
             if await self.client.lan_serves(self.hotel_id):
                 self._open_lan()
                 if not self.has_cloud:
@@ -161,7 +193,7 @@ class _Follower:
                     out = await self._to_cloud()
                 except Unreachable:
                     return [self.merger.lan_gap(_now(), "lan_and_cloud_lost")]
-                self.handover = Handover(time.monotonic())
+                self.handover = self._handover()
                 return out
             if self.has_cloud:
                 with contextlib.suppress(Unreachable):
@@ -173,6 +205,7 @@ class _Follower:
                 async with asyncio.timeout(min(wait, left)):
                     await self.client.switch_signal().wait()
             wait = min(wait * 2, 5.0)
+        return []
 
     # -- what happens -----------------------------------------------------------------------
 
@@ -208,14 +241,24 @@ class _Follower:
                 return []
             self._open_lan()
             if self.cloud is not None:
-                self.handover = Handover(time.monotonic())
+                self.handover = self._handover()
             return []
-        if preferred is Path.CLOUD and self.lan is not None and self.has_cloud:
-            # A call found the LAN unreachable; its stream may not have noticed yet.
+        if self.lan is not None and self.client.selector.lan_state is LanState.DOWN:
+            # A call or probe found the LAN unreachable; its stream may not have noticed
+            # (a connection that died without a word never does).
             lan, self.lan = self.lan, None
             await lan.close()
-            return await self._to_cloud()
+            if self.has_cloud:
+                with contextlib.suppress(Unreachable):
+                    return await self._to_cloud()
+            return await self._recover()
         return []
+
+    def _handover(self) -> Handover:
+        client, now = self.client, time.monotonic()
+        handover = Handover(now, grace_s=client.handover_grace_s, max_s=client.handover_max_s)
+        self.next_check = now  # the backlog is read at once, then as the handover says
+        return handover
 
     async def on_handover(self) -> list[Event | Gap]:
         """Read the gateway's backlog; close the cloud stream once it drained."""
@@ -227,6 +270,7 @@ class _Follower:
             backlog = None  # the LAN stream will say if the gateway went away
         decision = handover.backlog(backlog, time.monotonic())
         if not decision.close:
+            self.next_check = decision.check_at or time.monotonic()
             return []
         self.handover = None
         if self.cloud is not None:
@@ -238,12 +282,35 @@ class _Follower:
 
     async def step(self) -> list[Event | Gap] | None:
         """Wait for the next thing to happen and return what to yield; None: the end."""
+        if self.closed:
+            return None
         if self.switched.is_set():
             self.switched = self.client.switch_signal()
             return await self.on_switch()
         check = self.check_at()
         if check is not None and check <= time.monotonic():
             return await self.on_handover()
+        got = await self._next(check)
+        if got is None:
+            return None if self.closed else []
+        pump, item = got
+        if isinstance(item, _Ended):
+            return await self.on_ended(pump, item.error)
+        return self._take(pump, item)
+
+    def _take(self, pump: _Pump, item: Event | Gap) -> list[Event | Gap]:
+        self.credit.release()
+        if pump is not self.lan and pump is not self.cloud:
+            return []  # read before its pump was closed
+        self.client.last_path = pump.path
+        if pump.path is Path.LAN:
+            self.client.lan_heard = time.monotonic()
+        taken = self.merger.accept(item)
+        return [taken] if taken is not None else []
+
+    async def _next(self, check: float | None) -> tuple[_Pump, Event | Gap | _Ended] | None:
+        """The next item of a pump; None when a switch, the handover's next check (at
+        `check`) or the follower's closing comes first."""
         if self.waiter is None:
             self.waiter = asyncio.ensure_future(self.queue.get())
         signal: asyncio.Future[object] = asyncio.ensure_future(self.switched.wait())
@@ -253,30 +320,23 @@ class _Follower:
             await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             signal.cancel()
-        if not self.waiter.done():
-            return []
-        pump, item = self.waiter.result()
-        self.waiter = None
-        if isinstance(item, _Ended):
-            return await self.on_ended(pump, item.error)
-        self.credit.release()
-        if pump is not self.lan and pump is not self.cloud:
-            return []  # read before its pump was closed
-        self.client.last_path = pump.path
-        taken = self.merger.accept(item)
-        return [taken] if taken is not None else []
+        if self.closed or not self.waiter.done():
+            return None
+        got, self.waiter = self.waiter.result(), None
+        return got
 
     def check_at(self) -> float | None:
-        if self.handover is None:
-            return None
-        return self.handover.decide(time.monotonic()).check_at or time.monotonic()
+        """When the handover reads the backlog next (the time its last reading named: a
+        time recomputed from now on every wake-up would never come); None: no handover."""
+        return None if self.handover is None else self.next_check
 
 
 async def follow_events(
     client: BellhopClient, hotel_id: str, *, room_id: str | None = None
 ) -> AsyncIterator[Event | Gap]:
     """`BellhopClient.events`: see the module docstring."""
-    f = _Follower(client, hotel_id, room_id)
+    f = Follower(client, hotel_id, room_id)
+    client.stream_opened(f)
     try:
         for item in await f.start():
             yield item

@@ -20,6 +20,17 @@ Switches, and what the client does around them:
   the relay's log no longer holds all it published since. The client then follows the cloud
   stream with ``Last-Event-ID`` = the page's ``last_event_id``
   (:attr:`EventMerger.resume_id`), so nothing published after the page is missed.
+
+  *Limitation:* the relay keeps the newest ``events_replay`` (1000) events per
+  **organisation** (docs/live-events.md), while the page holds only this hotel's. A page
+  that is not full therefore cannot tell whether other hotels' events trimmed the log past
+  the mark: events of this hotel published after the mark may be gone without a
+  ``gap``. Part of this is covered: when the client followed the cloud before and the last
+  cloud id it saw was published no earlier than the mark minus ``margin``
+  (:meth:`EventMerger.trim_check_id`), the client asks the relay for the events after that
+  id; the relay's ``gap`` flag on that answer says exactly whether the log was trimmed past
+  it, and ``fill(..., trimmed=True)`` then yields a :class:`Gap`. A client that has not
+  been on the cloud recently (or never) has no such id and keeps the limitation.
 - **cloud -> LAN** (the gateway answers again): the client opens the LAN stream first and
   keeps the cloud stream open, feeding both; a :class:`Handover` watches the gateway's
   ``cloud_backlog`` (events it recorded that the relay has not acknowledged) and says when
@@ -34,7 +45,12 @@ Switches, and what the client does around them:
   client yields :meth:`EventMerger.lan_gap`.
 
 Events only the LAN carries (telemetry, routine device events) cannot be recovered from the
-cloud; events of the kinds both paths carry are never lost without a :class:`Gap`.
+cloud; events of the kinds both paths carry are never lost without a :class:`Gap`, with
+this caveat: the relay publishes one event per device (state, desired, registry) or per
+alert for each batch the gateway's bridge sends, the latest one, so intermediate changes
+sent in one batch never reach the cloud stream. The cloud gives the last value, not every
+step: a state change the LAN did not deliver before a switch may arrive only as the later
+state that replaced it.
 """
 
 from __future__ import annotations
@@ -102,9 +118,25 @@ class EventMerger:
             self._mark = item.at
         return item
 
-    def fill(self, page: EventPage, *, limit: int, now: datetime) -> list[Event | Gap]:
+    def trim_check_id(self, now: datetime) -> str | None:
+        """The cloud id to ask the relay about before a fill (see the module docstring):
+        the last one seen, if it was published no earlier than the mark minus the margin
+        (its first part is the relay's publish time in ms); otherwise None."""
+        if self._resume_id is None:
+            return None
+        head, _, _ = self._resume_id.partition("-")
+        if not head.isdigit():
+            return None
+        mark = self._mark if self._mark is not None else now
+        floor_ms = int((mark - self.margin).timestamp() * 1000)
+        return self._resume_id if int(head) >= floor_ms else None
+
+    def fill(
+        self, page: EventPage, *, limit: int, now: datetime, trimmed: bool | None = None
+    ) -> list[Event | Gap]:
         """LAN -> cloud: what to yield from the cloud's newest page (oldest first), `limit`
-        being the page size asked for. Afterwards `resume_id` is the page's last id."""
+        being the page size asked for; `trimmed` the relay's `gap` for the events after
+        `trim_check_id()` (None: not asked). Afterwards `resume_id` is the page's last id."""
         out: list[Event | Gap] = []
         mark = self._mark if self._mark is not None else now
         events = page.events  # oldest first, in the relay's id order
@@ -112,8 +144,8 @@ class EventMerger:
         full = len(events) >= limit
         # The margin again: the relay's and the gateway's clocks may differ by that much.
         short = full and bool(events) and min(e.at for e in events) > floor
-        if page.gap or short:
-            reason = "cloud_log_gap" if page.gap else "cloud_log_short"
+        if page.gap or short or trimmed:
+            reason = "cloud_log_short" if short and not page.gap else "cloud_log_gap"
             out.append(Gap(reason, now, Path.CLOUD, self._resume_id))
         for event in events:
             if event.at < floor:

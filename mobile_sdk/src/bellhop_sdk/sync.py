@@ -95,7 +95,10 @@ class SyncBellhopClient:
     call `login()`. `lan`/`cloud` take ready transports instead of an address. An event
     stream that lost every path waits `stream_reconnect_s` for one before it raises
     `Unreachable`; `trust_env` lets the cloud's HTTP client take proxies from the
-    environment.
+    environment. A LAN event stream silent for `lan_check_s` has the gateway probed (a
+    connection that died without a word would otherwise wait forever). Back on the LAN,
+    the cloud stream is kept `handover_grace_s` after the gateway's backlog drained, and
+    closed with a `Gap` if it did not drain within `handover_max_s`.
     """
 
     def __init__(
@@ -109,6 +112,9 @@ class SyncBellhopClient:
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stream_reconnect_s: float = 60.0,
+        lan_check_s: float = 10.0,
+        handover_grace_s: float = 1.0,
+        handover_max_s: float = 30.0,
         trust_env: bool = True,
         lan: Transport | None = None,
         cloud: Transport | None = None,
@@ -125,6 +131,9 @@ class SyncBellhopClient:
                 backoff_min_s=backoff_min_s,
                 backoff_max_s=backoff_max_s,
                 stream_reconnect_s=stream_reconnect_s,
+                lan_check_s=lan_check_s,
+                handover_grace_s=handover_grace_s,
+                handover_max_s=handover_max_s,
                 trust_env=trust_env,
                 lan=lan,
                 cloud=cloud,
