@@ -22,7 +22,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -274,15 +274,18 @@ def _account(relay: RelayProcess, tenant: Tenant, name: str, role: str) -> Accou
 
 
 @contextlib.contextmanager
-def sdk_site_at(workdir: Path) -> Iterator[SdkSite]:
-    """A whole site under `workdir`, ready (see `SdkSite.wait_ready`); stopped afterwards."""
+def sdk_site_at(
+    workdir: Path, *, relay_settings: Mapping[str, str | int | float] | None = None
+) -> Iterator[SdkSite]:
+    """A whole site under `workdir`, ready (see `SdkSite.wait_ready`); stopped afterwards.
+    `relay_settings`: extra relay configuration (e.g. `{"access_token_ttl_s": 30}`)."""
     require_mosquitto()
     with contextlib.ExitStack() as stack:
         (workdir / "broker").mkdir(parents=True)
         broker = MosquittoBroker(workdir / "broker")
         broker.start()
         stack.callback(broker.stop)
-        relay = RelayProcess(workdir / "relay")
+        relay = RelayProcess(workdir / "relay", settings=relay_settings)
         relay.start()
         stack.callback(relay.close)
         tenant = relay.tenant()

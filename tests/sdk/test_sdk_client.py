@@ -192,12 +192,17 @@ async def test_commands_alerts_and_telemetry_are_the_same_on_both_paths(
     for i in range(5):
         await sdk_site.devices.telemetry(ENV, {"humidity": 40.0 + i}, base + i * 1000)
 
-    async def points_synced() -> bool:
-        lan_points = await on_lan.telemetry(hotel_id, ENV, "humidity", since=start)
-        cloud_points = await on_cloud.telemetry(hotel_id, ENV, "humidity", since=start)
-        return len(lan_points) == 5 and lan_points == cloud_points
+    last: dict[Path, list[Any]] = {}
 
-    await eventually(points_synced, "both paths hold the same telemetry")
+    async def points_synced() -> bool:
+        last[Path.LAN] = await on_lan.telemetry(hotel_id, ENV, "humidity", since=start)
+        last[Path.CLOUD] = await on_cloud.telemetry(hotel_id, ENV, "humidity", since=start)
+        return len(last[Path.LAN]) == 5 and last[Path.LAN] == last[Path.CLOUD]
+
+    try:
+        await eventually(points_synced, "both paths hold the same telemetry")
+    except TimeoutError as exc:
+        raise AssertionError(f"telemetry since {start}: {last}") from exc
 
 
 async def test_events_are_the_same_on_both_paths(
