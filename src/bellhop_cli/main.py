@@ -20,6 +20,7 @@ COMPONENTS = (
     ("bellhop_devices.cli", "sim"),
     ("bellhop_cloud.cli", "cloud"),
     ("bellhop_cli.ctl", "ctl"),
+    ("bellhop_console.cli", "console"),
 )
 
 

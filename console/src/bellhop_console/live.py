@@ -1,0 +1,183 @@
+"""Live updates: one SDK event stream per hotel, fanned out to every page watching it.
+
+A `Feed` follows `client.events(hotel_id)` with the SDK client of one of the
+sessions watching that hotel (each of them may read it: they loaded its page)
+and puts each event, as a small JSON-ready dict, on every subscriber's bounded
+queue. A page that falls behind does not hold the others up: its queue is
+emptied and it gets one `gap` message (the page reads the current state
+again). When the session whose client feeds the stream ends, the feed carries
+on with another watcher's client; when nobody watches, it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from bellhop_sdk import BellhopError, Event, Gap
+
+from bellhop_console.sessions import ConsoleSession
+
+__all__ = ["LiveHub", "Subscription", "message_of"]
+
+log = logging.getLogger("bellhop_console")
+
+RETRY_MIN_S: Final = 0.5
+RETRY_MAX_S: Final = 10.0
+Message = dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def message_of(item: Event | Gap) -> Message:
+    """What the page receives for one SDK item: its kind, path, time and data."""
+    if isinstance(item, Gap):
+        return {"type": "gap", "path": item.path.value, "at": _plain(item.at)}
+    return {
+        "type": item.kind,
+        "path": item.path.value,
+        "at": _plain(item.at),
+        "room_id": item.room_id,
+        "data": _plain(item.data),
+    }
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One page's view of a hotel's feed: a bounded queue; None on it means "stop"."""
+
+    hotel_id: str
+    session: ConsoleSession
+    queue: asyncio.Queue[Message | None]
+    overflows: int = 0
+
+    def offer(self, message: Message | None) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            # Too slow to keep up: drop what waits and tell the page to read afresh.
+            self.overflows += 1
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(message if message is None else {"type": "gap", "at": None})
+
+
+@dataclass(eq=False)
+class Feed:
+    hotel_id: str
+    subscribers: set[Subscription] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    source: ConsoleSession | None = None
+    status: Message | None = None  # the last "live"/"interrupted" note, for new pages
+
+
+class LiveHub:
+    """Every hotel's feed; `subscribe` and `unsubscribe` from the SSE endpoint."""
+
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._feeds: dict[str, Feed] = {}
+        self._closed = False
+
+    def feeds(self) -> int:
+        return len(self._feeds)
+
+    def subscribe(self, hotel_id: str, session: ConsoleSession) -> Subscription:
+        sub = Subscription(hotel_id, session, asyncio.Queue(self.queue_size))
+        feed = self._feeds.setdefault(hotel_id, Feed(hotel_id))
+        feed.subscribers.add(sub)
+        if feed.status is not None:
+            sub.offer(feed.status)
+        if feed.task is None or feed.task.done():
+            feed.task = asyncio.create_task(self._run(feed), name=f"console-feed-{hotel_id}")
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        feed = self._feeds.get(sub.hotel_id)
+        if feed is None:
+            return
+        feed.subscribers.discard(sub)
+        if not feed.subscribers:
+            del self._feeds[sub.hotel_id]
+            if feed.task is not None:
+                feed.task.cancel()
+
+    def session_ended(self, session: ConsoleSession) -> None:
+        """Close that session's pages; a feed it was feeding moves to another client."""
+        for feed in list(self._feeds.values()):
+            for sub in [s for s in feed.subscribers if s.session is session]:
+                sub.offer(None)
+                self.unsubscribe(sub)
+            if feed.source is session and feed.task is not None and feed.subscribers:
+                feed.task.cancel()
+                name = f"console-feed-{feed.hotel_id}"
+                feed.task = asyncio.create_task(self._run(feed), name=name)
+
+    def _publish(self, feed: Feed, message: Message) -> None:
+        for sub in list(feed.subscribers):
+            sub.offer(message)
+
+    def _note(self, feed: Feed, state: str, detail: str = "", code: str = "") -> None:
+        feed.status = {"type": "live", "state": state, "detail": detail, "code": code}
+        self._publish(feed, feed.status)
+
+    async def _run(self, feed: Feed) -> None:
+        """Follow the hotel's events until cancelled; on a failure, wait and follow again."""
+        delay = RETRY_MIN_S
+        while feed.subscribers:
+            source = next((s.session for s in feed.subscribers if not s.session.expired), None)
+            if source is None:
+                return
+            feed.source = source
+            started = time.monotonic()
+            try:
+                stream = source.client.events(feed.hotel_id)
+                self._note(feed, "live")
+                try:
+                    async for item in stream:
+                        self._publish(feed, message_of(item))
+                finally:
+                    closing = getattr(stream, "aclose", None)
+                    if closing is not None:
+                        with contextlib.suppress(Exception):
+                            await closing()
+            except asyncio.CancelledError:
+                raise
+            except BellhopError as exc:
+                self._note(feed, "interrupted", exc.message, exc.code)
+            except Exception:
+                log.warning("the live feed of %s failed", feed.hotel_id, exc_info=True)
+                self._note(feed, "interrupted", "the live feed failed", "internal")
+            if time.monotonic() - started > RETRY_MAX_S:
+                delay = RETRY_MIN_S  # it ran a while: a fresh failure, not a loop
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    async def aclose(self) -> None:
+        """Stop every feed and end every page's stream."""
+        self._closed = True
+        tasks = []
+        for feed in list(self._feeds.values()):
+            for sub in list(feed.subscribers):
+                sub.offer(None)
+            if feed.task is not None:
+                feed.task.cancel()
+                tasks.append(feed.task)
+        self._feeds.clear()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
