@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 
-PACKAGES = ["bellhop_edge", "bellhop_devices", "bellhop_cloud", "bellhop_sdk"]
+PACKAGES = ["bellhop_edge", "bellhop_devices", "bellhop_cloud", "bellhop_sdk", "bellhop_console"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
