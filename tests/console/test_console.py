@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import re
+import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, Final
 
@@ -105,13 +106,22 @@ def test_sign_in_see_the_rooms_and_a_room(
 def test_a_setpoint_is_sent_and_the_new_state_arrives_live(
     context: Any, console: ConsoleProcess, console_site: SdkSite
 ) -> None:
+    now = int(time.time() * 1000)
+    for i in range(24):  # the last two hours of temperature, for the history chart
+        point = {"temperature": 20.5 + (i % 6) * 0.3}
+        on_devices(console_site.devices.telemetry(THERMOSTAT, point, now - (24 - i) * 300_000))
     page = context.new_page()
     sign_in(page, console, console_site.manager)
-    page.goto(f"{console.url}/hotels/{console_site.hotel_id}/rooms/{ROOM}")
+    section = page.locator(f'section.device[data-device="{THERMOSTAT}"]')
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:  # the gateway stores telemetry in batches: until the chart has it
+        page.goto(f"{console.url}/hotels/{console_site.hotel_id}/rooms/{ROOM}")
+        if section.locator("figure.history polyline").count() or time.monotonic() > deadline:
+            break
+    expect(section.locator("figure.history polyline").first).to_be_visible()
     expect(page.locator("#live-state")).to_contain_text("live")
     page.evaluate("window.__sameDocument = true")
     before = len(console_site.devices.received(THERMOSTAT))
-    section = page.locator(f'section.device[data-device="{THERMOSTAT}"]')
     section.get_by_label("Setpoint (°C)").fill("23.5")
     section.get_by_role("button", name="Set temperature").click()
     expect(page.locator("#result")).to_contain_text("set_setpoint on r101-thermostat: succeeded")
