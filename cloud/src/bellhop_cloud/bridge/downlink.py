@@ -20,27 +20,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
-from bellhop.common.v1 import common_pb2
-from google.protobuf.struct_pb2 import Struct
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.bridge import sync
+from bellhop_cloud.bridge.items import (
+    OUTSTANDING,
+    Item,
+    ItemKind,
+    ItemState,
+    frame_of,
+    now_ms,
+)
 from bellhop_cloud.bridge.plan import Plan
-from bellhop_cloud.bus import Bus
+from bellhop_cloud.bus import MESSAGE_MAX, Bus
 from bellhop_cloud.db.schema import command_results, downlink
-from bellhop_cloud.db.store import Store
+from bellhop_cloud.db.store import Store, relaxed
 
-__all__ = ["Downlink", "Item", "ItemKind", "ItemState"]
+# The items' names stay importable from here, where they were first.
+__all__ = ["OUTSTANDING", "Downlink", "Item", "ItemKind", "ItemState", "now_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -50,93 +55,12 @@ CHUNK: Final = 500  # ids per IN (...) query
 FRESH_MAX: Final = 10_000  # results kept for this node's waiters
 NUDGES: Final = "downlink"
 RESULTS: Final = "results"
-
-
-class ItemKind(StrEnum):
-    COMMAND = "command"
-    ALERT_ACK = "alert_ack"
-    DESIRED = "desired"
-
-
-class ItemState(StrEnum):
-    QUEUED = "queued"  # not sent yet
-    SENT = "sent"  # sent at least once, no answer yet
-    DONE = "done"  # answered: a command's result, or the alert's acknowledgement came back
-    EXPIRED = "expired"  # its time ran out before it was done
-
-
-OUTSTANDING: Final = (ItemState.QUEUED.value, ItemState.SENT.value)
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    hotel_id: str
-    item_id: str  # a command's id, "ack:<alert id>", or a desired change's "desired:<id>"
-    kind: ItemKind
-    device_id: str | None
-    body: dict[str, Any]
-    requested_by: str
-    requested_at: int
-    expires_at: int
-
-    def row(self, sent_at: int | None = None) -> dict[str, Any]:
-        """Its downlink row: queued, or already sent at `sent_at` (by the node that queued
-        it and holds the hotel's bridge, which sends it as soon as it is committed)."""
-        return {
-            "hotel_id": self.hotel_id,
-            "item_id": self.item_id,
-            "kind": self.kind.value,
-            "device_id": self.device_id,
-            "body": self.body,
-            "requested_by": self.requested_by,
-            "requested_at": self.requested_at,
-            "expires_at": self.expires_at,
-            "state": ItemState.QUEUED.value if sent_at is None else ItemState.SENT.value,
-            "sent_at": sent_at,
-            "sends": 0 if sent_at is None else 1,
-        }
+# What a result's message on the bus carries, for the waiters of other nodes.
+_RESULT_KEYS: Final = ("status", "result", "error", "completed_at")
 
 
 # Sends frames down a hotel's bridge on this node; False when this node holds none.
 Sender = Callable[[str, Sequence[bridge_pb2.Frame]], Awaitable[bool]]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def frame_of(row: Item | Row[Any]) -> bridge_pb2.Frame:
-    """The bridge frame of a downlink row (or of an item just queued)."""
-    body = row.body
-    if row.kind == ItemKind.COMMAND:
-        command = common_pb2.Command(
-            command_id=row.item_id, device_id=row.device_id or "", name=body["name"]
-        )
-        params = Struct()
-        params.update(body.get("params") or {})
-        command.params.CopyFrom(params)
-        command.expires_at.FromMilliseconds(row.expires_at)
-        remote = bridge_pb2.RemoteCommand(
-            command=command, requested_by=body["by"], timeout_ms=int(body["timeout_ms"])
-        )
-        return bridge_pb2.Frame(command=remote)
-    if row.kind == ItemKind.DESIRED:
-        values = Struct()
-        values.update(body["values"])
-        change = bridge_pb2.DesiredStateChange(
-            change_id=row.item_id,
-            device_id=row.device_id or "",
-            values=values,
-            base_version=int(body.get("base_version") or 0),
-            set_by=body["by"],
-        )
-        change.set_at.FromMilliseconds(row.requested_at)
-        return bridge_pb2.Frame(desired_change=change)
-    ack = bridge_pb2.AlertAcknowledgement(
-        alert_id=body["alert_id"], acknowledged_by=body["by"], note=body.get("note") or ""
-    )
-    ack.acknowledged_at.FromMilliseconds(row.requested_at)
-    return bridge_pb2.Frame(alert_acknowledgement=ack)
 
 
 class Downlink:
@@ -261,18 +185,8 @@ class Downlink:
                 await self._unsent(hotel_id, items)
             return 0
         self.sent += len(rows)
-        if marked:
-            return len(rows)
-        async with self._store.write() as conn:
-            await conn.execute(
-                downlink.update()
-                .where(
-                    downlink.c.hotel_id == hotel_id,
-                    downlink.c.item_id.in_([row.item_id for row in rows]),
-                    downlink.c.state.in_(OUTSTANDING),
-                )
-                .values(state=ItemState.SENT.value, sent_at=now, sends=downlink.c.sends + 1)
-            )
+        if not marked:
+            await self._store.run(_mark_sent, hotel_id, [row.item_id for row in rows], now)
         return len(rows)
 
     async def _unsent(self, hotel_id: str, items: Sequence[Item]) -> None:
@@ -327,7 +241,7 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        await self._store.run(sync.results, plan)
+        await self._store.run(_store_results, plan)
         await self.finished(hotel_id, list(plan.commands), plan.commands)
 
     async def finished(
@@ -342,14 +256,22 @@ class Downlink:
         if not command_ids:
             return
         for command_id, row in (results or {}).items():
-            self._fresh[(hotel_id, command_id)] = dict(row)
-            if len(self._fresh) > FRESH_MAX:
-                del self._fresh[next(iter(self._fresh))]
+            self._remember(hotel_id, command_id, row)
         self._wake(hotel_id, command_ids)
         if self.on_result is not None:
             self.on_result(hotel_id, command_ids)
         for command_id in command_ids:
-            await self._bus.publish(RESULTS, f"{hotel_id} {command_id}")
+            stored = (results or {}).get(command_id)
+            if stored is None:
+                await self._bus.publish(RESULTS, f"{hotel_id} {command_id}")
+                continue
+            # The result itself, so that another node's waiter need not read it (when
+            # it fits in a bus message; otherwise that waiter reads it).
+            heard = json.dumps({k: stored[k] for k in _RESULT_KEYS}, separators=(",", ":"))
+            message = f"{hotel_id} {command_id} {heard}"
+            if len(message.encode()) > MESSAGE_MAX:
+                message = f"{hotel_id} {command_id}"
+            await self._bus.publish(RESULTS, message)
 
     def stored(self, hotel_id: str) -> Callable[[str], Mapping[str, Any] | None]:
         """The result of a command of `hotel_id` as this node stored it lately, by id
@@ -358,8 +280,19 @@ class Downlink:
         return lambda command_id: fresh.get((hotel_id, command_id))
 
     def _result_heard(self, message: str) -> None:
-        hotel_id, _, command_id = message.partition(" ")
+        hotel_id, _, rest = message.partition(" ")
+        command_id, _, heard = rest.partition(" ")
+        # Kept for this node's waiters, unless it stored the row itself (whole, as
+        # sync.apply_batch compares it).
+        key = (hotel_id, command_id)
+        if heard and key in self._waiters and key not in self._fresh:
+            self._remember(hotel_id, command_id, json.loads(heard))
         self._wake(hotel_id, [command_id])
+
+    def _remember(self, hotel_id: str, command_id: str, row: Mapping[str, Any]) -> None:
+        self._fresh[(hotel_id, command_id)] = dict(row)
+        if len(self._fresh) > FRESH_MAX:
+            del self._fresh[next(iter(self._fresh))]
 
     def _wake(self, hotel_id: str, command_ids: Iterable[str]) -> None:
         for command_id in command_ids:
@@ -471,3 +404,26 @@ class Downlink:
                 )
                 found.update({row.command_id: dict(row._mapping) for row in rows})
         return found
+
+
+def _store_results(conn: Connection, plan: Plan) -> None:
+    """A gateway's direct answers (sync.results), committed without waiting for the disk:
+    the same results come in its outbox, applied in a transaction that does wait (and
+    acknowledged to the gateway only then)."""
+    relaxed(conn)
+    sync.results(conn, plan)
+
+
+def _mark_sent(conn: Connection, hotel_id: str, item_ids: list[str], now: int) -> None:
+    """Items sent: without waiting for the disk, since one lost in a crash is only
+    sent again (harmless, see the module's description)."""
+    relaxed(conn)
+    conn.execute(
+        downlink.update()
+        .where(
+            downlink.c.hotel_id == hotel_id,
+            downlink.c.item_id.in_(item_ids),
+            downlink.c.state.in_(OUTSTANDING),
+        )
+        .values(state=ItemState.SENT.value, sent_at=now, sends=downlink.c.sends + 1)
+    )

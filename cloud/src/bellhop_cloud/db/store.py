@@ -176,6 +176,15 @@ class Store:
                 self._thread.shutdown(wait=False)
 
 
+def relaxed(connection: Connection) -> None:
+    """This transaction's commit does not wait for its log to reach the disk (PostgreSQL;
+    SQLite's commits never do here): for writes that a later, durable one repeats or
+    makes moot. PostgreSQL writes its log in order, so a later commit that does wait
+    makes this one durable too; a crash before that loses it, never half of it."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+
+
 class _Inline:
     """A synchronous connection in the clothes of an `AsyncConnection`, for `inline`."""
 
