@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
     COMMAND_SENT = "command.sent"
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     DESIRED_SET = "desired.set"
+    NOTIFICATIONS_SET = "notifications.set"
 
 
 class ActorType(StrEnum):

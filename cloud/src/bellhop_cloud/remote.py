@@ -34,6 +34,7 @@ from bellhop_cloud.db.schema import command_results, downlink, gateway_links, us
 from bellhop_cloud.db.store import inline
 from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
 from bellhop_cloud.hotels import Hotel
+from bellhop_cloud.notify import queue as notify_queue
 from bellhop_cloud.relay import Relay
 
 __all__ = ["CommandRequest", "CommandStatus", "acknowledge", "command_status", "send_commands"]
@@ -390,6 +391,8 @@ async def acknowledge(
                 ("alert", alert.alert_id),
                 {"hotel_id": hotel.hotel_id, "note": bool(note)},
             )
+        # Escalation stops now, not when the gateway confirms (it may be away).
+        await conn.run_sync(notify_queue.stop_escalation, hotel.hotel_id, alert.alert_id)
     await relay.downlink.nudge(hotel.hotel_id, queued)
     if up and await relay.downlink.until_done(hotel.hotel_id, item_id, ACK_WAIT_S):
         return "acknowledged"

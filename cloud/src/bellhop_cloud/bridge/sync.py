@@ -37,6 +37,7 @@ from bellhop_cloud.db.schema import (
 )
 from bellhop_cloud.db.store import inline
 from bellhop_cloud.hotels import Room, upsert_rooms
+from bellhop_cloud.notify import queue as notify_queue
 
 __all__ = [
     "BULK",
@@ -140,6 +141,10 @@ def apply(
         "gap_points": sum(g["telemetry_points"] for g in plan.gaps),
         "gap_events": sum(g["other_events"] for g in plan.gaps),
     }
+    if plan.alerts:
+        # Before the alerts are written (it tells new ones from known): the notifications
+        # commit with the change that causes them, or not at all.
+        notify_queue.on_alerts(conn, plan.hotel_id, plan.alerts, now)
     if conn.dialect.name == "postgresql":
         # The points, the device events and the link row in one statement.
         conn.execute(_HISTORY_POSTGRES, {**link, **_columns(plan)})

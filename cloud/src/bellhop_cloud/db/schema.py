@@ -398,3 +398,55 @@ influx_sink = sa.Table(
     sa.Column("written", sa.BigInteger, nullable=False),
     sa.Column("lost", sa.BigInteger, nullable=False),
 )
+
+# -- alert notifications (migration 0007, bellhop_cloud/notify) -----------------------
+# Each hotel's policy: who is told about which alerts, through which channels, and when
+# to escalate. One JSON document, replaced whole; it holds the channels' secrets (Apprise
+# URLs), which the API never shows.
+notify_policies = sa.Table(
+    "notify_policies",
+    metadata,
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), primary_key=True),
+    sa.Column("policy", sa.JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("updated_by", ID),
+)
+
+# One row per (alert transition, contact, channel), queued in the transaction that
+# applies the alert's change: the unique key is what makes a transition notify each
+# contact through each channel at most once, however often anything restarts.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("hotel_id", ID, sa.ForeignKey("hotels.id"), nullable=False),
+    sa.Column("alert_id", sa.String(64), nullable=False),
+    sa.Column("transition", sa.String(16), nullable=False),
+    sa.Column("contact_id", sa.String(40), nullable=False),
+    sa.Column("channel_id", sa.String(40), nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),  # the contact's place in the escalation
+    sa.Column("position", sa.Integer, nullable=False),  # the channel's place in its contact's
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("due_ms", MILLIS, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_ms", MILLIS),
+    sa.Column("created_ms", MILLIS, nullable=False),
+    sa.UniqueConstraint("hotel_id", "alert_id", "transition", "contact_id", "channel_id"),
+    sa.Index("ix_notifications_state_due_ms", "state", "due_ms"),
+)
+
+# Every send, written before it starts (outcome `sending`) and resolved after it ends.
+notify_attempts = sa.Table(
+    "notify_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("notification_id", sa.BigInteger, sa.ForeignKey("notifications.id"), nullable=False),
+    sa.Column("hotel_id", ID, nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("started_ms", MILLIS, nullable=False),
+    sa.Column("finished_ms", MILLIS),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.String(300)),
+    sa.Index("ix_notify_attempts_hotel_id_id", "hotel_id", "id"),
+)
