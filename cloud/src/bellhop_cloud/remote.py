@@ -7,7 +7,7 @@ Each request is a `downlink` row, written with its audit entry in one
 transaction, then announced to whichever node holds the hotel's bridge
 (bridge/downlink.py). A command's transaction is one function run by the store
 (`Store.run`: one hop to its thread on SQLite), which also reads the results
-stored before it (a retry, or the same id sent on the LAN first).
+of a retry's ids.
 
 The command id is the idempotency key on every path: the same id again (here,
 or first sent on the hotel LAN) joins the first request and gets its result,
@@ -228,11 +228,15 @@ def _queue_commands(conn: Connection, sending: _Sending) -> _Sending:
         conn.execute(downlink.insert(), rows)
     entry = sending.asker.entry(AuditAction.COMMAND_SENT, ("hotel", hotel_id))
     inline(conn, audit.record)(detail=sending.audit_detail, **entry)
-    for start in range(0, len(ids), CHUNK):
+    # The results of ids asked before (a retry): nothing sends those again. A new row's
+    # id needs no look, even if the LAN ran it first: the gateway answers it from its
+    # record of that run.
+    retried = [i for i in ids if i in earlier]
+    for start in range(0, len(retried), CHUNK):
         found = conn.execute(
             sa.select(*_RESULT).where(
                 command_results.c.hotel_id == hotel_id,
-                command_results.c.command_id.in_(ids[start : start + CHUNK]),
+                command_results.c.command_id.in_(retried[start : start + CHUNK]),
             )
         )
         sending.results.update({row.command_id: dict(row._mapping) for row in found})

@@ -321,7 +321,7 @@ class Downlink:
         if known is not None:
             found.update((c, dict(known[c])) for c in command_ids if c in known)
         left = set(command_ids) - found.keys()
-        first = known is None
+        first = True
         try:
             while True:
                 event.clear()
@@ -332,7 +332,9 @@ class Downlink:
                         found[command_id] = row
                         left.discard(command_id)
                         fresh = True
-                if left and (first or not fresh):
+                # A first look unless `known` took its place; then one at each wake-up
+                # that brought no result of this node's.
+                if left and ((known is None) if first else not fresh):
                     # Earlier results (a retry), and other nodes' (a nudge can be lost).
                     read = await self._answered(hotel_id, left)
                     found.update(read)
