@@ -29,6 +29,7 @@ from bellhop_cloud.bridge.retention import Retention
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.influx import RelaySink
 from bellhop_cloud.metrics import MetricsMiddleware, RelayMetrics
+from bellhop_cloud.notify.worker import Notifier
 from bellhop_cloud.relay import Relay
 
 DESCRIPTION = """\
@@ -71,6 +72,8 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
             async with contextlib.AsyncExitStack() as stack:
                 await stack.enter_async_context(Retention(owned.store, config).running())
                 await stack.enter_async_context(owned.downlink.running())
+                if config.notify_enabled:
+                    await stack.enter_async_context(Notifier(owned.store, config).running())
                 app.state.influx = await stack.enter_async_context(
                     RelaySink.running(config, owned.store, owned.metrics)
                 )

@@ -213,6 +213,17 @@ class RelayConfig(BaseSettings):
     influx: InfluxConfig = Field(
         default_factory=InfluxConfig, description="[influx]: the InfluxDB sink, off by default"
     )
+    # Alert notifications (docs/notifications.md): the worker that sends what is queued.
+    notify_enabled: bool = Field(default=True, description="false: queue, but send nothing")
+    notify_poll_s: float = Field(default=1.0, ge=0.05, le=60, description="due rows looked for")
+    notify_send_timeout_s: float = Field(default=30.0, gt=0, le=300, description="one send")
+    notify_lease_margin_s: float = Field(
+        default=30.0, ge=0, le=3600, description="a send's lease is its timeout plus this"
+    )
+    notify_retry_base_s: float = Field(default=5.0, gt=0, le=3600)
+    notify_retry_max_s: float = Field(default=300.0, gt=0, le=86_400)
+    notify_attempts: int = Field(default=3, ge=1, le=20, description="per channel")
+    notify_concurrency: int = Field(default=8, ge=1, le=64, description="sends at once")
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,265 @@
+"""The notification worker: claims due rows, sends them through Apprise, records every
+attempt, and applies the schedule's decisions (notify/core.py).
+
+    async with Notifier(store, config).running():
+        ...
+
+A pass is three steps. (1) In one transaction: rows whose lease ran out are settled
+as `unknown`; due rows are claimed (`sending`, a lease of the send's timeout plus a
+margin, the attempt written as `sending`) - on PostgreSQL with `FOR UPDATE SKIP
+LOCKED`, so two relay nodes never claim one row. (2) Each claimed row is sent, in a
+thread of the worker's own, under a timeout. (3) In one transaction: each attempt's
+outcome and the rows' next states, unless the row's lease was taken over meanwhile.
+
+A relay that dies during (2) leaves the row `sending`: when its lease runs out, the
+row is settled `unknown` and never sent on that channel again (at most once per
+channel); the contact's next channel, if any, is tried instead, and escalation goes
+on as scheduled. See docs/notifications.md, "Failures and crashes".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.db.schema import alerts, notifications, notify_attempts
+from bellhop_cloud.db.store import Store
+from bellhop_cloud.notify import channels
+from bellhop_cloud.notify.core import Outcome, Policy, Retry, Row, RowState, Schedule, dedupe_key
+from bellhop_cloud.notify.queue import policy_of
+
+__all__ = ["Claimed", "Notifier", "message"]
+
+log = logging.getLogger(__name__)
+
+BATCH: Final = 50  # rows claimed per pass
+STOP_GRACE_S: Final = 5.0  # beyond the send timeout, for a pass to finish on shutdown
+_N = notifications
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A row claimed for one send."""
+
+    row_id: int
+    attempts: int
+    key: str
+    url: str
+    title: str
+    body: str
+
+
+def message(alert: Any) -> tuple[str, str]:
+    """The title and body of an alert's notification."""
+    what = f"{alert.severity} {str(alert.kind).replace('_', ' ')}"
+    where = f" in room {alert.room_id}" if alert.room_id else ""
+    raised = datetime.fromtimestamp(alert.raised_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    body = "\n".join(
+        (
+            alert.message or what,
+            f"Device {alert.device_id}{where}, hotel {alert.hotel_id}.",
+            f"Alert {alert.alert_id}, raised {raised}. Acknowledge it to stop escalation.",
+        )
+    )
+    return f"Bellhop: {what}{where}", body
+
+
+class Notifier:
+    """Owns the worker task and its send threads."""
+
+    def __init__(self, store: Store, config: RelayConfig) -> None:
+        self.store = store
+        self.config = config
+        self.schedule = Schedule(
+            Retry(config.notify_retry_base_s, config.notify_retry_max_s, config.notify_attempts)
+        )
+        self.lease_ms = int((config.notify_send_timeout_s + config.notify_lease_margin_s) * 1000)
+        self._threads: ThreadPoolExecutor | None = None
+        self._stopping = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Notifier]:
+        self._threads = ThreadPoolExecutor(
+            self.config.notify_concurrency, thread_name_prefix="relay-notify"
+        )
+        task = asyncio.create_task(self._loop(), name="notify-worker")
+        try:
+            yield self
+        finally:
+            # Let a pass under way finish (its sends are bounded by their timeout), so
+            # a clean stop leaves no row `sending`; then cancel whatever is left.
+            self._stopping.set()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    asyncio.shield(task), self.config.notify_send_timeout_s + STOP_GRACE_S
+                )
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = await self.run_once()
+            except Exception as exc:  # the database away: try again at the next poll
+                log.error("notification pass failed: %s", type(exc).__name__)
+                busy = 0
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.config.notify_poll_s)
+
+    async def run_once(self) -> int:
+        """One pass; returns how many rows it claimed."""
+        claimed = await self.store.run(_claim, now_ms(), self.lease_ms, self.schedule)
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+        await self.store.run(_resolve, list(zip(claimed, outcomes, strict=True)), self.schedule)
+        return len(claimed)
+
+    async def _send(self, claimed: Claimed) -> str | None:
+        """None if the channel accepted it, else why not."""
+        assert self._threads is not None
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            self._threads, channels.send, claimed.url, claimed.title, claimed.body, claimed.key
+        )
+        try:
+            return await asyncio.wait_for(work, self.config.notify_send_timeout_s)
+        except TimeoutError:
+            return f"no answer within {self.config.notify_send_timeout_s:g} s"
+
+
+def _locked(conn: Connection, query: sa.Select[Any]) -> sa.Select[Any]:
+    """Rows another node is claiming are skipped, not waited for (PostgreSQL; SQLite
+    has one writer at a time anyway)."""
+    if conn.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True, of=_N)
+    return query
+
+
+def _claim(conn: Connection, now: int, lease_ms: int, schedule: Schedule) -> list[Claimed]:
+    stale = conn.execute(
+        _locked(
+            conn,
+            sa.select(_N).where(_N.c.state == RowState.SENDING.value, _N.c.lease_ms < now),
+        )
+    ).all()
+    for row in stale:
+        _settle(
+            conn, row, Outcome.UNKNOWN, "the relay stopped during the send", now, schedule=schedule
+        )
+    due = conn.execute(
+        _locked(
+            conn,
+            sa.select(_N, alerts.c.state.label("alert_state"))
+            .select_from(
+                _N.outerjoin(
+                    alerts,
+                    sa.and_(alerts.c.hotel_id == _N.c.hotel_id, alerts.c.alert_id == _N.c.alert_id),
+                )
+            )
+            .where(_N.c.state == RowState.QUEUED.value, _N.c.due_ms <= now)
+            .order_by(_N.c.due_ms)
+            .limit(BATCH),
+        )
+    ).all()
+    policies: dict[str, Policy] = {}
+    claimed: list[Claimed] = []
+    for row in due:
+        if row.hotel_id not in policies:
+            policies[row.hotel_id] = policy_of(conn, row.hotel_id)
+        channel = policies[row.hotel_id].channel(row.contact_id, row.channel_id)
+        if schedule.due(row.alert_state, channel) is RowState.CANCELLED or channel is None:
+            conn.execute(_N.update().where(_N.c.id == row.id).values(state="cancelled"))
+            continue
+        attempts = row.attempts + 1
+        conn.execute(
+            _N.update()
+            .where(_N.c.id == row.id)
+            .values(state=RowState.SENDING.value, lease_ms=now + lease_ms, attempts=attempts)
+        )
+        conn.execute(
+            notify_attempts.insert().values(
+                notification_id=row.id,
+                hotel_id=row.hotel_id,
+                number=attempts,
+                started_ms=now,
+                outcome=RowState.SENDING.value,
+            )
+        )
+        alert = conn.execute(
+            sa.select(alerts).where(
+                alerts.c.hotel_id == row.hotel_id, alerts.c.alert_id == row.alert_id
+            )
+        ).one()
+        title, body = message(alert)
+        key = dedupe_key(row.hotel_id, row.alert_id, row.transition, row.contact_id, row.channel_id)
+        claimed.append(Claimed(row.id, attempts, key, channel.url, title, body))
+    return claimed
+
+
+def _resolve(
+    conn: Connection, results: list[tuple[Claimed, str | None]], schedule: Schedule
+) -> None:
+    now = now_ms()
+    for claimed, error in results:
+        row = conn.execute(
+            sa.select(_N).where(
+                _N.c.id == claimed.row_id,
+                _N.c.state == RowState.SENDING.value,
+                _N.c.attempts == claimed.attempts,
+            )
+        ).first()
+        if row is None:  # its lease ran out and another pass settled it
+            log.warning("notification %d was settled while it was being sent", claimed.row_id)
+            continue
+        outcome = Outcome.SENT if error is None else Outcome.FAILED
+        _settle(conn, row, outcome, error, now, schedule=schedule)
+
+
+def _settle(
+    conn: Connection, row: Any, outcome: Outcome, error: str | None, now: int, *, schedule: Schedule
+) -> None:
+    """Record the attempt's outcome and apply the schedule's changes."""
+    conn.execute(
+        notify_attempts.update()
+        .where(
+            notify_attempts.c.notification_id == row.id,
+            notify_attempts.c.number == row.attempts,
+            notify_attempts.c.outcome == RowState.SENDING.value,
+        )
+        .values(outcome=outcome.value, finished_ms=now, error=error)
+    )
+    siblings = [
+        Row(s.id, s.contact_id, s.position, RowState(s.state), s.attempts)
+        for s in conn.execute(
+            sa.select(_N.c.id, _N.c.contact_id, _N.c.position, _N.c.state, _N.c.attempts).where(
+                _N.c.hotel_id == row.hotel_id,
+                _N.c.alert_id == row.alert_id,
+                _N.c.transition == row.transition,
+                _N.c.contact_id == row.contact_id,
+            )
+        )
+    ]
+    this = Row(row.id, row.contact_id, row.position, RowState.SENDING, row.attempts)
+    for change in schedule.outcome(this, siblings, outcome, now):
+        values: dict[str, Any] = {"state": change.state.value, "lease_ms": None}
+        if change.due_ms is not None:
+            values["due_ms"] = change.due_ms
+        conn.execute(_N.update().where(_N.c.id == change.row_id).values(**values))
