@@ -19,6 +19,7 @@ from bellhop_cloud.api import (
     routes_gateways,
     routes_health,
     routes_hotels,
+    routes_notifications,
     routes_orgs,
     routes_sync,
 )
@@ -50,6 +51,7 @@ ROUTE_MODULES = (
     routes_auth,
     routes_orgs,
     routes_gateways,
+    routes_notifications,
     routes_health,
 )
 
