@@ -16,7 +16,8 @@ Severity = Literal["info", "warning", "critical"]
 CONTACT_ID = r"^ct_[0-9a-f]{16}$"
 CHANNEL_ID = r"^ch_[0-9a-f]{16}$"
 # The scheme is checked here; that Apprise accepts the rest is checked by the route.
-URL_PATTERN = r"^(" + "|".join(sorted(ALLOWED_SCHEMES)) + r")://\S+$"
+# No white space or control characters (the boundary refuses those anyway).
+URL_PATTERN = r"^(" + "|".join(sorted(ALLOWED_SCHEMES)) + r")://[^\s\u0000-\u001f\u007f-\u009f]+$"
 MAX_CONTACTS = 20
 MAX_CHANNELS = 5
 WEEK_S = 7 * 86_400

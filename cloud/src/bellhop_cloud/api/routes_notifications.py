@@ -70,14 +70,14 @@ def _merged(body: PolicyIn, before: Policy) -> Policy:
     seen: set[str] = set()
     contacts: list[Contact] = []
     for i, contact in enumerate(body.contacts):
-        where: list[str | int] = ["body", "contacts", i]
+        where: list[str | int] = ["body", "contacts", str(i)]  # as the schema's errors
         contact_id = contact.id or new_id("ct")
         if contact_id in seen:
             errors.append({"loc": [*where, "id"], "msg": "listed more than once"})
         seen.add(contact_id)
         kept: list[Channel] = []
         for j, channel in enumerate(contact.channels):
-            at: list[str | int] = [*where, "channels", j]
+            at: list[str | int] = [*where, "channels", str(j)]
             channel_id = channel.id or new_id("ch")
             if channel_id in seen:
                 errors.append({"loc": [*at, "id"], "msg": "listed more than once"})

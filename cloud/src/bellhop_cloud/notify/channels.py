@@ -7,13 +7,23 @@ what is kept of a failure is a fixed text, never Apprise's message.
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from typing import Final
 from urllib.parse import quote, urlsplit
 
 import apprise
 
-__all__ = ["ALLOWED_SCHEMES", "WEBHOOK_SCHEMES", "check_url", "masked", "scheme_of", "send"]
+__all__ = [
+    "ALLOWED_SCHEMES",
+    "WEBHOOK_SCHEMES",
+    "check_url",
+    "masked",
+    "scheme_of",
+    "send",
+    "warm",
+]
 
 # Chat, e-mail, webhooks and SMS gateways. Anything else (a local file, a desktop
 # pop-up, a script on the relay's host) has no business in a hotel's policy.
@@ -47,6 +57,16 @@ MAX_URL: Final = 2048
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def warm() -> None:
+    """Load Apprise's plugins once (about a second). Some import modules that warn of
+    their own deprecation (`imghdr`): silenced here, once, rather than at every use
+    from threads, where changing the warning filters is not safe."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        apprise.Apprise.instantiate("json://localhost", suppress_exceptions=True)
+
+
 def scheme_of(url: str) -> str:
     return url.partition("://")[0].lower()
 
@@ -58,6 +78,7 @@ def check_url(url: str) -> str | None:
     scheme = scheme_of(url)
     if "://" not in url or scheme not in ALLOWED_SCHEMES:
         return "the scheme must be one of " + ", ".join(sorted(ALLOWED_SCHEMES))
+    warm()
     if apprise.Apprise.instantiate(url, suppress_exceptions=True) is None:
         return f"not a {scheme}:// URL Apprise accepts"
     return None
@@ -90,6 +111,7 @@ def with_key(url: str, key: str) -> str:
 
 def send(url: str, title: str, body: str, key: str) -> str | None:
     """Send one notification (blocking); None if the channel accepted it, else why not."""
+    warm()
     sender = apprise.Apprise()
     if not sender.add(with_key(url, key)):
         return "the URL is not one Apprise accepts"

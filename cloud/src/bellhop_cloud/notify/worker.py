@@ -92,25 +92,35 @@ class Notifier:
         self._stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Notifier]:
+    async def threads(self) -> AsyncIterator[Notifier]:
+        """The send threads, for `run_once` (`running` opens them itself)."""
+        await asyncio.to_thread(channels.warm)  # before the send threads may race to it
         self._threads = ThreadPoolExecutor(
             self.config.notify_concurrency, thread_name_prefix="relay-notify"
         )
-        task = asyncio.create_task(self._loop(), name="notify-worker")
         try:
             yield self
         finally:
-            # Let a pass under way finish (its sends are bounded by their timeout), so
-            # a clean stop leaves no row `sending`; then cancel whatever is left.
-            self._stopping.set()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(
-                    asyncio.shield(task), self.config.notify_send_timeout_s + STOP_GRACE_S
-                )
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Notifier]:
+        async with self.threads():
+            task = asyncio.create_task(self._loop(), name="notify-worker")
+            try:
+                yield self
+            finally:
+                # Let a pass under way finish (its sends are bounded by their timeout), so
+                # a clean stop leaves no row `sending`; then cancel whatever is left.
+                self._stopping.set()
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(
+                        asyncio.shield(task), self.config.notify_send_timeout_s + STOP_GRACE_S
+                    )
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -123,18 +133,21 @@ class Notifier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.config.notify_poll_s)
 
-    async def run_once(self) -> int:
-        """One pass; returns how many rows it claimed."""
-        claimed = await self.store.run(_claim, now_ms(), self.lease_ms, self.schedule)
+    async def run_once(self, now: int | None = None) -> int:
+        """One pass; returns how many rows it claimed. `now` (Unix ms; default the clock)
+        is the time the pass acts at: a test moves it to reach the schedule's steps."""
+        claimed = await self.store.run(_claim, now or now_ms(), self.lease_ms, self.schedule)
         if not claimed:
             return 0
         outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
-        await self.store.run(_resolve, list(zip(claimed, outcomes, strict=True)), self.schedule)
+        results = list(zip(claimed, outcomes, strict=True))
+        await self.store.run(_resolve, results, now or now_ms(), self.schedule)
         return len(claimed)
 
     async def _send(self, claimed: Claimed) -> str | None:
         """None if the channel accepted it, else why not."""
-        assert self._threads is not None
+        if self._threads is None:
+            raise RuntimeError("send threads are not open: use running() or threads()")
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
             self._threads, channels.send, claimed.url, claimed.title, claimed.body, claimed.key
@@ -215,9 +228,8 @@ def _claim(conn: Connection, now: int, lease_ms: int, schedule: Schedule) -> lis
 
 
 def _resolve(
-    conn: Connection, results: list[tuple[Claimed, str | None]], schedule: Schedule
+    conn: Connection, results: list[tuple[Claimed, str | None]], now: int, schedule: Schedule
 ) -> None:
-    now = now_ms()
     for claimed, error in results:
         row = conn.execute(
             sa.select(_N).where(
