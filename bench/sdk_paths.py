@@ -38,7 +38,6 @@ import contextlib
 import cProfile
 import io
 import pstats
-import socket
 import sys
 import tempfile
 import time
@@ -228,17 +227,6 @@ async def switches(site: SdkSite, login: Any, count: int) -> tuple[list[float], 
     return to_cloud, back
 
 
-def no_delay(site: SdkSite) -> None:
-    """TCP_NODELAY on the simulated devices' MQTT sockets, as the firmware and
-    bellhop_devices.sim set it: without it every command's answer waits out the
-    receiver's delayed ACK (40 ms), which would hide the SDK's cost. The test site's
-    devices do not set it (aiomqtt's paho client underneath holds the socket)."""
-    for client in site.devices._clients.values():
-        sock = client._client.socket()
-        if isinstance(sock, socket.socket):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def ratio(sdk: list[float], raw: list[float]) -> float:
     return round(percentile(sdk, 50) / percentile(raw, 50), 3)
 
@@ -309,7 +297,6 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="bench-sdk-") as tmp,
         sdk_site_at(Path(tmp)) as site,
     ):
-        no_delay(site)
         print(f"site ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
         figures = asyncio.run(measure(site, 1000 * scale, 500 * scale, args.profile))
     figures["total_s"] = round(time.monotonic() - started, 1)

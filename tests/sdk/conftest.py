@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
@@ -132,6 +133,9 @@ class DeviceHub:
                 password=creds.password,
                 identifier=f"{self.hotel_id}-{device_id}",
                 timeout=10,
+                # As the firmware and bellhop_devices.sim do: a command's answer does
+                # not wait out the gateway's delayed ACK (40 ms) behind Nagle.
+                socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
                 will=aiomqtt.Will(status, json.dumps({"v": 1, "state": "offline"}), 1, True),
             )
             self._clients[device_id] = await self._stack.enter_async_context(client)
