@@ -40,6 +40,11 @@ class FakePath:
         self.closed_streams = 0
         self.page: list[Event] = []
         self.probe_error: BaseException | None = None
+        self.backlog_reads = 0
+        # A stream is open (`on_open(True)`) once this is set: a gateway subscribing late.
+        self.subscribe = asyncio.Event()
+        self.subscribe.set()
+        self.waiting_to_subscribe = False
 
     @property
     def path(self) -> Path:
@@ -68,6 +73,7 @@ class FakePath:
 
     async def gateway_backlog(self, hotel_id: str) -> int | None:
         self._check()
+        self.backlog_reads += 1
         return self.backlog
 
     async def recent_events(
@@ -78,14 +84,26 @@ class FakePath:
         return EventPage(tuple(self.page[-limit:]), False, last)
 
     def events(
-        self, hotel_id: str, *, room_id: str | None = None, after: str | None = None
+        self,
+        hotel_id: str,
+        *,
+        room_id: str | None = None,
+        after: str | None = None,
+        on_open: Callable[[bool], object] | None = None,
     ) -> AsyncIterator[Event | Gap]:
         self.opened += 1
         factory = self.streams.pop(0) if self.streams else self._silent
-        return self._tracked(factory())
+        return self._tracked(factory(), on_open)
 
-    async def _tracked(self, inner: AsyncIterator[Event | Gap]) -> AsyncIterator[Event | Gap]:
+    async def _tracked(
+        self, inner: AsyncIterator[Event | Gap], on_open: Callable[[bool], object] | None
+    ) -> AsyncIterator[Event | Gap]:
         try:
+            self.waiting_to_subscribe = True
+            await self.subscribe.wait()
+            self.waiting_to_subscribe = False
+            if on_open is not None:
+                on_open(True)
             async for item in inner:
                 yield item
         finally:
@@ -288,7 +306,64 @@ async def test_a_handover_closes_the_cloud_without_a_gap_once_the_backlog_draine
     assert not [e for e in got if isinstance(e, Gap)]
 
 
+async def test_a_handover_counts_from_when_the_lan_stream_is_subscribed() -> None:
+    """The gateway confirms the LAN stream's subscription late: until it does, the backlog
+    is not read and the cloud stream stays, however long the grace has passed."""
+    lan, cloud = FakePath(Path.LAN, up=False), FakePath(Path.CLOUD)
+    lan.subscribe.clear()
+    gate = asyncio.Event()
+
+    async def cloud_stream() -> AsyncIterator[Event | Gap]:
+        for n in range(3):
+            yield _event(Path.CLOUD, n)
+        await gate.wait()  # one more once the LAN stream is waiting for its subscription
+        yield _event(Path.CLOUD, 3)
+        await asyncio.Event().wait()
+
+    cloud.streams = [cloud_stream]
+    async with client(lan, cloud, handover_grace_s=0.0, handover_max_s=60) as c:
+        got: list[Event | Gap] = []
+        task = await collect(c.events(HOTEL), got)
+        try:
+            await until(lambda: len(got) >= 3, "the cloud's events")
+            lan.up = True
+            await until(lambda: lan.waiting_to_subscribe, "the LAN stream is being opened")
+            gate.set()
+            await until(lambda: len(got) >= 4, "a cloud event taken after the LAN was asked")
+            assert lan.backlog_reads == 0, "the backlog was read before the subscription"
+            assert cloud.closed_streams == 0
+            lan.subscribe.set()
+            await until(lambda: cloud.closed_streams == 1, "the cloud stream closed")
+            assert lan.backlog_reads >= 1
+        finally:
+            await stop(task)
+    assert not [e for e in got if isinstance(e, Gap)]
+
+
 # -- the prober --------------------------------------------------------------------------------
+
+
+async def test_successful_calls_do_not_wake_the_prober() -> None:
+    """The prober is woken only when its next probe moves earlier: not by every answer."""
+    lan = FakePath(Path.LAN)
+    async with client(lan, None, backoff_min_s=60, backoff_max_s=60) as c:
+        wakes = 0
+        kick = c._kick  # what the prober waits on
+        original = kick.set
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            original()
+
+        kick.set = counted  # type: ignore[method-assign]
+        for _ in range(20):
+            await c.hotels()
+        assert wakes == 0, f"{wakes} wake-ups for calls that changed nothing"
+        lan.up = False
+        with pytest.raises(Unreachable):
+            await c.hotels()
+        assert wakes >= 1, "a LAN found down schedules a re-probe: the prober must know"
 
 
 async def test_the_prober_backs_off_while_the_lan_is_down() -> None:

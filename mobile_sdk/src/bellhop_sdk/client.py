@@ -47,6 +47,7 @@ from bellhop_sdk.paths import LanState, PathSelector, Switch
 from bellhop_sdk.transport import (
     DEFAULT_COMMAND_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
+    TokenSlot,
     TokenSource,
     Transport,
 )
@@ -56,24 +57,6 @@ __all__ = ["BellhopClient", "TokenSlot"]
 T = TypeVar("T")
 ProgressCallback = Callable[[Command], object]
 log = logging.getLogger("bellhop_sdk")
-
-
-class TokenSlot:
-    """The client's token source, shared by both transports; `login` swaps what is in it."""
-
-    def __init__(self, source: TokenSource | None = None) -> None:
-        self.source = source
-
-    def _current(self) -> TokenSource:
-        if self.source is None:
-            raise BellhopError("no credentials: pass credentials= or call login()", code="")
-        return self.source
-
-    async def token(self) -> str:
-        return await self._current().token()
-
-    async def refresh(self) -> str:
-        return await self._current().refresh()
 
 
 class BellhopClient:
@@ -140,6 +123,7 @@ class BellhopClient:
         self.lan_hotel_id: str | None = None
         self._login: Any = None  # the CloudLogin made by login(), closed with the client
         self._kick = asyncio.Event()  # the prober looks at the schedule again
+        self._waiting_for: float | None = None  # the probe time the prober sleeps until
         self._switched = asyncio.Event()  # replaced at each switch; streams wait on it
         self._prober: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
@@ -269,7 +253,7 @@ class BellhopClient:
         before the next round, so the loop neither dies silently nor spins."""
         while True:
             try:
-                due = self._next_probe_at()
+                due = self._waiting_for = self._next_probe_at()
                 self._kick.clear()
                 delay = None if due is None else max(0.0, due - time.monotonic())
                 if delay is None or delay > 0:
@@ -286,9 +270,12 @@ class BellhopClient:
                 await asyncio.sleep(self.selector.backoff_max_s)
 
     def _note(self, switch: Switch | None, before: LanState | None = None) -> None:
-        """Wake the prober (the schedule may have moved) and, on a switch or when the LAN
-        went up or down (`before`: its state before), the streams."""
-        self._kick.set()
+        """Wake the prober when its next probe moved earlier than the one it waits for (a
+        later one it finds when it wakes) and, on a switch or when the LAN went up or
+        down (`before`: its state before), the streams."""
+        due, waiting = self._next_probe_at(), self._waiting_for
+        if due is not None and (waiting is None or due < waiting):
+            self._kick.set()
         changed = before is not None and before is not self.selector.lan_state
         if switch is not None or changed:
             self._switched.set()

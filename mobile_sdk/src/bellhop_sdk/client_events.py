@@ -56,10 +56,21 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class _Opened:
+    """A pump's stream is open: `confirmed` when the server said every event from now on
+    reaches it (the gateway's subscribed header), not only that the call is under way."""
+
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Ended:
     """A pump's stream ended: `error` None for a clean end by the server."""
 
     error: BaseException | None
+
+
+_Item = Event | Gap | _Opened | _Ended
 
 
 class _Pump:
@@ -68,15 +79,19 @@ class _Pump:
     def __init__(
         self,
         path: Path,
-        stream: AsyncIterator[Event | Gap],
-        queue: asyncio.Queue[tuple[_Pump, Event | Gap | _Ended]],
+        stream: Callable[[Callable[[bool], object]], AsyncIterator[Event | Gap]],
+        queue: asyncio.Queue[tuple[_Pump, _Item]],
         credit: asyncio.Semaphore,
     ) -> None:
+        """`stream(on_open)`: the path's events, calling `on_open` when it is open."""
         self.path = path
-        self._stream = stream
         self._queue = queue
         self._credit = credit
+        self._stream = stream(self._opened)
         self._task = asyncio.create_task(self._run(), name=f"bellhop-events-{path}")
+
+    def _opened(self, confirmed: bool) -> None:
+        self._queue.put_nowait((self, _Opened(confirmed)))
 
     async def _run(self) -> None:
         try:
@@ -110,15 +125,18 @@ class Follower:
         self.hotel_id = hotel_id
         self.room_id = room_id
         self.merger = EventMerger()
-        self.queue: asyncio.Queue[tuple[_Pump, Event | Gap | _Ended]] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[_Pump, _Item]] = asyncio.Queue()
         self.credit = asyncio.Semaphore(QUEUE_CREDIT)
         self.lan: _Pump | None = None
         self.cloud: _Pump | None = None
         self.handover: Handover | None = None
+        # Back on the LAN with the cloud still open: the handover starts once the LAN
+        # stream is open (subscribed on the gateway), not when it was asked for.
+        self.handover_due = False
         self.next_check = 0.0  # when to read the gateway's backlog next (monotonic)
         self.has_cloud = Path.CLOUD in client.paths
         self.switched = client.switch_signal()
-        self.waiter: asyncio.Future[tuple[_Pump, Event | Gap | _Ended]] | None = None
+        self.waiter: asyncio.Future[tuple[_Pump, _Item]] | None = None
         self.closed = False
 
     @property
@@ -130,7 +148,12 @@ class Follower:
         if self.closed:  # the client closed it while a switch was under way
             raise BellhopError("the client is closed", code="closed", path=path)
         transport = self.client.transport(path)
-        stream = transport.events(self.hotel_id, room_id=self.room_id, after=after)
+
+        def stream(on_open: Callable[[bool], object]) -> AsyncIterator[Event | Gap]:
+            return transport.events(
+                self.hotel_id, room_id=self.room_id, after=after, on_open=on_open
+            )
+
         return _Pump(path, stream, self.queue, self.credit)
 
     async def close(self) -> None:
@@ -162,7 +185,7 @@ class Follower:
     async def _to_cloud(self) -> list[Event | Gap]:
         """The LAN stream is gone: fill from the cloud's page, follow the cloud after it."""
         if self.cloud is not None:  # mid-handover: the cloud stream never stopped
-            self.handover = None
+            self.handover, self.handover_due = None, False
             return []
         cloud = self.client.transport(Path.CLOUD)
         now = _now()
@@ -193,7 +216,7 @@ class Follower:
                     out = await self._to_cloud()
                 except Unreachable:
                     return [self.merger.lan_gap(_now(), "lan_and_cloud_lost")]
-                self.handover = self._handover()
+                self.handover_due = True
                 return out
             if self.has_cloud:
                 with contextlib.suppress(Unreachable):
@@ -222,7 +245,7 @@ class Follower:
             return await self._recover()
         if pump is self.cloud:
             self.cloud = None
-            self.handover = None
+            self.handover, self.handover_due = None, False
             if error is not None:
                 self.client.report(Path.CLOUD, reachable=False)
             if self.lan is not None:  # the LAN carries on; what the cloud held back is lost
@@ -240,8 +263,7 @@ class Follower:
             if not await self.client.lan_serves(self.hotel_id):
                 return []
             self._open_lan()
-            if self.cloud is not None:
-                self.handover = self._handover()
+            self.handover_due = self.cloud is not None
             return []
         if self.lan is not None and self.client.selector.lan_state is LanState.DOWN:
             # A call or probe found the LAN unreachable; its stream may not have noticed
@@ -293,10 +315,20 @@ class Follower:
         got = await self._next(check)
         if got is None:
             return None if self.closed else []
-        pump, item = got
+        return await self._handle(*got)
+
+    async def _handle(self, pump: _Pump, item: _Item) -> list[Event | Gap] | None:
         if isinstance(item, _Ended):
             return await self.on_ended(pump, item.error)
+        if isinstance(item, _Opened):
+            return self._opened(pump)
         return self._take(pump, item)
+
+    def _opened(self, pump: _Pump) -> list[Event | Gap]:
+        """A stream is open: a handover due back on the LAN starts counting now."""
+        if pump is self.lan and self.handover_due and self.cloud is not None:
+            self.handover, self.handover_due = self._handover(), False
+        return []
 
     def _take(self, pump: _Pump, item: Event | Gap) -> list[Event | Gap]:
         self.credit.release()
@@ -308,7 +340,7 @@ class Follower:
         taken = self.merger.accept(item)
         return [taken] if taken is not None else []
 
-    async def _next(self, check: float | None) -> tuple[_Pump, Event | Gap | _Ended] | None:
+    async def _next(self, check: float | None) -> tuple[_Pump, _Item] | None:
         """The next item of a pump; None when a switch, the handover's next check (at
         `check`) or the follower's closing comes first."""
         if self.waiter is None:

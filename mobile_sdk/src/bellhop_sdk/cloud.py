@@ -10,7 +10,7 @@ problem document) is `Unreachable`: the signal to try the LAN.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -21,6 +21,7 @@ from bellhop_sdk.cloud_events import (
     alert_from_json,
     command_from_json,
     event_from_json,
+    freshness_of,
     now,
     opt_time,
     parse_time,
@@ -126,15 +127,6 @@ def _unreachable(exc: httpx.TransportError) -> Unreachable:
     return Unreachable(f"{type(exc).__name__}: {exc}", code=code, path=Path.CLOUD)
 
 
-def _freshness(last_seen: datetime | None, stale: bool, online: bool = True) -> Freshness:
-    """As of the relay's last contact; stale (since then) when the relay says so or the
-    device is offline. Never heard at all: stale as of now."""
-    if last_seen is None:
-        read = now()
-        return Freshness(Path.CLOUD, read, read)
-    return Freshness(Path.CLOUD, last_seen, last_seen if stale or not online else None)
-
-
 class CloudTransport:
     """The relay's REST API at `base_url`, authenticated by `tokens`."""
 
@@ -153,6 +145,9 @@ class CloudTransport:
         self._http = httpx.AsyncClient(
             base_url=self._base_url, timeout=timeout_s, trust_env=trust_env
         )
+        # When each hotel's gateway was last heard, for hotels the relay said were stale
+        # (their gateway is away): a device never heard from is stale since then.
+        self._gateway_gone: dict[str, datetime] = {}
 
     @property
     def path(self) -> Path:
@@ -227,11 +222,15 @@ class CloudTransport:
         return self._hotel(await self._get(f"/v1/hotels/{hotel_id}"))
 
     def _hotel(self, h: Mapping[str, Any]) -> Hotel:
-        seen = opt_time(h.get("last_seen"))
+        seen, stale = opt_time(h.get("last_seen")), bool(h.get("stale"))
+        if stale and seen is not None:
+            self._gateway_gone[h["id"]] = seen
+        else:
+            self._gateway_gone.pop(h["id"], None)
         return Hotel(
             hotel_id=h["id"],
             name=h["name"],
-            freshness=_freshness(seen, bool(h.get("stale"))),
+            freshness=freshness_of(seen, stale),
             org_id=h.get("org_id"),
             timezone=h.get("timezone"),
             last_seen=seen,
@@ -242,7 +241,7 @@ class CloudTransport:
         out = []
         for r in rooms:
             seen = opt_time(r.get("last_seen"))
-            fresh = _freshness(seen, bool(r.get("stale")))
+            fresh = freshness_of(seen, bool(r.get("stale")))
             out.append(Room(hotel_id, r["room_id"], r["name"], r.get("floor"), fresh, seen))
         return out
 
@@ -263,7 +262,12 @@ class CloudTransport:
             online=online,
             last_seen=seen,
             reported=plain(dict(d.get("state") or {})),
-            freshness=_freshness(seen, bool(d.get("stale")), online),
+            freshness=freshness_of(
+                seen,
+                bool(d.get("stale")),
+                online=online,
+                gateway_gone=self._gateway_gone.get(hotel_id),
+            ),
             firmware=d.get("firmware"),
         )
 
@@ -456,12 +460,19 @@ class CloudTransport:
 
     # -- events --------------------------------------------------------------------------
     def events(
-        self, hotel_id: str, *, room_id: str | None = None, after: str | None = None
+        self,
+        hotel_id: str,
+        *,
+        room_id: str | None = None,
+        after: str | None = None,
+        on_open: Callable[[bool], object] | None = None,
     ) -> AsyncIterator[Event | Gap]:
         """The hotel's live events (SSE), resumed after `after`; see `cloud_events` for
-        how gaps and the stream's ends are handled. `room_id` filters what arrives."""
+        how gaps and the stream's ends are handled. `room_id` filters what arrives.
+        `on_open(True)` once the relay accepted each connection (it resumes by id, so
+        nothing after the id it was given is missed)."""
         stream = stream_events(
-            lambda last_id: self._connect(hotel_id, last_id), self._tokens.refresh, after
+            lambda last_id: self._connect(hotel_id, last_id, on_open), self._tokens.refresh, after
         )
         if room_id is None:
             return stream
@@ -469,7 +480,7 @@ class CloudTransport:
 
     @contextlib.asynccontextmanager
     async def _connect(
-        self, hotel_id: str, last_id: str | None
+        self, hotel_id: str, last_id: str | None, on_open: Callable[[bool], object] | None
     ) -> AsyncIterator[AsyncIterator[ServerSentEvent]]:
         timeout = httpx.Timeout(self._timeout_s, read=STREAM_READ_S)
         url = f"/v1/hotels/{hotel_id}/events"
@@ -490,6 +501,8 @@ class CloudTransport:
                     if status >= 400:
                         await source.response.aread()
                         raise problem_error(source.response)
+                    if on_open is not None:
+                        on_open(True)
                     yield _sse(source)
                     return
             except httpx.TransportError as exc:

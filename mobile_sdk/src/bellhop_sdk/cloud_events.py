@@ -57,6 +57,7 @@ __all__ = [
     "alert_from_json",
     "command_from_json",
     "event_from_json",
+    "freshness_of",
     "parse_time",
     "stream_events",
 ]
@@ -92,6 +93,30 @@ def opt_time(value: Any) -> datetime | None:
 
 def now() -> datetime:
     return utc_ms(datetime.now(UTC))
+
+
+def freshness_of(
+    last_seen: datetime | None,
+    stale: bool,
+    *,
+    online: bool = True,
+    read_at: datetime | None = None,
+    gateway_gone: datetime | None = None,
+) -> Freshness:
+    """How current the relay's copy is, from its own `last_seen` and `stale` flag.
+
+    With a `last_seen`: as of then, stale since then when the relay says stale or the
+    device is offline. Without one (the relay never recorded a contact): as of the read
+    (`read_at`, default now); current when the relay says online and not stale,
+    otherwise stale since the gateway's disconnect time when known (`gateway_gone`),
+    else since the read.
+    """
+    if last_seen is not None:
+        return Freshness(Path.CLOUD, last_seen, last_seen if stale or not online else None)
+    read = read_at if read_at is not None else now()
+    if online and not stale:
+        return Freshness(Path.CLOUD, read)
+    return Freshness(Path.CLOUD, read, gateway_gone if gateway_gone is not None else read)
 
 
 def alert_from_json(hotel_id: str, a: Mapping[str, Any], freshness: Freshness) -> Alert:

@@ -68,6 +68,16 @@ LAGGING: Final = "too slow to follow live events"
 COMMAND_MARGIN_S: Final = 2.0
 # Concurrent GetDevice calls when a device list is completed with each device's state.
 READ_CONCURRENCY: Final = 16
+# WatchEvents' initial metadata once the gateway put the watcher on its event bus.
+SUBSCRIBED_HEADER: Final = "bellhop-subscribed"
+# How long a new stream waits for that header; a gateway that does not send it (an older
+# one) sends its metadata with the first event, so the stream is reported open unconfirmed.
+SUBSCRIBE_WAIT_S: Final = 2.0
+# Keepalive pings: a LAN link that died without a word is noticed within
+# `keepalive_s + keepalive_timeout_s` even on an idle stream (the gateway accepts pings
+# once a second: bellhop_edge.api.server.KEEPALIVE_OPTIONS).
+KEEPALIVE_S: Final = 10.0
+KEEPALIVE_TIMEOUT_S: Final = 5.0
 
 
 class LanTransport:
@@ -75,15 +85,32 @@ class LanTransport:
 
     The gateway serves one hotel; its id is learned from GetGatewayStatus on
     first use, and a call naming another hotel raises `NotFound`. The channel
-    is made on first use, in the running event loop.
+    is made on first use, in the running event loop; it pings the gateway after
+    `keepalive_s` without traffic and gives the link up when no answer comes within
+    `keepalive_timeout_s` (a stream then fails with `Unreachable`).
     """
 
     def __init__(
-        self, target: str, tokens: TokenSource, *, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        target: str,
+        tokens: TokenSource,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        keepalive_s: float = KEEPALIVE_S,
+        keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
     ) -> None:
         self._target = target
         self._tokens = tokens
         self._timeout_s = timeout_s
+        self._options = (
+            ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+            # grpcio 1.85 fails the link on an unanswered ping only with this one set.
+            ("grpc.http2.ping_timeout_ms", int(keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Keep pinging however long a stream carries no data (the default stops at 2).
+            ("grpc.http2.max_pings_without_data", 0),
+        )
         self._channel: grpc.aio.Channel | None = None
         self._stub: lan_pb2_grpc.LanServiceAsyncStub | None = None
         self._hotel_id: str | None = None
@@ -98,7 +125,7 @@ class LanTransport:
 
     def _lan(self) -> lan_pb2_grpc.LanServiceAsyncStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = grpc.aio.insecure_channel(self._target, options=self._options)
             self._stub = lan_pb2_grpc.LanServiceStub(self._channel)
         return self._stub
 
@@ -349,7 +376,12 @@ class LanTransport:
 
     # -- events --------------------------------------------------------------------------
     async def events(
-        self, hotel_id: str, *, room_id: str | None = None, after: str | None = None
+        self,
+        hotel_id: str,
+        *,
+        room_id: str | None = None,
+        after: str | None = None,
+        on_open: Callable[[bool], object] | None = None,
     ) -> AsyncIterator[Event | Gap]:
         """The gateway's WatchEvents as SDK events, until the caller stops iterating.
 
@@ -357,6 +389,9 @@ class LanTransport:
         them; the gateway has no desired-state events. `after` is ignored: the
         gateway keeps no log to resume from. Falling behind yields a `Gap` and the
         stream is opened again; losing the gateway raises `Unreachable`.
+        `on_open(confirmed)` is called each time the stream is open: `True` once the
+        gateway said every event from then on reaches it (its `bellhop-subscribed`
+        header), `False` when it did not say so within `SUBSCRIBE_WAIT_S`.
         """
         await self._check_hotel(hotel_id)
         rooms = await self._room_map()
@@ -368,6 +403,9 @@ class LanTransport:
                     lan_pb2.WatchEventsRequest(room_id=room_id or ""),
                     metadata=(("authorization", f"Bearer {token}"),),
                 )
+                confirmed = await _subscribed(call)
+                if on_open is not None and confirmed is not None:
+                    on_open(confirmed)
                 async for message in call:
                     device_id = event_device(message)
                     if device_id is not None:
@@ -414,3 +452,17 @@ class LanTransport:
         if self._channel is not None:
             channel, self._channel, self._stub = self._channel, None, None
             await channel.close()
+
+
+async def _subscribed(call: Any) -> bool | None:
+    """Whether the gateway confirmed the stream's subscription (its initial metadata holds
+    `SUBSCRIBED_HEADER`); False when it said nothing within `SUBSCRIBE_WAIT_S` or sent
+    metadata without it; None when the call ended first (reading it raises why)."""
+    waiter = asyncio.ensure_future(call.initial_metadata())
+    done, _ = await asyncio.wait({waiter}, timeout=SUBSCRIBE_WAIT_S)
+    if not done:
+        waiter.cancel()  # the metadata comes with the first event then; the call goes on
+        return False
+    if waiter.exception() is None and any(k == SUBSCRIBED_HEADER for k, _ in waiter.result()):
+        return True
+    return None if call.done() else False

@@ -35,7 +35,11 @@ Switches, and what the client does around them:
   keeps the cloud stream open, feeding both; a :class:`Handover` watches the gateway's
   ``cloud_backlog`` (events it recorded that the relay has not acknowledged) and says when
   the cloud stream may close: once the backlog was seen at 0 and ``grace_s`` more passed (so
-  what the gateway recorded before the LAN stream opened has come through the cloud). If the
+  what the gateway recorded before the LAN stream opened has come through the cloud). The
+  handover starts when the LAN stream is open: when the gateway confirmed its subscription
+  to the event bus (the ``bellhop-subscribed`` header of ``WatchEvents``; every event from
+  then on reaches the LAN stream), or, from a gateway that does not send it, once the LAN
+  transport stopped waiting for it; the grace then also covers the subscription. If the
   backlog never reaches 0 within ``max_s`` (the gateway cannot reach the relay), the cloud
   stream closes with a :class:`Gap`: what the gateway recorded before the LAN stream opened
   and still holds is missed. A gateway that does not report a backlog closes after
@@ -186,7 +190,7 @@ class HandoverDecision:
 
 class Handover:
     """cloud -> LAN: when the cloud stream may close (module docstring). Times are the
-    client's monotonic seconds."""
+    client's monotonic seconds; `started`: when the LAN stream was open (subscribed)."""
 
     def __init__(
         self, started: float, *, grace_s: float = 1.0, max_s: float = 30.0, poll_s: float = 0.2

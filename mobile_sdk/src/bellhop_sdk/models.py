@@ -123,6 +123,12 @@ class Freshness:
     data, the device's or gateway's last contact otherwise). `stale_since`: when
     it stopped being current (device offline since, cloud copy not refreshed
     since); None while it is current.
+
+    On the cloud the relay's `last_seen` and `stale` flag decide: with a
+    `last_seen`, as of then and stale since then when the relay says stale or the
+    device is offline; without one, as of the read, current when the relay says
+    online and not stale, else stale since the hotel's gateway was last heard (when
+    a hotel read said it is away) or since the read.
     """
 
     path: Path

@@ -8,10 +8,11 @@ be reached at all, and every call has a timeout.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from bellhop_sdk.errors import BellhopError
 from bellhop_sdk.models import (
     AckOutcome,
     Alert,
@@ -30,7 +31,13 @@ from bellhop_sdk.models import (
     Value,
 )
 
-__all__ = ["DEFAULT_COMMAND_TIMEOUT_S", "DEFAULT_TIMEOUT_S", "TokenSource", "Transport"]
+__all__ = [
+    "DEFAULT_COMMAND_TIMEOUT_S",
+    "DEFAULT_TIMEOUT_S",
+    "TokenSlot",
+    "TokenSource",
+    "Transport",
+]
 
 # A call's own deadline when the caller gives none (commands add their wait to it).
 DEFAULT_TIMEOUT_S = 10.0
@@ -152,9 +159,16 @@ class Transport(Protocol):
         ...
 
     def events(
-        self, hotel_id: str, *, room_id: str | None = None, after: str | None = None
+        self,
+        hotel_id: str,
+        *,
+        room_id: str | None = None,
+        after: str | None = None,
+        on_open: Callable[[bool], object] | None = None,
     ) -> AsyncIterator[Event | Gap]:
-        """Live events until the caller stops iterating; `after` resumes (cloud only)."""
+        """Live events until the caller stops iterating; `after` resumes (cloud only).
+        `on_open(confirmed)` is called each time the stream is open: `confirmed` when the
+        server said every event from then on reaches it."""
         ...
 
     async def recent_events(
@@ -164,3 +178,21 @@ class Transport(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class TokenSlot:
+    """The client's token source, shared by both transports; `login` swaps what is in it."""
+
+    def __init__(self, source: TokenSource | None = None) -> None:
+        self.source = source
+
+    def _current(self) -> TokenSource:
+        if self.source is None:
+            raise BellhopError("no credentials: pass credentials= or call login()", code="")
+        return self.source
+
+    async def token(self) -> str:
+        return await self._current().token()
+
+    async def refresh(self) -> str:
+        return await self._current().refresh()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import grpc
 from bellhop.lan.v1 import lan_pb2_grpc
@@ -15,11 +16,18 @@ from bellhop_edge.auth import Authenticator
 from bellhop_edge.config import ApiConfig
 from bellhop_edge.errors import Unavailable
 
-__all__ = ["LOOPBACK", "start_server"]
+__all__ = ["KEEPALIVE_OPTIONS", "LOOPBACK", "start_server"]
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+# Clients (the SDK) send keepalive pings on idle streams to notice a dead LAN link: accept
+# them as often as once a second, also with no call open, instead of answering GOAWAY
+# "too_many_pings" (the default allows one every five minutes, and only during a call).
+KEEPALIVE_OPTIONS: Final = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
 
 
 async def start_server(
@@ -28,7 +36,8 @@ async def start_server(
     """Start the LAN API on `config.listen`; returns the server and the bound port."""
     anonymous = config.allow_unauthenticated_loopback and config.host in LOOPBACK
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(authenticator, allow_anonymous=anonymous)]
+        interceptors=[GatewayInterceptor(authenticator, allow_anonymous=anonymous)],
+        options=KEEPALIVE_OPTIONS,
     )
     lan_pb2_grpc.add_LanServiceServicer_to_server(LanServicer(backend), server)
     health_servicer = health.aio.HealthServicer()

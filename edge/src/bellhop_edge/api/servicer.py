@@ -56,11 +56,20 @@ from bellhop_edge.core.model import (
 from bellhop_edge.errors import InvalidRequest, NotFound, Unavailable, UnknownAlertError
 from bellhop_edge.store import EdgeStore, StoreWriter
 
-__all__ = ["ACK_OUTCOMES", "LanBackend", "LanServicer", "fleet_devices", "watch_event"]
+__all__ = [
+    "ACK_OUTCOMES",
+    "SUBSCRIBED",
+    "LanBackend",
+    "LanServicer",
+    "fleet_devices",
+    "watch_event",
+]
 
 
 # A local safety override lasts at most this long when given a duration (a week).
 SAFETY_MAX_S: Final = 7 * 86_400.0
+# Initial metadata of WatchEvents, sent once the watcher is on the event bus.
+SUBSCRIBED: Final = (("bellhop-subscribed", "1"),)
 ACK_OUTCOMES: Final = {
     outcome: lan_pb2.AckOutcome.Value(f"ACK_OUTCOME_{outcome.name}") for outcome in AckOutcome
 }
@@ -393,6 +402,9 @@ class LanServicer(lan_pb2_grpc.LanServiceServicer):
         principal().require(Role.VIEWER, "watching events")
         subscription = self._gw.bus.subscribe(validate.room_id(request.room_id))
         try:
+            # The watcher learns that every event published from now on reaches it (a
+            # client handing over from the cloud counts from this moment).
+            await context.send_initial_metadata(SUBSCRIBED)
             async for event in subscription:
                 yield watch_event(event)
         except Lagging as exc:
