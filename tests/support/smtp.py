@@ -42,7 +42,7 @@ class Mail:
     @property
     def text(self) -> str:
         part = self.message.get_body(("plain", "html"))
-        return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
+        return "" if part is None else str(part.get_content())
 
 
 @dataclass
@@ -84,7 +84,7 @@ class SmtpReceiver:
             writer.write(line.encode() + b"\r\n")
             await writer.drain()
 
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
         try:
             await reply("220 receiver ESMTP")
             while True:
