@@ -13,7 +13,7 @@
 `BellhopError` with the server's `code` and `message`.
 """
 
-from bellhop_sdk.auth import CloudLogin, StaticToken
+from bellhop_sdk.auth import CloudLogin, SessionTokens, StaticToken
 from bellhop_sdk.client import BellhopClient
 from bellhop_sdk.cloud import CloudTransport
 from bellhop_sdk.errors import (
@@ -102,6 +102,7 @@ __all__ = [
     "RateLimited",
     "Room",
     "ServerError",
+    "SessionTokens",
     "StaticToken",
     "SyncBellhopClient",
     "TelemetryPoint",

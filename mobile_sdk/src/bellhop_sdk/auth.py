@@ -10,7 +10,10 @@ Refresh tokens are one-time: using one twice ends the whole session. Refreshes
 are therefore serialised, and a refresh asked for right after another one
 (by concurrent calls that failed with the same old token) returns the new
 token instead of spending the refresh token again. When the refresh token is
-no longer accepted, `CloudLogin` logs in again with the password it holds.
+no longer accepted, `CloudLogin` logs in again with the password it holds (a
+session resumed with `from_session` holds none: it raises `Unauthenticated`).
+`on_rotate` is called with the new tokens each time they change, so a caller
+that keeps the session (a CLI between runs) saves the pair it must use next.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -27,12 +31,25 @@ from bellhop_sdk.errors import BellhopError, Unauthenticated, Unreachable
 from bellhop_sdk.models import Path
 from bellhop_sdk.transport import DEFAULT_TIMEOUT_S
 
-__all__ = ["CloudLogin", "StaticToken"]
+__all__ = ["CloudLogin", "SessionTokens", "StaticToken"]
 
 # A refresh within this long of the previous one is taken as the same refresh.
 REFRESH_COALESCE_S: Final = 1.0
 # Refresh tokens the relay no longer takes: log in again rather than fail.
 _LOGIN_AGAIN: Final = frozenset({"refresh_token_invalid", "refresh_token_reused", "invalid_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTokens:
+    """A session's current tokens, as `CloudLogin`'s `on_rotate` receives them.
+
+    `access_expires_at`: seconds since the epoch (wall clock). The refresh token is
+    one-time: the one given here is the only one the relay still takes.
+    """
+
+    access_token: str
+    refresh_token: str
+    access_expires_at: float
 
 
 class StaticToken:
@@ -58,15 +75,17 @@ class CloudLogin:
     def __init__(
         self,
         base_url: str,
-        email: str,
-        password: str,
+        email: str | None,
+        password: str | None,
         *,
         refresh_margin_s: float = 30.0,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         trust_env: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        on_rotate: Callable[[SessionTokens], object] | None = None,
     ) -> None:
         self._email, self._password = email, password
+        self._on_rotate = on_rotate
         self._margin_s = refresh_margin_s
         self._clock = clock
         self._http = httpx.AsyncClient(
@@ -77,6 +96,43 @@ class CloudLogin:
         self._refresh_token: str | None = None
         self._expires_at = 0.0  # on `clock`
         self._refreshed_at = -1e18
+
+    @classmethod
+    def from_session(
+        cls,
+        base_url: str,
+        *,
+        refresh_token: str,
+        access_token: str | None = None,
+        access_expires_at: float | None = None,
+        email: str | None = None,
+        on_rotate: Callable[[SessionTokens], object] | None = None,
+        refresh_margin_s: float = 30.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        trust_env: bool = True,
+    ) -> CloudLogin:
+        """A session logged in earlier (its tokens kept by the caller), without the
+        password: the access token is used while it is good (`access_expires_at`:
+        seconds since the epoch), then the refresh token. When the relay no longer
+        takes the refresh token, calls raise `Unauthenticated`: log in again."""
+        login = cls(
+            base_url,
+            email,
+            None,
+            refresh_margin_s=refresh_margin_s,
+            timeout_s=timeout_s,
+            trust_env=trust_env,
+            on_rotate=on_rotate,
+        )
+        login._refresh_token = refresh_token
+        if access_token is not None and access_expires_at is not None:
+            login._access = access_token
+            login._expires_at = login._clock() + (access_expires_at - time.time())
+        return login
+
+    @property
+    def email(self) -> str | None:
+        return self._email
 
     @property
     def logged_in(self) -> bool:
@@ -102,7 +158,7 @@ class CloudLogin:
             return self._access
         async with self._lock:
             if self._access is None:
-                return await self._login()
+                return await self._refresh()  # a log-in when there is no refresh token
             if self._clock() < self._expires_at - self._margin_s:
                 return self._access
             try:
@@ -119,8 +175,6 @@ class CloudLogin:
                 self._clock() - self._refreshed_at < REFRESH_COALESCE_S
             ):
                 return self._access
-            if self._access is None:
-                return await self._login()
             return await self._refresh()
 
     async def logout(self) -> None:
@@ -141,6 +195,12 @@ class CloudLogin:
 
     # -- under the lock --------------------------------------------------------------------
     async def _login(self) -> str:
+        if self._password is None or self._email is None:
+            raise Unauthenticated(
+                "the session ended and no password is held: log in again",
+                code="session_ended",
+                path=Path.CLOUD,
+            )
         body = await self._post(
             "/v1/auth/login", {"email": self._email, "password": self._password}, 200
         )
@@ -152,7 +212,7 @@ class CloudLogin:
         try:
             body = await self._post("/v1/auth/refresh", {"refresh_token": self._refresh_token}, 200)
         except Unauthenticated as exc:
-            if exc.code not in _LOGIN_AGAIN:
+            if exc.code not in _LOGIN_AGAIN or self._password is None:
                 raise
             return await self._login()
         return self._keep(body)
@@ -163,6 +223,9 @@ class CloudLogin:
         now = self._clock()
         self._expires_at = now + float(body["expires_in"])
         self._refreshed_at = now
+        if self._on_rotate is not None:
+            expires = time.time() + float(body["expires_in"])
+            self._on_rotate(SessionTokens(self._access, self._refresh_token, expires))
         return self._access
 
     async def _post(self, url: str, body: dict[str, str], status: int) -> Any:

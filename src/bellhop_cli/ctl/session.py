@@ -20,15 +20,12 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import httpx
-from bellhop_sdk import BellhopError, Unauthenticated, Unreachable
-from bellhop_sdk import Path as ServedPath
-from bellhop_sdk.cloud import problem_error
+from bellhop_sdk import CloudLogin, SessionTokens, Unauthenticated, Unreachable
 
 __all__ = ["Session", "SessionLogin", "config_dir", "login", "logout", "session_file"]
 
@@ -95,46 +92,53 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-async def _post(http: httpx.AsyncClient, url: str, body: dict[str, str]) -> Any:
-    try:
-        response = await http.post(url, json=body)
-    except httpx.TransportError as exc:
-        raise Unreachable(
-            f"{type(exc).__name__}: {exc}", code="unreachable", path=ServedPath.CLOUD
-        ) from None
-    if response.status_code >= 400:
-        raise problem_error(response)
-    return response.json() if response.content else None
+def _login_of(
+    session: Session,
+    timeout_s: float,
+    on_rotate: Callable[[SessionTokens], object] | None = None,
+) -> CloudLogin:
+    """The SDK's token source for the saved cloud session."""
+    assert session.cloud_url is not None
+    assert session.refresh_token is not None
+    return CloudLogin.from_session(
+        session.cloud_url,
+        refresh_token=session.refresh_token,
+        access_token=session.access_token,
+        access_expires_at=session.access_expires_at,
+        email=session.email,
+        on_rotate=on_rotate,
+        refresh_margin_s=REFRESH_MARGIN_S,
+        timeout_s=timeout_s,
+    )
 
 
-def _http(base_url: str, timeout_s: float) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
-
-
-def _keep(session: Session, body: Any) -> None:
-    session.access_token = str(body["access_token"])
-    session.refresh_token = str(body["refresh_token"])
-    session.access_expires_at = time.time() + float(body["expires_in"])
+def _keep(session: Session, tokens: SessionTokens) -> None:
+    session.access_token = tokens.access_token
+    session.refresh_token = tokens.refresh_token
+    session.access_expires_at = tokens.access_expires_at
 
 
 async def login(cloud_url: str, email: str, password: str, *, timeout_s: float = 10.0) -> Session:
     """Log in to the relay; the session to save (without the password)."""
-    async with _http(cloud_url, timeout_s) as http:
-        body = await _post(http, "/v1/auth/login", {"email": email, "password": password})
     session = Session(cloud_url=cloud_url.rstrip("/"), email=email)
-    _keep(session, body)
+    async with CloudLogin(
+        cloud_url, email, password, timeout_s=timeout_s, on_rotate=lambda t: _keep(session, t)
+    ) as cloud:
+        await cloud.login()
     return session
 
 
 async def logout(session: Session, *, timeout_s: float = 10.0) -> None:
     """End the session on the relay (a LAN token has nothing to end there)."""
     if session.cloud_url and session.refresh_token:
-        async with _http(session.cloud_url, timeout_s) as http:
-            await _post(http, "/v1/auth/logout", {"refresh_token": session.refresh_token})
+        async with _login_of(session, timeout_s) as cloud:
+            await cloud.logout()
 
 
 class SessionLogin:
-    """The saved cloud session as the SDK's `TokenSource`, refreshed and saved as it goes."""
+    """The saved cloud session as the SDK's `TokenSource`. A refresh resumes it as a
+    `CloudLogin` from the file, read again under the file lock (module doc), and the
+    rotated tokens are saved by its `on_rotate` before the lock is let go."""
 
     def __init__(self, path: Path, session: Session, *, timeout_s: float = 10.0) -> None:
         if not session.cloud_url or not session.refresh_token:
@@ -143,6 +147,10 @@ class SessionLogin:
         self._session = session
         self._timeout_s = timeout_s
         self._lock = asyncio.Lock()
+
+    def _rotated(self, tokens: SessionTokens) -> None:
+        _keep(self._session, tokens)
+        self._session.save(self._path)
 
     def _fresh(self, session: Session) -> bool:
         return bool(session.access_token) and (
@@ -178,27 +186,17 @@ class SessionLogin:
             token = saved.access_token
             if token and self._fresh(saved) and (not force or token != stale):
                 return token
-        assert self._session.cloud_url is not None
-        assert self._session.refresh_token is not None
         try:
-            async with _http(self._session.cloud_url, self._timeout_s) as http:
-                body = await _post(
-                    http, "/v1/auth/refresh", {"refresh_token": self._session.refresh_token}
-                )
+            async with _login_of(self._session, self._timeout_s, self._rotated) as cloud:
+                return await (cloud.refresh() if force else cloud.token())
         except Unreachable:
             # The gateway verifies tokens offline: one not yet expired still serves the LAN.
             if self._session.access_token and time.time() < self._session.access_expires_at:
                 return self._session.access_token
             raise
-        except BellhopError as exc:
-            if isinstance(exc, Unauthenticated):
-                raise Unauthenticated(
-                    f"the saved session ended ({exc.message}): run `bellhop ctl login`",
-                    code=exc.code,
-                    path=exc.path,
-                ) from None
-            raise
-        _keep(self._session, body)
-        self._session.save(self._path)
-        assert self._session.access_token is not None
-        return self._session.access_token
+        except Unauthenticated as exc:
+            raise Unauthenticated(
+                f"the saved session ended ({exc.message}): run `bellhop ctl login`",
+                code=exc.code,
+                path=exc.path,
+            ) from None
