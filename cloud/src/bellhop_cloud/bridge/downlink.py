@@ -114,7 +114,10 @@ class Downlink:
             await self.deliver(hotel_id, items=items, marked=sent)
             return
         if sent:  # written as sent by a node that no longer holds the bridge
-            await self._unsent(hotel_id, items)
+            try:
+                await self._unsent(hotel_id, items)
+            except Exception:  # committed all the same: a bridge that opens sends it
+                log.exception("downlink: could not queue again what hotel %s missed", hotel_id)
         await self._bus.publish(NUDGES, hotel_id)
 
     def holds(self, hotel_id: str) -> bool:
