@@ -682,9 +682,17 @@ def trace_relay(marks: Marks) -> None:
         return asgi
 
     server.create_app = traced_app  # type: ignore[attr-defined]
+    from bellhop_cloud.auth.sessions import Sessions
+    from bellhop_cloud.db import reads
+    from bellhop_cloud.relay import Relay as CloudRelay
+
+    wrap(marks, Sessions, "require_live", "auth.session")
+    wrap(marks, CloudRelay, "hotel_access", "hotel_access")
+    for reader in (reads.SqliteDeviceReader, reads.PostgresDeviceReader):
+        wrap(marks, reader, "one", "device.one")
     wrap(marks, remote, "send_commands", "send_commands")
     wrap(marks, remote, "command_statuses", "statuses")
-    wrap(marks, audit, "record", "audit")
+    wrap(marks, audit, "record", "audit")  # in the store's thread on SQLite, still marked
     wrap(marks, sync, "results", "store_result")
     for attr in ("queue", "nudge", "wait", "_answered", "_nudged", "_deliver", "received"):
         wrap(marks, Downlink, attr, f"downlink.{attr.lstrip('_')}")
@@ -769,9 +777,13 @@ def read_marks(path: Path, process: str) -> list[tuple[int, str]]:
 # it was spent on). REST is the node taking the call, HOLD the one holding the bridge.
 REMOTE_STEPS: Final = (
     ("REST:http.in", "the request to the relay's app (client, socket, HTTP parse)"),
-    ("REST:send_commands>", "routing, bearer, body, hotel access, device lookup (a read)"),
+    ("REST:auth.session>", "routing, the bearer's signature (cached)"),
+    ("REST:auth.session<", "the session checked live in the database (a write's rule)"),
+    ("REST:hotel_access<", "the body, hotel access (cached)"),
+    ("REST:device.one<", "the device's room (the device reader)"),
+    ("REST:send_commands>", "the permission checked"),
     ("REST:downlink.queue>", "write transaction opened; online?, who, earlier id (2 reads)"),
-    ("REST:audit<", "insert the downlink row and the audit entry"),
+    ("REST:audit<", "insert the downlink row and the audit entry (the whole transaction)"),
     ("REST:downlink.nudge>", "commit"),
     ("HOLD:downlink.deliver>", "the nudge to the holder's delivery task"),
     ("HOLD:bridge.send_down>", "read the queued rows, build the frames"),
