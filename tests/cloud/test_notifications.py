@@ -199,6 +199,15 @@ async def test_fallback_escalation_and_an_acknowledgement_that_stops_it(
         assert rows == {ids["Owner"]: "cancelled"}
         assert len(desk.requests) == 1
         assert len(smtp.mails) == 1
+        # The worker's counters, by scheme; nothing left in the queue.
+        value = notifier.metrics.registry.get_sample_value
+        assert value("bellhop_cloud_notifications_sent_total", {"scheme": "json"}) == 1
+        assert value("bellhop_cloud_notifications_sent_total", {"scheme": "mailto"}) == 1
+        assert value("bellhop_cloud_notifications_failed_total", {"scheme": "json"}) == 2
+        assert value("bellhop_cloud_notifications_unknown_total") == 0
+        await notifier.count_queue(now_ms(), force=True)
+        for state in ("due", "later", "sending"):
+            assert value("bellhop_cloud_notifications_queue", {"state": state}) == 0
 
 
 async def test_one_transition_queues_each_contact_and_channel_once(

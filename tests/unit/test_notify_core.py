@@ -1,9 +1,9 @@
-"""The notification schedule's decisions, table by table (bellhop_cloud.notify.core)."""
+"""The notification schedule's decisions, table by table (bellhop_bridge.notify_core)."""
 
 from __future__ import annotations
 
 import pytest
-from bellhop_cloud.notify.core import (
+from bellhop_bridge.notify_core import (
     Change,
     Channel,
     Contact,

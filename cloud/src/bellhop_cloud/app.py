@@ -75,7 +75,8 @@ def create_app(config: RelayConfig, *, relay: Relay | None = None) -> FastAPI:
                 await stack.enter_async_context(Retention(owned.store, config).running())
                 await stack.enter_async_context(owned.downlink.running())
                 if config.notify_enabled:
-                    await stack.enter_async_context(Notifier(owned.store, config).running())
+                    notifier = Notifier(owned.store, config, owned.metrics)
+                    await stack.enter_async_context(notifier.running())
                 app.state.influx = await stack.enter_async_context(
                     RelaySink.running(config, owned.store, owned.metrics)
                 )

@@ -73,6 +73,32 @@ class RelayMetrics:
             "Points and device events InfluxDB accepted from this relay's sink",
             registry=self.registry,
         )
+        # The notification worker (docs/notifications.md): this node's sends, by the
+        # channel's scheme (a closed set: no secret, no per-hotel series).
+        self.notify_sent = Counter(
+            "bellhop_cloud_notifications_sent",
+            "Notifications a channel accepted from this node, by scheme",
+            ["scheme"],
+            registry=self.registry,
+        )
+        self.notify_failed = Counter(
+            "bellhop_cloud_notifications_failed",
+            "Notification sends that failed on this node (retried or given up), by scheme",
+            ["scheme"],
+            registry=self.registry,
+        )
+        self.notify_unknown = Counter(
+            "bellhop_cloud_notifications_unknown",
+            "Sends found interrupted (a node died mid-send) and settled by this node;"
+            " never sent again on that channel",
+            registry=self.registry,
+        )
+        self.notify_queue = Gauge(
+            "bellhop_cloud_notifications_queue",
+            "Notification rows waiting across all nodes: due, sending, queued for later",
+            ["state"],
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from bellhop_bridge.notify_core import Policy
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.db.schema import notifications, notify_attempts, notify_policies
 from bellhop_cloud.db.store import utcnow
-from bellhop_cloud.notify.core import Policy
 
 __all__ = ["Stored", "attempts", "read", "write"]
 

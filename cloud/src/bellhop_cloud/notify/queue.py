@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from bellhop_bridge.notify_core import PENDING, RAISED, Policy, Retry, RowState, Schedule
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from bellhop_cloud.db.schema import alerts, notifications, notify_policies
-from bellhop_cloud.notify.core import PENDING, RAISED, Policy, Retry, RowState, Schedule
 
 __all__ = ["on_alerts", "policy_of", "stop_escalation"]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,13 +30,15 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from bellhop_bridge import notify_channels as channels
+from bellhop_bridge import notify_core
+from bellhop_bridge.notify_core import Outcome, Policy, Retry, Row, RowState, Schedule, dedupe_key
 from sqlalchemy.engine import Connection
 
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import alerts, notifications, notify_attempts
 from bellhop_cloud.db.store import Store
-from bellhop_cloud.notify import channels
-from bellhop_cloud.notify.core import Outcome, Policy, Retry, Row, RowState, Schedule, dedupe_key
+from bellhop_cloud.metrics import RelayMetrics
 from bellhop_cloud.notify.queue import policy_of
 
 __all__ = ["Claimed", "Notifier", "message"]
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 
 BATCH: Final = 50  # rows claimed per pass
 STOP_GRACE_S: Final = 5.0  # beyond the send timeout, for a pass to finish on shutdown
+# Counting the queue reads the (state, due) index: often enough for a gauge, no more.
+DEPTH_EVERY_S: Final = 5.0
 _N = notifications
 
 
@@ -64,26 +69,22 @@ class Claimed:
 
 
 def message(alert: Any) -> tuple[str, str]:
-    """The title and body of an alert's notification."""
-    what = f"{alert.severity} {str(alert.kind).replace('_', ' ')}"
-    where = f" in room {alert.room_id}" if alert.room_id else ""
-    raised = datetime.fromtimestamp(alert.raised_at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    body = "\n".join(
-        (
-            alert.message or what,
-            f"Device {alert.device_id}{where}, hotel {alert.hotel_id}.",
-            f"Alert {alert.alert_id}, raised {raised}. Acknowledge it to stop escalation.",
-        )
-    )
-    return f"Bellhop: {what}{where}", body
+    """The title and body of an alert's notification (the gateway's local channel says
+    the same: `bellhop_bridge.notify_core.message`)."""
+    return notify_core.message(alert)
 
 
 class Notifier:
     """Owns the worker task and its send threads."""
 
-    def __init__(self, store: Store, config: RelayConfig) -> None:
+    def __init__(
+        self, store: Store, config: RelayConfig, metrics: RelayMetrics | None = None
+    ) -> None:
         self.store = store
         self.config = config
+        # The app passes the relay's; a worker of a test's own counts into its own.
+        self.metrics = metrics or RelayMetrics()
+        self._depth_at = 0.0
         self.schedule = Schedule(
             Retry(config.notify_retry_base_s, config.notify_retry_max_s, config.notify_attempts)
         )
@@ -136,13 +137,40 @@ class Notifier:
     async def run_once(self, now: int | None = None) -> int:
         """One pass; returns how many rows it claimed. `now` (Unix ms; default the clock)
         is the time the pass acts at: a test moves it to reach the schedule's steps."""
-        claimed = await self.store.run(_claim, now or now_ms(), self.lease_ms, self.schedule)
-        if not claimed:
-            return 0
-        outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
-        results = list(zip(claimed, outcomes, strict=True))
-        await self.store.run(_resolve, results, now or now_ms(), self.schedule)
+        claimed, unknown = await self.store.run(
+            _claim, now or now_ms(), self.lease_ms, self.schedule
+        )
+        # Counted once the transaction that settled them committed.
+        self.metrics.notify_unknown.inc(unknown)
+        if claimed:
+            outcomes = await asyncio.gather(*(self._send(c) for c in claimed))
+            results = list(zip(claimed, outcomes, strict=True))
+            recorded = await self.store.run(_resolve, results, now or now_ms(), self.schedule)
+            sent, failed = self.metrics.notify_sent, self.metrics.notify_failed
+            for claim, outcome in recorded:
+                (sent if outcome is Outcome.SENT else failed).labels(
+                    channels.scheme_of(claim.url)
+                ).inc()
+        await self.count_queue(now or now_ms())
         return len(claimed)
+
+    async def count_queue(self, now: int, *, force: bool = False) -> None:
+        """The queue's depth across every node: due and not sent yet, sending, and
+        queued for later (escalation steps, retries after their back-off)."""
+        if not force and time.monotonic() - self._depth_at < DEPTH_EVERY_S:
+            return
+        self._depth_at = time.monotonic()
+        due = sa.case((_N.c.due_ms <= now, "due"), else_="later")
+        label = sa.case((_N.c.state == RowState.SENDING.value, "sending"), else_=due)
+        query = (
+            sa.select(label, sa.func.count())
+            .where(_N.c.state.in_((RowState.QUEUED.value, RowState.SENDING.value)))
+            .group_by(label)
+        )
+        async with self.store.read() as conn:
+            counts: dict[str, int] = {s: n for s, n in await conn.execute(query)}
+        for state in ("due", "later", "sending"):
+            self.metrics.notify_queue.labels(state).set(counts.get(state, 0))
 
     async def _send(self, claimed: Claimed) -> str | None:
         """None if the channel accepted it, else why not."""
@@ -166,7 +194,10 @@ def _locked(conn: Connection, query: sa.Select[Any]) -> sa.Select[Any]:
     return query
 
 
-def _claim(conn: Connection, now: int, lease_ms: int, schedule: Schedule) -> list[Claimed]:
+def _claim(
+    conn: Connection, now: int, lease_ms: int, schedule: Schedule
+) -> tuple[list[Claimed], int]:
+    """The rows claimed, and how many sends were settled as `unknown`."""
     stale = conn.execute(
         _locked(
             conn,
@@ -224,12 +255,14 @@ def _claim(conn: Connection, now: int, lease_ms: int, schedule: Schedule) -> lis
         title, body = message(alert)
         key = dedupe_key(row.hotel_id, row.alert_id, row.transition, row.contact_id, row.channel_id)
         claimed.append(Claimed(row.id, attempts, key, channel.url, title, body))
-    return claimed
+    return claimed, len(stale)
 
 
 def _resolve(
     conn: Connection, results: list[tuple[Claimed, str | None]], now: int, schedule: Schedule
-) -> None:
+) -> list[tuple[Claimed, Outcome]]:
+    """Each send's outcome recorded; returns those that were (not settled meanwhile)."""
+    recorded: list[tuple[Claimed, Outcome]] = []
     for claimed, error in results:
         row = conn.execute(
             sa.select(_N).where(
@@ -243,6 +276,8 @@ def _resolve(
             continue
         outcome = Outcome.SENT if error is None else Outcome.FAILED
         _settle(conn, row, outcome, error, now, schedule=schedule)
+        recorded.append((claimed, outcome))
+    return recorded
 
 
 def _settle(
