@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
+from bellhop.lan.v1 import lan_pb2
+from bellhop_sdk.auth import StaticToken
 from bellhop_sdk.cloud import CloudTransport
 from bellhop_sdk.errors import CommandRejected, InvalidRequest, NotFound
 from bellhop_sdk.lan import LanTransport
@@ -43,6 +47,64 @@ async def test_hotel_rooms_and_devices_with_freshness(sdk_site: SdkSite, lan: La
     assert thermostat.freshness.stale_since is None  # online: current as of the read
     assert thermostat.last_seen is not None
     assert thermostat.last_seen <= thermostat.freshness.as_of
+
+
+class CountingGateway(LanTransport):
+    """The LAN transport counting its calls by request type; `older` strips the listed
+    states from ListDevices answers, as a gateway from before `include_state` answers."""
+
+    def __init__(self, *args: Any, older: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.older = older
+        self.calls: Counter[str] = Counter()
+
+    async def _call(self, method: Any, request: Any, *, timeout_s: float | None = None) -> Any:
+        self.calls[type(request).__name__] += 1
+        answer = await super()._call(method, request, timeout_s=timeout_s)
+        if self.older and isinstance(answer, lan_pb2.ListDevicesResponse):
+            del answer.states[:]
+        return answer
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["one-call", "older-gateway"])
+async def test_devices_listed_with_their_state_as_each_read_says(
+    sdk_site: SdkSite, older: bool
+) -> None:
+    await sdk_site.devices.report_state(THERMOSTAT, {"temperature": 19.5, "setpoint": 20})
+    transport = CountingGateway(sdk_site.lan_target, StaticToken(sdk_site.lan_token), older=older)
+    try:
+        await transport.set_desired(sdk_site.hotel_id, THERMOSTAT, {"setpoint": 24.5})
+
+        async def read() -> bool:
+            listed = {d.device_id: d for d in await transport.list_devices(sdk_site.hotel_id)}
+            one = await transport.get_device(sdk_site.hotel_id, THERMOSTAT)
+            version = listed[THERMOSTAT].reported_version
+            return version is not None and version == one.reported_version
+
+        await eventually(read, "the thermostat's report in the list")
+        transport.calls.clear()
+        listed = await transport.list_devices(sdk_site.hotel_id, room_id=ROOM)
+        calls = dict(transport.calls)
+        assert calls == (
+            {"ListDevicesRequest": 1, "GetDeviceRequest": len(DEVICES)}
+            if older
+            else {"ListDevicesRequest": 1}
+        )
+        assert sorted(d.device_id for d in listed) == sorted(DEVICES)
+        for device in listed:
+            one = await transport.get_device(sdk_site.hotel_id, device.device_id)
+            same = ("kind", "room_id", "online", "reported", "reported_at", "delta", "firmware")
+            assert {k: getattr(device, k) for k in same} == {k: getattr(one, k) for k in same}
+            assert (device.desired is None) == (one.desired is None)
+            if device.desired is not None and one.desired is not None:
+                assert device.desired.version == one.desired.version
+                assert device.desired.values == one.desired.values
+            assert device.freshness.path is Path.LAN
+        thermostat = next(d for d in listed if d.device_id == THERMOSTAT)
+        assert thermostat.desired is not None
+        assert thermostat.desired.values["setpoint"] == 24.5
+    finally:
+        await transport.aclose()
 
 
 async def test_reported_state_is_read_with_its_time(sdk_site: SdkSite, lan: LanTransport) -> None:

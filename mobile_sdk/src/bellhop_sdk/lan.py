@@ -34,6 +34,7 @@ from bellhop_sdk.lan_convert import (
     fleet_of,
     fleet_target_of,
     lan_error,
+    listed_devices_of,
     looked_up_of,
     points_of,
     read_time,
@@ -66,7 +67,7 @@ __all__ = ["STATUS_ERRORS", "LanTransport", "lan_error"]
 LAGGING: Final = "too slow to follow live events"
 # A command's call waits this much longer than the device may take, for the round trip.
 COMMAND_MARGIN_S: Final = 2.0
-# Concurrent GetDevice calls when a device list is completed with each device's state.
+# Concurrent GetDevice calls when an older gateway's device list carries no state.
 READ_CONCURRENCY: Final = 16
 # WatchEvents' initial metadata once the gateway put the watcher on its event bus.
 SUBSCRIBED_HEADER: Final = "bellhop-subscribed"
@@ -210,12 +211,15 @@ class LanTransport:
         ]
 
     async def list_devices(self, hotel_id: str, *, room_id: str | None = None) -> list[Device]:
-        """Devices with their reported state: the list, then each device's state (the
-        gateway's list carries no state), at most `READ_CONCURRENCY` reads at once."""
+        """Devices with their state, in one ListDevices call; a gateway that predates
+        `include_state` answers the list alone, and each device is then read with
+        GetDevice, at most `READ_CONCURRENCY` at once."""
         await self._check_hotel(hotel_id)
-        answer = await self._call(
-            lambda s: s.ListDevices, lan_pb2.ListDevicesRequest(room_id=room_id or "")
-        )
+        request = lan_pb2.ListDevicesRequest(room_id=room_id or "", include_state=True)
+        answer = await self._call(lambda s: s.ListDevices, request)
+        listed = listed_devices_of(hotel_id, answer)
+        if listed is not None:
+            return listed
         limit = asyncio.Semaphore(READ_CONCURRENCY)
 
         async def one(device_id: str) -> Device | None:

@@ -66,6 +66,7 @@ __all__ = [
     "fleet_of",
     "fleet_target_of",
     "lan_error",
+    "listed_devices_of",
     "looked_up_of",
     "opt_time_of",
     "points_of",
@@ -177,7 +178,28 @@ def read_time() -> datetime:
 
 
 def device_of(hotel_id: str, answer: lan_pb2.GetDeviceResponse) -> Device:
-    d, now = answer.device, read_time()
+    return _device(hotel_id, answer.device, answer)
+
+
+def listed_devices_of(hotel_id: str, answer: lan_pb2.ListDevicesResponse) -> list[Device] | None:
+    """A ListDevices answer asked with `include_state` as Devices, or None when it carries
+    no state (a gateway that predates the field) and each device must be read."""
+    if answer.devices and len(answer.states) != len(answer.devices):
+        return None
+    out = []
+    for d, state in zip(answer.devices, answer.states, strict=True):
+        if state.device_id != d.device_id:
+            return None
+        out.append(_device(hotel_id, d, state))
+    return out
+
+
+def _device(
+    hotel_id: str,
+    d: pb.Device,
+    answer: lan_pb2.GetDeviceResponse | lan_pb2.ListedDeviceState,
+) -> Device:
+    now = read_time()
     online = d.connectivity == pb.CONNECTIVITY_ONLINE
     last_seen = opt_time_of(d, "last_seen")
     # Online: the gateway hears the device, its state is current now. Offline:

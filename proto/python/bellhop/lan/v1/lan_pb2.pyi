@@ -92,19 +92,26 @@ class ListDevicesRequest(_message.Message):
 
     ROOM_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_UNKNOWN_FIELD_NUMBER: _builtins.int
+    INCLUDE_STATE_FIELD_NUMBER: _builtins.int
     room_id: _builtins.str
     """Empty for every room."""
     include_unknown: _builtins.bool
     """Include devices seen on the broker but never registered."""
+    include_state: _builtins.bool
+    """Also answer each device's reported and desired state and delta (`states`), as
+    GetDevice would, in this one call. A gateway that predates the field ignores it
+    and answers no `states`.
+    """
     def __init__(
         self,
         *,
         room_id: _builtins.str = ...,
         include_unknown: _builtins.bool = ...,
+        include_state: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_unknown", b"include_unknown", "room_id", b"room_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_state", b"include_state", "include_unknown", b"include_unknown", "room_id", b"room_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,20 +122,63 @@ class ListDevicesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICES_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Device]: ...
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListedDeviceState]:
+        """With `include_state`: one entry per device in `devices`, in the same order."""
+
     def __init__(
         self,
         *,
         devices: _abc.Iterable[_common_pb2.Device] | None = ...,
+        states: _abc.Iterable[Global___ListedDeviceState] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDevicesResponse: _TypeAlias = ListDevicesResponse  # noqa: Y015
+
+@_typing.final
+class ListedDeviceState(_message.Message):
+    """One listed device's state, as in GetDeviceResponse; reported and desired are unset
+    when the gateway has none yet.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    REPORTED_FIELD_NUMBER: _builtins.int
+    DESIRED_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    @_builtins.property
+    def reported(self) -> _common_pb2.ReportedState: ...
+    @_builtins.property
+    def desired(self) -> _common_pb2.DesiredState: ...
+    @_builtins.property
+    def delta(self) -> _struct_pb2.Struct:
+        """Keys whose desired value differs from the reported one."""
+
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        reported: _common_pb2.ReportedState | None = ...,
+        desired: _common_pb2.DesiredState | None = ...,
+        delta: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "desired", b"desired", "reported", b"reported"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "desired", b"desired", "device_id", b"device_id", "reported", b"reported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListedDeviceState: _TypeAlias = ListedDeviceState  # noqa: Y015
 
 @_typing.final
 class GetDeviceRequest(_message.Message):
