@@ -12,11 +12,10 @@ connection of the same gateway replaces the first. A revoked gateway is cut
 off within `bridge_revocation_check_s`, with a fatal close so that it stops
 retrying. Why websockets' own server: docs/bridge.md, "Where the relay serves bridges".
 
-Under a reconnect storm, handshakes take turns (admission.py), identities are
-looked up in batches (identities.py) and link rows written in group commits
-(links.py); on the way out every connection is closed within CLOSE_ALL_S.
-Frames to the gateway (commands, acknowledgements, desired state) come from the
-downlink (downlink.py), which this node serves for the hotels it holds.
+Under a reconnect storm, handshakes take turns (admission.py), identities are looked up
+in batches (identities.py) and link rows written in group commits (links.py); on the way
+out every connection is closed within CLOSE_ALL_S. Frames to the gateway (commands,
+acknowledgements, desired state) come from the downlink (downlink.py) of this node.
 """
 
 from __future__ import annotations
@@ -140,7 +139,13 @@ class BridgeEndpoint:
                 backlog=BACKLOG,
             ) as server,
         ):
-            watcher = asyncio.create_task(self._watch_revocations(), name="bridge-revocations")
+            watch = revocations.watch(
+                self.relay.store,
+                self._config.bridge_revocation_check_s,
+                live=lambda: list(self._live),
+                cut=self._cut,
+            )
+            watcher = asyncio.create_task(watch, name="bridge-revocations")
             try:
                 yield server
             finally:
@@ -468,15 +473,6 @@ class BridgeEndpoint:
         except (TimeoutError, ConnectionClosed):
             return False  # not marked sent: the next bridge of the hotel gets them
         return True
-
-    async def _watch_revocations(self) -> None:
-        """Cut live bridges within `bridge_revocation_check_s` of their gateway's revocation."""
-        await revocations.watch(
-            self.relay.store,
-            self._config.bridge_revocation_check_s,
-            live=lambda: list(self._live),
-            cut=self._cut,
-        )
 
     def _cut(self, gateway_id: str) -> None:
         link = self._live.get(gateway_id)
