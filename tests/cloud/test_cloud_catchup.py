@@ -217,9 +217,35 @@ async def test_each_devices_latest_state_is_kept_registered_or_not(hotel: CloudH
         "new-1": ("unspecified", False, {"mode": "off"}),
         "th-102": ("unspecified", False, {}),
     }
-    # A state report moves only the state of a device the relay has: not when it was seen.
-    assert found["new-1"][3].timestamp() * 1000 == T0 + 3
-    assert found["th-101"][3] is None
+    # A state report is the device heard from: when it was seen moves forward with it.
+    seen = {d: found[d][3].timestamp() * 1000 for d in found}
+    assert seen == {"th-101": T0 + 4, "new-1": T0 + 5, "th-102": T0 + 6}
+
+
+async def test_an_older_report_does_not_move_when_a_device_was_seen_back(
+    hotel: CloudHotel,
+) -> None:
+    """A resync's batch may carry an older report: `last_seen` never goes back."""
+    async with (
+        bridge_server(hotel.api.relay) as bridge,
+        RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as gw,
+    ):
+        await gw.until_event(Opened)
+        await gw.send_batch([registration(1, "th-101"), report(9, "th-101", {"setpoint": 20.0})])
+        await gw.until_event(Acked)
+        older = report(10, "th-101", {"setpoint": 19.0})
+        older.state.updated_at.FromMilliseconds(T0 + 2)
+        await gw.send_batch([older])
+        await gw.until_event(Acked)
+    async with hotel.api.relay.store.read() as conn:
+        row = (
+            await conn.execute(
+                sa.select(devices.c.state, devices.c.last_seen).where(
+                    devices.c.hotel_id == hotel.hotel_id, devices.c.device_id == "th-101"
+                )
+            )
+        ).one()
+    assert row.last_seen.timestamp() * 1000 == T0 + 9
 
 
 def test_ids_travel_joined_only_when_they_split_back_exactly() -> None:

@@ -378,9 +378,18 @@ def _states(
         for device_id, (values, updated_ms) in states.items()
     ]
     statement = _insert(conn, devices)
+    seen = statement.excluded.last_seen
     statement = statement.on_conflict_do_update(
         index_elements=[devices.c.hotel_id, devices.c.device_id],
-        set_={"state": statement.excluded.state},
+        # A report is the device heard from: its `last_seen` (freshness in the REST API)
+        # moves forward with it, never back (batches of a resync may be older).
+        set_={
+            "state": statement.excluded.state,
+            "last_seen": sa.case(
+                (sa.or_(devices.c.last_seen.is_(None), devices.c.last_seen < seen), seen),
+                else_=devices.c.last_seen,
+            ),
+        },
     )
     conn.execute(statement, rows)
 
