@@ -28,6 +28,7 @@ from bellhop_devices import codec
 from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Channel, DeviceKind
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -55,6 +56,7 @@ __all__ = [
     "LivenessConfig",
     "MetricsConfig",
     "MqttConfig",
+    "NotifyConfig",
     "RetentionConfig",
     "RoomEntry",
     "RulesConfig",
@@ -309,6 +311,50 @@ class InfluxConfig(_Section):
         return "" if self.token is None else self.token.get_secret_value()
 
 
+# core.model's AlertKind, by value (the core imports this module, not the other way).
+_AlertKind = Literal[
+    "temperature_out_of_range", "gas", "door_left_open", "breach", "battery_low", "device_offline"
+]
+
+
+def _channel(url: SecretStr) -> SecretStr:
+    # Imported here: Apprise takes a second to load, which only a [notify] should pay.
+    from bellhop_bridge import notify_channels
+
+    # The reason only: a URL holds its secrets, and errors are printed and logged.
+    why = notify_channels.check_url(url.get_secret_value())
+    if why is not None:
+        raise ValueError(why)
+    return url
+
+
+class NotifyConfig(_Section):
+    """Alerts told to staff through a channel on the hotel's LAN, internet or not
+    (docs/notifications.md, "On site"). On when `channels` lists any."""
+
+    # Apprise URLs tried in order, each a secret: never logged, never in the repr.
+    channels: tuple[Annotated[SecretStr, AfterValidator(_channel)], ...] = Field(
+        default=(), max_length=5
+    )
+    # Empty: every kind, every severity (the names of the LAN API's alerts).
+    kinds: tuple[_AlertKind, ...] = ()
+    severities: tuple[Literal["info", "warning", "critical"], ...] = ()
+    poll_s: float = Field(default=1.0, gt=0, le=60)
+    send_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    retry_base_s: Seconds = 5.0
+    retry_max_s: Seconds = 300.0
+    attempts: int = Field(default=3, ge=1, le=20)  # per channel, then the next channel
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        _ordered(self, "retry_base_s", "retry_max_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.channels)
+
+
 class RoomEntry(_Section):
     room_id: str = Field(pattern=_ROOM_ID.pattern)
     name: str = Field(default="", max_length=128)
@@ -357,6 +403,7 @@ class EdgeConfig(BaseSettings):
     store: StoreConfig = StoreConfig()
     bridge: BridgeConfig = BridgeConfig()
     influx: InfluxConfig = InfluxConfig()
+    notify: NotifyConfig = NotifyConfig()
     metrics: MetricsConfig = MetricsConfig()
     # Declarative registry: upserted at start-up (devices may also be added later).
     rooms: tuple[RoomEntry, ...] = ()

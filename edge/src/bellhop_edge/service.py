@@ -10,6 +10,7 @@ import signal
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.gateway import Gateway
 from bellhop_edge.influx import InfluxSink
+from bellhop_edge.notify import LocalNotifier
 
 __all__ = ["run"]
 
@@ -19,8 +20,13 @@ log = logging.getLogger(__name__)
 async def run(config: EdgeConfig) -> None:
     """Run a gateway until SIGTERM or SIGINT, then stop it cleanly (see `Gateway.close`)."""
     loop = asyncio.get_running_loop()
-    # The InfluxDB sink (off unless configured) stops before the gateway closes its store.
-    async with Gateway(config) as gateway, InfluxSink.running(config) as sink:
+    # The InfluxDB sink and the local notifications (off unless configured) stop before
+    # the gateway closes its store.
+    async with (
+        Gateway(config) as gateway,
+        InfluxSink.running(config) as sink,
+        LocalNotifier.running(config),
+    ):
         gateway.metrics.watch_influx(sink)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gateway.request_stop)

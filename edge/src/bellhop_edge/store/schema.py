@@ -218,6 +218,65 @@ def _schema_v7(db: Database) -> None:
     )
 
 
+def _schema_v8(db: Database) -> None:
+    """The local notification channel's queue (docs/notifications.md, "On site").
+
+    While `[notify]` is on (`notify_state.enabled`), the trigger records each alert
+    inserted as raised in `notify_inbox`, in the writer's own transaction: an alert
+    committed is an alert to notify, whatever dies next. The notifier turns each
+    inbox row into one `notifications` row per channel (unique per alert transition
+    and channel) and records every attempt in `notify_attempts` before it sends.
+    An inbox row stays once turned (`queued`), so that a raised alert written again
+    is not queued twice.
+    """
+    db.execute(
+        "CREATE TABLE notify_state (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " enabled INTEGER NOT NULL) STRICT"
+    )
+    db.execute("INSERT INTO notify_state (id, enabled) VALUES (1, 0)")
+    db.execute(
+        "CREATE TABLE notify_inbox (alert_id TEXT NOT NULL, transition TEXT NOT NULL,"
+        " queued INTEGER NOT NULL, created_ms INTEGER NOT NULL,"
+        " PRIMARY KEY (alert_id, transition)) STRICT"
+    )
+    db.execute("CREATE INDEX notify_inbox_new ON notify_inbox (alert_id) WHERE NOT queued")
+    db.execute(
+        """
+        CREATE TRIGGER notify_on_raise AFTER INSERT ON alerts
+        WHEN new.state = 'raised' AND (SELECT enabled FROM notify_state WHERE id = 1)
+        BEGIN
+            INSERT OR IGNORE INTO notify_inbox (alert_id, transition, queued, created_ms)
+            VALUES (new.alert_id, 'raised', 0, new.raised_at);
+        END
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY,
+            alert_id TEXT NOT NULL,
+            transition TEXT NOT NULL,
+            contact_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            due_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            lease_ms INTEGER,
+            created_ms INTEGER NOT NULL,
+            UNIQUE (alert_id, transition, contact_id, channel_id)
+        ) STRICT
+        """
+    )
+    db.execute("CREATE INDEX notifications_state_due ON notifications (state, due_ms)")
+    db.execute(
+        "CREATE TABLE notify_attempts (notification_id INTEGER NOT NULL,"
+        " number INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER,"
+        " outcome TEXT NOT NULL, error TEXT, PRIMARY KEY (notification_id, number)) STRICT"
+    )
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
@@ -227,6 +286,7 @@ MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v5,
     _schema_v6,
     _schema_v7,
+    _schema_v8,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
