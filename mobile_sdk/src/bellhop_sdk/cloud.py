@@ -2,7 +2,7 @@
 
 Every call carries `Authorization: Bearer <access token>` from a `TokenSource`
 and a timeout. Problem documents (RFC 9457) become the SDK's errors with the
-problem's `code` and `detail` (`problem_error`); a relay that cannot be
+problem's `code` and `detail` (`cloud_errors.problem_error`); a relay that cannot be
 reached (refused, reset, timed out, or a proxy's 502/503/504 without a
 problem document) is `Unreachable`: the signal to try the LAN.
 """
@@ -17,6 +17,7 @@ from typing import Any, Final
 import httpx
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
 
+from bellhop_sdk.cloud_errors import problem_error, unreachable_error
 from bellhop_sdk.cloud_events import (
     alert_from_json,
     command_from_json,
@@ -27,21 +28,7 @@ from bellhop_sdk.cloud_events import (
     parse_time,
     stream_events,
 )
-from bellhop_sdk.errors import (
-    BellhopError,
-    CommandTimedOut,
-    Conflict,
-    Forbidden,
-    GatewayOffline,
-    InvalidRequest,
-    NotFound,
-    RateLimited,
-    ServerError,
-    Unauthenticated,
-    Unavailable,
-    Unreachable,
-    raise_for,
-)
+from bellhop_sdk.errors import raise_for
 from bellhop_sdk.models import (
     AckOutcome,
     AckResult,
@@ -75,56 +62,6 @@ STREAM_READ_S: Final = 35.0
 PAGE: Final = 500
 EARLIEST: Final = "1970-01-01T00:00:00Z"
 LATEST: Final = "9999-12-31T00:00:00Z"
-_STATUS_ERRORS: Final[dict[int, type[BellhopError]]] = {
-    400: InvalidRequest,
-    401: Unauthenticated,
-    403: Forbidden,
-    404: NotFound,
-    405: InvalidRequest,
-    409: Conflict,
-    413: InvalidRequest,
-    422: InvalidRequest,
-    429: RateLimited,
-    500: ServerError,
-    503: Unavailable,
-    504: CommandTimedOut,
-}
-_CODE_ERRORS: Final[dict[str, type[BellhopError]]] = {
-    "gateway_offline": GatewayOffline,
-    "command_timed_out": CommandTimedOut,
-}
-
-
-def problem_error(response: httpx.Response) -> BellhopError:
-    """The SDK error for an answer of status >= 400, from its problem document."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or "code" not in body:
-        # Not the relay's answer: a proxy or load balancer in front of a relay that is away.
-        if response.status_code in (502, 503, 504):
-            return Unreachable(
-                f"HTTP {response.status_code} without a problem document",
-                code=f"http_{response.status_code}",
-                path=Path.CLOUD,
-                status=response.status_code,
-            )
-        body = {"code": f"http_{response.status_code}", "detail": response.text[:200]}
-    code, detail = str(body["code"]), str(body.get("detail") or body.get("title") or "")
-    kind = _CODE_ERRORS.get(code) or _STATUS_ERRORS.get(response.status_code, BellhopError)
-    if kind is RateLimited:
-        retry = response.headers.get("retry-after")
-        retry_s = float(retry) if retry and retry.isdigit() else None
-        return RateLimited(
-            detail, code=code, path=Path.CLOUD, status=response.status_code, retry_after_s=retry_s
-        )
-    return kind(detail, code=code, path=Path.CLOUD, status=response.status_code)
-
-
-def _unreachable(exc: httpx.TransportError) -> Unreachable:
-    code = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
-    return Unreachable(f"{type(exc).__name__}: {exc}", code=code, path=Path.CLOUD)
 
 
 class CloudTransport:
@@ -180,7 +117,7 @@ class CloudTransport:
                     timeout=self._timeout_s if timeout_s is None else timeout_s,
                 )
             except httpx.TransportError as exc:
-                raise _unreachable(exc) from None
+                raise unreachable_error(exc) from None
             if response.status_code == 401 and attempt == 0:
                 token = await self._tokens.refresh()
                 continue
@@ -506,7 +443,7 @@ class CloudTransport:
                     yield _sse(source)
                     return
             except httpx.TransportError as exc:
-                raise _unreachable(exc) from None
+                raise unreachable_error(exc) from None
 
     async def recent_events(
         self, hotel_id: str, *, limit: int = 100, after: str | None = None
