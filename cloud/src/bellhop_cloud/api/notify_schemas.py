@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, Self
 
+from bellhop_bridge.notify_channels import ALLOWED_SCHEMES, MAX_URL
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from bellhop_cloud.notify.channels import ALLOWED_SCHEMES, MAX_URL
 
 Kind = Literal[
     "temperature_out_of_range", "gas", "door_left_open", "breach", "battery_low", "device_offline"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+from bellhop_bridge import notify_channels as channels
+from bellhop_bridge.notify_core import Channel, Contact, Policy
 from fastapi import APIRouter, Query
 
 from bellhop_cloud import audit, hotels
@@ -24,8 +26,7 @@ from bellhop_cloud.api.routes_hotels import Cursor, decode_cursor, encode_cursor
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.db.store import new_id
 from bellhop_cloud.errors import FieldError, InvalidRequest
-from bellhop_cloud.notify import channels, policies
-from bellhop_cloud.notify.core import Channel, Contact, Policy
+from bellhop_cloud.notify import policies
 from bellhop_cloud.orgs import require
 from bellhop_cloud.rbac.permissions import Permission
 

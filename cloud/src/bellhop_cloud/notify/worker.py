@@ -1,5 +1,5 @@
 """The notification worker: claims due rows, sends them through Apprise, records every
-attempt, and applies the schedule's decisions (notify/core.py).
+attempt, and applies the schedule's decisions (bellhop_bridge.notify_core).
 
     async with Notifier(store, config).running():
         ...
