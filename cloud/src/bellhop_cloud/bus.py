@@ -9,8 +9,10 @@
 A nudge is only ever a hint: what it points at is in the database, and each
 node also looks there on its own every few seconds, so a nudge lost with a
 Redis restart costs latency, never a command (docs/scale-out.md). That is why
-plain pub/sub is enough here, and why a handler is given a short string rather
-than a payload to trust.
+plain pub/sub is enough here. A message may carry a copy of what it points at
+(bridge/downlink.py: the items just committed, a result just stored) to spare
+the receiver a read; the receiver checks it and reads the database instead when
+it is missing or does not parse.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ __all__ = ["Bus", "MemoryBus", "RedisBus", "bus_for"]
 log = logging.getLogger(__name__)
 
 PREFIX: Final = "bellhop:bus:"
-MESSAGE_MAX: Final = 200  # a nudge names an id or two; anything longer is not ours
+# A message's ceiling, both ways: the copy a nudge carries is bounded by its sender
+# (downlink.CARRY_MAX); anything longer is not ours, and is dropped unread rather than
+# parsed, so a stray publisher on the channel cannot make a node decode megabytes.
+MESSAGE_MAX: Final = 8192
 RETRY_S: Final = 1.0
 
 Handler = Callable[[str], None]

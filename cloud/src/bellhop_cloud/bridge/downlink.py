@@ -36,6 +36,8 @@ from bellhop_cloud.bridge.items import (
     Item,
     ItemKind,
     ItemState,
+    carried,
+    carry,
     frame_of,
     now_ms,
 )
@@ -54,6 +56,10 @@ POLL_S: Final = 1.0  # a waiter looks at the database at least this often
 CHUNK: Final = 500  # ids per IN (...) query
 FRESH_MAX: Final = 10_000  # results kept for this node's waiters
 NUDGES: Final = "downlink"
+# A nudge carries the items it announces up to this size (a command or a few), so that
+# the node holding the bridge sends them without reading them back; bigger, it names
+# the hotel only and that node reads them. Within the bus's MESSAGE_MAX.
+CARRY_MAX: Final = 4096
 RESULTS: Final = "results"
 # What a result's message on the bus carries, for the waiters of other nodes.
 _RESULT_KEYS: Final = ("status", "result", "error", "completed_at")
@@ -118,15 +124,22 @@ class Downlink:
                 await self._unsent(hotel_id, items)
             except Exception:  # committed all the same: a bridge that opens sends it
                 log.exception("downlink: could not queue again what hotel %s missed", hotel_id)
-        await self._bus.publish(NUDGES, hotel_id)
+        message = hotel_id
+        if items:
+            with_items = f"{hotel_id} {carry(items)}"
+            if len(with_items.encode()) <= CARRY_MAX:
+                message = with_items
+        await self._bus.publish(NUDGES, message)
 
     def holds(self, hotel_id: str) -> bool:
         """Whether this node holds an open bridge of the hotel now."""
         return hotel_id in self._held()
 
-    def _nudged(self, hotel_id: str) -> None:
+    def _nudged(self, message: str) -> None:
+        hotel_id, _, items = message.partition(" ")
         if hotel_id in self._held():
-            self._spawn(self.deliver(hotel_id))
+            # The items it carries (committed before the nudge), else what is queued.
+            self._spawn(self.deliver(hotel_id, items=carried(hotel_id, items) if items else ()))
 
     def opened(self, hotel_id: str) -> None:
         """A bridge of `hotel_id` opened here: everything not done goes to it."""
@@ -148,7 +161,8 @@ class Downlink:
     ) -> int:
         """Send what is queued for `hotel_id` (with `resend`, what was sent and not done
         too) if this node holds its bridge; returns how many items were sent. `items`:
-        these instead of what the database holds (`marked`: their rows say sent)."""
+        these instead of what the database holds (`marked`: their rows say sent); those
+        past their expiry are left out, as the database's would be."""
         if self._sender is None:
             return 0
         # One delivery per hotel at a time, so items leave in the order they were queued.
@@ -166,7 +180,7 @@ class Downlink:
         assert self._sender is not None
         now = now_ms()
         states = OUTSTANDING if resend else (ItemState.QUEUED.value,)
-        rows: Sequence[Item | Row[Any]] = items
+        rows: Sequence[Item | Row[Any]] = [i for i in items if i.expires_at > now]
         if not items:
             async with self._store.read() as conn:
                 rows = (

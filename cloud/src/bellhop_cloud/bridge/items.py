@@ -5,7 +5,9 @@ An item is a `downlink` row (bridge/downlink.py sends them).
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -20,6 +22,8 @@ __all__ = [
     "Item",
     "ItemKind",
     "ItemState",
+    "carried",
+    "carry",
     "frame_of",
     "now_ms",
 ]
@@ -68,6 +72,47 @@ class Item:
             "sent_at": sent_at,
             "sends": 0 if sent_at is None else 1,
         }
+
+
+def carry(items: Sequence[Item]) -> str:
+    """The items as a nudge carries them to the node holding their hotel's bridge (the
+    hotel is the nudge's own first word): that node sends them without reading them back."""
+    return json.dumps(
+        [
+            (
+                i.item_id,
+                i.kind.value,
+                i.device_id,
+                i.body,
+                i.requested_by,
+                i.requested_at,
+                i.expires_at,
+            )
+            for i in items
+        ],
+        separators=(",", ":"),
+    )
+
+
+def carried(hotel_id: str, text: str) -> list[Item]:
+    """The items a nudge carried (`carry`), or none when the text is not what `carry`
+    makes: the receiver then reads the queued rows, as for a nudge that carries nothing."""
+    try:
+        rows = json.loads(text)
+        items = [
+            Item(hotel_id, item_id, ItemKind(kind), device_id, body, by, at, expires)
+            for item_id, kind, device_id, body, by, at, expires in rows
+            if isinstance(item_id, str)
+            and (device_id is None or isinstance(device_id, str))
+            and isinstance(body, dict)
+            and isinstance(by, str)
+            and type(at) is int
+            and type(expires) is int
+        ]
+        # All or none: a nudge whose items are partly readable is read from the database.
+        return items if isinstance(rows, list) and len(items) == len(rows) else []
+    except (ValueError, TypeError):  # not JSON, not a list of 7-lists, an unknown kind
+        return []
 
 
 def now_ms() -> int:
