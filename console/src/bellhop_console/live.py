@@ -6,7 +6,10 @@ and puts each event, as a small JSON-ready dict, on every subscriber's bounded
 queue. A page that falls behind does not hold the others up: its queue is
 emptied and it gets one `gap` message (the page reads the current state
 again). When the session whose client feeds the stream ends, the feed carries
-on with another watcher's client; when nobody watches, it stops.
+on with another watcher's client; when nobody has watched for `LINGER_S`, it stops.
+
+Each feed also keeps the hotel's `Picture` (`picture.py`) current, so that the
+rooms page renders from memory (`LiveHub.grid`) rather than reading every device.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bellhop_sdk import BellhopError, Event, Gap
+from bellhop_sdk import BellhopError, Event, Gap, Hotel
 
+from bellhop_console.picture import Grid, Picture
 from bellhop_console.sessions import ConsoleSession
 
 __all__ = ["LiveHub", "Subscription", "message_of"]
@@ -30,6 +34,11 @@ log = logging.getLogger("bellhop_console")
 
 RETRY_MIN_S: Final = 0.5
 RETRY_MAX_S: Final = 10.0
+# A feed outlives its last page this long: the next page finds its picture current.
+LINGER_S: Final = 60.0
+# A stream that yielded nothing yet counts as following the hotel this long after it
+# was opened (the gateway subscribes a watcher in milliseconds; the SDK waits 2 s).
+SETTLE_S: Final = 2.0
 Message = dict[str, Any]
 
 
@@ -82,7 +91,24 @@ class Feed:
     subscribers: set[Subscription] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     source: ConsoleSession | None = None
+    keeper: ConsoleSession | None = None  # the last session that opened the hotel's grid
     status: Message | None = None  # the last "live"/"interrupted" note, for new pages
+    picture: Picture = field(init=False)
+    opened_at: float | None = None  # monotonic: the current stream was asked for
+    first_item_at: float | None = None  # monotonic: its first item arrived
+    streams: int = 0  # streams opened and closed: a read across a change is not current
+    linger: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        self.picture = Picture(self.hotel_id)
+
+    def following_since(self, now: float) -> float | None:
+        """Since when every change of the hotel reaches this feed; None: not (yet) known."""
+        if self.first_item_at is not None:
+            return self.first_item_at
+        if self.opened_at is not None and now - self.opened_at >= SETTLE_S:
+            return self.opened_at + SETTLE_S
+        return None
 
 
 class LiveHub:
@@ -98,12 +124,11 @@ class LiveHub:
 
     def subscribe(self, hotel_id: str, session: ConsoleSession) -> Subscription:
         sub = Subscription(hotel_id, session, asyncio.Queue(self.queue_size))
-        feed = self._feeds.setdefault(hotel_id, Feed(hotel_id))
+        feed = self._feed(hotel_id)
         feed.subscribers.add(sub)
         if feed.status is not None:
             sub.offer(feed.status)
-        if feed.task is None or feed.task.done():
-            feed.task = asyncio.create_task(self._run(feed), name=f"console-feed-{hotel_id}")
+        self._ensure_running(feed)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -111,21 +136,86 @@ class LiveHub:
         if feed is None:
             return
         feed.subscribers.discard(sub)
+        feed.keeper = sub.session if not sub.session.expired else feed.keeper
         if not feed.subscribers:
-            del self._feeds[sub.hotel_id]
-            if feed.task is not None:
-                feed.task.cancel()
+            self._linger(feed)
+
+    async def grid(self, hotel: Hotel, session: ConsoleSession) -> Grid:
+        """The hotel's rooms page from its picture, read afresh with `session`'s client
+        when the picture is not current. Only for a session that may see the whole hotel
+        (the picture is shared): the caller has just read `hotel` with that session."""
+        feed = self._feed(hotel.hotel_id)
+        feed.keeper = session
+        self._ensure_running(feed)
+        if not feed.subscribers:
+            self._linger(feed)
+        picture = feed.picture
+        async with picture.lock:
+            now = time.monotonic()
+            if not picture.usable(now):
+                streams = feed.streams
+                await picture.load(session.client, following_since=feed.following_since(now))
+                if feed.streams != streams:
+                    picture.invalidate()
+            return picture.grid(hotel)
 
     def session_ended(self, session: ConsoleSession) -> None:
         """Close that session's pages; a feed it was feeding moves to another client."""
         for feed in list(self._feeds.values()):
             for sub in [s for s in feed.subscribers if s.session is session]:
                 sub.offer(None)
-                self.unsubscribe(sub)
-            if feed.source is session and feed.task is not None and feed.subscribers:
+                feed.subscribers.discard(sub)
+            if feed.keeper is session:
+                feed.keeper = None
+            if feed.source is session and feed.task is not None:
                 feed.task.cancel()
-                name = f"console-feed-{feed.hotel_id}"
-                feed.task = asyncio.create_task(self._run(feed), name=name)
+                feed.task = None
+                if self._source(feed) is None:
+                    self._stop(feed)
+                else:
+                    self._ensure_running(feed)
+            elif not feed.subscribers:
+                self._linger(feed)
+
+    def _feed(self, hotel_id: str) -> Feed:
+        return self._feeds.setdefault(hotel_id, Feed(hotel_id))
+
+    def _ensure_running(self, feed: Feed) -> None:
+        if feed.linger is not None and feed.subscribers:
+            feed.linger.cancel()
+            feed.linger = None
+        if feed.task is None or feed.task.done():
+            name = f"console-feed-{feed.hotel_id}"
+            feed.task = asyncio.create_task(self._run(feed), name=name)
+
+    def _linger(self, feed: Feed) -> None:
+        """Stop `feed` after LINGER_S unless a page watches it again meanwhile."""
+        if feed.linger is not None:
+            feed.linger.cancel()
+        feed.linger = asyncio.get_running_loop().call_later(LINGER_S, self._idle, feed)
+
+    def _idle(self, feed: Feed) -> None:
+        feed.linger = None
+        if not feed.subscribers and self._feeds.get(feed.hotel_id) is feed:
+            self._stop(feed)
+
+    def _stop(self, feed: Feed) -> None:
+        if self._feeds.get(feed.hotel_id) is feed:
+            del self._feeds[feed.hotel_id]
+        if feed.linger is not None:
+            feed.linger.cancel()
+            feed.linger = None
+        if feed.task is not None:
+            feed.task.cancel()
+        feed.picture.invalidate()
+
+    @staticmethod
+    def _source(feed: Feed) -> ConsoleSession | None:
+        """A watching page's session, else the one that last opened the grid, if alive."""
+        found = next((s.session for s in feed.subscribers if not s.session.expired), None)
+        if found is None and feed.keeper is not None and not feed.keeper.expired:
+            found = feed.keeper
+        return found
 
     def _publish(self, feed: Feed, message: Message) -> None:
         for sub in list(feed.subscribers):
@@ -138,19 +228,30 @@ class LiveHub:
     async def _run(self, feed: Feed) -> None:
         """Follow the hotel's events until cancelled; on a failure, wait and follow again."""
         delay = RETRY_MIN_S
-        while feed.subscribers:
-            source = next((s.session for s in feed.subscribers if not s.session.expired), None)
+        while True:
+            source = self._source(feed)
             if source is None:
+                self._stop(feed)
                 return
             feed.source = source
             started = time.monotonic()
+            feed.picture.invalidate()  # a new stream: what came before it may be missed
+            feed.opened_at, feed.first_item_at = started, None
+            feed.streams += 1
             try:
                 stream = source.client.events(feed.hotel_id)
                 self._note(feed, "live")
                 try:
                     async for item in stream:
+                        if feed.first_item_at is None:
+                            feed.first_item_at = time.monotonic()
+                        feed.picture.apply(item)
                         self._publish(feed, message_of(item))
                 finally:
+                    if feed.task is asyncio.current_task():  # not replaced meanwhile
+                        feed.opened_at = None
+                        feed.streams += 1
+                    feed.picture.invalidate()
                     closing = getattr(stream, "aclose", None)
                     if closing is not None:
                         with contextlib.suppress(Exception):
@@ -174,6 +275,8 @@ class LiveHub:
         for feed in list(self._feeds.values()):
             for sub in list(feed.subscribers):
                 sub.offer(None)
+            if feed.linger is not None:
+                feed.linger.cancel()
             if feed.task is not None:
                 feed.task.cancel()
                 tasks.append(feed.task)

@@ -30,7 +30,8 @@ from starlette.routing import Route
 
 from bellhop_console import csrf
 from bellhop_console.charts import Chart, chart
-from bellhop_console.rooms import floors, metrics_of, tile_of
+from bellhop_console.picture import Picture
+from bellhop_console.rooms import metrics_of, tile_of
 from bellhop_console.sessions import ConsoleSession
 from bellhop_console.web import Console, guarded, served_by
 
@@ -148,26 +149,16 @@ def _read_routes(console: Console) -> list[Route]:
 
     async def hotel(request: Request, session: ConsoleSession) -> Response:
         hotel_id = request.path_params["hotel_id"]
-        client = session.client
-        the_hotel = await client.hotel(hotel_id)
-        rooms, devices, alerts = await asyncio.gather(
-            client.rooms(hotel_id),
-            client.devices(hotel_id),
-            client.alerts(hotel_id, active_only=True),
-        )
-        grid = floors(rooms, devices, alerts)
-        served = served_by([d.freshness for d in devices] or [the_hotel.freshness], None)
-        context = {
-            "title": the_hotel.name,
-            "hotel": the_hotel,
-            "floors": grid,
-            "alerts": alerts,
-            "served": served,
-            "live_data": {
-                "rooms": {t.room.room_id: t.device_json() for _, tiles in grid for t in tiles},
-                "alerts": {a.alert_id: a.room_id for a in alerts},
-            },
-        }
+        # Read with this session each time: it says whether this sign-in may see the hotel.
+        the_hotel = await session.client.hotel(hotel_id)
+        if session.whole_hotel(the_hotel):
+            grid = await console.hub.grid(the_hotel, session)  # from memory while live
+        else:
+            # Room-limited: the relay decides what it sees, so read it, not the shared picture.
+            picture = Picture(hotel_id)
+            await picture.load(session.client, following_since=None)
+            grid = picture.grid(the_hotel)
+        context = {"title": the_hotel.name, "hotel": the_hotel, "grid": grid, "served": grid.served}
         return console.render(request, "hotel.html", context, session=session)
 
     async def room(request: Request, session: ConsoleSession) -> Response:

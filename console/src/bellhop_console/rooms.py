@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from bellhop_sdk import Alert, AlertState, Device, Room
 
-__all__ = ["BATTERY_LOW", "Tile", "floors", "metrics_of", "tile_of"]
+__all__ = ["BATTERY_LOW", "Tile", "floors", "metrics_of", "tile_facts", "tile_of"]
 
 BATTERY_LOW: Final = 20
 # Metrics each kind sends as telemetry, for the room page's history charts.
@@ -64,7 +64,15 @@ def _number(value: Any) -> float | None:
 
 
 def tile_of(room: Room, devices: Iterable[Device], alerts: Iterable[Alert]) -> Tile:
-    tile = Tile(room, list(devices))
+    alarms = sum(
+        1 for a in alerts if a.room_id == room.room_id and a.state is not AlertState.CLEARED
+    )
+    return tile_facts(room, devices, alarms)
+
+
+def tile_facts(room: Room, devices: Iterable[Device], alarms: int) -> Tile:
+    """The tile of `room` from its devices and its count of alerts not cleared."""
+    tile = Tile(room, list(devices), alarms=alarms)
     lights_on = False
     for d in tile.devices:
         r = d.reported
@@ -87,9 +95,6 @@ def tile_of(room: Room, devices: Iterable[Device], alerts: Iterable[Alert]) -> T
             tile.battery_low += 1
     if tile.occupied is None:
         tile.occupied = lights_on
-    tile.alarms = sum(
-        1 for a in alerts if a.room_id == room.room_id and a.state is not AlertState.CLEARED
-    )
     return tile
 
 

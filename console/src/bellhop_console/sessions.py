@@ -183,6 +183,21 @@ class ConsoleSession:
             self._lan_role = await self._probe_lan_role(hotel.hotel_id)
         return self._lan_role
 
+    def whole_hotel(self, hotel: Hotel) -> bool:
+        """Whether this sign-in sees every room of `hotel`: a LAN token does (the gateway
+        has no room-limited grants); a cloud sign-in when its token grants the hotel or
+        its organisation (a room-limited grant is not in the token)."""
+        if self.login is None:
+            return True
+        claims = self.login.claims()
+        return any(
+            isinstance(roles, dict) and key is not None and roles.get(key) is not None
+            for roles, key in (
+                (claims.get("hotel_roles"), hotel.hotel_id),
+                (claims.get("org_roles"), hotel.org_id),
+            )
+        )
+
     async def may_command(self, hotel: Hotel) -> bool:
         return await self.role(hotel) in COMMANDING
 
@@ -212,8 +227,9 @@ class ConsoleSession:
 class SessionStore:
     """Every live session by id; expired ones are closed by a sweeper task it owns."""
 
-    def __init__(self, config: ConsoleConfig) -> None:
+    def __init__(self, config: ConsoleConfig, *, sweep_s: float = SWEEP_S) -> None:
         self.config = config
+        self.sweep_s = sweep_s
         self._sessions: dict[str, ConsoleSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.on_end: list[Any] = []  # callbacks(session) run when a session ends
@@ -295,7 +311,7 @@ class SessionStore:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(SWEEP_S)
+            await asyncio.sleep(self.sweep_s)
             for session in [s for s in self._sessions.values() if s.expired]:
                 try:
                     await self.end(session)

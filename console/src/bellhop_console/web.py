@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -22,7 +21,6 @@ from bellhop_sdk import (
     CommandTimedOut,
     Conflict,
     Forbidden,
-    Freshness,
     GatewayOffline,
     InvalidRequest,
     NotFound,
@@ -37,6 +35,7 @@ from starlette.templating import Jinja2Templates
 from bellhop_console import csrf
 from bellhop_console.config import ConsoleConfig
 from bellhop_console.live import LiveHub
+from bellhop_console.served import Served, served_by
 from bellhop_console.sessions import ConsoleSession, SessionStore, cookie_name
 
 __all__ = ["Console", "Served", "guarded", "served_by"]
@@ -58,34 +57,6 @@ FRIENDLY: Final[tuple[tuple[type[BellhopError], int, str], ...]] = (
     (RateLimited, 429, "Too many requests: wait a moment and try again."),
     (Unavailable, 503, "Neither the gateway nor the cloud can serve this right now."),
 )
-
-
-@dataclass(frozen=True)
-class Served:
-    """Which path served a page and how fresh its data is, for the page's banner."""
-
-    path: str
-    as_of: datetime
-    stale_since: datetime | None
-
-    @property
-    def label(self) -> str:
-        return "LAN" if self.path == "lan" else "cloud"
-
-
-def served_by(freshness: Iterable[Freshness], fallback: str | None) -> Served | None:
-    """The oldest `as_of` and earliest `stale_since` of what a page shows."""
-    items = list(freshness)
-    if not items:
-        if fallback is None:
-            return None
-        return Served(fallback, datetime.now(UTC), None)
-    stale = [f.stale_since for f in items if f.stale_since is not None]
-    return Served(
-        str(items[0].path.value),
-        min(f.as_of for f in items),
-        min(stale) if stale else None,
-    )
 
 
 class Console:
