@@ -16,6 +16,7 @@ from bellhop_cloud.bridge.downlink import CARRY_MAX, NUDGES, Item, ItemKind, now
 from bellhop_cloud.bridge.items import carried, carry
 from bellhop_cloud.config import BusBackend, RateLimitBackend, RelayConfig
 from bellhop_cloud.db.schema import downlink
+from bellhop_cloud.db.store import relaxed
 from bellhop_cloud.relay import Relay
 
 from tests.cloud.bridging import cloud_hotel, until
@@ -146,3 +147,22 @@ async def until_state(relay: Relay, hotel_id: str, item_id: str, state: str) -> 
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{item_id} is {await current()}, not {state}")
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_relaxed_run_commits_without_waiting_for_the_disk_and_others_still_wait(
+    relay: Relay,
+) -> None:
+    def setting(conn: Any) -> str:
+        relaxed(conn)
+        return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    assert await relay.store.run_relaxed(setting) == "off"
+    assert await relay.store.run(setting) == "off"  # `relaxed` within `run`, as before
+
+    def durable(conn: Any) -> str:
+        return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    assert await relay.store.run(durable) == "on"

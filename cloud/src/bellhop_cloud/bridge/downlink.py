@@ -203,7 +203,7 @@ class Downlink:
             return 0
         self.sent += len(rows)
         if not marked:
-            await self._store.run(_mark_sent, hotel_id, [row.item_id for row in rows], now)
+            await self._store.run_relaxed(_mark_sent, hotel_id, [row.item_id for row in rows], now)
         return len(rows)
 
     async def _unsent(self, hotel_id: str, items: Sequence[Item]) -> None:
@@ -258,7 +258,7 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        await self._store.run(_store_results, plan)
+        await self._store.run_relaxed(_store_results, plan)
         await self.finished(hotel_id, list(plan.commands), plan.commands)
 
     async def finished(
