@@ -3,6 +3,7 @@ and every attempt to send one (docs/notifications.md)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -34,6 +35,8 @@ router = APIRouter(tags=["notifications"], route_class=BoundaryRoute)
 # Who is told, and how, is the hotel's managers' business (as its members are).
 MANAGE = access_rule(Audience.HOTEL, Permission.MANAGE_MEMBERS)
 MAX_LIMIT = 200
+_ATTEMPT_ID = re.compile(r"[1-9][0-9]{0,18}", re.ASCII)
+MAX_ATTEMPT_ID = 2**63 - 1  # a BIGINT's largest
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
 
 
@@ -160,6 +163,20 @@ async def put_notifications(
     return _out(hotel_id, stored)
 
 
+def _attempt_cursor(after: str | None) -> int | None:
+    """The attempt id a cursor holds: ASCII digits of a positive 64-bit id, nothing else
+    (`str.isdigit` also takes "²", and a tampered cursor may hold a number no column
+    holds: either would reach `int()` or the database and fail as a 500)."""
+    if after is None:
+        return None
+    if _ATTEMPT_ID.fullmatch(after) is None or int(after) > MAX_ATTEMPT_ID:
+        raise InvalidRequest(
+            "cursor is not one this API returned",
+            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor of this list"}],
+        )
+    return int(after)
+
+
 def _at(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -175,16 +192,9 @@ async def list_attempts(
     """Every attempt to send a notification, newest first."""
     _, found = await relay.hotel_access(who.user_id, hotel_id)
     require(found, Permission.MANAGE_MEMBERS, hotel_id=hotel_id)
-    after = decode_cursor(cursor)
-    if after is not None and not after.isdigit():
-        raise InvalidRequest(
-            "cursor is not one this API returned",
-            errors=[{"loc": ["query", "cursor"], "msg": "not a cursor of this list"}],
-        )
+    before = _attempt_cursor(decode_cursor(cursor))
     async with relay.store.read() as conn:
-        rows = await policies.attempts(
-            conn, hotel_id, limit=limit + 1, before=None if after is None else int(after)
-        )
+        rows = await policies.attempts(conn, hotel_id, limit=limit + 1, before=before)
     items = [
         AttemptOut(
             id=r.id,
