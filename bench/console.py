@@ -5,8 +5,9 @@ with 2,000 devices reporting every INTERVAL_S), `bellhop console --lan` in front
 Debian's chromium (Playwright, headless) signed in with a LAN staff token.
 
 - `first_paint_ms`: the browser's `first-contentful-paint` (Performance API) of the grid
-  page (`/hotels/{h}`: every room's tile, rendered on the server from the SDK's reads),
-  the median of PAINTS fresh navigations.
+  page (`/hotels/{h}`: every room's tile, rendered on the server from the hotel's picture
+  in memory, or from a fresh read while the picture is not current), the median of
+  PAINTS fresh navigations.
 - floor, in the same run: the same grid's HTML (fetched from the console once, its script
   tag removed) served as a static page, with the same stylesheet, by a bare Starlette app;
   `floor_first_paint_ms` the same way, `paint_ratio` the console's over the floor's.
