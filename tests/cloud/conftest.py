@@ -66,7 +66,12 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 async def relay_config(
     backend: tuple[str, str | None], tmp_path: Path, test_name: str
 ) -> RelayConfig:
-    common: dict[str, Any] = {"signing_key_path": tmp_path / "signing-key.pem", **FAST_PASSWORDS}
+    common: dict[str, Any] = {
+        "signing_key_path": tmp_path / "signing-key.pem",
+        # The notification tests' webhook and SMTP receivers listen on loopback.
+        "notify_private_targets": ("127.0.0.0/8",),
+        **FAST_PASSWORDS,
+    }
     _, database = backend
     if database is None:
         return RelayConfig(database_url=f"sqlite:///{tmp_path / 'relay.db'}", **common)

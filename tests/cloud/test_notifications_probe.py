@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
+from bellhop_cloud.notify.worker import Claimed, Notifier
+from bellhop_cloud.relay import Relay
 
 from tests.cloud.support import Api, expect
 
@@ -26,3 +29,66 @@ async def test_a_tampered_attempts_cursor_is_a_422_naming_it(api: Api, text: str
     )
     problem: Any = expect(answer, 422)
     assert [e["loc"] for e in problem["errors"]] == [["query", "cursor"]]
+
+
+async def test_a_private_target_is_refused_unless_the_relay_lists_its_network(
+    api: Api, relay: Relay
+) -> None:
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Org")
+    hotel_id = await api.hotel(owner, org_id, "Hotel")
+    path = f"/v1/hotels/{hotel_id}/notifications"
+    listed = relay.config.notify_private_targets
+    assert listed == ("127.0.0.0/8",)  # the suite's receivers listen on loopback
+    for url in [
+        "json://169.254.169.254/latest/meta-data?token=s3cret",
+        "jsons://10.1.2.3/hook",
+        "json://[::1]:8080/x",
+        "mailto://user:s3cret@example.com?smtp=192.168.0.10&to=a@example.com",
+    ]:
+        body = {"contacts": [{"name": "Desk", "channels": [{"url": url}]}]}
+        problem = expect(await api.http.put(path, json=body, headers=owner.headers), 422)
+        assert [e["loc"] for e in problem["errors"]] == [
+            ["body", "contacts", "0", "channels", "0", "url"]
+        ]
+        text = json.dumps(problem)
+        assert "s3cret" not in text
+        assert "169.254" not in text
+        assert "10.1.2.3" not in text
+    # Loopback is listed in this suite's configuration, so it is accepted.
+    body = {"contacts": [{"name": "Desk", "channels": [{"url": "json://127.0.0.1:9/x"}]}]}
+    expect(await api.http.put(path, json=body, headers=owner.headers), 200)
+
+
+async def test_the_worker_does_not_send_to_a_name_resolving_outside_its_reach(
+    relay: Relay,
+) -> None:
+    strict = relay.config.model_copy(update={"notify_private_targets": ()})
+    notifier = Notifier(relay.store, strict)
+    async with notifier.threads():
+        claimed = Claimed(1, 1, "k", "json://localhost.:9/x", "t", "b")
+        why = await notifier._send(claimed)
+    assert why is not None
+    assert "private" in why
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://user:s3cret@files.example.com/x",
+        "json://user:s3cret@hooks.example.com/\u202ex",
+        "json://user:s3cret@hooks.example.com/" + "x" * 3000,
+        "json://user:s3cret@hooks.example.com/x y",
+    ],
+)
+async def test_a_refused_url_is_never_echoed(api: Api, url: str) -> None:
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Org")
+    hotel_id = await api.hotel(owner, org_id, "Hotel")
+    body = {"contacts": [{"name": "Desk", "channels": [{"url": url}]}]}
+    answer = await api.http.put(
+        f"/v1/hotels/{hotel_id}/notifications", json=body, headers=owner.headers
+    )
+    problem = expect(answer, 422)
+    assert "s3cret" not in answer.text, problem
+    assert problem["errors"][0]["loc"][:6] == ["body", "contacts", "0", "channels", "0", "url"]

@@ -29,11 +29,12 @@ reconnect_max_s = 0.5
 connect_timeout_s = 2
 """
 # A short lease, so that the restarted relay settles the interrupted send soon.
-SETTINGS: Final = {
+SETTINGS: Final[dict[str, str | int | float]] = {
     "notify_poll_s": 0.1,
     "notify_send_timeout_s": 3,
     "notify_lease_margin_s": 0.5,
     "notify_retry_base_s": 0.2,
+    "notify_private_targets": '["127.0.0.0/8"]',  # the webhook receivers listen on loopback
 }
 
 

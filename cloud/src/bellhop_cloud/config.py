@@ -224,6 +224,12 @@ class RelayConfig(BaseSettings):
     notify_retry_max_s: float = Field(default=300.0, gt=0, le=86_400)
     notify_attempts: int = Field(default=3, ge=1, le=20, description="per channel")
     notify_concurrency: int = Field(default=8, ge=1, le=64, description="sends at once")
+    notify_private_targets: tuple[str, ...] = Field(
+        default=(),
+        max_length=64,
+        description="private networks channels may reach (loopback, RFC 1918, link-local, "
+        "...); public addresses always; empty: none",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -245,7 +251,7 @@ class RelayConfig(BaseSettings):
             raise ValueError("in-memory SQLite cannot be shared; give a file, sqlite:///FILE")
         return url
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "notify_private_targets")
     @classmethod
     def _networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         try:

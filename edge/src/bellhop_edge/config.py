@@ -321,8 +321,9 @@ def _channel(url: SecretStr) -> SecretStr:
     # Imported here: Apprise takes a second to load, which only a [notify] should pay.
     from bellhop_bridge import notify_channels
 
-    # The reason only: a URL holds its secrets, and errors are printed and logged.
-    why = notify_channels.check_url(url.get_secret_value())
+    # The reason only: a URL holds its secrets, and errors are printed and logged. The
+    # channel is there to reach the hotel's own network: private addresses are its own.
+    why = notify_channels.check_url(url.get_secret_value(), notify_channels.LAN)
     if why is not None:
         raise ValueError(why)
     return url

@@ -413,7 +413,13 @@ class LocalNotifier:
         assert self._threads is not None, "send threads are opened by opened()"
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._threads, channels.send, claimed.url, claimed.title, claimed.body, claimed.key
+            self._threads,
+            channels.send,
+            claimed.url,
+            claimed.title,
+            claimed.body,
+            claimed.key,
+            channels.LAN,
         )
         try:
             return await asyncio.wait_for(work, self.config.send_timeout_s)

@@ -25,11 +25,13 @@ from bellhop_cloud.api.notify_schemas import (
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.routes_hotels import Cursor, decode_cursor, encode_cursor
 from bellhop_cloud.audit import AuditAction
+from bellhop_cloud.config import parse_networks
 from bellhop_cloud.db.store import new_id
 from bellhop_cloud.errors import FieldError, InvalidRequest
 from bellhop_cloud.notify import policies
 from bellhop_cloud.orgs import require
 from bellhop_cloud.rbac.permissions import Permission
+from bellhop_cloud.relay import Relay
 
 router = APIRouter(tags=["notifications"], route_class=BoundaryRoute)
 # Who is told, and how, is the hotel's managers' business (as its members are).
@@ -66,7 +68,13 @@ def _out(hotel_id: str, stored: policies.Stored) -> PolicyOut:
     )
 
 
-def _merged(body: PolicyIn, before: Policy) -> Policy:
+def reach(relay: Relay) -> channels.Reach:
+    """Where the relay's channels may send: public addresses, and the private networks
+    its `notify_private_targets` lists."""
+    return channels.Reach(parse_networks(relay.config.notify_private_targets))
+
+
+def _merged(body: PolicyIn, before: Policy, reach: channels.Reach) -> Policy:
     """The new policy: ids kept or made, a channel given by id alone keeps its stored
     URL, every new URL checked with Apprise. InvalidRequest names each bad field."""
     stored = {ch.channel_id: ch.url for c in before.contacts for ch in c.channels}
@@ -90,7 +98,10 @@ def _merged(body: PolicyIn, before: Policy) -> Policy:
             if url is None:
                 errors.append({"loc": [*at, "id"], "msg": "no such channel; give its url"})
                 continue
-            if channel.url is not None and (why := channels.check_url(channel.url)) is not None:
+            if (
+                channel.url is not None
+                and (why := channels.check_url(channel.url, reach)) is not None
+            ):
                 errors.append({"loc": [*at, "url"], "msg": why})  # never the URL itself
                 continue
             kept.append(Channel(channel_id, url))
@@ -138,7 +149,7 @@ async def put_notifications(
         hotel, found = await hotels.access(conn, who.user_id, hotel_id)
         require(found, Permission.MANAGE_MEMBERS, hotel_id=hotel_id)
         before = await policies.read(conn, hotel_id, lock=True)
-        policy = _merged(body, before.policy)
+        policy = _merged(body, before.policy, reach(relay))
         stored = await policies.write(conn, hotel_id, policy, before, who.user_id)
         detail: dict[str, Any] = {
             "hotel_id": hotel_id,

@@ -35,7 +35,7 @@ from bellhop_bridge import notify_core
 from bellhop_bridge.notify_core import Outcome, Policy, Retry, Row, RowState, Schedule, dedupe_key
 from sqlalchemy.engine import Connection
 
-from bellhop_cloud.config import RelayConfig
+from bellhop_cloud.config import RelayConfig, parse_networks
 from bellhop_cloud.db.schema import alerts, notifications, notify_attempts
 from bellhop_cloud.db.store import Store
 from bellhop_cloud.metrics import RelayMetrics
@@ -89,6 +89,7 @@ class Notifier:
             Retry(config.notify_retry_base_s, config.notify_retry_max_s, config.notify_attempts)
         )
         self.lease_ms = int((config.notify_send_timeout_s + config.notify_lease_margin_s) * 1000)
+        self.reach = channels.Reach(parse_networks(config.notify_private_targets))
         self._threads: ThreadPoolExecutor | None = None
         self._stopping = asyncio.Event()
 
@@ -178,7 +179,13 @@ class Notifier:
             raise RuntimeError("send threads are not open: use running() or threads()")
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            self._threads, channels.send, claimed.url, claimed.title, claimed.body, claimed.key
+            self._threads,
+            channels.send,
+            claimed.url,
+            claimed.title,
+            claimed.body,
+            claimed.key,
+            self.reach,
         )
         try:
             return await asyncio.wait_for(work, self.config.notify_send_timeout_s)
