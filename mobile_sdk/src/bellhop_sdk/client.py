@@ -26,7 +26,15 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from bellhop_sdk.client_events import Follower, follow_events, report_fleet
-from bellhop_sdk.errors import BellhopError, NotFound, Unreachable, Unsupported
+from bellhop_sdk.errors import (
+    MALFORMED,
+    BellhopError,
+    NotFound,
+    Unreachable,
+    Unsupported,
+    ids_checked,
+    malformed,
+)
 from bellhop_sdk.models import (
     AckOutcome,
     Alert,
@@ -59,6 +67,7 @@ ProgressCallback = Callable[[Command], object]
 log = logging.getLogger("bellhop_sdk")
 
 
+@ids_checked
 class BellhopClient:
     """The SDK's facade: an async context manager owning both transports and the prober.
 
@@ -328,6 +337,8 @@ class BellhopClient:
             except Unsupported as exc:
                 last = exc
                 continue
+            except MALFORMED as exc:  # the server's answer was not what its API promises
+                raise malformed(exc, path) from None
             self.report(path, reachable=True)
             self.last_path = path
             return result

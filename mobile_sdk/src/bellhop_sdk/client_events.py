@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from bellhop_sdk.errors import BellhopError, Unreachable
+from bellhop_sdk.errors import MALFORMED, BellhopError, Unreachable, malformed
 from bellhop_sdk.merge import EventMerger, Handover
 from bellhop_sdk.models import (
     Command,
@@ -199,6 +199,8 @@ class Follower:
         except Unreachable:
             self.client.report(Path.CLOUD, reachable=False)
             raise
+        except MALFORMED as exc:
+            raise malformed(exc, Path.CLOUD) from None
         out = self.merger.fill(page, limit=FILL_LIMIT, now=now, trimmed=trimmed)
         self.cloud = self._pump(Path.CLOUD, after=self.merger.resume_id)
         return out
@@ -234,6 +236,8 @@ class Follower:
 
     async def on_ended(self, pump: _Pump, error: BaseException | None) -> list[Event | Gap] | None:
         """A stream ended; None when the whole follow ends with it."""
+        if isinstance(error, MALFORMED):  # an event that does not parse: a typed error
+            error = malformed(error, pump.path)
         if error is not None and not isinstance(error, Unreachable):
             raise error  # unauthenticated after a refresh, forbidden, ...: the caller's
         if pump is self.lan:

@@ -8,9 +8,15 @@ let a raw grpc or httpx exception through.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
 from bellhop_sdk.models import Command, CommandStatus, Path
 
 __all__ = [
+    "MALFORMED",
     "BellhopError",
     "CommandRejected",
     "CommandTimedOut",
@@ -25,6 +31,9 @@ __all__ = [
     "Unavailable",
     "Unreachable",
     "Unsupported",
+    "check_id",
+    "ids_checked",
+    "malformed",
     "raise_for",
 ]
 
@@ -120,6 +129,22 @@ class ServerError(BellhopError):
     """The server failed (an internal error); its message names the log reference."""
 
 
+# What reading an answer that is not what the API promises raises: a body that is not
+# JSON, a list for an object, a field missing or of another type, a time that does not
+# parse. A transport lets them out only from such an answer.
+MALFORMED: Final = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+def malformed(exc: BaseException, path: Path | None) -> ServerError:
+    """The typed error for an answer that does not parse: the kind of fault, never the
+    answer's text (which may be anything, of any size)."""
+    return ServerError(
+        f"the server's answer is not what its API promises ({type(exc).__name__})",
+        code="bad_answer",
+        path=path,
+    )
+
+
 class Unavailable(BellhopError):
     """The server answered but cannot serve now (its store or broker is down)."""
 
@@ -162,3 +187,64 @@ def raise_for(command: Command) -> Command:
             command=command,
         )
     return command
+
+
+MAX_ID: Final = 200
+# Characters that would change a REST URL around an id put in its path (a segment, a
+# query, a fragment, an escape), besides white space and control characters.
+_URL_SPECIAL: Final = frozenset("/\\?#%")
+_C = TypeVar("_C", bound=type)
+
+
+def check_id(field: str, value: object) -> None:
+    """Refuse an id no server issues and no URL may carry: InvalidRequest naming `field`
+    (the caller's mistake, found before anything is sent)."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_ID:
+        raise InvalidRequest(f"{field}: a text of 1 to {MAX_ID} characters", code="invalid_id")
+    if value in (".", "..") or any(
+        ch in _URL_SPECIAL or ch.isspace() or not ch.isprintable() for ch in value
+    ):
+        raise InvalidRequest(
+            f"{field}: no '/', '\\', '?', '#', '%', white space or control characters, "
+            "and not '.' or '..'",
+            code="invalid_id",
+        )
+
+
+def _checking(fn: Callable[..., Any], fields: list[str]) -> Callable[..., Any]:
+    signature = inspect.signature(fn)
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        bound = signature.bind(*args, **kwargs)
+        for field in fields:
+            check_id(field, bound.arguments.get(field))
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def checked_async(*args: Any, **kwargs: Any) -> Any:
+            check(args, kwargs)
+            return await fn(*args, **kwargs)
+
+        return checked_async
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check(args, kwargs)
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+def ids_checked(cls: _C) -> _C:
+    """Every public method of `cls` checks its `..._id` arguments with `check_id` before
+    it runs, so that no id reaches a URL's path unchecked, whichever transport serves."""
+    for name, fn in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(fn):
+            continue
+        fields = [p for p in inspect.signature(fn).parameters if p.endswith("_id")]
+        if fields:
+            setattr(cls, name, _checking(fn, fields))
+    return cls
