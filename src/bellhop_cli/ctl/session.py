@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -65,8 +66,17 @@ class Session:
             return None
         if not isinstance(raw, dict):
             return None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        kept = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        # A file edited by hand or cut short: a field of another type is no session (the
+        # caller says "not logged in"), never a traceback further on.
+        for name, value in kept.items():
+            if name == "access_expires_at":
+                number = isinstance(value, int | float) and not isinstance(value, bool)
+                if not number or not math.isfinite(value):
+                    return None
+            elif value is not None and not isinstance(value, str):
+                return None
+        return cls(**kept)
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file, fsync, rename), 0600 from the start."""
