@@ -92,3 +92,29 @@ async def test_a_refused_url_is_never_echoed(api: Api, url: str) -> None:
     problem = expect(answer, 422)
     assert "s3cret" not in answer.text, problem
     assert problem["errors"][0]["loc"][:6] == ["body", "contacts", "0", "channels", "0", "url"]
+
+
+async def test_only_whole_hotel_managers_see_or_set_the_policy(api: Api) -> None:
+    """Staff, and a manager limited to some rooms, neither read the channels nor set them;
+    a manager of the whole hotel does."""
+    owner = await api.account("owner")
+    org_id = await api.org(owner, "Org")
+    hotel_id = await api.hotel(owner, org_id, "Hotel")
+    path = f"/v1/hotels/{hotel_id}/notifications"
+    body = {"contacts": [{"name": "Desk", "channels": [{"url": "json://hooks.example.com/x"}]}]}
+    expect(await api.http.put(path, json=body, headers=owner.headers), 200)
+    staff, roomed, manager = [await api.account(n) for n in ("staff", "roomed", "manager")]
+    await api.grant(owner, org_id, staff, "staff", hotel_id=hotel_id)
+    await api.grant(owner, org_id, roomed, "manager", hotel_id=hotel_id, rooms=["r000"])
+    await api.grant(owner, org_id, manager, "manager", hotel_id=hotel_id)
+    for who in (staff, roomed):
+        for method in ("GET", "PUT"):
+            answer = await api.http.request(
+                method, path, json=body if method == "PUT" else None, headers=who.headers
+            )
+            assert answer.status_code == 403, (method, answer.text)
+            assert "hooks.example.com" not in answer.text
+        attempts = await api.http.get(f"{path}/attempts", headers=who.headers)
+        assert attempts.status_code == 403
+    shown = expect(await api.http.get(path, headers=manager.headers), 200)
+    assert shown["contacts"][0]["channels"][0]["url"] == "json://hooks.example.com/***"
