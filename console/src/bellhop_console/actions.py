@@ -110,8 +110,9 @@ def routes(console: Console) -> list[Route]:
 
     async def live(request: Request, session: ConsoleSession) -> Response:
         hotel_id = request.path_params["hotel_id"]
-        await session.client.hotel(hotel_id)  # may this session see it? (raises if not)
-        sub = console.hub.subscribe(hotel_id, session)
+        # May this session see it (raises if not)? Room-limited: a private feed (live.py).
+        the_hotel = await session.client.hotel(hotel_id)
+        sub = console.hub.subscribe(the_hotel, session)
 
         async def stream() -> AsyncIterator[dict[str, str]]:
             try:

@@ -10,6 +10,11 @@ on with another watcher's client; when nobody has watched for `LINGER_S`, it sto
 
 Each feed also keeps the hotel's `Picture` (`picture.py`) current, so that the
 rooms page renders from memory (`LiveHub.grid`) rather than reading every device.
+
+A hotel's shared feed carries every room, so it is fed by and served to sessions that
+see the whole hotel only (`ConsoleSession.whole_hotel`: a LAN token, or a cloud sign-in
+granting the hotel or its organisation). A room-limited session gets a private feed: its
+own SDK stream, which the relay filters to its rooms, and no picture is served from it.
 """
 
 from __future__ import annotations
@@ -65,11 +70,14 @@ def message_of(item: Event | Gap) -> Message:
     }
 
 
+FeedKey = tuple[str, str]  # (hotel id, "" for the shared feed or the session's id)
+
+
 @dataclass(eq=False)
 class Subscription:
     """One page's view of a hotel's feed: a bounded queue; None on it means "stop"."""
 
-    hotel_id: str
+    key: FeedKey
     session: ConsoleSession
     queue: asyncio.Queue[Message | None]
     overflows: int = 0
@@ -87,7 +95,8 @@ class Subscription:
 
 @dataclass(eq=False)
 class Feed:
-    hotel_id: str
+    hotel: Hotel
+    owner: ConsoleSession | None = None  # a private feed's only session; None: shared
     subscribers: set[Subscription] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     source: ConsoleSession | None = None
@@ -101,6 +110,23 @@ class Feed:
 
     def __post_init__(self) -> None:
         self.picture = Picture(self.hotel_id)
+
+    @property
+    def hotel_id(self) -> str:
+        return self.hotel.hotel_id
+
+    @property
+    def key(self) -> FeedKey:
+        return (self.hotel_id, "" if self.owner is None else self.owner.sid)
+
+    def admits(self, session: ConsoleSession) -> bool:
+        """Whether `session` may feed and read this feed: its owner for a private one;
+        a live session that sees the whole hotel for the shared one."""
+        if session.expired:
+            return False
+        if self.owner is not None:
+            return session is self.owner
+        return session.whole_hotel(self.hotel)
 
     def following_since(self, now: float) -> float | None:
         """Since when every change of the hotel reaches this feed; None: not (yet) known."""
@@ -116,15 +142,18 @@ class LiveHub:
 
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
-        self._feeds: dict[str, Feed] = {}
+        self._feeds: dict[FeedKey, Feed] = {}
         self._closed = False
 
     def feeds(self) -> int:
         return len(self._feeds)
 
-    def subscribe(self, hotel_id: str, session: ConsoleSession) -> Subscription:
-        sub = Subscription(hotel_id, session, asyncio.Queue(self.queue_size))
-        feed = self._feed(hotel_id)
+    def subscribe(self, hotel: Hotel, session: ConsoleSession) -> Subscription:
+        """A page of `session` following `hotel` (the caller has just read it with that
+        session): the shared feed when the session sees the whole hotel, else a private one."""
+        owner = None if session.whole_hotel(hotel) else session
+        feed = self._feed(hotel, owner)
+        sub = Subscription(feed.key, session, asyncio.Queue(self.queue_size))
         feed.subscribers.add(sub)
         if feed.status is not None:
             sub.offer(feed.status)
@@ -132,11 +161,15 @@ class LiveHub:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        feed = self._feeds.get(sub.hotel_id)
+        feed = self._feeds.get(sub.key)
         if feed is None:
             return
         feed.subscribers.discard(sub)
-        feed.keeper = sub.session if not sub.session.expired else feed.keeper
+        if feed.owner is not None:
+            if not feed.subscribers:
+                self._stop(feed)  # a private feed serves no picture: nothing to keep
+            return
+        feed.keeper = sub.session if feed.admits(sub.session) else feed.keeper
         if not feed.subscribers:
             self._linger(feed)
 
@@ -144,7 +177,9 @@ class LiveHub:
         """The hotel's rooms page from its picture, read afresh with `session`'s client
         when the picture is not current. Only for a session that may see the whole hotel
         (the picture is shared): the caller has just read `hotel` with that session."""
-        feed = self._feed(hotel.hotel_id)
+        if not session.whole_hotel(hotel):
+            raise ValueError("a room-limited session may not read the shared picture")
+        feed = self._feed(hotel, None)
         feed.keeper = session
         self._ensure_running(feed)
         if not feed.subscribers:
@@ -177,8 +212,14 @@ class LiveHub:
             elif not feed.subscribers:
                 self._linger(feed)
 
-    def _feed(self, hotel_id: str) -> Feed:
-        return self._feeds.setdefault(hotel_id, Feed(hotel_id))
+    def _feed(self, hotel: Hotel, owner: ConsoleSession | None) -> Feed:
+        key = (hotel.hotel_id, "" if owner is None else owner.sid)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = Feed(hotel, owner)
+        else:
+            feed.hotel = hotel  # the latest read (its organisation decides `whole_hotel`)
+        return feed
 
     def _ensure_running(self, feed: Feed) -> None:
         if feed.linger is not None and feed.subscribers:
@@ -196,12 +237,12 @@ class LiveHub:
 
     def _idle(self, feed: Feed) -> None:
         feed.linger = None
-        if not feed.subscribers and self._feeds.get(feed.hotel_id) is feed:
+        if not feed.subscribers and self._feeds.get(feed.key) is feed:
             self._stop(feed)
 
     def _stop(self, feed: Feed) -> None:
-        if self._feeds.get(feed.hotel_id) is feed:
-            del self._feeds[feed.hotel_id]
+        if self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
         if feed.linger is not None:
             feed.linger.cancel()
             feed.linger = None
@@ -211,15 +252,20 @@ class LiveHub:
 
     @staticmethod
     def _source(feed: Feed) -> ConsoleSession | None:
-        """A watching page's session, else the one that last opened the grid, if alive."""
-        found = next((s.session for s in feed.subscribers if not s.session.expired), None)
-        if found is None and feed.keeper is not None and not feed.keeper.expired:
+        """A watching page's session, else the one that last opened the grid, if it may
+        still feed it (never a room-limited session for the shared feed)."""
+        found = next((s.session for s in feed.subscribers if feed.admits(s.session)), None)
+        if found is None and feed.keeper is not None and feed.admits(feed.keeper):
             found = feed.keeper
         return found
 
     def _publish(self, feed: Feed, message: Message) -> None:
         for sub in list(feed.subscribers):
-            sub.offer(message)
+            if feed.admits(sub.session):
+                sub.offer(message)
+            else:  # its grant no longer covers what this feed carries: end its page
+                sub.offer(None)
+                feed.subscribers.discard(sub)
 
     def _note(self, feed: Feed, state: str, detail: str = "", code: str = "") -> None:
         feed.status = {"type": "live", "state": state, "detail": detail, "code": code}
