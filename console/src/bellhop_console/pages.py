@@ -9,6 +9,8 @@ an open page through `/hotels/{h}/live` (`actions.py`), applied by
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -19,8 +21,11 @@ from bellhop_sdk import (
     Device,
     Hotel,
     Path,
+    RateLimited,
+    ServerError,
     TelemetryPoint,
     Unauthenticated,
+    Unavailable,
     Unreachable,
 )
 from bellhop_sdk.transport import Transport
@@ -37,8 +42,18 @@ from bellhop_console.web import Console, guarded, served_by
 
 __all__ = ["routes"]
 
+log = logging.getLogger("bellhop_console")
 T = TypeVar("T")
 MAX_FIELD: Final = 512
+# What a visitor who is not signed in is told when signing in fails, per error class (most
+# specific first): fixed words, never the error's own text (it may name internal hosts).
+SIGN_IN_FAILED: Final[tuple[tuple[type[BellhopError], str], ...]] = (
+    (RateLimited, "Too many attempts: wait a moment and try again"),
+    (Unreachable, "The {server} cannot be reached now"),
+    (Unavailable, "The {server} cannot serve sign-ins now"),
+    (ServerError, "The {server} failed"),
+)
+CODE: Final = re.compile(r"[a-z0-9_]{1,40}")
 # Commands offered per device kind: (command, label, [(param, input type, label, extra)]).
 CONTROLS: Final[dict[str, list[tuple[str, str, list[tuple[str, str, str, dict[str, Any]]]]]]] = {
     "thermostat": [
@@ -102,8 +117,7 @@ def _sign_in_routes(console: Console) -> list[Route]:
                 request, message="Those credentials were not accepted.", status=401
             )
         except BellhopError as exc:
-            message = f"Signing in failed: {exc.message} ({exc.code or 'error'})."
-            return console.login_page(request, message=message, status=503)
+            return console.login_page(request, message=sign_in_failed(exc), status=503)
         response = RedirectResponse("/hotels", status_code=303)
         console.set_session_cookie(response, session)
         response.delete_cookie(csrf.LOGIN_COOKIE, path="/")
@@ -238,6 +252,16 @@ async def _every_hotel(session: ConsoleSession) -> tuple[list[Hotel], Transport 
         except Unreachable:
             client.report(Path.CLOUD, reachable=False)
     return await client.hotels(), None
+
+
+def sign_in_failed(exc: BellhopError) -> str:
+    """The login page's words for `exc`: fixed per error class, with the server's code if
+    it is a plain code; the error's own text goes to the log only."""
+    code = exc.code if exc.code and CODE.fullmatch(exc.code) else "error"
+    log.warning("signing in failed (%s, %s): %s", type(exc).__name__, code, exc.message)
+    server = "gateway" if exc.path is Path.LAN else "relay" if exc.path is Path.CLOUD else "server"
+    words = next((w for kind, w in SIGN_IN_FAILED if isinstance(exc, kind)), "Signing in failed")
+    return f"{words.format(server=server)} ({code})."
 
 
 def _path(path: Path | None) -> str | None:
