@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from bellhop_console import csrf
 from bellhop_console.sessions import ConsoleSession
+from bellhop_console.urls import url_path
 from bellhop_console.web import Console, guarded
 
 __all__ = ["parse_value", "routes"]
@@ -76,7 +77,7 @@ def routes(console: Console) -> list[Route]:
             if key.startswith(PARAM_PREFIX) and isinstance(value, str)
         }
         room = str(form.get("room_id") or "")
-        back = f"/hotels/{hotel_id}/rooms/{room}" if room else f"/hotels/{hotel_id}"
+        back = url_path("hotels", hotel_id, "rooms", room) if room else url_path("hotels", hotel_id)
         try:
             result = await session.client.send_command(
                 hotel_id, device_id, name, params, timeout_s=COMMAND_TIMEOUT_S
@@ -104,7 +105,7 @@ def routes(console: Console) -> list[Route]:
         message = ACK_WORDS.get(outcome.outcome, str(outcome.outcome))
         session.flash = f"{alert_id}: {message}"
         return _done(
-            request, f"/hotels/{hotel_id}/alerts", True, message,
+            request, url_path("hotels", hotel_id, "alerts"), True, message,
             outcome=outcome.outcome.value, path=outcome.freshness.path.value,
         )  # fmt: skip
 

@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from bellhop_console.rooms import Tile, tile_facts
 from bellhop_console.served import Served
+from bellhop_console.urls import url_path
 
 __all__ = ["MAX_AGE_S", "ROOMS_MAX_AGE_S", "Grid", "Picture"]
 
@@ -70,7 +71,7 @@ def tile_html(hotel_id: str, tile: Tile) -> Markup:
     door = "door open" if tile.door_open else "door shut" if tile.door_open is False else ""
     return Markup(
         '<li class="tile {state}" data-room="{rid}" data-alarms="{alarms}">\n'
-        '  <a href="/hotels/{hid}/rooms/{rid}">\n'
+        '  <a href="{href}">\n'
         '    <span class="room-name">{name}</span>\n'
         '    <span class="state" data-f="state">{state}</span>\n'
         '    <span class="facts">\n'
@@ -85,7 +86,7 @@ def tile_html(hotel_id: str, tile: Tile) -> Markup:
     ).format(
         state=tile.state,
         rid=room.room_id,
-        hid=hotel_id,
+        href=url_path("hotels", hotel_id, "rooms", room.room_id),
         alarms=tile.alarms,
         name=room.name,
         temp=temp,

@@ -37,6 +37,7 @@ from bellhop_console.config import ConsoleConfig
 from bellhop_console.live import LiveHub
 from bellhop_console.served import Served, served_by
 from bellhop_console.sessions import ConsoleSession, SessionStore, cookie_name
+from bellhop_console.urls import segment
 
 __all__ = ["Console", "Served", "guarded", "served_by"]
 
@@ -73,6 +74,7 @@ class Console:
         self.templates = Jinja2Templates(env=env)
         self.templates.env.filters["ago"] = _ago
         self.templates.env.filters["clock"] = _clock
+        self.templates.env.filters["segment"] = segment
         self.cookie = cookie_name(config)
 
     def render(
