@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
-import json
 import os
-import re
 import secrets
 import shutil
 import sqlite3
 import subprocess
-import tarfile
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
@@ -42,6 +38,15 @@ from typing import IO, Any, Final
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from bellhop_bridge.backup_archive import (
+    SHA256,
+    ArchiveEntry,
+    ArchiveKind,
+    manifest_json,
+    sha256_file,
+    sqlite_in_use,
+    utc_stamp,
+)
 from sqlalchemy.engine import make_url
 
 from bellhop_cloud import __version__
@@ -54,19 +59,20 @@ __all__ = ["BackupError", "Manifest", "create_backup", "restore_backup", "verify
 
 FORMAT: Final = "bellhop-cloud-backup"
 FORMAT_VERSION: Final = 1
-MANIFEST: Final = "manifest.json"
 SQLITE_FILE: Final = "database/relay.db"
 PG_FILE: Final = "database/relay.pgdump"
 KEY_FILE: Final = "keys/signing-key.pem"
 _NAMES: Final = frozenset({SQLITE_FILE, PG_FILE, KEY_FILE})
-_SHA256: Final = re.compile(r"[0-9a-f]{64}")
-_MAX_MANIFEST: Final = 1 << 20
-_CHUNK: Final = 1 << 20
 _TOOL_TIMEOUT_S: Final = 3600.0
 
 
 class BackupError(Exception):
     """An archive that cannot be made, read or restored; the message says why."""
+
+
+_KIND: Final = ArchiveKind(
+    FORMAT, FORMAT_VERSION, of="relay", max_manifest=1 << 20, error=BackupError
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,24 +94,15 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
-        doc = asdict(self)
-        doc["files"] = [asdict(e) for e in self.files]
-        return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        return manifest_json(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         try:
-            doc = json.loads(data)
-            if doc.get("format") != FORMAT:
-                raise BackupError(f"not a relay backup (format {doc.get('format')!r})")
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise BackupError(
-                    f"backup format version {doc.get('format_version')!r}; this relay reads"
-                    f" version {FORMAT_VERSION}"
-                )
+            doc = _KIND.manifest_doc(data)
             manifest = cls(**{**doc, "files": tuple(Entry(**e) for e in doc["files"])})
             for entry in manifest.files:
-                if entry.name not in _NAMES or not _SHA256.fullmatch(entry.sha256):
+                if entry.name not in _NAMES or not SHA256.fullmatch(entry.sha256):
                     raise BackupError(f"unexpected or malformed entry {entry.name!r}")
             if manifest.backend not in {"sqlite", "postgresql"}:
                 raise BackupError(f"unknown backend {manifest.backend!r}")
@@ -113,8 +110,7 @@ class Manifest:
             raise BackupError(f"the manifest: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(f"the manifest is malformed: {exc}") from None
-        if len({e.name for e in manifest.files}) != len(manifest.files):
-            raise BackupError("the manifest lists a file twice")
+        _KIND.check_unique(manifest.files)
         return manifest
 
 
@@ -196,42 +192,7 @@ def _sqlite_revision(path: Path) -> str | None:
     return str(row[0]) if row else None
 
 
-def _sqlite_in_use(path: Path) -> bool:
-    """An open WAL database keeps a shared lock: an exclusive one, unwaited, is refused."""
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as conn:
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            conn.execute("BEGIN EXCLUSIVE")
-            conn.execute("ROLLBACK")
-    except sqlite3.OperationalError:
-        return True
-    return False
-
-
-def _copy_sqlite(source: Path, target: Path) -> None:
-    """The whole database in one backup step: one snapshot while the relay writes on (WAL)."""
-    try:
-        with (
-            contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
-            contextlib.closing(sqlite3.connect(target)) as dst,
-        ):
-            src.backup(dst)
-            if dst.execute("PRAGMA quick_check").fetchone() != ("ok",):
-                raise BackupError(f"{source}: the copy failed SQLite's check")
-            dst.execute("PRAGMA journal_mode = DELETE")  # no -wal needed beside a restore
-    except sqlite3.Error as exc:
-        raise BackupError(f"{source}: cannot copy the database: {exc}") from None
-
-
 # -- taking a backup ---------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def create_backup(config: RelayConfig, output: Path, *, force: bool = False) -> Manifest:
     """Write the relay's archive to `output` (0600); the relay may be running."""
     if output.exists() and not force:
@@ -243,7 +204,7 @@ def create_backup(config: RelayConfig, output: Path, *, force: bool = False) -> 
             source = _sqlite_path(config)
             if not source.is_file():
                 raise BackupError(f"{source}: no such database (is this the relay's config?)")
-            _copy_sqlite(source, Path(tmp) / "db")
+            _KIND.copy_sqlite(source, Path(tmp) / "db")
             staged.append((SQLITE_FILE, Path(tmp) / "db"))
             revision = _sqlite_revision(Path(tmp) / "db")
         else:
@@ -257,47 +218,16 @@ def create_backup(config: RelayConfig, output: Path, *, force: bool = False) -> 
         if key.is_file():
             shutil.copyfile(key, Path(tmp) / "key")
             staged.append((KEY_FILE, Path(tmp) / "key"))
-        entries = [(Entry(n, p.stat().st_size, 0o600, _sha256(p)), p) for n, p in staged]
+        entries = [(Entry(n, p.stat().st_size, 0o600, sha256_file(p)), p) for n, p in staged]
         manifest = Manifest(
             backend="sqlite" if config.is_sqlite else "postgresql",
             schema_revision=revision,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            created_at=utc_stamp(),
             software_version=__version__,
             files=tuple(e for e, _ in entries),
         )
-        _write_archive(output, manifest, entries, force=force)
+        _KIND.write(output, manifest.to_json(), entries, force=force)
     return manifest
-
-
-def _write_archive(
-    output: Path, manifest: Manifest, entries: list[tuple[Entry, Path]], *, force: bool
-) -> None:
-    draft = output.with_name(f".{output.name}.{secrets.token_hex(4)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w:gz") as tar:
-                doc = manifest.to_json()
-                tar.addfile(_info(MANIFEST, len(doc)), io.BytesIO(doc))
-                for entry, path in entries:
-                    with path.open("rb") as data:
-                        tar.addfile(_info(entry.name, entry.size), data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(draft, output)
-        else:
-            os.link(draft, output)  # fails if another archive got there meanwhile
-    except FileExistsError:
-        raise BackupError(f"{output} exists; give --force to replace it") from None
-    finally:
-        draft.unlink(missing_ok=True)
-
-
-def _info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o600, int(datetime.now(UTC).timestamp())
-    return info
 
 
 # -- reading one back ---------------------------------------------------------------------------
@@ -306,52 +236,17 @@ def verify_backup(archive: Path, into: Path | None = None) -> Manifest:
     (under its archive name, 0600). Raises BackupError naming the problem."""
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST or not first.isreg():
-                raise BackupError(f"{archive}: no manifest first; not a relay backup")
-            if first.size > _MAX_MANIFEST:
-                raise BackupError(f"{archive}: the manifest is too large")
-            manifest = Manifest.from_json(_read(tar, first).read())
-            expected = {e.name: e for e in manifest.files}
-            seen: set[str] = set()
-            while (member := tar.next()) is not None:
-                entry = expected.get(member.name)
-                if entry is None or member.name in seen or not member.isreg():
-                    raise BackupError(f"{archive}: {member.name!r} is not in the manifest")
-                with contextlib.ExitStack() as stack:
-                    sink = None
-                    if into is not None:
-                        path = into.joinpath(*PurePosixPath(entry.name).parts)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                        sink = stack.enter_context(os.fdopen(fd, "wb"))
-                    _check(entry, _read(tar, member), sink)
-                seen.add(member.name)
-    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
-        raise BackupError(f"{archive}: cannot read the archive: {exc}") from None
-    missing = sorted(set(expected) - seen)
-    if missing:
-        raise BackupError(f"{archive}: files of the manifest are missing: {', '.join(missing)}")
-    return manifest
 
+    @contextlib.contextmanager
+    def place(entry: ArchiveEntry) -> Iterator[IO[bytes]]:
+        assert into is not None
+        path = into.joinpath(*PurePosixPath(entry.name).parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
 
-def _read(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
-    handle = tar.extractfile(member)
-    assert handle is not None  # a regular file, checked by the caller
-    return handle
-
-
-def _check(entry: Entry, source: IO[bytes], sink: IO[bytes] | None) -> None:
-    digest, size = hashlib.sha256(), 0
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise BackupError(f"{entry.name}: checksum mismatch (the archive is damaged)")
+    return _KIND.read(archive, Manifest.from_json, place if into is not None else None)
 
 
 # -- restoring it ------------------------------------------------------------------------------
@@ -370,11 +265,11 @@ def restore_backup(
     key = config.signing_key_path
     if KEY_FILE in names and key.is_file() and not force:
         wanted = next(e.sha256 for e in manifest.files if e.name == KEY_FILE)
-        if _sha256(key) != wanted:
+        if sha256_file(key) != wanted:
             raise BackupError(f"{key} exists and differs from the backup's key; give --force")
     if config.is_sqlite:
         target = _sqlite_path(config)
-        if target.exists() and _sqlite_in_use(target):
+        if target.exists() and sqlite_in_use(target):
             raise BackupError(f"{target} is open in another process (a relay running?); stop it")
         if target.exists() and target.stat().st_size and not force:
             raise BackupError(f"{target} holds a database; give --force to replace it")

@@ -20,23 +20,28 @@ size, mode and SHA-256) is checked whole before a restore touches anything.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import os
 import re
 import secrets
 import shutil
 import sqlite3
-import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
+
+from bellhop_bridge.backup_archive import (
+    SHA256,
+    ArchiveEntry,
+    ArchiveKind,
+    manifest_json,
+    sha256_file,
+    sqlite_in_use,
+    utc_stamp,
+)
 
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.errors import EdgeError
@@ -55,21 +60,22 @@ __all__ = [
 
 FORMAT: Final = "bellhop-edge-backup"
 FORMAT_VERSION: Final = 1
-MANIFEST: Final = "manifest.json"
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 # SQLite's companions of a database, copied inside it by the backup API.
 _COMPANIONS: Final = ("-wal", "-shm", "-journal")
 # write_atomic's drafts (".NAME.xxxxxxxx") and lock files: never a gateway's state.
 _SCRATCH: Final = re.compile(r"^\..+\.(lock|[a-z0-9_]{8})$")
-_SHA256: Final = re.compile(r"[0-9a-f]{64}")
-_MAX_MANIFEST: Final = 4 << 20
 _MAX_CONFIG_FILE: Final = 16 << 20  # files outside the data directory are held in memory
 _READ_TRIES: Final = 5
-_CHUNK: Final = 1 << 20
 
 
 class BackupError(EdgeError):
     """An archive that cannot be made, read or restored; the message says why."""
+
+
+_KIND: Final = ArchiveKind(
+    FORMAT, FORMAT_VERSION, of="gateway", max_manifest=4 << 20, error=BackupError
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,35 +99,25 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
-        doc = asdict(self)
-        doc["files"] = [asdict(e) for e in self.files]
-        return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+        return manifest_json(self)
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         try:
-            doc = json.loads(data)
-            if doc.get("format") != FORMAT:
-                raise BackupError(f"not a gateway backup (format {doc.get('format')!r})")
-            if doc.get("format_version") != FORMAT_VERSION:
-                raise BackupError(
-                    f"backup format version {doc.get('format_version')!r}; this gateway reads"
-                    f" version {FORMAT_VERSION}"
-                )
+            doc = _KIND.manifest_doc(data)
             files = tuple(Entry(**e) for e in doc.pop("files"))
             manifest = cls(**doc, files=files)
             if not isinstance(manifest.schema_version, int) or not manifest.hotel_id:
                 raise TypeError("no hotel or no schema version")
             for entry in files:
                 _check_name(entry.name)
-                if entry.kind not in {"sqlite", "file"} or not _SHA256.fullmatch(entry.sha256):
+                if entry.kind not in {"sqlite", "file"} or not SHA256.fullmatch(entry.sha256):
                     raise BackupError(f"the manifest's entry for {entry.name} is malformed")
         except BackupError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(f"the manifest is malformed: {exc}") from None
-        if len({e.name for e in files}) != len(files):
-            raise BackupError("the manifest lists a file twice")
+        _KIND.check_unique(files)
         return manifest
 
 
@@ -156,20 +152,8 @@ def is_sqlite(path: Path) -> bool:
 
 
 def database_in_use(path: Path) -> bool:
-    """Whether another process has the SQLite database at `path` open.
-
-    A connection that has read a WAL database keeps a shared lock on it until
-    it closes, so an exclusive lock, asked for without waiting, is refused
-    exactly while a gateway (or anything else) holds it open.
-    """
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=0, isolation_level=None)) as conn:
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            conn.execute("BEGIN EXCLUSIVE")
-            conn.execute("ROLLBACK")
-    except sqlite3.OperationalError:
-        return True
-    return False
+    """Whether another process (a gateway running?) has the SQLite database open."""
+    return sqlite_in_use(path)
 
 
 def _data_files(data_dir: Path) -> Iterator[Path]:
@@ -185,20 +169,7 @@ def _data_files(data_dir: Path) -> Iterator[Path]:
 
 
 def _copy_database(source: Path, target: Path) -> None:
-    """One consistent copy of a live database: the whole backup in one step, so that
-    it reads one snapshot while the gateway's writer goes on (WAL)."""
-    try:
-        with (
-            contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
-            contextlib.closing(sqlite3.connect(target)) as dst,
-        ):
-            src.backup(dst)
-            if dst.execute("PRAGMA quick_check").fetchone() != ("ok",):
-                raise BackupError(f"{source}: the copy failed SQLite's check")
-            # The copy is a plain database: a restore needs no -wal beside it.
-            dst.execute("PRAGMA journal_mode = DELETE")
-    except sqlite3.Error as exc:
-        raise BackupError(f"{source}: cannot copy the database: {exc}") from None
+    _KIND.copy_sqlite(source, target)
     os.chmod(target, 0o600)
 
 
@@ -232,14 +203,6 @@ def _config_files(config: EdgeConfig) -> dict[str, Path]:
 
 def _inside(path: Path, directory: Path) -> bool:
     return path.resolve().is_relative_to(directory.resolve())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _schema_version(database: Path) -> int:
@@ -279,12 +242,12 @@ def create_backup(config: EdgeConfig, output: Path, *, force: bool = False) -> M
         manifest = Manifest(
             hotel_id=config.hotel_id,
             gateway_id=identity.gateway_id if identity is not None else None,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            created_at=utc_stamp(),
             schema_version=_schema_version(staged_db) if staged_db else 0,
             software_version=_software_version(),
             files=tuple(e for e, _ in entries),
         )
-        _write_archive(output, manifest, entries, force=force)
+        _KIND.write(output, manifest.to_json(), entries, force=force)
     return manifest
 
 
@@ -293,98 +256,17 @@ def _stage(target: Path, name: str, source: Path) -> tuple[Entry, Path]:
     (_copy_database if sqlite else _copy_file)(source, target)
     mode = source.stat().st_mode & 0o777
     entry = Entry(
-        name, "sqlite" if sqlite else "file", target.stat().st_size, mode, _sha256(target)
+        name, "sqlite" if sqlite else "file", target.stat().st_size, mode, sha256_file(target)
     )
     return entry, target
 
 
-def _write_archive(
-    output: Path, manifest: Manifest, entries: list[tuple[Entry, Path]], *, force: bool
-) -> None:
-    draft = output.with_name(f".{output.name}.{secrets.token_hex(4)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w:gz") as tar:
-                doc = manifest.to_json()
-                tar.addfile(_info(MANIFEST, len(doc), 0o600), io.BytesIO(doc))
-                for entry, path in entries:
-                    info = _info(entry.name, entry.size, entry.mode)
-                    with path.open("rb") as data:
-                        tar.addfile(info, data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(draft, output)
-        else:
-            os.link(draft, output)  # fails if another archive got there meanwhile
-    except FileExistsError:
-        raise BackupError(f"{output} exists; give --force to replace it") from None
-    finally:
-        draft.unlink(missing_ok=True)
-
-
-def _info(name: str, size: int, mode: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, mode, int(datetime.now(UTC).timestamp())
-    return info
-
-
 # -- reading one back ---------------------------------------------------------------------------
-Place = Callable[[Entry], AbstractContextManager[IO[bytes]]]
-
-
-def _read_archive(archive: Path, place: Place | None = None) -> Manifest:
-    """Check every member against the manifest; `place(entry)` gives a writable handle
-    for each file's bytes (None: checked only). Raises BackupError naming the problem."""
-    try:
-        with tarfile.open(archive, mode="r:gz") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST or not first.isreg():
-                raise BackupError(f"{archive}: no manifest first; not a gateway backup")
-            if first.size > _MAX_MANIFEST:
-                raise BackupError(f"{archive}: the manifest is too large")
-            handle = tar.extractfile(first)
-            assert handle is not None
-            manifest = Manifest.from_json(handle.read())
-            expected = {e.name: e for e in manifest.files}
-            seen: set[str] = set()
-            while (member := tar.next()) is not None:
-                entry = expected.get(member.name)
-                if entry is None or member.name in seen:
-                    raise BackupError(f"{archive}: {member.name!r} is not in the manifest")
-                if not member.isreg():
-                    raise BackupError(f"{archive}: {member.name!r} is not a regular file")
-                source = tar.extractfile(member)
-                assert source is not None
-                with contextlib.ExitStack() as stack:
-                    sink: IO[bytes] | None = stack.enter_context(place(entry)) if place else None
-                    _check(entry, source, sink)
-                seen.add(member.name)
-    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
-        raise BackupError(f"{archive}: cannot read the archive: {exc}") from None
-    missing = sorted(set(expected) - seen)
-    if missing:
-        raise BackupError(f"{archive}: files of the manifest are missing: {', '.join(missing)}")
-    return manifest
-
-
-def _check(entry: Entry, source: IO[bytes], sink: IO[bytes] | None) -> None:
-    digest, size = hashlib.sha256(), 0
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-        if sink is not None:
-            sink.write(chunk)
-    if size != entry.size or digest.hexdigest() != entry.sha256:
-        raise BackupError(f"{entry.name}: checksum mismatch (the archive is damaged)")
-
-
 def verify_backup(archive: Path) -> Manifest:
     """Read the whole archive and check every file against its manifest."""
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
-    return _read_archive(archive)
+    return _KIND.read(archive, Manifest.from_json)
 
 
 # -- restoring it ------------------------------------------------------------------------------
@@ -418,7 +300,7 @@ def restore_backup(config: EdgeConfig, archive: Path, *, force: bool = False) ->
     try:
 
         @contextlib.contextmanager
-        def place(entry: Entry) -> Iterator[IO[bytes]]:
+        def place(entry: ArchiveEntry) -> Iterator[IO[bytes]]:
             top, _, rest = entry.name.partition("/")
             if top == "config":
                 if entry.size > _MAX_CONFIG_FILE:
@@ -437,7 +319,7 @@ def restore_backup(config: EdgeConfig, archive: Path, *, force: bool = False) ->
             os.chmod(path, entry.mode & 0o777)
 
         # Read again, into place: what was checked is what is written.
-        _read_archive(archive, place)
+        _KIND.read(archive, Manifest.from_json, place)
         _refuse_running(data_dir)
         _swap(staging, data_dir)
     finally:
@@ -464,7 +346,7 @@ def _config_targets(config: EdgeConfig, manifest: Manifest, *, force: bool) -> d
         path = config_field(config, entry.name.removeprefix("config/"))
         if path is None or _inside(path, config.data_dir):
             continue  # nowhere to put it, or the data directory's own copy stands
-        if path.exists() and not force and _sha256(path) != entry.sha256:
+        if path.exists() and not force and sha256_file(path) != entry.sha256:
             raise BackupError(f"{path} exists and differs from the backup's; give --force")
         targets[entry.name] = path
     return targets
