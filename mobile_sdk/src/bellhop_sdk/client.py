@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
@@ -35,6 +34,7 @@ from bellhop_sdk.errors import (
     ids_checked,
     malformed,
 )
+from bellhop_sdk.ids import new_command_id, new_fleet_id
 from bellhop_sdk.models import (
     AckOutcome,
     Alert,
@@ -495,13 +495,3 @@ class BellhopClient:
 
     def stream_closed(self, follower: Follower) -> None:
         self._followers.discard(follower)
-
-
-def new_command_id() -> str:
-    """A command id both servers accept (letters, digits, `-`; at most 64)."""
-    return f"cmd-{uuid.uuid4().hex}"
-
-
-def new_fleet_id() -> str:
-    """A fleet id both servers accept (at most 40 characters)."""
-    return f"fleet-{uuid.uuid4().hex[:24]}"
