@@ -52,6 +52,7 @@ from bellhop_bridge.notify_core import (
     dedupe_key,
     message,
 )
+from bellhop_bridge.notify_send import send_threads, send_within, stop_loop
 
 from bellhop_edge.config import EdgeConfig, NotifyConfig
 from bellhop_edge.store.schema import Synchronous, connect, transaction
@@ -348,11 +349,7 @@ class LocalNotifier:
             try:
                 yield notifier
             finally:
-                notifier._stopping.set()
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
-                task.cancel()
-                await asyncio.wait([task], timeout=STOP_WAIT_S)
+                await stop_loop(task, notifier._stopping, STOP_WAIT_S)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -363,16 +360,13 @@ class LocalNotifier:
         try:
             if missed := await asyncio.to_thread(notifier.queue.switch_on):
                 log.info("local notifications turned on: %d open alerts queued", missed)
-            await asyncio.to_thread(channels.warm)  # before the send threads may race to it
-            notifier._threads = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="notify")
-            log.info(
-                "local notifications on: %s",
-                ", ".join(channels.masked(c.url) for c in notifier.policy.contacts[0].channels),
-            )
-            yield notifier
+            async with send_threads(CONCURRENCY, "notify") as notifier._threads:
+                log.info(
+                    "local notifications on: %s",
+                    ", ".join(channels.masked(c.url) for c in notifier.policy.contacts[0].channels),
+                )
+                yield notifier
         finally:
-            if notifier._threads is not None:
-                notifier._threads.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(notifier.queue.close)
 
     async def _loop(self) -> None:
@@ -411,20 +405,15 @@ class LocalNotifier:
     async def _send(self, claimed: Claimed) -> str | None:
         """None if the channel accepted it, else why not (a fixed text, no secret)."""
         assert self._threads is not None, "send threads are opened by opened()"
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(
+        return await send_within(
             self._threads,
-            channels.send,
             claimed.url,
             claimed.title,
             claimed.body,
             claimed.key,
-            channels.LAN,
+            reach=channels.LAN,
+            timeout_s=self.config.send_timeout_s,
         )
-        try:
-            return await asyncio.wait_for(work, self.config.send_timeout_s)
-        except TimeoutError:
-            return f"no answer within {self.config.send_timeout_s:g} s"
 
 
 def _switch_off(config: EdgeConfig) -> None:

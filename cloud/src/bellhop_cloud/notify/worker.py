@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from bellhop_bridge import notify_channels as channels
 from bellhop_bridge import notify_core
 from bellhop_bridge.notify_core import Outcome, Policy, Retry, Row, RowState, Schedule, dedupe_key
+from bellhop_bridge.notify_send import send_threads, send_within, stop_loop
 from sqlalchemy.engine import Connection
 
 from bellhop_cloud.config import RelayConfig, parse_networks
@@ -96,15 +97,12 @@ class Notifier:
     @contextlib.asynccontextmanager
     async def threads(self) -> AsyncIterator[Notifier]:
         """The send threads, for `run_once` (`running` opens them itself)."""
-        await asyncio.to_thread(channels.warm)  # before the send threads may race to it
-        self._threads = ThreadPoolExecutor(
-            self.config.notify_concurrency, thread_name_prefix="relay-notify"
-        )
-        try:
-            yield self
-        finally:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads = None
+        async with send_threads(self.config.notify_concurrency, "relay-notify") as threads:
+            self._threads = threads
+            try:
+                yield self
+            finally:
+                self._threads = None
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Notifier]:
@@ -113,16 +111,8 @@ class Notifier:
             try:
                 yield self
             finally:
-                # Let a pass under way finish (its sends are bounded by their timeout), so
-                # a clean stop leaves no row `sending`; then cancel whatever is left.
-                self._stopping.set()
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(
-                        asyncio.shield(task), self.config.notify_send_timeout_s + STOP_GRACE_S
-                    )
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                wait_s = self.config.notify_send_timeout_s + STOP_GRACE_S
+                await stop_loop(task, self._stopping, wait_s)
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -177,20 +167,15 @@ class Notifier:
         """None if the channel accepted it, else why not."""
         if self._threads is None:
             raise RuntimeError("send threads are not open: use running() or threads()")
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(
+        return await send_within(
             self._threads,
-            channels.send,
             claimed.url,
             claimed.title,
             claimed.body,
             claimed.key,
-            self.reach,
+            reach=self.reach,
+            timeout_s=self.config.notify_send_timeout_s,
         )
-        try:
-            return await asyncio.wait_for(work, self.config.notify_send_timeout_s)
-        except TimeoutError:
-            return f"no answer within {self.config.notify_send_timeout_s:g} s"
 
 
 def _locked(conn: Connection, query: sa.Select[Any]) -> sa.Select[Any]:
