@@ -10,13 +10,12 @@ AUTH accepted as given), on a free loopback port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import email.policy
-import time
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Final
+
+from tests.support.loopback import LoopbackReceiver, close_writer
 
 __all__ = ["Mail", "SmtpReceiver"]
 
@@ -46,38 +45,15 @@ class Mail:
 
 
 @dataclass
-class SmtpReceiver:
-    mails: list[Mail] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
-    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
+class SmtpReceiver(LoopbackReceiver[Mail]):
+    what = "mails"
 
-    async def __aenter__(self) -> SmtpReceiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
+    @property
+    def mails(self) -> list[Mail]:
+        return self.received
 
     def apprise_url(self, to: str) -> str:
         return f"mailto://127.0.0.1:{self.port}?from=bellhop@example.com&to={to}"
-
-    async def wait_for(self, count: int, timeout: float = 20.0) -> list[Mail]:
-        deadline = time.monotonic() + timeout
-        async with self._arrived:
-            while len(self.mails) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{count} mails: {len(self.mails)} came")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), left)
-        return list(self.mails)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         async def reply(line: str) -> None:
@@ -116,9 +92,7 @@ class SmtpReceiver:
                         b"",
                     ):
                         lines.append(line[1:] if line.startswith(b"..") else line)
-                    async with self._arrived:
-                        self.mails.append(Mail(sender, tuple(recipients), b"".join(lines)))
-                        self._arrived.notify_all()
+                    await self._record(Mail(sender, tuple(recipients), b"".join(lines)))
                     await reply("250 queued")
                 elif verb == "QUIT":
                     await reply("221 bye")
@@ -128,6 +102,4 @@ class SmtpReceiver:
         except (OSError, TimeoutError, UnicodeDecodeError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await close_writer(writer)

@@ -12,12 +12,12 @@ killed mid-send leaves behind. A request counts as received once its body is rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
+
+from tests.support.loopback import LoopbackReceiver, close_writer
 
 __all__ = ["Received", "WebhookReceiver"]
 
@@ -37,29 +37,25 @@ class Received:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LoopbackReceiver[Received]):
+    what = "webhook requests"
     status: int = 200
-    requests: list[Received] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.Server | None = None
     _held: asyncio.Event = field(default_factory=asyncio.Event)
     _holding: bool = False
-    _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def __aenter__(self) -> WebhookReceiver:
+    @property
+    def requests(self) -> list[Received]:
+        return self.received
+
+    async def __aenter__(self) -> Self:
         self._held.set()
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
+        return await super().__aenter__()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 5)
+        await super().__aexit__(kind, exc, tb)
 
     def apprise_url(self, path: str = "/hook") -> str:
         return f"json://127.0.0.1:{self.port}{path}"
@@ -72,18 +68,6 @@ class WebhookReceiver:
     def release(self) -> None:
         self._holding = False
         self._held.set()
-
-    async def wait_for(self, count: int, timeout: float = 20.0) -> list[Received]:
-        """Until at least `count` requests arrived; AssertionError after `timeout` s."""
-        deadline = time.monotonic() + timeout
-        async with self._arrived:
-            while len(self.requests) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"{count} webhook requests: {len(self.requests)} came")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrived.wait(), left)
-        return list(self.requests)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -101,9 +85,7 @@ class WebhookReceiver:
                 body: Any = json.loads(raw)
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-            async with self._arrived:
-                self.requests.append(Received(path, headers, body))
-                self._arrived.notify_all()
+            await self._record(Received(path, headers, body))
             if self._holding:
                 await self._held.wait()
             reply = f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -112,6 +94,4 @@ class WebhookReceiver:
         except (OSError, TimeoutError, asyncio.IncompleteReadError, IndexError, ValueError):
             pass  # a client that went away (a killed relay) or a request that is not one
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await close_writer(writer)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,10 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from bellhop_cloud.metrics import RelayMetrics
 from bellhop_devices.messages import EventKind
-from bellhop_edge.core.model import GatewayStatus
 from bellhop_edge.metrics import EdgeMetrics
-from bellhop_edge.store.outbox import Backlog
-from bellhop_edge.store.writer_thread import WriterStats
 from prometheus_client import CollectorRegistry
+
+from tests.support.edge_metrics import StandInGateway
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -58,42 +56,6 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_]\w*)(?:[:.][^}]*)?\}|\$([A-Za-z_]\w*)|\[\
 
 
 # -- what Bellhop exposes ----------------------------------------------------------------------
-@dataclass
-class _Writer:
-    pending: int = 0
-    stats: WriterStats = field(default_factory=WriterStats)
-
-
-class _Store:
-    def outbox_backlog(self) -> Backlog:
-        return Backlog({1: 0, 2: 0}, None)
-
-
-@dataclass
-class _Commands:
-    in_flight: int = 0
-
-
-@dataclass
-class _Gateway:
-    """Stands in for the running gateway: the edge's collector reads these at collect time."""
-
-    writer: _Writer = field(default_factory=_Writer)
-    store: _Store = field(default_factory=_Store)
-    commands: _Commands = field(default_factory=_Commands)
-
-    def status(self) -> GatewayStatus:
-        return GatewayStatus(
-            hotel_id="h",
-            broker_connected=True,
-            devices_online=1,
-            devices_total=2,
-            rejected={"malformed_json": 1},
-            accepted=3,
-            started_at=0,
-        )
-
-
 def exposed_names(registry: CollectorRegistry) -> set[str]:
     names: set[str] = set()
     for family in registry.collect():
@@ -104,7 +66,7 @@ def exposed_names(registry: CollectorRegistry) -> set[str]:
 
 @pytest.fixture(scope="module")
 def metric_names() -> frozenset[str]:
-    edge = exposed_names(EdgeMetrics(_Gateway()).registry)
+    edge = exposed_names(EdgeMetrics(StandInGateway()).registry)
     relay = exposed_names(RelayMetrics().registry)
     assert "bellhop_edge_messages_accepted_total" in edge
     assert "bellhop_edge_command_seconds_bucket" in edge
