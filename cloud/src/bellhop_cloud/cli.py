@@ -6,7 +6,12 @@ Only argparse is imported here; the relay loads when a subcommand runs.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bellhop_cloud.config import RelayConfig
 
 
 def register(subparsers: Any) -> None:
@@ -17,11 +22,11 @@ def register(subparsers: Any) -> None:
     _config_args(run)
     run.add_argument("--host", help="listen address (default from config: 127.0.0.1)")
     run.add_argument("--port", type=int, help="listen port (default from config: 8080)")
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_configured(_run))
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     _config_args(migrate)
-    migrate.set_defaults(handler=_migrate)
+    migrate.set_defaults(handler=_configured(_migrate))
 
     backup = commands.add_parser(
         "backup", help="archive the database and signing key while the relay runs (0600)"
@@ -29,7 +34,7 @@ def register(subparsers: Any) -> None:
     _config_args(backup)
     backup.add_argument("--output", help="the archive (default: bellhop-cloud-TIME.tar.gz here)")
     backup.add_argument("--force", action="store_true", help="replace an existing archive")
-    backup.set_defaults(handler=_backup)
+    backup.set_defaults(handler=_configured(_backup))
 
     restore = commands.add_parser(
         "restore", help="restore an archive (every relay node stopped); gateways then resync"
@@ -38,7 +43,7 @@ def register(subparsers: Any) -> None:
     restore.add_argument("archive")
     restore.add_argument("--force", action="store_true", help="replace a database with data")
     restore.add_argument("--verify-only", action="store_true", help="check it; change nothing")
-    restore.set_defaults(handler=_restore)
+    restore.set_defaults(handler=_configured(_restore))
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,29 +51,40 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="sqlite:///FILE or postgresql://...")
 
 
-def _load(args: argparse.Namespace, **extra: Any) -> Any:
-    from pathlib import Path
+def _configured(
+    handler: Callable[[argparse.Namespace, RelayConfig], int],
+) -> Callable[[argparse.Namespace], int]:
+    """`handler` given the relay's configuration (the file, then BELLHOP_CLOUD_*, then
+    the command's options); one that does not load is printed and exit 2."""
 
-    from bellhop_cloud.config import load_config
+    @functools.wraps(handler)
+    def with_config(args: argparse.Namespace) -> int:
+        import sys
+        from pathlib import Path
 
-    overrides = {k: v for k, v in extra.items() if v is not None}
-    if args.database_url:
-        overrides["database_url"] = args.database_url
-    return load_config(Path(args.config) if args.config else None, **overrides)
+        from bellhop_cloud.config import load_config
+        from bellhop_cloud.errors import ConfigError
+
+        # Only `run` has --host and --port.
+        extra = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+        overrides = {k: v for k, v in extra.items() if v is not None}
+        if args.database_url:
+            overrides["database_url"] = args.database_url
+        try:
+            config = load_config(Path(args.config) if args.config else None, **overrides)
+        except ConfigError as exc:
+            print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
+            return 2
+        return handler(args, config)
+
+    return with_config
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, config: RelayConfig) -> int:
     import logging
-    import sys
 
-    from bellhop_cloud.errors import ConfigError
     from bellhop_cloud.server import run
 
-    try:
-        config = _load(args, host=args.host, port=args.port)
-    except ConfigError as exc:
-        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
-        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     # Its DEBUG lines carry every statement's parameters: e-mails, names, hashes.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
@@ -76,35 +92,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
-    import sys
-
-    from bellhop_cloud.errors import ConfigError
+def _migrate(args: argparse.Namespace, config: RelayConfig) -> int:
     from bellhop_cloud.server import run_migrations
 
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
-        return 2
     run_migrations(config)
     print("database is at the latest schema")
     return 0
 
 
-def _backup(args: argparse.Namespace) -> int:
+def _backup(args: argparse.Namespace, config: RelayConfig) -> int:
     import sys
     from datetime import UTC, datetime
     from pathlib import Path
 
     from bellhop_cloud.backup import BackupError, create_backup
-    from bellhop_cloud.errors import ConfigError
 
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
-        return 2
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     output = Path(args.output or f"bellhop-cloud-{stamp}.tar.gz")
     try:
@@ -121,18 +123,12 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restore(args: argparse.Namespace) -> int:
+def _restore(args: argparse.Namespace, config: RelayConfig) -> int:
     import sys
     from pathlib import Path
 
     from bellhop_cloud.backup import BackupError, restore_backup, verify_backup
-    from bellhop_cloud.errors import ConfigError
 
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        print(f"bellhop cloud: {exc.detail}", file=sys.stderr)
-        return 2
     archive = Path(args.archive)
     try:
         if args.verify_only:

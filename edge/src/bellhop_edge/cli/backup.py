@@ -40,23 +40,13 @@ def register(commands: Any) -> None:
     restore.set_defaults(handler=_restore)
 
 
-def _load(path: Path) -> Any:
-    from bellhop_edge.config import load_config
-    from bellhop_edge.errors import ConfigError
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def _backup(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from bellhop_edge.backup import BackupError, create_backup
+    from bellhop_edge.cli.edge import load_config_or_exit
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     output = args.output or Path(f"bellhop-edge-{config.hotel_id}-{stamp}.tar.gz")
     try:
@@ -76,8 +66,9 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from bellhop_edge.backup import BackupError, config_field, restore_backup, verify_backup
+    from bellhop_edge.cli.edge import load_config_or_exit
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     try:
         if args.verify_only:
             manifest = verify_backup(args.archive)

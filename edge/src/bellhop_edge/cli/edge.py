@@ -10,7 +10,10 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bellhop_edge.config import EdgeConfig
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +62,9 @@ def register(subparsers: Any) -> None:
     devices.register(subparsers)
 
 
-def _load(path: Path) -> Any:
+def load_config_or_exit(path: Path) -> EdgeConfig:
+    """The gateway's configuration; one that does not load is printed and exit 2 (every
+    `bellhop edge` command that reads one)."""
     from bellhop_edge.config import load_config
     from bellhop_edge.errors import ConfigError
 
@@ -75,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from bellhop_edge.service import run
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     logging.basicConfig(
         level="DEBUG" if args.verbose else config.log_level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -98,7 +103,7 @@ def _loop_factory() -> Any:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     print(config.model_dump_json(indent=2, exclude={"mqtt": {"password"}}))
     return 0
 
@@ -107,7 +112,7 @@ def _enrol(args: argparse.Namespace) -> int:
     from bellhop_edge.bridge.identity import enrol
     from bellhop_edge.errors import EdgeError
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     # '-': from standard input, so the token stays out of the process list and shell history.
     token = sys.stdin.readline().strip() if args.token == "-" else str(args.token)  # noqa: S105
     try:
@@ -134,13 +139,13 @@ def _tokens(config: Any) -> Any:
 def _token_create(args: argparse.Namespace) -> int:
     from bellhop_edge.auth import Role
 
-    config = _load(args.config)
+    config = load_config_or_exit(args.config)
     token = _tokens(config).create(args.name, Role.parse(args.role))
     print(token)
     return 0
 
 
 def _token_revoke(args: argparse.Namespace) -> int:
-    removed = _tokens(_load(args.config)).revoke(args.name)
+    removed = _tokens(load_config_or_exit(args.config)).revoke(args.name)
     print(f"revoked {removed} token(s) of {args.name}")
     return 0 if removed else 1
