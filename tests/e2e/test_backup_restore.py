@@ -40,7 +40,7 @@ from bellhop_edge.auth import LocalTokens, Role
 from google.protobuf import struct_pb2
 
 from tests.support.edge_process import EdgeProcess, until, write_config
-from tests.support.mosquitto import Credentials, MosquittoBroker
+from tests.support.mosquitto import Credentials, MosquittoBroker, device_client
 from tests.support.relay_process import (
     RelayProcess,
     Tenant,
@@ -96,14 +96,7 @@ class Devices:
 
     async def __aenter__(self) -> Devices:
         for device_id, creds in self.creds.items():
-            client = aiomqtt.Client(
-                self.mosquitto.host,
-                self.mosquitto.port,
-                username=creds.username,
-                password=creds.password,
-                identifier=f"{self.hotel_id}-{device_id}",
-                timeout=10,
-            )
+            client = device_client(self.mosquitto, creds, f"{self.hotel_id}-{device_id}")
             self._clients[device_id] = await self._stack.enter_async_context(client)
         light = self._clients[LIGHT]
         await light.subscribe(codec.topic(self.hotel_id, LIGHT, Channel.CMD), qos=1, timeout=5)

@@ -44,7 +44,7 @@ from bellhop_edge.auth import LocalTokens, Role
 
 from tests.support.edge_process import EdgeProcess, until, write_config
 from tests.support.link_proxy import LinkProxy
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, device_client
 from tests.support.relay_process import (
     RelayProcess,
     Tenant,
@@ -122,14 +122,7 @@ class Devices:
     async def __aenter__(self) -> Devices:
         for device_id in DEVICES:
             creds = self.creds[device_id]
-            client = aiomqtt.Client(
-                self.mosquitto.host,
-                self.mosquitto.port,
-                username=creds.username,
-                password=creds.password,
-                identifier=f"{self.hotel_id}-{device_id}",
-                timeout=10,
-            )
+            client = device_client(self.mosquitto, creds, f"{self.hotel_id}-{device_id}")
             self._clients[device_id] = await self._stack.enter_async_context(client)
         return self
 

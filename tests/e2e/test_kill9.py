@@ -16,13 +16,12 @@ import sqlite3
 import time
 from pathlib import Path
 
-import aiomqtt
 import pytest
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
 
 from tests.support.edge_process import EdgeProcess, until, write_config
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, device_client
 
 DEVICE = "r101-env"
 TOTAL = 6000
@@ -72,14 +71,7 @@ async def test_many_kills_store_and_send_every_message_exactly_once(
 
     gateway.start()
     try:
-        async with aiomqtt.Client(
-            mosquitto.host,
-            mosquitto.port,
-            username=dev.username,
-            password=dev.password,
-            identifier=DEVICE,
-            timeout=10,
-        ) as device:
+        async with device_client(mosquitto, dev, DEVICE) as device:
             seq = 0
 
             async def publish(count: int) -> None:

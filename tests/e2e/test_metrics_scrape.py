@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Final
 
-import aiomqtt
 import grpc
 import httpx
 import pytest
@@ -28,7 +27,7 @@ from google.protobuf.duration_pb2 import Duration
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.edge_process import EdgeProcess, until, write_config
-from tests.support.mosquitto import MosquittoBroker, free_port
+from tests.support.mosquitto import MosquittoBroker, device_client, free_port
 from tests.support.relay_process import RelayProcess, bytecode_cache, enrol_gateway
 
 DEVICE: Final = "r101-env"
@@ -100,14 +99,7 @@ async def test_a_running_gateway_and_relay_are_scraped(
         await until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
         topic = codec.topic(hotel_id, DEVICE, Channel.TELEMETRY)
         base = int(time.time() * 1000) - SENT
-        async with aiomqtt.Client(
-            mosquitto.host,
-            mosquitto.port,
-            username=dev.username,
-            password=dev.password,
-            identifier=DEVICE,
-            timeout=10,
-        ) as device:
+        async with device_client(mosquitto, dev, DEVICE) as device:
             for seq in range(SENT):
                 body = {"v": 1, "ts": base + seq, "seq": seq, "metrics": {"temperature": 21.5}}
                 await device.publish(topic, json.dumps(body).encode(), qos=1)

@@ -13,7 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import aiomqtt
 import grpc
 import pytest
 from bellhop.lan.v1 import lan_pb2, lan_pb2_grpc
@@ -22,7 +21,7 @@ from bellhop_devices.messages import Channel
 from bellhop_edge.auth import LocalTokens, Role
 
 from tests.support.edge_process import EdgeProcess, until, write_config
-from tests.support.mosquitto import MosquittoBroker
+from tests.support.mosquitto import MosquittoBroker, device_client
 
 DEVICE = "r101-env"
 TOTAL = 3000
@@ -67,14 +66,7 @@ async def test_a_signal_stops_cleanly_and_acknowledges_what_was_committed(
     gateway.start()
     try:
         await until(lambda: gateway.subscribed() >= 1, 30, "gateway subscribed")
-        async with aiomqtt.Client(
-            mosquitto.host,
-            mosquitto.port,
-            username=dev.username,
-            password=dev.password,
-            identifier=DEVICE,
-            timeout=10,
-        ) as device:
+        async with device_client(mosquitto, dev, DEVICE) as device:
             for seq in range(1, TOTAL + 1):
                 await device.publish(topic, body(seq), qos=1)
                 if seq == TOTAL // 2:
