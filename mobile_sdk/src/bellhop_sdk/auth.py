@@ -27,6 +27,7 @@ from typing import Any, Final
 import httpx
 
 from bellhop_sdk.cloud import problem_error
+from bellhop_sdk.cloud_read import MAX_ANSWER_BYTES, read_bounded
 from bellhop_sdk.errors import BellhopError, Unauthenticated, Unreachable
 from bellhop_sdk.models import Path
 from bellhop_sdk.transport import DEFAULT_TIMEOUT_S
@@ -230,7 +231,10 @@ class CloudLogin:
 
     async def _post(self, url: str, body: dict[str, str], status: int) -> Any:
         try:
-            response = await self._http.post(url, json=body)
+            sent = await self._http.send(
+                self._http.build_request("POST", url, json=body), stream=True
+            )
+            response = await read_bounded(sent, MAX_ANSWER_BYTES)
         except httpx.TransportError as exc:
             code = "timeout" if isinstance(exc, httpx.TimeoutException) else "unreachable"
             raise Unreachable(f"{type(exc).__name__}: {exc}", code=code, path=Path.CLOUD) from None

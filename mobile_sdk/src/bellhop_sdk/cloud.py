@@ -4,7 +4,8 @@ Every call carries `Authorization: Bearer <access token>` from a `TokenSource`
 and a timeout. Problem documents (RFC 9457) become the SDK's errors with the
 problem's `code` and `detail` (`cloud_errors.problem_error`); a relay that cannot be
 reached (refused, reset, timed out, or a proxy's 502/503/504 without a
-problem document) is `Unreachable`: the signal to try the LAN.
+problem document) is `Unreachable`: the signal to try the LAN. Answers and events are
+read within bounds (`cloud_read`): past them, `ServerError` `answer_too_large`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import httpx
-from httpx_sse import EventSource, ServerSentEvent, aconnect_sse
+from httpx_sse import ServerSentEvent
 
 from bellhop_sdk.cloud_errors import problem_error, unreachable_error
 from bellhop_sdk.cloud_events import (
@@ -28,6 +29,7 @@ from bellhop_sdk.cloud_events import (
     parse_time,
     stream_events,
 )
+from bellhop_sdk.cloud_read import MAX_ANSWER_BYTES, MAX_EVENT_BYTES, read_bounded, sse_bounded
 from bellhop_sdk.errors import raise_for
 from bellhop_sdk.models import (
     AckOutcome,
@@ -74,11 +76,17 @@ class CloudTransport:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         trust_env: bool = True,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        """`trust_env`: take proxies from the environment (httpx's default)."""
+        """`trust_env`: take proxies from the environment (httpx's default). An answer's
+        body longer than `max_answer_bytes`, or an event (or a line) of the live stream
+        longer than `max_event_bytes`, is given up: `ServerError` `answer_too_large`."""
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
         self._timeout_s = timeout_s
+        self._max_answer = max_answer_bytes
+        self._max_event = max_event_bytes
         self._http = httpx.AsyncClient(
             base_url=self._base_url, timeout=timeout_s, trust_env=trust_env
         )
@@ -107,15 +115,17 @@ class CloudTransport:
         """One call; after a 401, one retry with a refreshed token."""
         token = await self._tokens.token()
         for attempt in range(2):
+            request = self._http.build_request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+                timeout=self._timeout_s if timeout_s is None else timeout_s,
+            )
             try:
-                response = await self._http.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-                    timeout=self._timeout_s if timeout_s is None else timeout_s,
-                )
+                sent = await self._http.send(request, stream=True)
+                response = await read_bounded(sent, self._max_answer)
             except httpx.TransportError as exc:
                 raise unreachable_error(exc) from None
             if response.status_code == 401 and attempt == 0:
@@ -426,21 +436,21 @@ class CloudTransport:
             headers = {"Authorization": f"Bearer {token}"}
             if last_id is not None:
                 headers["Last-Event-ID"] = last_id
+            headers.update({"Accept": "text/event-stream", "Cache-Control": "no-store"})
             try:
-                async with aconnect_sse(
-                    self._http, "GET", url, headers=headers, timeout=timeout
-                ) as source:
-                    status = source.response.status_code
+                async with self._http.stream(
+                    "GET", url, headers=headers, timeout=timeout
+                ) as response:
+                    status = response.status_code
                     if status == 401 and attempt == 0:
-                        await source.response.aread()
+                        await response.aclose()
                         token = await self._tokens.refresh()
                         continue
                     if status >= 400:
-                        await source.response.aread()
-                        raise problem_error(source.response)
+                        raise problem_error(await read_bounded(response, self._max_answer))
                     if on_open is not None:
                         on_open(True)
-                    yield _sse(source)
+                    yield sse_bounded(response, self._max_event)
                     return
             except httpx.TransportError as exc:
                 raise unreachable_error(exc) from None
@@ -461,11 +471,6 @@ class CloudTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-async def _sse(source: EventSource) -> AsyncIterator[ServerSentEvent]:
-    async for sse in source.aiter_sse():
-        yield sse
 
 
 async def _in_room(stream: AsyncIterator[Event | Gap], room_id: str) -> AsyncIterator[Event | Gap]:
