@@ -1,6 +1,8 @@
 """The edge's subcommands of `bellhop`.
 
 edge       `bellhop edge run | check-config | token`
+backup     `bellhop edge backup | restore`
+config_file  the configuration file as every `bellhop edge` command reads it
 devices    `bellhop devices ...`: provisioning (argument parsers)
 devices_commands  what each `bellhop devices` subcommand does
 """

@@ -44,7 +44,7 @@ def _backup(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from bellhop_edge.backup import BackupError, create_backup
-    from bellhop_edge.cli.edge import load_config_or_exit
+    from bellhop_edge.cli.config_file import load_config_or_exit
 
     config = load_config_or_exit(args.config)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -66,7 +66,7 @@ def _backup(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from bellhop_edge.backup import BackupError, config_field, restore_backup, verify_backup
-    from bellhop_edge.cli.edge import load_config_or_exit
+    from bellhop_edge.cli.config_file import load_config_or_exit
 
     config = load_config_or_exit(args.config)
     try:

@@ -10,10 +10,9 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from bellhop_edge.config import EdgeConfig
+from bellhop_edge.cli.config_file import load_config_or_exit
 
 
 def register(subparsers: Any) -> None:
@@ -60,19 +59,6 @@ def register(subparsers: Any) -> None:
     backup.register(commands)
 
     devices.register(subparsers)
-
-
-def load_config_or_exit(path: Path) -> EdgeConfig:
-    """The gateway's configuration; one that does not load is printed and exit 2 (every
-    `bellhop edge` command that reads one)."""
-    from bellhop_edge.config import load_config
-    from bellhop_edge.errors import ConfigError
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _run(args: argparse.Namespace) -> int:
