@@ -63,7 +63,7 @@ async def healthz_head() -> Response:
 )
 async def readyz_head(relay: RelayDep, request: Request) -> Response:
     """As GET /readyz, without a body."""
-    return json_response((await readyz(relay, request)).model_dump())
+    return json_response((await readyz(relay, request)).model_dump(exclude_none=True))
 
 
 @router.get(
