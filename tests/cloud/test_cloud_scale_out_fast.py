@@ -166,10 +166,6 @@ async def test_a_relaxed_run_commits_without_waiting_for_the_disk_and_others_sti
         return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
 
     assert await relay.store.run(durable) == "on"
-    # A statement run alone: durable by default, and on the relaxed connections if asked.
-    show = sa.text("SHOW synchronous_commit")
-    assert (await relay.store.alone(show))[0][0] == "on"
-    assert (await relay.store.alone(show, durable=False))[0][0] == "off"
 
 
 @pytest.mark.redis
