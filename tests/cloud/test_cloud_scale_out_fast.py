@@ -8,18 +8,14 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
-from bellhop_cloud import remote
 from bellhop_cloud.bridge.downlink import CARRY_MAX, NUDGES, Item, ItemKind, now_ms
 from bellhop_cloud.bridge.items import carried, carry
 from bellhop_cloud.config import BusBackend, RelayConfig
-from bellhop_cloud.db import alone
-from bellhop_cloud.db.schema import audit_log, command_results, downlink
+from bellhop_cloud.db.schema import downlink
 from bellhop_cloud.db.store import relaxed
 from bellhop_cloud.relay import Relay
 
@@ -166,88 +162,3 @@ async def test_a_relaxed_run_commits_without_waiting_for_the_disk_and_others_sti
         return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
 
     assert await relay.store.run(durable) == "on"
-
-
-@pytest.mark.redis
-@pytest.mark.parametrize(
-    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
-)
-async def test_a_command_queued_in_one_statement_is_written_with_its_audit_entry_or_not_at_all(
-    shared: RelayConfig, test_name: str
-) -> None:
-    async with node(shared, "node-b") as relay, rest(relay, test_name) as api:
-        hotel = await cloud_hotel(api)
-        entry = {
-            "org_id": hotel.org_id,
-            "at": datetime.now(UTC),
-            "actor_type": "user",
-            "actor_id": None,
-            "action": "command.sent",
-            "target_type": "hotel",
-            "target_id": hotel.hotel_id,
-            "address": None,
-            "detail": {"marker": test_name},
-        }
-
-        async def entries() -> int:
-            async with relay.store.read() as conn:
-                return len(
-                    (
-                        await conn.execute(
-                            audit_log.select().where(
-                                audit_log.c.org_id == hotel.org_id,
-                                audit_log.c.action == "command.sent",
-                            )
-                        )
-                    ).all()
-                )
-
-        async def queue(item: Item, gateway: Any = None) -> int:
-            statement = alone.queue_one(item.row(), entry, gateway)
-            return int((await relay.store.alone(statement))[0][0])
-
-        first = command(hotel.hotel_id, "first")
-        assert await queue(first) == 1
-        assert (await entries(), await state_of(relay, hotel.hotel_id, "first")) == (1, "queued")
-        # The same id again writes nothing (the full transaction then joins or refuses it).
-        assert await queue(command(hotel.hotel_id, "first", note="other")) == 0
-        assert await entries() == 1
-        # No gateway of the hotel connected: nothing written, neither row nor entry.
-        offline = command(hotel.hotel_id, "offline")
-        assert await queue(offline, remote._linked(hotel.hotel_id)) == 0
-        assert (await entries(), await state_of(relay, hotel.hotel_id, "offline")) == (1, None)
-
-        # The direct answer's statement: the result stored, the row done; and again the same.
-        result = {
-            "hotel_id": hotel.hotel_id,
-            "command_id": "first",
-            "device_id": "dev-1",
-            "status": "succeeded",
-            "result": {"on": True},
-            "error": None,
-            "completed_at": now_ms(),
-        }
-        for _ in range(2):
-            await relay.store.alone(alone.results_done(hotel.hotel_id, result, ["first"]))
-        assert await state_of(relay, hotel.hotel_id, "first") == "done"
-        async with relay.store.read() as conn:
-            stored = (
-                await conn.execute(
-                    command_results.select().where(command_results.c.hotel_id == hotel.hotel_id)
-                )
-            ).all()
-        assert [(r.command_id, r.status, r.result) for r in stored] == [
-            ("first", "succeeded", {"on": True})
-        ]
-
-
-async def state_of(relay: Relay, hotel_id: str, item_id: str) -> str | None:
-    async with relay.store.read() as conn:
-        found: str | None = (
-            await conn.execute(
-                sa.select(downlink.c.state).where(
-                    downlink.c.hotel_id == hotel_id, downlink.c.item_id == item_id
-                )
-            )
-        ).scalar()
-    return found
