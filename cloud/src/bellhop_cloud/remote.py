@@ -30,7 +30,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.bridge.downlink import Item, ItemKind, ItemState, now_ms
-from bellhop_cloud.db import alone
 from bellhop_cloud.db.schema import command_results, downlink, gateway_links, users
 from bellhop_cloud.db.store import inline
 from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
@@ -256,39 +255,6 @@ def _earlier(conn: Connection, hotel_id: str, ids: list[str], check_online: bool
     return {row.item_id: row for row in found if row.item_id is not None}
 
 
-async def _queue_alone(relay: Relay, sending: _Sending) -> bool:
-    """PostgreSQL, the usual request (one command, an id not seen before, who asks known):
-    its row and audit entry in one statement run as its own transaction, one round trip
-    where `_queue_commands` makes five (BEGIN, the look for earlier rows and the gateway,
-    two inserts, COMMIT), on the path of a node that does not hold the bridge. The
-    statement writes nothing unless the id is new (and, when asked, a gateway is
-    connected); then False, and `_queue_commands` decides (join, refuse, or offline)."""
-    if relay.store.is_sqlite or len(sending.requests) != 1 or sending.by is None:
-        return False
-    request = sending.requests[0]
-    asker = sending.asker
-    body = {
-        "name": request.name,
-        "params": dict(request.params),
-        "by": sending.by,
-        "timeout_ms": int(sending.timeout_s * 1000),
-    }
-    kind = ItemKind.COMMAND
-    item = asker.item(request.command_id, kind, request.device_id, body, ttl_s=sending.ttl_s)
-    entry = asker.entry(AuditAction.COMMAND_SENT, ("hotel", asker.hotel.hotel_id))
-    entries = alone.rows_of(audit.record, detail=sending.audit_detail, **entry)
-    if len(entries) != 1:
-        return False
-    hotel_id = asker.hotel.hotel_id
-    gateway = _linked(hotel_id) if sending.check_online else None
-    statement = alone.queue_one(item.row(sending.sent_at), entries[0], gateway)
-    if not (await relay.store.alone(statement))[0][0]:
-        return False
-    sending.asked[request.command_id] = item
-    sending.queued.append(item)
-    return True
-
-
 CHUNK: Final = 500  # ids per IN (...) query
 _RESULT: Final = (
     command_results.c.command_id,
@@ -335,8 +301,7 @@ async def send_commands(
             "mode": "queue" if queue else "wait",
         },
     )
-    if not await _queue_alone(relay, sending):
-        await relay.store.run(_queue_commands, sending)
+    await relay.store.run(_queue_commands, sending)
     await relay.downlink.nudge(hotel.hotel_id, sending.queued, sent=held)
     ids = [r.command_id for r in requests]
     if wait_s <= 0:

@@ -43,7 +43,6 @@ from bellhop_cloud.bridge.items import (
 )
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.bus import MESSAGE_MAX, Bus
-from bellhop_cloud.db import alone
 from bellhop_cloud.db.schema import command_results, downlink
 from bellhop_cloud.db.store import Store, relaxed
 
@@ -204,11 +203,7 @@ class Downlink:
             return 0
         self.sent += len(rows)
         if not marked:
-            ids = [row.item_id for row in rows]
-            if self._store.is_sqlite:
-                await self._store.run_relaxed(_mark_sent, hotel_id, ids, now)
-            else:  # one round trip, not three (BEGIN, UPDATE, COMMIT)
-                await self._store.alone(_sent(hotel_id, ids, now), durable=False)
+            await self._store.run_relaxed(_mark_sent, hotel_id, [row.item_id for row in rows], now)
         return len(rows)
 
     async def _unsent(self, hotel_id: str, items: Sequence[Item]) -> None:
@@ -263,12 +258,7 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        if self._store.is_sqlite or len(plan.commands) != 1:
-            await self._store.run_relaxed(_store_results, plan)
-        else:  # one round trip, not four (BEGIN, the result, the row done, COMMIT)
-            (row,) = plan.commands.values()
-            stored = alone.results_done(hotel_id, row, sync.answered_ids(plan))
-            await self._store.alone(stored, durable=False)
+        await self._store.run_relaxed(_store_results, plan)
         await self.finished(hotel_id, list(plan.commands), plan.commands)
 
     async def finished(
@@ -447,11 +437,7 @@ def _mark_sent(conn: Connection, hotel_id: str, item_ids: list[str], now: int) -
     """Items sent: without waiting for the disk, since one lost in a crash is only
     sent again (harmless, see the module's description)."""
     relaxed(conn)
-    conn.execute(_sent(hotel_id, item_ids, now))
-
-
-def _sent(hotel_id: str, item_ids: list[str], now: int) -> sa.Update:
-    return (
+    conn.execute(
         downlink.update()
         .where(
             downlink.c.hotel_id == hotel_id,

@@ -3,7 +3,6 @@
     async with store.read() as conn: ...          # queries
     async with store.write() as conn: ...         # one transaction, statement by statement
     value = await store.run(fn, *args)            # one transaction: fn(connection, *args)
-    rows = await store.alone(statement)           # PostgreSQL: one statement, its own transaction
 
 `run` is for the hot paths (a remote command, a bridge batch). On SQLite each
 statement awaited through aiosqlite is two or three hops to its thread and back,
@@ -73,10 +72,6 @@ class Store:
         self._reads = (
             engine if self.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
         )
-        # `alone`'s engines: the same autocommit, for a statement that is a whole write.
-        self._alone = {True: self._reads}
-        if relaxed_engine is not None:
-            self._alone[False] = relaxed_engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sync: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         if self.is_sqlite:
@@ -188,19 +183,6 @@ class Store:
             return await self.run(fn, *args, **kwargs)
         async with self._relaxed.begin() as connection:
             return await connection.run_sync(fn, *args, **kwargs)
-
-    async def alone(self, statement: sa.Executable, *, durable: bool = True) -> list[Any]:
-        """PostgreSQL: `statement` (one that writes, e.g. with data-modifying CTEs) run as
-        its own transaction, its rows returned. Autocommit makes it one round trip where
-        BEGIN, the statement and COMMIT are three; it is atomic all the same, and its
-        commit waits for the disk unless `durable` is False (then on `run_relaxed`'s
-        connections: for writes that a later, durable one repeats or makes moot)."""
-        if self.is_sqlite:
-            raise RuntimeError("Store.alone is for PostgreSQL (SQLite: Store.run)")
-        engine = self._alone.get(durable, self._reads)
-        async with engine.connect() as connection:
-            result = await connection.execute(statement)
-            return list(result.all()) if result.returns_rows else []
 
     def _transaction(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
