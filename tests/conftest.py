@@ -1,14 +1,24 @@
-"""Fixtures shared by every test: a real Mosquitto, names derived from the test."""
+"""Fixtures shared by every test: a real Mosquitto, names derived from the test;
+and each test process's own range of ports."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.mosquitto import MosquittoBroker, require_mosquitto
+from tests.support.mosquitto import MosquittoBroker, require_mosquitto, use_port_range
+
+# Ports the tests pick for the servers they start come from a range of this process's
+# own, below the kernel's ephemeral ports (32768 and up): two pytest-xdist workers never
+# pick the same port, and no outgoing connection takes one between pick and listen.
+PORTS_PER_PROCESS = 2000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_slot = (int(_worker[2:]) + 1 if _worker.startswith("gw") else 0) % 11
+use_port_range(10_000 + _slot * PORTS_PER_PROCESS, 10_000 + (_slot + 1) * PORTS_PER_PROCESS - 1)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ is part of what the tests see.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from collections.abc import Iterator
 
@@ -16,13 +15,11 @@ import uvicorn
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.server import uvicorn_config
 
+from tests.support.mosquitto import free_port
+
+__all__ = ["free_port", "serving"]
+
 STARTUP_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

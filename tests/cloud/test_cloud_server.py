@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,14 +15,9 @@ from bellhop_cloud.relay import Relay
 
 from tests.cloud.conftest import FAST_PASSWORDS
 from tests.cloud.support import Api
+from tests.support.mosquitto import free_port
 
 STARTUP_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_ready(base: str, process: asyncio.subprocess.Process) -> None:

@@ -13,17 +13,23 @@ import aiomqtt
 from bellhop_edge.localbroker import (
     Credentials,
     MosquittoBroker,
+    PortTaken,
     free_port,
     require_mosquitto,
+    use_port_range,
+    wait_for_listener,
     wait_for_port,
 )
 
 __all__ = [
     "Credentials",
     "MosquittoBroker",
+    "PortTaken",
     "device_client",
     "free_port",
     "require_mosquitto",
+    "use_port_range",
+    "wait_for_listener",
     "wait_for_port",
 ]
 

@@ -40,8 +40,9 @@ from bellhop_cloud.auth.keys import b64url, raw_public_bytes
 from bellhop_cloud.enrolment import ENROLMENT_CONTEXT
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.support.mosquitto import free_port
+from tests.support.mosquitto import PortTaken, free_port, wait_for_listener
 from tests.support.postgres import admin, require_postgres, url
+from tests.support.waiting import NotWithin, eventually
 
 __all__ = [
     "PASSWORD",
@@ -115,6 +116,7 @@ class RelayProcess:
         self.log = workdir / "relay.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self._served = False
         values: dict[str, str | int | float] = {
             "database_url": database_url,
             "port": self.port,
@@ -148,13 +150,31 @@ class RelayProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, *, timeout: float = 30.0) -> None:
-        """Start the relay and return once it serves REST (database included) and bridges."""
-        self.spawn()
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.close()  # a relay that never became ready does not outlive the test
-            raise
+        """Start the relay and return once it serves REST (database included) and bridges.
+
+        Before its first start, ports another process took first are given up for
+        others; afterwards they are kept (a gateway enrolled against it finds it again).
+        """
+        for attempt in range(3):
+            self.spawn()
+            try:
+                self.wait_ready(timeout)
+            except PortTaken:
+                self.close()
+                if self._served or attempt == 2:
+                    raise
+                self._move(free_port(), free_port())
+                continue
+            except BaseException:
+                self.close()  # a relay that never became ready does not outlive the test
+                raise
+            self._served = True
+            return
+
+    def _move(self, port: int, bridge_port: int) -> None:
+        self.port, self.bridge_port = port, bridge_port
+        self._env["BELLHOP_CLOUD_PORT"] = str(port)
+        self._env["BELLHOP_CLOUD_BRIDGE_PORT"] = str(bridge_port)
 
     def spawn(self) -> None:
         """Start the process and return at once (a test that kills it during start-up)."""
@@ -169,17 +189,33 @@ class RelayProcess:
             )
 
     def wait_ready(self, timeout: float) -> None:
-        """Poll /readyz (the database answers) and the bridge port, at most `timeout` s."""
+        """Wait until this process listens on both ports and /readyz answers (the database
+        too), at most `timeout` s; PortTaken when another process holds one of its ports."""
         deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the relay exited with {self.proc.returncode}:\n{self.tail()}")
-            if self._ready():
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the relay was not ready within {timeout} s:\n{self.tail()}")
-            time.sleep(0.05)
+        assert self.proc is not None
+        proc = self.proc
+        try:
+            for port in (self.port, self.bridge_port):
+                wait_for_listener(proc, port, timeout=max(0.1, deadline - time.monotonic()))
+        except PortTaken as exc:
+            if proc.poll() is None or "Errno 98" in self.tail() or "in use" in self.tail():
+                raise PortTaken(f"the relay: {exc}:\n{self.tail()}") from None
+        except TimeoutError:
+            raise TimeoutError(
+                f"the relay was not ready within {timeout} s:\n{self.tail()}"
+            ) from None
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the relay exited with {proc.returncode}:\n{self.tail()}")
+            return self._ready()
+
+        try:
+            eventually(ready, max(0.1, deadline - time.monotonic()), "the relay ready", every=0.05)
+        except NotWithin:
+            raise TimeoutError(
+                f"the relay was not ready within {timeout} s:\n{self.tail()}"
+            ) from None
 
     def _ready(self) -> bool:
         try:

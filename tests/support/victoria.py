@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from typing import Final
 
 import pytest
 
-from tests.support.mosquitto import free_port, wait_for_port
+from tests.support.mosquitto import PortTaken, free_port, wait_for_listener
+from tests.support.waiting import eventually
 
 __all__ = ["VICTORIA", "Sample", "VictoriaMetrics", "require_victoria", "victoria_metrics"]
 
@@ -53,6 +53,7 @@ class VictoriaMetrics:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
+        self._started = False
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "victoria.log"
 
@@ -61,6 +62,22 @@ class VictoriaMetrics:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start and return once healthy; a port another process took first before the
+        server's first start is given up for another (a restart keeps its port)."""
+        for _ in range(3):
+            try:
+                self._start_once()
+            except PortTaken:
+                self.stop()
+                if self._started:
+                    raise
+                self.port = free_port()
+                continue
+            self._started = True
+            return
+        self._start_once()
+
+    def _start_once(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -75,12 +92,11 @@ class VictoriaMetrics:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_for_port("127.0.0.1", self.port, timeout=30)
-        deadline = time.monotonic() + 30
-        while self._get("/health") != b"OK":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"victoria-metrics not healthy; see {self.log}")
-            time.sleep(0.05)
+        assert self.proc is not None
+        wait_for_listener(self.proc, self.port, timeout=30)
+        eventually(
+            lambda: self._get("/health") == b"OK", 30, f"victoria-metrics healthy ({self.log})"
+        )
 
     def stop(self) -> None:
         if self.proc is None:

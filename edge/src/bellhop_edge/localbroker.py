@@ -8,8 +8,10 @@ ships. Production runs Mosquitto under systemd instead (deploy/).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,10 +26,124 @@ from bellhop_edge.provisioning import broker_files as broker
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+class PortTaken(RuntimeError):
+    """A process could not listen on its port: something else holds it."""
+
+
+class _PortRange:
+    """Where `free_port()` draws from when this process has a range of its own."""
+
+    def __init__(self) -> None:
+        self.ports: range | None = None
+        self.cursor = 0
+
+
+_own = _PortRange()
+
+
+def use_port_range(first: int, last: int) -> None:
+    """Draw `free_port()` from `first`..`last` in turn, from a random place in it.
+
+    The kernel hands a port bound to 0 to anyone who binds 0 next once it is
+    released, so two processes that each pick a "free" port and start a
+    server on it later can be given the same one. Processes that each draw
+    from a range of their own below the kernel's ephemeral range (parallel
+    test workers) never hand each other a port, and no outgoing connection
+    takes one meanwhile.
+    """
+    _own.ports = range(first, last + 1)
+    _own.cursor = secrets.randbelow(len(_own.ports))
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing holds now: from this process's range if it has one."""
+    ports = _own.ports
+    if ports is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(len(ports)):
+        port = ports[_own.cursor % len(ports)]
+        _own.cursor += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports}")
+
+
+def _socket_inodes(pid: int) -> set[str] | None:
+    """The socket inodes `pid` and its descendants hold; None where /proc cannot tell."""
+    inodes: set[str] = set()
+    pending = [pid]
+    try:
+        while pending:
+            current = pending.pop()
+            for fd in Path(f"/proc/{current}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pending += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:
+        return None
+    return inodes
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """The inodes of the sockets listening on `port` (any address); None without /proc."""
+    found: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    # local address "ADDR:PORT" in hex, state 0A = LISTEN
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found.add(fields[9])
+    except OSError:
+        return None
+    return found
+
+
+def wait_for_listener(
+    proc: subprocess.Popen[bytes], port: int, *, host: str = "127.0.0.1", timeout: float = 10.0
+) -> None:
+    """Wait until `proc` itself (or a child of it) listens on `port`.
+
+    Something answering on the port is not enough: when another process got
+    the port first, `proc` fails to bind and exits, and a client would talk
+    to the other one meanwhile. PortTaken when `proc` exits or another
+    process holds the port; TimeoutError when nothing listens in time. Where
+    /proc is not there to tell, an answer on the port while `proc` is still
+    running is taken as its own.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise PortTaken(
+                f"the process exited with {proc.returncode} instead of listening on {port}"
+            )
+        listening = _listening_inodes(port)
+        ours = _socket_inodes(proc.pid)
+        if listening is None or ours is None:
+            wait_for_port(host, port, timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is not None:
+                raise PortTaken(
+                    f"the process exited with {proc.returncode}; port {port} is not its"
+                )
+            return
+        if listening & ours:
+            return
+        if time.monotonic() > deadline:
+            if listening:
+                raise PortTaken(f"another process listens on port {port}")
+            raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+        time.sleep(0.02)
 
 
 def wait_for_port(host: str, port: int, *, timeout: float = 10.0) -> None:
@@ -74,6 +190,8 @@ class MosquittoBroker:
         """`persistence`: keep queued messages in `workdir`, saved every second."""
         self.workdir = workdir
         self.port = port or free_port()
+        # A port of its own choosing may change until the broker has served on it once.
+        self._port_movable = port is None
         self.persistence_dir = workdir / "persist" if persistence else None
         self._accounts: dict[str, broker.BrokerAccount] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -145,6 +263,21 @@ class MosquittoBroker:
             time.sleep(0.01)
 
     def start(self) -> None:
+        """Start and return once this broker listens; a port it chose itself that
+        another process took first is given up for another one."""
+        for _ in range(4):
+            try:
+                self._start_once()
+            except PortTaken:
+                if not self._port_movable:
+                    raise
+                self.port = free_port()
+                continue
+            self._port_movable = False
+            return
+        self._start_once()
+
+    def _start_once(self) -> None:
         self._write_files()
         if self.persistence_dir is not None:
             self.persistence_dir.mkdir(exist_ok=True)
@@ -163,7 +296,10 @@ class MosquittoBroker:
             stderr=subprocess.DEVNULL,
         )
         try:
-            wait_for_port(self.host, self.port)
+            wait_for_listener(self._proc, self.port, host=self.host)
+        except PortTaken:
+            self.stop()
+            raise
         except TimeoutError:
             self.stop()
             log = self.log_path.read_text() if self.log_path.exists() else ""

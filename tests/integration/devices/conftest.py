@@ -19,7 +19,7 @@ from bellhop_devices.messages import Channel, DeviceMessage
 from bellhop_devices.sim import Broker
 from bellhop_edge.localbroker import MOSQUITTO, stop_process
 
-from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
+from tests.support.mosquitto import PortTaken, free_port, require_mosquitto, wait_for_listener
 
 
 @contextlib.contextmanager
@@ -37,10 +37,11 @@ def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Br
     with log_path.open("ab") as log:
         proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
         try:
-            wait_for_port("127.0.0.1", port, timeout=5.0)
-            # Whatever answered, it was not this broker if it has already exited.
-            if proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {proc.returncode}; see {log_path}")
+            # This broker itself listening, not just anything answering on the port.
+            try:
+                wait_for_listener(proc, port, timeout=10.0)
+            except PortTaken as exc:
+                raise PortTaken(f"mosquitto: {exc}; see {log_path}") from exc
             yield Broker(host="127.0.0.1", port=port)
         finally:
             stop_process(proc)

@@ -31,7 +31,12 @@ from bellhop_edge.localbroker import MOSQUITTO, stop_process
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bellhop_cli.main import build_parser
-from tests.support.mosquitto import free_port, require_mosquitto, wait_for_port
+from tests.support.mosquitto import (
+    PortTaken,
+    free_port,
+    require_mosquitto,
+    wait_for_listener,
+)
 
 POLL_S = 0.02
 """Between two connection attempts while waiting for a reload to apply."""
@@ -112,8 +117,10 @@ class ProvisionedBroker:
         )
         self.pid_file.write_text(f"{self._proc.pid}\n")
         try:
-            wait_for_port(self.host, self.tls_port)
-        except TimeoutError:
+            # This broker itself on both ports, not whatever else answers there.
+            wait_for_listener(self._proc, self.port)
+            wait_for_listener(self._proc, self.tls_port)
+        except (TimeoutError, PortTaken):
             self.stop()
             raise RuntimeError(f"mosquitto did not start:\n{self.log.read_text()}") from None
 
