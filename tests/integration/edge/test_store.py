@@ -558,7 +558,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_history(
         )
         assert desired.intents()["setpoint"].set_at_ms == T0
     conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     conn.close()
 
 

@@ -39,6 +39,7 @@ from bellhop_edge.core.ops import (
     WriteOp,
 )
 from bellhop_edge.store import desired, history, outbox
+from bellhop_edge.store.influx_lines import InfluxLines
 from bellhop_edge.store.outbox import OutboxKind
 
 __all__ = ["FINAL_COMMAND", "Applier", "to_json"]
@@ -61,6 +62,8 @@ class Applier:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.series = history.SeriesIndex(conn)
+        # Lines for the InfluxDB sink, stored only while it is on (influx_lines.py).
+        self.influx = InfluxLines(conn)
         self.rejected_points = 0
         self.staged_points = 0  # appended to telemetry_recent by this applier
 
@@ -106,7 +109,10 @@ class Applier:
                 self.rejected_points += 1
 
     def _insert(self, rows: list[tuple[int, int, float]], now: int) -> None:
-        history.insert_points(self._conn, rows, outbox_ts=now)
+        if not rows:
+            return
+        first, last = history.insert_points(self._conn, rows, outbox_ts=now)
+        self.influx.store(rows, first, last)
         self.staged_points += len(rows)
 
     def apply_one(self, op: WriteOp, now: int) -> None:
@@ -158,10 +164,12 @@ class Applier:
             )
         elif isinstance(op, PutDevice):
             self._put_device(op.device, now)
+            self.influx.forget()  # its room or kind may have changed: tags of its points
         elif isinstance(op, PutDeviceStatus):
             self._put_device_status(op.device, now)
         elif isinstance(op, RemoveDevice):
             self._remove_device(op.device_id, now)
+            self.influx.forget()
         elif isinstance(op, PutRoom):
             r = op.room
             conn.execute(

@@ -151,17 +151,23 @@ class SeriesIndex:
 
 def insert_points(
     conn: sqlite3.Connection, rows: list[tuple[int, int, float]], *, outbox_ts: int
-) -> None:
-    """Insert raw points and their outbox rows: two statements whatever the count."""
+) -> tuple[int, int]:
+    """Insert raw points and their outbox rows: two statements whatever the count.
+
+    Returns the outbox seqs the points took, first and last (consecutive: one
+    statement); (0, -1) for no points.
+    """
     if not rows:
-        return
+        return 0, -1
     # orjson spends an eighth of `json`'s time here, under the GIL; SQLite
     # (3.40) reads JSON from text only, not from a blob.
     payload = orjson.dumps(rows).decode()
     cursor = conn.execute(_INSERT_RAW, (payload,))
     # One statement appends consecutive rowids, ending at lastrowid.
     last = int(cursor.lastrowid or 0)
-    conn.execute(_INSERT_OUTBOX, (last - cursor.rowcount, last, outbox_ts))
+    cursor = conn.execute(_INSERT_OUTBOX, (last - cursor.rowcount, last, outbox_ts))
+    last_seq = int(cursor.lastrowid or 0)
+    return last_seq - cursor.rowcount + 1, last_seq
 
 
 # Both raw tables; a staged point shadows a compacted one with the same ts

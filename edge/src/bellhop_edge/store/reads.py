@@ -160,6 +160,7 @@ class EdgeStore:
                 self._applier.apply_batch(ops, now_ms())
         except BaseException:
             self._applier.series.forget()
+            self._applier.influx.forget()
             raise
 
     def upsert_room(self, room: Room) -> None:

@@ -18,7 +18,7 @@ from typing import Final
 from sqlite_utils import Database
 
 from bellhop_edge.errors import SchemaVersionError, StoreError
-from bellhop_edge.store import history
+from bellhop_edge.store import history, influx_lines
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -277,6 +277,13 @@ def _schema_v8(db: Database) -> None:
     )
 
 
+def _schema_v9(db: Database) -> None:
+    """Line protocol stored with applied telemetry while the InfluxDB sink is on
+    (store/influx_lines.py, docs/influx.md)."""
+    for ddl in influx_lines.SCHEMA_V9:
+        db.execute(ddl)
+
+
 # Forward migrations: entry i upgrades a database at user_version i to i + 1.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v1,
@@ -287,6 +294,7 @@ MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (
     _schema_v6,
     _schema_v7,
     _schema_v8,
+    _schema_v9,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

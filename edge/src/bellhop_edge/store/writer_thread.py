@@ -177,6 +177,7 @@ class WriterThread:
             failures = self._commit_one_by_one(batch, first, now)
         if failures:
             self._applier.series.forget()
+            self._applier.influx.forget()
             log.error(
                 "%d of %d store writes failed; first error: %s",
                 len(failures),
@@ -199,6 +200,7 @@ class WriterThread:
     ) -> dict[int, BaseException]:
         """Slow path after a failed batch: each op in a savepoint, bad ones rolled back."""
         self._applier.series.forget()
+        self._applier.influx.forget()
         failures: dict[int, BaseException] = {}
         conn = self._conn
         try:
