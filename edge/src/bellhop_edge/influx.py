@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -29,22 +29,18 @@ from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge.influx_core import (
     MEASUREMENT_EVENT,
-    MEASUREMENT_TELEMETRY,
     Batch,
     Entry,
     SinkCore,
-    escape,
     line,
-    series_key,
 )
 from bellhop_bridge.influx_driver import ClientWriter, run_sink
 from google.protobuf import json_format
-from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
-from influxdb_client.domain.write_precision import WritePrecision
 
-from bellhop_edge.config import EdgeConfig, InfluxConfig
+from bellhop_edge import influx_client
+from bellhop_edge.config import EdgeConfig
 from bellhop_edge.store import outbox
+from bellhop_edge.store.influx_lines import telemetry_prefix
 from bellhop_edge.store.schema import Synchronous, connect, transaction
 
 __all__ = ["InfluxLag", "InfluxSink", "OutboxSource"]
@@ -93,8 +89,18 @@ SELECT seq,
     CASE WHEN kind = 3 AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308
     THEN series_id ELSE -kind END,
     point_ts, value
-FROM outbox WHERE seq > ? AND kind IN ({_KINDS}) ORDER BY seq LIMIT ?
+FROM outbox WHERE seq > ? AND seq < ? AND kind IN ({_KINDS}) ORDER BY seq LIMIT ?
 """  # noqa: S608 - constants
+_NO_BOUND: Final = 2**63 - 1
+_RECORD_KINDS: Final = frozenset(int(k) for k in _KINDS.split(","))
+# Rows of text that the writer stored for runs of points (store/influx_lines.py).
+_RUNS: Final = (
+    "SELECT first_seq, last_seq, lines FROM influx_lines WHERE last_seq > ? ORDER BY last_seq"
+)
+_RECORDS: Final = (
+    "SELECT seq, kind FROM outbox WHERE seq > ? AND seq <= ? AND kind != 3 ORDER BY seq"
+)
+_PRESENT: Final = "SELECT count(*) FROM outbox WHERE seq > ? AND seq <= ?"
 _APPLIED: Final = "SELECT ts FROM outbox WHERE seq = ?"
 _RECORD: Final = "SELECT ts, payload FROM outbox WHERE seq = ?"
 _TELEMETRY: Final = int(outbox.OutboxKind.TELEMETRY)
@@ -145,9 +151,12 @@ class OutboxSource:
             ).fetchone()
             if not enabled:
                 cursor = outbox.last_seq(self._conn)
-                self._conn.execute(
-                    "UPDATE influx_sink SET enabled = 1, cursor = ? WHERE id = 1", (cursor,)
-                )
+                self._conn.execute("DELETE FROM influx_lines")
+            # The writer stores points' lines with these tags from the next transaction on.
+            self._conn.execute(
+                "UPDATE influx_sink SET enabled = 1, cursor = ?, org = ?, hotel = ? WHERE id = 1",
+                (cursor, self._org, self._hotel_id),
+            )
         self.cursor, self.lost = int(cursor), int(lost)
         with self._lock:
             self._count_backlog(force=True)
@@ -163,22 +172,97 @@ class OutboxSource:
         await asyncio.to_thread(self._commit, batch.last)
 
     def _read(self, after: int | None, limit: int) -> list[Entry]:
+        """Up to about `limit` records after `after`: the runs of points the writer
+        stored as lines taken as they are (whole, so a read may give up to one run
+        more than `limit`), anything else read from the outbox's rows."""
         with self._lock:
             start = self.cursor if after is None else after
-            rows = self._conn.execute(_READ, (start, limit)).fetchall()
             self._count_backlog()
             self._load_devices()
-            if not rows:
-                return []
-            first = self._conn.execute(_APPLIED, (rows[0][0],)).fetchone()
-            applied = int(first[0]) if first else int(time.time() * 1000)
-            prefixes = self._prefixes
-            try:
-                # The common case, a run of writable points: one comprehension, one entry.
-                lines = [f"{prefixes[sid]}{value!r} {ts}" for _, sid, ts, value in rows]
-            except KeyError:  # a record, a new series, a value that cannot be written
-                return self._mixed(rows, applied)
-            return [Entry(rows[-1][0], "\n".join(lines), applied, len(rows))]
+            entries: list[Entry] = []
+            got = 0
+            while got < limit:
+                stored, bound = self._stored(start, limit - got)
+                if stored:
+                    entries.extend(stored)
+                    got += sum(e.count for e in stored)
+                    start = stored[-1].key
+                    continue
+                rows = self._rows(start, bound, limit - got)
+                got += sum(e.count for e in rows)
+                entries.extend(rows)
+                if bound is None or got >= limit:
+                    break
+                # Nothing else below the next stored run: go on from there.
+                start = bound - 1
+            if entries:
+                first = self._conn.execute(_APPLIED, (entries[0].key,)).fetchone()
+                applied = int(first[0]) if first else int(time.time() * 1000)
+                for e in entries:
+                    e.applied_ms = applied
+            return entries
+
+    def _stored(self, start: int, want: int) -> tuple[list[Entry], int | None]:
+        """Stored runs right after `start` and the records among them, in seq order;
+        else none, and the seq below which the outbox's rows are to be read first
+        (None: there is no stored run after `start`)."""
+        runs: list[tuple[int, int, str]] = []
+        got = 0
+        cursor = self._conn.execute(_RUNS, (start,))
+        try:
+            while got < want and (row := cursor.fetchone()) is not None:
+                if row[0] <= start:
+                    return [], row[1] + 1  # only this run's tail is left: from the outbox
+                runs.append(row)
+                got += row[1] - row[0] + 1
+        finally:
+            cursor.close()
+        if not runs:
+            return [], None
+        # A run is whole (retention deleting one of its points deletes it: the schema's
+        # trigger), so the range's points are all in runs unless some were applied without
+        # lines (the sink off or too far behind): those are read from the outbox first.
+        # All the runs, else the first alone.
+        first_run = (runs[0][1], runs[0][1] - runs[0][0] + 1)
+        for end, count in ((runs[-1][1], got), first_run, (runs[0][0] - 1, 0)):
+            records = self._conn.execute(_RECORDS, (start, end)).fetchall()
+            present = int(self._conn.execute(_PRESENT, (start, end)).fetchone()[0])
+            if present - len(records) == count:
+                break
+        else:
+            return [], runs[0][0]  # points without lines before the first run: those first
+        if count == 0:
+            # The first run is short of points (never with the trigger): from the outbox.
+            return [], runs[0][1] + 1
+        entries: list[Entry] = []
+        pending = iter(records)
+        record = next(pending, None)
+        for first, last, text in runs:
+            if last > end:
+                break
+            while record is not None and record[0] < first:
+                self._add_record(entries, *record)
+                record = next(pending, None)
+            entries.append(Entry(last, text, 0, last - first + 1))
+        return entries, None
+
+    def _add_record(self, entries: list[Entry], seq: int, kind: int) -> None:
+        if kind in _RECORD_KINDS:
+            entries.append(Entry(seq, self._record_line(seq, kind), 0))
+
+    def _rows(self, start: int, bound: int | None, limit: int) -> list[Entry]:
+        """Records after `start` (and below `bound`), row by row from the outbox."""
+        args = (start, _NO_BOUND if bound is None else bound, limit)
+        rows = self._conn.execute(_READ, args).fetchall()
+        if not rows:
+            return []
+        prefixes = self._prefixes
+        try:
+            # The common case, a run of writable points: one comprehension, one entry.
+            lines = [f"{prefixes[sid]}{value!r} {ts}" for _, sid, ts, value in rows]
+        except KeyError:  # a record, a new series, a value that cannot be written
+            return self._mixed(rows, 0)
+        return [Entry(rows[-1][0], "\n".join(lines), 0, len(rows))]
 
     def _mixed(
         self, rows: list[tuple[int, int, int | None, float | None]], applied: int
@@ -211,6 +295,8 @@ class OutboxSource:
             self._conn.execute(
                 "UPDATE influx_sink SET cursor = max(cursor, ?) WHERE id = 1", (last,)
             )
+            # Lines written are not kept: the stored text is only ever the backlog.
+            self._conn.execute("DELETE FROM influx_lines WHERE last_seq <= ?", (last,))
             self.lost = int(
                 self._conn.execute("SELECT lost FROM influx_sink WHERE id = 1").fetchone()[0]
             )
@@ -222,8 +308,10 @@ class OutboxSource:
         rows = self._conn.execute("SELECT series_id, device_id, metric FROM series")
         for sid, device_id, metric in rows:
             if sid not in self._prefixes:
-                series = series_key(MEASUREMENT_TELEMETRY, self._tags(device_id))
-                self._prefixes[sid] = f"{series} {escape(metric)}="
+                room, kind = self._devices.get(device_id, (None, None))
+                self._prefixes[sid] = telemetry_prefix(
+                    self._org, self._hotel_id, device_id, room=room, kind=kind, metric=metric
+                )
         return self._prefixes.get(series_id, "")
 
     def _tags(self, device_id: str, room: str | None = None) -> dict[str, str | None]:
@@ -326,7 +414,7 @@ class InfluxSink:
         )
         conn = connect(config.database_path, Synchronous.NORMAL, cache_kib=CACHE_KIB)
         self.source = OutboxSource(conn, hotel_id=config.hotel_id, org=influx.organisation)
-        self._client = _client(influx)
+        self._client = influx_client.client(influx)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -340,7 +428,7 @@ class InfluxSink:
         sink = cls(config)
         try:
             await asyncio.to_thread(sink.source.open)
-            writer = ClientWriter(_write_call(sink._client, config.influx))
+            writer = ClientWriter(influx_client.write_call(sink._client, config.influx))
             task = asyncio.create_task(
                 run_sink(sink.core, sink.source, writer, read_ahead=READ_AHEAD), name="influx"
             )
@@ -398,28 +486,8 @@ def _switch_off(config: EdgeConfig) -> None:
         if row and row[0]:
             with transaction(conn):
                 conn.execute("UPDATE influx_sink SET enabled = 0 WHERE id = 1")
+                conn.execute("DELETE FROM influx_lines")  # off: nothing kept for it
     except sqlite3.OperationalError:
         log.debug("no InfluxDB sink state to switch off", exc_info=True)
     finally:
         conn.close()
-
-
-def _client(influx: InfluxConfig) -> InfluxDBClient:
-    return InfluxDBClient(
-        url=influx.url,
-        token=influx.resolved_token(),
-        org=influx.org,
-        timeout=int(influx.timeout_s * 1000),
-        enable_gzip=True,
-    )
-
-
-def _write_call(client: InfluxDBClient, influx: InfluxConfig) -> Callable[[list[str]], None]:
-    api = client.write_api(write_options=SYNCHRONOUS)
-
-    def write(lines: list[str]) -> None:
-        # The generated class holds its values as plain strings; the stubs want the class.
-        precision: WritePrecision = WritePrecision.MS  # type: ignore[assignment]
-        api.write(influx.bucket, influx.org, "\n".join(lines), write_precision=precision)
-
-    return write
