@@ -126,6 +126,10 @@ class OutboxSource:
 
     def __init__(self, conn: sqlite3.Connection, *, hotel_id: str, org: str | None) -> None:
         self._conn = conn
+        # The lines it deletes once written are copies of points the store keeps: zeroing
+        # every page they free (this SQLite's build default) wrote about 0.5 MB to the
+        # WAL a batch and took 1 ms of its commit; FAST zeroes only what it writes anyway.
+        conn.execute("PRAGMA secure_delete = FAST")
         self._lock = threading.Lock()
         self._hotel_id = hotel_id
         self._org = org
