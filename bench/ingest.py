@@ -41,6 +41,8 @@ import argparse
 import asyncio
 import functools
 import json
+import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -241,11 +243,22 @@ async def gateway_run(
     workdir: Path,
     *,
     qos: int = 0,
+    influx_down: bool = False,
 ) -> GatewayRun:
     """The gateway taking the same load: decode, state, rules, history, outbox."""
     total = len(devices) * per_device * waves
+    extra: dict[str, object] = {}
+    if influx_down:
+        # The InfluxDB sink on, its server away: the writer keeps every point's lines.
+        extra["influx"] = {
+            "enabled": True,
+            "url": f"http://127.0.0.1:{_closed_port()}",
+            "token": "bench",
+            "organisation": "bench",
+        }
     config = load_config(
         overrides={
+            **extra,
             "hotel_id": HOTEL,
             "data_dir": str(workdir),
             "log_level": "WARNING",
@@ -281,12 +294,30 @@ async def gateway_run(
             for point in store.query_telemetry(device, "temperature", 0, 2**62, total)
         }
     rate = taken.received / (last - taken.first) if taken.received > 1 else 0.0
+    if influx_down:
+        lines = _stored_lines(workdir / "edge.db")
+        print(f"points kept as lines for the InfluxDB sink: {lines}", file=sys.stderr)
     return GatewayRun(
         rate=rate,
         lost=taken.published - len(stored | queued),
         queued=len(queued - stored),
         stalled=taken.stalled,
     )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stored_lines(database: Path) -> int:
+    conn = sqlite3.connect(database)
+    try:
+        row = conn.execute("SELECT sum(last_seq - first_seq + 1) FROM influx_lines").fetchone()
+        return int(row[0] or 0)
+    finally:
+        conn.close()
 
 
 async def main() -> None:
@@ -305,6 +336,11 @@ async def main() -> None:
     )
     parser.add_argument(
         "--qos", type=int, choices=[0, 1], default=0, help="QoS of the load (P1 is QoS 0)"
+    )
+    parser.add_argument(
+        "--influx-down",
+        action="store_true",
+        help="the gateway's InfluxDB sink on, its server away (not P1: the cost of its lines)",
     )
     args = parser.parse_args()
     # One wave is 100,000 messages; the full run sustains 5 of them per measurement.
@@ -328,7 +364,14 @@ async def main() -> None:
                 stalled += stuck
             with tempfile.TemporaryDirectory(prefix="bellhop-ingest-") as tmp:
                 run = await gateway_run(
-                    mq, gateway_creds, devices, per_device, waves, Path(tmp), qos=args.qos
+                    mq,
+                    gateway_creds,
+                    devices,
+                    per_device,
+                    waves,
+                    Path(tmp),
+                    qos=args.qos,
+                    influx_down=args.influx_down,
                 )
             runs.append(run)
             stalled += run.stalled
@@ -341,6 +384,7 @@ async def main() -> None:
             "loop": args.loop,
             "qos": args.qos,
             "broker_persistence": args.broker_persistence,
+            **({"influx_down": True} if args.influx_down else {}),
             "msgs_per_s": round(best),
             "floor_msgs_per_s": round(best_floor),
             "ratio": round(best / best_floor, 3) if best_floor else None,
