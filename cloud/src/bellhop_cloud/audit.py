@@ -76,8 +76,34 @@ async def record(
     Account events (logins, password changes) go to every organisation the
     account belongs to, so each one's admins see them without seeing others'.
     """
+    rows = entry_rows(
+        action,
+        orgs=orgs,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        target_type=target_type,
+        target_id=target_id,
+        address=address,
+        detail=detail,
+    )
+    await conn.execute(audit_log.insert(), rows)
+
+
+def entry_rows(
+    action: AuditAction,
+    *,
+    orgs: Iterable[str | None],
+    actor_type: ActorType = ActorType.USER,
+    actor_id: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    address: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The `audit_log` rows `record` writes (for a caller that writes them in a statement
+    of its own, with other rows)."""
     now = utcnow()
-    rows = [
+    return [
         {
             "org_id": org_id,
             "at": now,
@@ -92,7 +118,6 @@ async def record(
         # An account in no organisation still leaves a trail for the operator.
         for org_id in dict.fromkeys(orgs) or (None,)
     ]
-    await conn.execute(audit_log.insert(), rows)
 
 
 async def entries(

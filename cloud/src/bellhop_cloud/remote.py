@@ -28,10 +28,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud import audit
+from bellhop_cloud import remote_sql as sql
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.bridge.downlink import Item, ItemKind, ItemState, now_ms
-from bellhop_cloud.db.schema import command_results, downlink, gateway_links, users
-from bellhop_cloud.db.store import inline
+from bellhop_cloud.db.schema import audit_log, command_results, downlink, gateway_links, users
 from bellhop_cloud.errors import CommandIdReused, GatewayOffline, NotFound
 from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.notify import queue as notify_queue
@@ -180,23 +180,18 @@ def _queue_commands(conn: Connection, sending: _Sending) -> _Sending:
     """The downlink rows of the requests that are new and their audit entry, in the
     caller's transaction; the earlier rows and results of their ids read in it too."""
     hotel_id = sending.asker.hotel.hotel_id
-    ids = [r.command_id for r in sending.requests]
-    earlier = _earlier(conn, hotel_id, ids, sending.check_online)
     if sending.by is None:
         sending.by = _name(sending.asker.user_id, _email(conn, sending.asker.user_id))
+    if conn.dialect.name == "postgresql" and _queued_alone(conn, sending):
+        return sending
+    ids = [r.command_id for r in sending.requests]
+    earlier = _earlier(conn, hotel_id, ids, sending.check_online)
     rows = []
     for request in sending.requests:
         before = earlier.get(request.command_id)
         sending.asked[request.command_id] = before
         if before is None:
-            body = {
-                "name": request.name,
-                "params": dict(request.params),
-                "by": sending.by,
-                "timeout_ms": int(sending.timeout_s * 1000),
-            }
-            kind, device = ItemKind.COMMAND, request.device_id
-            item = sending.asker.item(request.command_id, kind, device, body, ttl_s=sending.ttl_s)
+            item = _new_item(sending, request)
             rows.append(item.row(sending.sent_at))
             sending.queued.append(item)
             sending.asked[request.command_id] = item
@@ -216,8 +211,7 @@ def _queue_commands(conn: Connection, sending: _Sending) -> _Sending:
             )
     if rows:
         conn.execute(downlink.insert(), rows)
-    entry = sending.asker.entry(AuditAction.COMMAND_SENT, ("hotel", hotel_id))
-    inline(conn, audit.record)(detail=sending.audit_detail, **entry)
+    conn.execute(audit_log.insert(), _entries(sending))
     # The results of ids asked before (a retry): nothing sends those again. A new row's
     # id needs no look, even if the LAN ran it first: the gateway answers it from its
     # record of that run.
@@ -233,20 +227,49 @@ def _queue_commands(conn: Connection, sending: _Sending) -> _Sending:
     return sending
 
 
+def _new_item(sending: _Sending, request: CommandRequest) -> Item:
+    body = {
+        "name": request.name,
+        "params": dict(request.params),
+        "by": sending.by,
+        "timeout_ms": int(sending.timeout_s * 1000),
+    }
+    kind, device = ItemKind.COMMAND, request.device_id
+    return sending.asker.item(request.command_id, kind, device, body, ttl_s=sending.ttl_s)
+
+
+def _entries(sending: _Sending) -> list[dict[str, Any]]:
+    entry = sending.asker.entry(AuditAction.COMMAND_SENT, ("hotel", sending.asker.hotel.hotel_id))
+    return audit.entry_rows(detail=sending.audit_detail, **entry)
+
+
+def _queued_alone(conn: Connection, sending: _Sending) -> bool:
+    """PostgreSQL, one command: its row and audit entry in one statement, written only if
+    its id is new to the hotel (and, unless queued, a gateway of the hotel is connected);
+    True if it wrote them. Otherwise it wrote nothing, and the caller's statements tell a
+    retry, a reused id or an offline gateway apart, in the same transaction."""
+    entries = _entries(sending)
+    if len(sending.requests) != 1 or len(entries) != 1:
+        return False
+    item = _new_item(sending, sending.requests[0])
+    statement = sql.QUEUE_ONE_ONLINE if sending.check_online else sql.QUEUE_ONE
+    parameters = sql.prefixed(item.row(sending.sent_at), "q_")
+    parameters.update(sql.prefixed(entries[0], "a_"), e_hotel=item.hotel_id)
+    if not conn.execute(statement, parameters).scalar():
+        return False
+    sending.asked[item.item_id] = item
+    sending.queued.append(item)
+    return True
+
+
 def _earlier(conn: Connection, hotel_id: str, ids: list[str], check_online: bool) -> dict[str, Any]:
     """The downlink rows of `ids` queued before, by id; with `check_online`, GatewayOffline
     unless a gateway of the hotel holds a bridge, asked in the same statement (one round
     trip fewer on PostgreSQL, in the transaction of a node that does not hold the bridge)."""
-    match = sa.and_(downlink.c.hotel_id == hotel_id, downlink.c.item_id.in_(ids))
+    given = {"e_hotel": hotel_id, "e_ids": ids}
     if not check_online:
-        return {row.item_id: row for row in conn.execute(sa.select(downlink).where(match))}
-    # One row whatever matches: the gateway's presence, beside each earlier row (or NULLs).
-    one = sa.select(sa.literal(1).label("one")).subquery("one")
-    found = conn.execute(
-        sa.select(_linked(hotel_id).exists().label("_online"), downlink).select_from(
-            one.outerjoin(downlink, match)
-        )
-    ).all()
+        return {row.item_id: row for row in conn.execute(sql.EARLIER, given)}
+    found = conn.execute(sql.EARLIER_ONLINE, given).all()
     if not found or not found[0]._online:
         raise GatewayOffline(
             "the hotel's gateway is not connected; send again with mode=queue to have"

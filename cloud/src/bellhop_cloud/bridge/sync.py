@@ -294,6 +294,15 @@ def _current(
 def results(conn: Connection, plan: Plan) -> None:
     """Store command results that came outside the outbox (a gateway's direct answer)."""
     key = [command_results.c.hotel_id, command_results.c.command_id]
+    done = answered_ids(plan)
+    if conn.dialect.name == "postgresql" and len(plan.commands) == 1 and done:
+        # A direct answer is one result: stored and its row done in one statement, one
+        # round trip fewer on the path of a remote command.
+        (row,) = plan.commands.values()
+        parameters = {f"r_{name}": value for name, value in row.items()}
+        parameters.update(done_hotel=plan.hotel_id, done=done, done_state="done")
+        conn.execute(_RESULT_DONE, parameters)
+        return
     if plan.commands:
         _replace(conn, command_results, key, list(plan.commands.values()))
     answered(conn, plan)
@@ -321,6 +330,32 @@ def answered_ids(plan: Plan, repeats: frozenset[str] = frozenset()) -> list[str]
     ]
     done += [row["change_id"] for row in plan.desired.values() if row["change_id"]]
     return done
+
+
+def _result_done_statement() -> sa.Update:
+    """PostgreSQL: a command's result stored (replacing any earlier row of its id) and the
+    downlink items `done` marked so, as one statement (a data-modifying CTE). Built once:
+    constructing a statement and its cache key costs more CPU than running it."""
+    insert = postgresql.insert(command_results).values(
+        {c.name: sa.bindparam(f"r_{c.name}", type_=c.type) for c in command_results.columns}
+    )
+    names = [c.name for c in command_results.columns if c.name not in {"hotel_id", "command_id"}]
+    stored = insert.on_conflict_do_update(
+        index_elements=[command_results.c.hotel_id, command_results.c.command_id],
+        set_={name: insert.excluded[name] for name in names},
+    ).cte("stored")
+    return (
+        downlink.update()
+        .where(
+            downlink.c.hotel_id == sa.bindparam("done_hotel"),
+            downlink.c.item_id.in_(sa.bindparam("done", expanding=True)),
+        )
+        .values(state=sa.bindparam("done_state"))
+        .add_cte(stored)
+    )
+
+
+_RESULT_DONE: Final = _result_done_statement()
 
 
 def _seen(conn: Connection, gateway_id: str, hotel_id: str, now: datetime) -> None:
