@@ -42,6 +42,7 @@ from bellhop_cloud.bridge.items import (
     now_ms,
 )
 from bellhop_cloud.bridge.plan import Plan
+from bellhop_cloud.bridge.sent_marks import SentMarks
 from bellhop_cloud.bus import MESSAGE_MAX, Bus
 from bellhop_cloud.db.schema import command_results, downlink
 from bellhop_cloud.db.store import Store, relaxed
@@ -61,6 +62,9 @@ NUDGES: Final = "downlink"
 # the hotel only and that node reads them. Within the bus's MESSAGE_MAX.
 CARRY_MAX: Final = 4096
 RESULTS: Final = "results"
+# Direct answers stored at once beside the bridge's other work, at most this many at a time
+# on a node; past it, the bridge's reader stores the next one itself (and so waits).
+ANSWERING_MAX: Final = 64
 # What a result's message on the bus carries, for the waiters of other nodes.
 _RESULT_KEYS: Final = ("status", "result", "error", "completed_at")
 
@@ -82,6 +86,9 @@ class Downlink:
         # Results this node stored lately, for its own waiters: no read after the wake-up.
         self._fresh: dict[tuple[str, str], dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Items sent here and not written so: marked a moment later, if still unanswered.
+        self.marks = SentMarks(store)
+        self._answering = 0
         self.on_result: Callable[[str, Sequence[str]], None] | None = None
         self.sent = 0
         bus.on(NUDGES, self._nudged)
@@ -102,6 +109,7 @@ class Downlink:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(sweeper, *self._tasks, return_exceptions=True)
+            await self.marks.close()
 
     # -- queueing -------------------------------------------------------------------
     async def queue(self, conn: AsyncConnection, item: Item) -> None:
@@ -195,6 +203,10 @@ class Downlink:
                         .limit(1000)
                     )
                 ).all()
+            # Sent moments ago on this bridge and not marked yet: not again (a bridge
+            # that opens gets everything not done, these too).
+            pending = {} if resend else self.marks.pending(hotel_id)
+            rows = [row for row in rows if row.item_id not in pending]
         if not rows:
             return 0
         if not await self._sender(hotel_id, [frame_of(row) for row in rows]):
@@ -203,7 +215,7 @@ class Downlink:
             return 0
         self.sent += len(rows)
         if not marked:
-            await self._store.run_relaxed(_mark_sent, hotel_id, [row.item_id for row in rows], now)
+            self.marks.later(hotel_id, [row.item_id for row in rows], now)
         return len(rows)
 
     async def _unsent(self, hotel_id: str, items: Sequence[Item]) -> None:
@@ -227,6 +239,7 @@ class Downlink:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
+                await self.marks.flush()  # what this node sent is not queued any more
                 now = now_ms()
                 async with self._store.write() as conn:
                     await conn.execute(
@@ -250,6 +263,25 @@ class Downlink:
                 log.warning("downlink: sweep failed", exc_info=True)
 
     # -- answers --------------------------------------------------------------------
+    async def answered(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
+        """A gateway's direct answer, from its bridge's reader: stored and its waiters woken
+        without waiting for the bridge's other work (an outbox batch being applied ahead of
+        it waits for the disk; this answer need not). The batch that brings the same result
+        durably may be applied before or after it: both write the same row."""
+        if self._answering >= ANSWERING_MAX:  # back-pressure on a gateway that floods
+            await self.received(hotel_id, answer)
+            return
+        self._answering += 1
+        self._spawn(self._store_answer(hotel_id, answer))
+
+    async def _store_answer(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
+        try:
+            await self.received(hotel_id, answer)
+        except Exception:  # the outbox brings it durably; a waiter reads it then
+            log.warning("hotel %s: a direct answer was not stored", hotel_id, exc_info=True)
+        finally:
+            self._answering -= 1
+
     async def received(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
         """A gateway's direct answer to a command: checked as its outbox events are,
         stored, and its waiters woken."""
@@ -272,6 +304,7 @@ class Downlink:
         rows as stored: this node's waiters take them as they are)."""
         if not command_ids:
             return
+        self.marks.answered(hotel_id, command_ids)
         for command_id, row in (results or {}).items():
             self._remember(hotel_id, command_id, row)
         self._wake(hotel_id, command_ids)
@@ -302,6 +335,7 @@ class Downlink:
         # Kept for this node's waiters, unless it stored the row itself (whole, as
         # sync.apply_batch compares it).
         key = (hotel_id, command_id)
+        self.marks.answered(hotel_id, [command_id])
         if heard and key in self._waiters and key not in self._fresh:
             self._remember(hotel_id, command_id, json.loads(heard))
         self._wake(hotel_id, [command_id])
@@ -431,18 +465,3 @@ def _store_results(conn: Connection, plan: Plan) -> None:
     acknowledged to the gateway only then)."""
     relaxed(conn)
     sync.results(conn, plan)
-
-
-def _mark_sent(conn: Connection, hotel_id: str, item_ids: list[str], now: int) -> None:
-    """Items sent: without waiting for the disk, since one lost in a crash is only
-    sent again (harmless, see the module's description)."""
-    relaxed(conn)
-    conn.execute(
-        downlink.update()
-        .where(
-            downlink.c.hotel_id == hotel_id,
-            downlink.c.item_id.in_(item_ids),
-            downlink.c.state.in_(OUTSTANDING),
-        )
-        .values(state=ItemState.SENT.value, sent_at=now, sends=downlink.c.sends + 1)
-    )
