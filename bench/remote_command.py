@@ -693,6 +693,9 @@ def trace_relay(marks: Marks) -> None:
     wrap(marks, remote, "send_commands", "send_commands")
     wrap(marks, remote, "command_statuses", "statuses")
     wrap(marks, audit, "record", "audit")  # in the store's thread on SQLite, still marked
+    # A command's transaction body (in the store's thread on SQLite, in a greenlet on
+    # PostgreSQL): its end, before the commit.
+    wrap(marks, remote, "_queue_commands", "queue_commands")
     wrap(marks, sync, "results", "store_result")
     for attr in ("queue", "nudge", "wait", "_answered", "_nudged", "_deliver", "received"):
         wrap(marks, Downlink, attr, f"downlink.{attr.lstrip('_')}")
@@ -784,6 +787,7 @@ REMOTE_STEPS: Final = (
     ("REST:send_commands>", "the permission checked"),
     ("REST:downlink.queue>", "write transaction opened; online?, who, earlier id (2 reads)"),
     ("REST:audit<", "insert the downlink row and the audit entry (the whole transaction)"),
+    ("REST:queue_commands<", "the transaction's statements (earlier ids, online?, row, audit)"),
     ("REST:downlink.nudge>", "commit"),
     ("HOLD:downlink.deliver>", "the nudge to the holder's delivery task"),
     ("HOLD:bridge.send_down>", "read the queued rows, build the frames"),
