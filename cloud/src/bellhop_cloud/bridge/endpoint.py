@@ -321,7 +321,7 @@ class BridgeEndpoint:
         while events := link.held or conn.events_received():
             link.held = []
             try:
-                for event in events:
+                for event in sorted(events, key=lambda e: not isinstance(e, CommandResultReceived)):
                     await self._on(link, event, loop.time())
             except SQLAlchemyError:
                 # Nothing of the batch is acknowledged, so the edge sends it again.
@@ -354,8 +354,8 @@ class BridgeEndpoint:
         elif isinstance(event, SnapshotReceived):
             await self._snapshot(link, event)
         elif isinstance(event, CommandResultReceived) and link.identity is not None:
-            # Straight from the gateway; its outbox brings the same result durably.
-            await self.relay.downlink.answered(link.identity.hotel_id, event.result)
+            # Straight from the gateway, ahead of batches (_drain): its outbox brings it durably.
+            await self.relay.downlink.received(link.identity.hotel_id, event.result)
         elif isinstance(event, Closed):
             name = event.code.value
             self.closes[name] = self.closes.get(name, 0) + 1
