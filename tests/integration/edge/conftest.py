@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,10 @@ from bellhop_devices.messages import Channel
 from bellhop_edge.auth import LocalTokens, Role
 from bellhop_edge.config import EdgeConfig, load_config
 from bellhop_edge.gateway import Gateway
+from bellhop_edge.store import EdgeStore
 
 from tests.support.mosquitto import Credentials, MosquittoBroker
+from tests.support.waiting import until
 
 DEVICES = {
     "r101-thermostat": "thermostat",
@@ -77,9 +79,7 @@ def device_client(
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll `predicate` until it holds; TimeoutError after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+    await until(predicate, timeout, "the condition", every=0.01)
 
 
 @dataclass
@@ -197,3 +197,15 @@ async def harness(
             )
         finally:
             await channel.close()
+
+
+# -- the edge store on a SQLite file of the test's own (test_store*.py) --------------------
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "edge.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[EdgeStore]:
+    with EdgeStore.open(db_path) as opened:
+        yield opened
