@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["NotWithin", "eventually", "until"]
 
@@ -29,7 +29,9 @@ class NotWithin(AssertionError, TimeoutError):
     """The condition did not hold in time: a failed expectation and a timeout alike."""
 
 
-def eventually(check: Callable[[], T], timeout: float, what: str, *, every: float = EVERY_S) -> T:
+def eventually(
+    check: Callable[[], T | None], timeout: float, what: str, *, every: float = EVERY_S
+) -> T:
     """Call `check` until it returns something truthy and return that, at most `timeout` s."""
     deadline = time.monotonic() + timeout
     while not (answer := check()):
@@ -39,9 +41,21 @@ def eventually(check: Callable[[], T], timeout: float, what: str, *, every: floa
     return answer
 
 
+@overload
 async def until(
-    check: Callable[[], T | Awaitable[T]], timeout: float, what: str, *, every: float = EVERY_S
-) -> T:
+    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, *, every: float = EVERY_S
+) -> T: ...
+
+
+@overload
+async def until(
+    check: Callable[[], T | None], timeout: float, what: str, *, every: float = EVERY_S
+) -> T: ...
+
+
+async def until(
+    check: Callable[[], Any], timeout: float, what: str, *, every: float = EVERY_S
+) -> Any:
     """As `eventually`, without blocking the event loop; an awaitable answer is awaited."""
     deadline = time.monotonic() + timeout
     while True:
