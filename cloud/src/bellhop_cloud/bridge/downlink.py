@@ -62,6 +62,9 @@ NUDGES: Final = "downlink"
 # the hotel only and that node reads them. Within the bus's MESSAGE_MAX.
 CARRY_MAX: Final = 4096
 RESULTS: Final = "results"
+# Direct answers stored at once beside the bridge's other work, at most this many at a time
+# on a node; past it, the bridge's reader stores the next one itself (and so waits).
+ANSWERING_MAX: Final = 64
 # What a result's message on the bus carries, for the waiters of other nodes.
 _RESULT_KEYS: Final = ("status", "result", "error", "completed_at")
 
@@ -85,6 +88,7 @@ class Downlink:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Items sent here and not written so: marked a moment later, if still unanswered.
         self.marks = SentMarks(store)
+        self._answering = 0
         self.on_result: Callable[[str, Sequence[str]], None] | None = None
         self.sent = 0
         bus.on(NUDGES, self._nudged)
@@ -259,6 +263,26 @@ class Downlink:
                 log.warning("downlink: sweep failed", exc_info=True)
 
     # -- answers --------------------------------------------------------------------
+    async def answered(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
+        """A gateway's direct answer, from its bridge's reader: stored and its waiters woken
+        in a task of its own, so that the reader goes on to the outbox batch that follows it
+        at once (that batch waits for the disk; the sooner it ends, the less the next
+        answer waits behind it). The batch may be applied before or after the answer: both
+        write the same row."""
+        if self._answering >= ANSWERING_MAX:  # back-pressure on a gateway that floods
+            await self.received(hotel_id, answer)
+            return
+        self._answering += 1
+        self._spawn(self._store_answer(hotel_id, answer))
+
+    async def _store_answer(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
+        try:
+            await self.received(hotel_id, answer)
+        except Exception:  # the outbox brings it durably; a waiter reads it then
+            log.warning("hotel %s: a direct answer was not stored", hotel_id, exc_info=True)
+        finally:
+            self._answering -= 1
+
     async def received(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
         """A gateway's direct answer to a command: checked as its outbox events are,
         stored, and its waiters woken."""

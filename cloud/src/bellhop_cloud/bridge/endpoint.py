@@ -355,7 +355,7 @@ class BridgeEndpoint:
             await self._snapshot(link, event)
         elif isinstance(event, CommandResultReceived) and link.identity is not None:
             # Straight from the gateway, ahead of batches (_drain): its outbox brings it durably.
-            await self.relay.downlink.received(link.identity.hotel_id, event.result)
+            await self.relay.downlink.answered(link.identity.hotel_id, event.result)
         elif isinstance(event, Closed):
             name = event.code.value
             self.closes[name] = self.closes.get(name, 0) + 1

@@ -340,15 +340,23 @@ def _result_done_statement() -> sa.Update:
         {c.name: sa.bindparam(f"r_{c.name}", type_=c.type) for c in command_results.columns}
     )
     names = [c.name for c in command_results.columns if c.name not in {"hotel_id", "command_id"}]
-    stored = insert.on_conflict_do_update(
-        index_elements=[command_results.c.hotel_id, command_results.c.command_id],
-        set_={name: insert.excluded[name] for name in names},
-    ).cte("stored")
+    stored = (
+        insert.on_conflict_do_update(
+            index_elements=[command_results.c.hotel_id, command_results.c.command_id],
+            set_={name: insert.excluded[name] for name in names},
+        )
+        .returning(command_results.c.command_id)
+        .cte("stored")
+    )
     return (
         downlink.update()
         .where(
             downlink.c.hotel_id == sa.bindparam("done_hotel"),
             downlink.c.item_id.in_(sa.bindparam("done", expanding=True)),
+            # Read, so the result is written (and its row locked) before the downlink
+            # row, in the order an outbox batch writes them (apply): no deadlock between
+            # the two when they run at once.
+            sa.exists(sa.select(stored.c.command_id)),
         )
         .values(state=sa.bindparam("done_state"))
         .add_cte(stored)
