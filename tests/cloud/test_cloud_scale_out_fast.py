@@ -8,15 +8,21 @@ import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
+from bellhop_cloud import remote
 from bellhop_cloud.bridge.downlink import CARRY_MAX, NUDGES, Item, ItemKind, now_ms
 from bellhop_cloud.bridge.items import carried, carry
 from bellhop_cloud.config import BusBackend, RelayConfig
-from bellhop_cloud.db.schema import downlink
+from bellhop_cloud.db.schema import audit_log, downlink
 from bellhop_cloud.db.store import relaxed
+from bellhop_cloud.errors import CommandIdReused, GatewayOffline
+from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.relay import Relay
 
 from tests.cloud.bridging import cloud_hotel, until
@@ -162,3 +168,102 @@ async def test_a_relaxed_run_commits_without_waiting_for_the_disk_and_others_sti
         return str(conn.exec_driver_sql("SHOW synchronous_commit").scalar())
 
     assert await relay.store.run(durable) == "on"
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_items_sent_on_a_nudge_are_marked_sent_late_and_only_while_unanswered(
+    shared: RelayConfig, test_name: str
+) -> None:
+    async with (
+        node(shared, "node-a") as node_a,
+        node(shared, "node-b") as node_b,
+        rest(node_b, test_name) as api_b,
+    ):
+        hotel_id = (await cloud_hotel(api_b)).hotel_id
+        sent: list[str] = []
+
+        async def sender(hotel: str, frames: Sequence[bridge_pb2.Frame]) -> bool:
+            sent.extend(f.command.command.command_id for f in frames)
+            return True
+
+        node_a.downlink.attach(sender, lambda: {hotel_id})
+        quick, slow = command(hotel_id, "quick"), command(hotel_id, "slow")
+        async with node_b.store.write() as conn:
+            for item in (quick, slow):
+                await node_b.downlink.queue(conn, item)
+        await node_b.downlink.nudge(hotel_id, [quick, slow])
+        await until(lambda: sorted(sent) == ["quick", "slow"])
+        # Their rows may still say queued: a look at the queue (a nudge without items,
+        # the sweep) does not send them again all the same.
+        assert await node_a.downlink.deliver(hotel_id) == 0
+
+        result = common_pb2.CommandResult(
+            command_id="quick", device_id="dev-1", status=common_pb2.COMMAND_STATUS_SUCCEEDED
+        )
+        await node_a.downlink.received(hotel_id, bridge_pb2.RemoteCommandResult(result=result))
+        # The one left unanswered reads sent soon after; the answered one never did.
+        await until_state(node_a, hotel_id, "slow", "sent")
+        async with node_a.store.read() as conn:
+            rows = await conn.execute(
+                sa.select(downlink.c.item_id, downlink.c.state, downlink.c.sends).where(
+                    downlink.c.hotel_id == hotel_id
+                )
+            )
+            states = {row.item_id: (row.state, row.sends) for row in rows}
+        assert states == {"quick": ("done", 0), "slow": ("sent", 1)}
+        assert await node_a.downlink.deliver(hotel_id) == 0
+        assert sorted(sent) == ["quick", "slow"]
+        # A bridge that opens gets what is not done, marked or not.
+        node_a.downlink.opened(hotel_id)
+        await until(lambda: sent.count("slow") == 2)
+        assert sent.count("quick") == 1
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_a_command_on_a_node_without_the_bridge_is_written_with_its_entry_or_not_at_all(
+    shared: RelayConfig, test_name: str
+) -> None:
+    async with node(shared, "node-b") as node_b, rest(node_b, test_name) as api_b:
+        cloud = await cloud_hotel(api_b)
+        hotel = Hotel(cloud.hotel_id, cloud.org_id, "h", "UTC", datetime.now(UTC), None)
+
+        async def send(command_id: str, *, queue: bool, setpoint: float = 21.0) -> str:
+            request = remote.CommandRequest(command_id, "dev-1", "set", {"c": setpoint})
+            (status,) = await remote.send_commands(
+                node_b, hotel, cloud.owner.user_id, [request],
+                queue=queue, ttl_s=60, timeout_s=1, wait_s=0,
+            )  # fmt: skip
+            return status.state
+
+        async def written() -> tuple[list[str], int]:
+            async with node_b.store.read() as conn:
+                rows = (await conn.execute(sa.select(downlink.c.item_id))).scalars().all()
+                entries = (
+                    await conn.execute(
+                        sa.select(sa.func.count())
+                        .select_from(audit_log)
+                        .where(audit_log.c.action == "command.sent")
+                    )
+                ).scalar()
+            return sorted(rows), int(entries or 0)
+
+        # No gateway connected anywhere: a command to wait for is refused, nothing written.
+        with pytest.raises(GatewayOffline):
+            await send("c-1", queue=False)
+        assert await written() == ([], 0)
+        # Queued: its row and its entry, together.
+        assert await send("c-1", queue=True) == "queued"
+        assert await written() == (["c-1"], 1)
+        # The same id again joins it (a request, so an entry; no second row); the same id
+        # for another command is refused and writes nothing.
+        assert await send("c-1", queue=True) == "queued"
+        assert await written() == (["c-1"], 2)
+        with pytest.raises(CommandIdReused):
+            await send("c-1", queue=True, setpoint=25.0)
+        assert await written() == (["c-1"], 2)
