@@ -203,6 +203,7 @@ class PostgresDeviceReader:
         self._turns = asyncio.Semaphore(pool_size)
         self._idle: list[Any] = [None] * pool_size
         self._open: set[Any] = set()
+        self._closed = False
 
     async def _connect(self) -> Any:
         import asyncpg  # type: ignore[import-untyped]
@@ -213,6 +214,10 @@ class PostgresDeviceReader:
             command_timeout=self._timeout_s,
             server_settings=self._settings,
         )
+        if self._closed:
+            # `close` ran while this one was connecting: it would never be closed.
+            connection.terminate()
+            raise StoreUnavailable("device reads are closed")
         self._open.add(connection)
         return connection
 
@@ -284,6 +289,7 @@ class PostgresDeviceReader:
                 self._idle.append(connection)
 
     async def close(self) -> None:
+        self._closed = True
         connections, self._open = self._open, set()
         for connection in connections:
             try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db import migrate
 from bellhop_cloud.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -86,6 +89,14 @@ class Store:
             )
             event.listen(self._sync, "connect", _sqlite_pragmas)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-store")
+        # Connections out of the pools. `close` waits for them: disposing an engine leaves
+        # a checked-out connection open, and its socket would be closed by the garbage
+        # collector whenever the task still holding it lets go.
+        self._in_use = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+        self._close_wait_s = timeout_s
 
     @classmethod
     def open(cls, config: RelayConfig) -> Store:
@@ -130,7 +141,7 @@ class Store:
             hide_parameters=True,
         )
         event.listen(relaxed_engine.sync_engine, "connect", _relaxed_connection)
-        return cls(engine, relaxed_engine=relaxed_engine)
+        return cls(engine, timeout_s=config.db_timeout_s, relaxed_engine=relaxed_engine)
 
     async def migrate(self) -> None:
         await migrate.upgrade(self.engine)
@@ -138,18 +149,26 @@ class Store:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for queries (autocommit on PostgreSQL: never write through it)."""
-        async with self._reads.connect() as connection:
-            yield connection
+        self._enter()
+        try:
+            async with self._reads.connect() as connection:
+                yield connection
+        finally:
+            self._leave()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction, committed when the block exits cleanly."""
-        if self._write_lock is None:
-            async with self.engine.begin() as connection:
+        self._enter()
+        try:
+            if self._write_lock is None:
+                async with self.engine.begin() as connection:
+                    yield connection
+                return
+            async with self._write_lock, self.engine.begin() as connection:
                 yield connection
-            return
-        async with self._write_lock, self.engine.begin() as connection:
-            yield connection
+        finally:
+            self._leave()
 
     async def run(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -158,20 +177,24 @@ class Store:
         (rolled back if it raises); its value is returned. `fn` runs in the store's
         thread on SQLite: it must not touch the event loop's objects (see `inline` for
         the async helpers of other modules that only execute statements)."""
-        if self._thread is None:
-            async with self.engine.begin() as connection:
-                return await connection.run_sync(fn, *args, **kwargs)
-        assert self._write_lock is not None
-        work = functools.partial(self._transaction, fn, *args, **kwargs)
-        async with self._write_lock:
-            done = asyncio.get_running_loop().run_in_executor(self._thread, work)
-            try:
-                return await asyncio.shield(done)
-            except asyncio.CancelledError:
-                # The thread finishes the transaction whatever happens here: the next
-                # writer waits for its end rather than for the database's lock.
-                await asyncio.wait([done])
-                raise
+        self._enter()
+        try:
+            if self._thread is None:
+                async with self.engine.begin() as connection:
+                    return await connection.run_sync(fn, *args, **kwargs)
+            assert self._write_lock is not None
+            work = functools.partial(self._transaction, fn, *args, **kwargs)
+            async with self._write_lock:
+                done = asyncio.get_running_loop().run_in_executor(self._thread, work)
+                try:
+                    return await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    # The thread finishes the transaction whatever happens here: the next
+                    # writer waits for its end rather than for the database's lock.
+                    await asyncio.wait([done])
+                    raise
+        finally:
+            self._leave()
 
     async def run_relaxed(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -181,8 +204,12 @@ class Store:
         fewer than `relaxed` inside `run`. `fn` still calls `relaxed`."""
         if self._relaxed is None:
             return await self.run(fn, *args, **kwargs)
-        async with self._relaxed.begin() as connection:
-            return await connection.run_sync(fn, *args, **kwargs)
+        self._enter()
+        try:
+            async with self._relaxed.begin() as connection:
+                return await connection.run_sync(fn, *args, **kwargs)
+        finally:
+            self._leave()
 
     def _transaction(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -193,13 +220,36 @@ class Store:
 
     async def ping(self, within_s: float) -> None:
         """Raise StoreUnavailable unless the database answers within `within_s` seconds."""
+        self._enter()
         try:
             async with asyncio.timeout(within_s), self.engine.connect() as connection:
                 await connection.execute(sa.text("SELECT 1"))
         except (TimeoutError, SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"database did not answer: {type(exc).__name__}") from exc
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        self._in_use += 1
+        self._idle.clear()
+
+    def _leave(self) -> None:
+        self._in_use -= 1
+        if self._in_use == 0:
+            self._idle.set()
 
     async def close(self) -> None:
+        """Refuse new work, wait (bounded) for the work in flight, then close every
+        connection. Work still running after the wait is a task its owner did not
+        stop: it is logged, and its connection is left to that task."""
+        self._closed = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._close_wait_s):
+                await self._idle.wait()
+        if self._in_use:
+            log.warning("store closed with %d transactions still running", self._in_use)
         try:
             await self.engine.dispose()
             if self._relaxed is not None:
