@@ -1,4 +1,5 @@
-"""The statements of a remote command's transaction (remote.py), built once.
+"""The statements of a remote command's path on PostgreSQL (remote.py, the direct answer in
+bridge/sync.py), built once.
 
 Building a SQLAlchemy statement and its cache key costs more CPU than running it on
 PostgreSQL, and these run for every remote command: built here at import, with named
@@ -13,9 +14,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from bellhop_cloud.db.schema import audit_log, downlink, gateway_links
+from bellhop_cloud.db.schema import audit_log, command_results, downlink, gateway_links
 
-__all__ = ["EARLIER", "EARLIER_ONLINE", "QUEUE_ONE", "QUEUE_ONE_ONLINE", "prefixed"]
+__all__ = ["EARLIER", "EARLIER_ONLINE", "QUEUE_ONE", "QUEUE_ONE_ONLINE", "RESULT_DONE", "prefixed"]
 
 
 def prefixed(row: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -76,3 +77,37 @@ def _queue_one(online: bool) -> sa.Select[Any]:
 
 QUEUE_ONE: Final = _queue_one(online=False)
 QUEUE_ONE_ONLINE: Final = _queue_one(online=True)
+
+
+def _result_done() -> sa.Update:
+    """PostgreSQL: a gateway's direct answer (bridge/sync.results): a command's result
+    (r_*) stored, replacing any earlier row of its id, and the downlink items `done` of
+    the hotel (done_hotel) marked done_state, as one statement."""
+    insert = postgresql.insert(command_results).values(
+        {c.name: sa.bindparam(f"r_{c.name}", type_=c.type) for c in command_results.columns}
+    )
+    names = [c.name for c in command_results.columns if c.name not in {"hotel_id", "command_id"}]
+    stored = (
+        insert.on_conflict_do_update(
+            index_elements=[command_results.c.hotel_id, command_results.c.command_id],
+            set_={name: insert.excluded[name] for name in names},
+        )
+        .returning(command_results.c.command_id)
+        .cte("stored")
+    )
+    return (
+        downlink.update()
+        .where(
+            downlink.c.hotel_id == sa.bindparam("done_hotel"),
+            downlink.c.item_id.in_(sa.bindparam("done", expanding=True)),
+            # Read, so the result is written (and its row locked) before the downlink
+            # row, in the order an outbox batch writes them (apply): no deadlock between
+            # the two when they run at once.
+            sa.exists(sa.select(stored.c.command_id)),
+        )
+        .values(state=sa.bindparam("done_state"))
+        .add_cte(stored)
+    )
+
+
+RESULT_DONE: Final = _result_done()

@@ -9,6 +9,7 @@ committed together: an event is applied once however often the edge sends it
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bellhop_cloud import remote_sql
 from bellhop_cloud.bridge.plan import Plan, valid_id
 from bellhop_cloud.db.schema import (
     UtcDateTime,
@@ -67,14 +69,16 @@ def _at(ms: int | None) -> datetime | None:
 
 def lanes(conn: Connection, gateway_id: str) -> dict[int, int] | None:
     """Each lane's last applied sequence, the row locked until the transaction ends."""
-    row = (
-        conn.execute(
-            sa.select(gateway_links.c.last_bulk_seq, gateway_links.c.last_priority_seq)
-            .where(gateway_links.c.gateway_id == gateway_id)
-            .with_for_update()
-        )
-    ).first()
+    row = conn.execute(_LANES, {"l_gateway": gateway_id}).first()
     return None if row is None else {BULK: int(row[0]), PRIORITY: int(row[1])}
+
+
+# Built once, as the other statements of every batch: building one costs more than running it.
+_LANES: Final = (
+    sa.select(gateway_links.c.last_bulk_seq, gateway_links.c.last_priority_seq)
+    .where(gateway_links.c.gateway_id == sa.bindparam("l_gateway"))
+    .with_for_update()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +305,7 @@ def results(conn: Connection, plan: Plan) -> None:
         (row,) = plan.commands.values()
         parameters = {f"r_{name}": value for name, value in row.items()}
         parameters.update(done_hotel=plan.hotel_id, done=done, done_state="done")
-        conn.execute(_RESULT_DONE, parameters)
+        conn.execute(remote_sql.RESULT_DONE, parameters)
         return
     if plan.commands:
         _replace(conn, command_results, key, list(plan.commands.values()))
@@ -330,40 +334,6 @@ def answered_ids(plan: Plan, repeats: frozenset[str] = frozenset()) -> list[str]
     ]
     done += [row["change_id"] for row in plan.desired.values() if row["change_id"]]
     return done
-
-
-def _result_done_statement() -> sa.Update:
-    """PostgreSQL: a command's result stored (replacing any earlier row of its id) and the
-    downlink items `done` marked so, as one statement (a data-modifying CTE). Built once:
-    constructing a statement and its cache key costs more CPU than running it."""
-    insert = postgresql.insert(command_results).values(
-        {c.name: sa.bindparam(f"r_{c.name}", type_=c.type) for c in command_results.columns}
-    )
-    names = [c.name for c in command_results.columns if c.name not in {"hotel_id", "command_id"}]
-    stored = (
-        insert.on_conflict_do_update(
-            index_elements=[command_results.c.hotel_id, command_results.c.command_id],
-            set_={name: insert.excluded[name] for name in names},
-        )
-        .returning(command_results.c.command_id)
-        .cte("stored")
-    )
-    return (
-        downlink.update()
-        .where(
-            downlink.c.hotel_id == sa.bindparam("done_hotel"),
-            downlink.c.item_id.in_(sa.bindparam("done", expanding=True)),
-            # Read, so the result is written (and its row locked) before the downlink
-            # row, in the order an outbox batch writes them (apply): no deadlock between
-            # the two when they run at once.
-            sa.exists(sa.select(stored.c.command_id)),
-        )
-        .values(state=sa.bindparam("done_state"))
-        .add_cte(stored)
-    )
-
-
-_RESULT_DONE: Final = _result_done_statement()
 
 
 def _seen(conn: Connection, gateway_id: str, hotel_id: str, now: datetime) -> None:
@@ -420,9 +390,14 @@ def _states(
         }
         for device_id, (values, updated_ms) in states.items()
     ]
-    statement = _insert(conn, devices)
+    conn.execute(_states_upsert(conn.dialect.name), rows)
+
+
+@functools.cache
+def _states_upsert(dialect: str) -> Any:
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(devices)
     seen = statement.excluded.last_seen
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=[devices.c.hotel_id, devices.c.device_id],
         # A report is the device heard from: its `last_seen` (freshness in the REST API)
         # moves forward with it, never back (batches of a resync may be older).
@@ -434,7 +409,6 @@ def _states(
             ),
         },
     )
-    conn.execute(statement, rows)
 
 
 def _replace(
