@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import socket
@@ -55,6 +56,7 @@ import aiomqtt
 from _load import broker, publish_load, report
 from bellhop_edge.config import load_config
 from bellhop_edge.gateway import Gateway
+from bellhop_edge.influx import InfluxSink
 from bellhop_edge.localbroker import Credentials, MosquittoBroker
 from bellhop_edge.mqtt._compat import read_in_chunks
 from bellhop_edge.store import EdgeStore
@@ -279,7 +281,9 @@ async def gateway_run(
             ],
         }
     )
-    async with Gateway(config) as gateway:
+    # The sink runs beside the gateway as `bellhop edge run` runs it (service.run).
+    sink = InfluxSink.running(config) if influx_down else contextlib.nullcontext()
+    async with Gateway(config) as gateway, sink:
         await asyncio.wait_for(gateway.link.connected.wait(), 10)
         hotel = gateway.hotel
         taken = await _waves(mq, devices, per_device, waves, lambda: hotel.accepted, qos)
