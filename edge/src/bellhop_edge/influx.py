@@ -8,9 +8,11 @@ The outbox is the gateway's one durable, ordered record of what it applied
 (every point and device event, seq from AUTOINCREMENT, never reused), so the
 sink reads it after its own position (`influx_sink.cursor`, schema v7) and
 moves that position only after InfluxDB accepted a batch
-(`bellhop_bridge.influx_core`). The bridge's acknowledgements do not matter
-here; retention deleting a row the sink has not written yet is counted by the
-schema's trigger as lost. See docs/influx.md.
+(`bellhop_bridge.influx_core`). Runs of points come as the lines the writer
+stored with them (store/influx_lines.py, schema v9), the rest from the rows.
+The bridge's acknowledgements do not matter here; retention deleting a row the
+sink has not written yet is counted by the schema's trigger as lost. See
+docs/influx.md.
 """
 
 from __future__ import annotations
