@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,17 @@ PORTS_PER_PROCESS = 2000
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "")
 _slot = (int(_worker[2:]) + 1 if _worker.startswith("gw") else 0) % 11
 use_port_range(10_000 + _slot * PORTS_PER_PROCESS, 10_000 + (_slot + 1) * PORTS_PER_PROCESS - 1)
+
+# The processes the tests start (relays, gateways, the CLI: hundreds of starts) keep
+# their bytecode in one place of their own: where the environment forbids writing it
+# beside the sources (PYTHONDONTWRITEBYTECODE), each start would compile every module it
+# imports again, seconds each on a busy machine. What runs is the same code (a cached
+# module is checked against its source), and each file is written whole, by rename, so
+# processes of any worker or run share it safely.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+os.environ.setdefault(
+    "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / f"bellhop-pycache-{os.getuid()}")
+)
 
 
 @pytest.fixture

@@ -128,22 +128,28 @@ def wait_for_listener(
             raise PortTaken(
                 f"the process exited with {proc.returncode} instead of listening on {port}"
             )
-        listening = _listening_inodes(port)
-        ours = _socket_inodes(proc.pid)
-        if listening is None or ours is None:
-            wait_for_port(host, port, timeout=max(0.1, deadline - time.monotonic()))
-            if proc.poll() is not None:
-                raise PortTaken(
-                    f"the process exited with {proc.returncode}; port {port} is not its"
-                )
-            return
-        if listening & ours:
-            return
-        if time.monotonic() > deadline:
-            if listening:
+        # Connecting is cheap; the kernel's socket table (costly to read on a busy
+        # host) is read only once something answers, to see whose socket it is.
+        if _answers(host, port):
+            listening = _listening_inodes(port)
+            ours = _socket_inodes(proc.pid)
+            if listening is None or ours is None or listening & ours:
+                if proc.poll() is None:
+                    return
+                continue  # it exited meanwhile: the answer came from someone else
+            if time.monotonic() > deadline:
                 raise PortTaken(f"another process listens on port {port}")
+        elif time.monotonic() > deadline:
             raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
         time.sleep(0.02)
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for_port(host: str, port: int, *, timeout: float = 10.0) -> None:
