@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.cloud.support import Account, Api, expect
 from tests.integration.edge.conftest import FakeDevice, device_client, gateway_config, wait_until
+from tests.support import waiting
 from tests.support.mosquitto import Credentials, MosquittoBroker
 
 BULK, PRIORITY = bridge_pb2.LANE_BULK, bridge_pb2.LANE_PRIORITY
@@ -40,12 +41,7 @@ async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 async def eventually(read: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
     """Read (the relay's REST API, say) until the answer is truthy, and return it; an
     AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not (answer := await read()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        await asyncio.sleep(READ_EVERY_S)
-    return answer
+    return await waiting.until(read, timeout, what, every=READ_EVERY_S)
 
 
 @contextlib.asynccontextmanager

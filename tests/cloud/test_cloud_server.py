@@ -16,23 +16,26 @@ from bellhop_cloud.relay import Relay
 from tests.cloud.conftest import FAST_PASSWORDS
 from tests.cloud.support import Api
 from tests.support.mosquitto import free_port
+from tests.support.waiting import NotWithin, until
 
 STARTUP_S = 20.0
 
 
 async def wait_ready(base: str, process: asyncio.subprocess.Process) -> None:
     async with httpx.AsyncClient(base_url=base, timeout=1.0) as http:
-        deadline = asyncio.get_running_loop().time() + STARTUP_S
-        while asyncio.get_running_loop().time() < deadline:
+
+        async def ready() -> bool:
             if process.returncode is not None:
                 pytest.fail(f"relay exited with {process.returncode}")
             try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
+                return (await http.get("/readyz")).status_code == 200
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail("relay did not become ready")
+                return False
+
+        try:
+            await until(ready, STARTUP_S, "the relay ready", every=0.1)
+        except NotWithin:
+            pytest.fail("relay did not become ready")
 
 
 @pytest.fixture

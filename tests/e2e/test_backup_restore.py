@@ -39,6 +39,7 @@ from bellhop_devices.messages import Channel
 from bellhop_edge.auth import LocalTokens, Role
 from google.protobuf import struct_pb2
 
+from tests.support import waiting
 from tests.support.edge_process import EdgeProcess, until, write_config
 from tests.support.mosquitto import Credentials, MosquittoBroker, device_client
 from tests.support.relay_process import (
@@ -281,11 +282,7 @@ def relay_alerts(tenant: Tenant) -> dict[str, tuple[Any, ...]]:
 
 async def eventually(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Until `check` (REST reads of the relay, run in a thread) holds; TimeoutError after."""
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:g} s")
-        await asyncio.sleep(0.05)
+    await waiting.until(lambda: asyncio.to_thread(check), timeout, what, every=0.05)
 
 
 def private(path: Path) -> bool:
@@ -450,8 +447,7 @@ async def test_a_relay_restored_from_an_older_backup_resyncs_from_its_gateway(
 
 
 async def until_rows(relay: RelayProcess, sql: str, count: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while len(await relay.rows(sql)) != count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{sql}: not {count} rows within {timeout} s")
-        await asyncio.sleep(0.05)
+    async def counted() -> bool:
+        return len(await relay.rows(sql)) == count
+
+    await waiting.until(counted, timeout, f"{sql}: {count} rows", every=0.05)

@@ -44,6 +44,7 @@ from bellhop_sdk.transport import TokenSource
 from tests.support.edge_process import EdgeProcess, write_config
 from tests.support.mosquitto import Credentials, MosquittoBroker, require_mosquitto
 from tests.support.relay_process import PASSWORD, RelayProcess, Tenant, enrol_gateway
+from tests.support.waiting import NotWithin, eventually
 
 T = TypeVar("T")
 
@@ -260,10 +261,10 @@ class SdkSite:
 
 
 def _poll(check: Callable[[], bool], deadline: float, what: str, edge: EdgeProcess) -> None:
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not in time\n{edge.log_tail()}")
-        time.sleep(0.05)
+    try:
+        eventually(check, max(0.0, deadline - time.monotonic()), what, every=0.05)
+    except NotWithin:
+        raise TimeoutError(f"{what}: not in time\n{edge.log_tail()}") from None
 
 
 def _account(relay: RelayProcess, tenant: Tenant, name: str, role: str) -> Account:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from bellhop_sdk.models import Event, Gap
 
 from tests.sdk.conftest import THERMOSTAT, SdkSite
+from tests.support.waiting import until
 
 T = TypeVar("T")
 READ_EVERY_S = 0.05
@@ -20,12 +20,7 @@ REPORT_EVERY_S = 0.5
 
 async def eventually(read: Callable[[], Awaitable[T]], what: str, timeout: float = 20.0) -> T:
     """`read()` until it is truthy, and return it; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not (answer := await read()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        await asyncio.sleep(READ_EVERY_S)
-    return answer
+    return await until(read, timeout, what, every=READ_EVERY_S)
 
 
 async def first_state_event(

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.sdk.conftest import DOOR, ENV, LIGHT, THERMOSTAT, SdkSite
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.broker
 
@@ -139,13 +140,12 @@ async def test_device_show_gives_reported_desired_delta_and_freshness(ctl: Ctl) 
     for label in ("reported:", "desired:", "delta:", "freshness:", "served by LAN"):
         assert label in shown
     # Over the cloud the reported values arrive once the bridge carried them.
-    deadline = time.monotonic() + 20
-    while True:
+
+    def via_cloud() -> dict[str, Any] | None:
         doc = ctl.doc("device", "show", site.hotel_id, THERMOSTAT, "--via", "cloud")
-        if doc["data"]["reported"].get("temperature") == 22.5:
-            break
-        assert time.monotonic() < deadline, doc
-        await asyncio.sleep(0.1)
+        return doc if doc["data"]["reported"].get("temperature") == 22.5 else None
+
+    doc = await until(via_cloud, 20, "the reported temperature over the cloud", every=0.1)
     assert doc["served"]["path"] == "cloud"
     assert doc["data"]["desired"] is not None
     assert "delta" in doc["data"]
@@ -198,26 +198,23 @@ def test_fleet_shows_progress_and_json_parses(ctl: Ctl) -> None:
 async def test_alerts_and_acknowledgement(ctl: Ctl) -> None:
     site = ctl.site
     await site.devices.breach()
-    deadline = time.monotonic() + 20
-    while True:
+
+    def breaches() -> list[dict[str, Any]]:
         doc = ctl.doc("alerts", site.hotel_id, "--active")
-        raised = [a for a in doc["data"] if a["kind"] == "breach" and a["state"] == "raised"]
-        if raised:
-            break
-        assert time.monotonic() < deadline, doc
-        await asyncio.sleep(0.1)
+        return [a for a in doc["data"] if a["kind"] == "breach" and a["state"] == "raised"]
+
+    raised = await until(breaches, 20, "a raised breach alert", every=0.1)
     alert_id = raised[0]["alert_id"]
     assert "breach" in ctl.ok("alerts", site.hotel_id)
     first = ctl.doc("ack", site.hotel_id, alert_id, "--note", "on my way")
     assert first["data"]["outcome"] == "acknowledged"
     assert first["served"]["path"] == "lan"
-    deadline = time.monotonic() + 20
-    while True:
+
+    def acknowledged_again() -> str | None:
         again = ctl.ok("ack", site.hotel_id, alert_id)
-        if "already_acknowledged" in again:
-            break
-        assert time.monotonic() < deadline, again
-        await asyncio.sleep(0.1)
+        return again if "already_acknowledged" in again else None
+
+    again = await until(acknowledged_again, 20, "already_acknowledged", every=0.1)
     assert "served by LAN" in again
 
 
@@ -269,13 +266,12 @@ async def test_history(ctl: Ctl) -> None:
     site = ctl.site
     ts = int(time.time() * 1000) - secrets.randbelow(10**6)
     await site.devices.telemetry(ENV, {"humidity": 43.25}, ts)
-    deadline = time.monotonic() + 20
-    while True:
+
+    def history() -> dict[str, Any] | None:
         doc = ctl.doc("history", site.hotel_id, ENV, "--metric", "humidity", "--since", "1h")
-        if any(p["value"] == 43.25 for p in doc["data"]):
-            break
-        assert time.monotonic() < deadline, doc
-        await asyncio.sleep(0.1)
+        return doc if any(p["value"] == 43.25 for p in doc["data"]) else None
+
+    doc = await until(history, 20, "the humidity reading in the history", every=0.1)
     assert doc["served"]["path"] == "lan"
     table = ctl.ok("history", site.hotel_id, ENV, "--metric", "humidity", "--limit", "1000")
     assert "43.25" in table

@@ -28,6 +28,7 @@ from bellhop_sdk import (
 from bellhop_sdk.auth import CloudLogin
 
 from tests.sdk.conftest import DEVICES, DOOR, ENV, LIGHT, ROOM, THERMOSTAT, SdkSite
+from tests.support.waiting import until
 
 # What only one path knows, or knows differently, by design (models.py says why).
 PATH_ONLY = {
@@ -258,8 +259,4 @@ def note(into: list[str], command: Command) -> None:
 
 async def eventually(check: Any, what: str, timeout: float = 20.0) -> None:
     """Until `check()` is true; it is awaited again each time after a short pause."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
+    await until(check, timeout, what, every=0.05)

@@ -20,6 +20,8 @@ from bellhop_sdk.errors import GatewayOffline, Unreachable
 from bellhop_sdk.models import Device
 from bellhop_sdk.transport import Transport
 
+from tests.support import waiting
+
 HOTEL = "htl_branches"
 TIMEOUT_S = 30.0  # generous for a loaded 2-core machine; every wait below is on a condition
 
@@ -146,10 +148,7 @@ def numbered(path: Path, numbers: range, *, then: BaseException | None = None) -
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = TIMEOUT_S) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
-    assert check(), what
+    await waiting.until(check, timeout, what, every=0.01)
 
 
 def client(lan: FakePath | None, cloud: FakePath | None, **kw: Any) -> BellhopClient:

@@ -17,6 +17,7 @@ from bellhop_sdk import BellhopClient, CommandStatus, Event, Gap, Path
 from bellhop_sdk.auth import CloudLogin
 
 from tests.sdk.conftest import LIGHT, THERMOSTAT, SdkSite, sdk_site_at
+from tests.support import waiting
 from tests.support.link_proxy import LinkProxy
 
 
@@ -51,11 +52,7 @@ def served(client: BellhopClient) -> Path | None:
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
+    await waiting.until(check, timeout, what, every=0.05)
 
 
 async def test_calls_continue_over_the_cloud_and_return_to_the_lan(

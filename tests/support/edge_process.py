@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.support import waiting
 from tests.support.mosquitto import Credentials, MosquittoBroker, free_port
 
 
@@ -116,8 +115,4 @@ class EdgeProcess:
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `predicate` every 5 ms; TimeoutError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.005)
+    await waiting.until(predicate, timeout, what, every=0.005)

@@ -20,6 +20,7 @@ from bellhop_devices.sim import Broker
 from bellhop_edge.localbroker import MOSQUITTO, stop_process
 
 from tests.support.mosquitto import PortTaken, free_port, require_mosquitto, wait_for_listener
+from tests.support.waiting import NotWithin, until
 
 
 @contextlib.contextmanager
@@ -50,10 +51,8 @@ def run_mosquitto(workdir: Path, port: int, extra_conf: str = "") -> Iterator[Br
 async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
     """Poll `predicate` until it holds; fail the test if it does not within `timeout_s`."""
     try:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
+        await until(predicate, timeout_s, what, every=0.01)
+    except NotWithin:
         pytest.fail(f"not {what} within {timeout_s} s")
 
 

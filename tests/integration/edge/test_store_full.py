@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from bellhop_devices import codec
 from bellhop_devices.messages import Channel
@@ -14,6 +15,7 @@ from bellhop_edge.gateway import Gateway
 
 from tests.integration.edge.conftest import device_client, gateway_config, wait_until
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import until
 
 
 async def test_messages_refused_by_a_full_disk_are_stored_once_space_is_back(
@@ -57,15 +59,13 @@ async def test_messages_refused_by_a_full_disk_are_stored_once_space_is_back(
             await wait_until(lambda: gateway.link.drops > 0, timeout=10)
             other.execute("DROP TABLE ballast")  # space is back
             other.close()
-            async with asyncio.timeout(30):
-                while True:  # polls the store; the deadline above bounds it
-                    await gateway.writer.flush()
-                    points = gateway.store.query_telemetry(
-                        "r102-env", "humidity", 0, 2**62, 10 * sent
-                    )
-                    if len(points) >= sent:
-                        break
-                    await asyncio.sleep(0.05)
+
+            async def stored() -> list[Any] | None:
+                await gateway.writer.flush()
+                found = gateway.store.query_telemetry("r102-env", "humidity", 0, 2**62, 10 * sent)
+                return found if len(found) >= sent else None
+
+            points = await until(stored, 30, "every reading stored", every=0.05)
         assert gateway.link.connects > connects
         assert gateway.writer.stats.failed > 0
     assert sorted(p.ts for p in points) == [base + i for i in range(1, sent + 1)]
