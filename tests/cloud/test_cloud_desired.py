@@ -23,12 +23,20 @@ async def put(hotel: CloudHotel, body: dict[str, Any], status: int) -> Any:
     return expect(answer, status)
 
 
-async def until_desired(hotel: CloudHotel, want: dict[str, Any]) -> dict[str, Any]:
-    """The device's desired state, once the relay shows `want`."""
+async def until_desired(
+    hotel: CloudHotel, want: dict[str, Any], *, merged: str | None = None
+) -> dict[str, Any]:
+    """The device's desired state, once the relay shows `want`; with `merged`, once the
+    gateway's merge of that change has come back too (the same values may be shown
+    before it, from the gateway's own changes)."""
 
     async def read() -> dict[str, Any] | None:
         body: dict[str, Any] = await hotel.get(f"/devices/{DEVICE}/desired")
-        return body if body["values"] == want else None
+        if body["values"] != want:
+            return None
+        if merged is not None and (body["change_id"] != merged or body["pending"]):
+            return None
+        return body
 
     found: dict[str, Any] = await eventually(read, f"desired state {want}")
     return found
@@ -77,7 +85,9 @@ async def test_what_both_sides_set_while_apart_is_merged_by_the_policy(
     async with Gateway(site.config(bridge.url)) as gateway:
         gateway.set_desired(DEVICE, {"setpoint": 19.0}, by="staff:front-desk")
         gateway.set_desired(DEVICE, {"mode": "off"}, by="staff:maintenance", safety=True)
-        shown = await until_desired(hotel, {"setpoint": 19.0, "mode": "off"})
+        shown = await until_desired(
+            hotel, {"setpoint": 19.0, "mode": "off"}, merged=queued["change_id"]
+        )
         outcomes = {o["field"]: (o["applied"], o["reason"]) for o in shown["outcomes"]}
         assert outcomes == {
             "mode": (False, "safety_override"),
