@@ -14,7 +14,6 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
-from sse_starlette import ServerSentEvent
 
 from bellhop_cloud import orgs
 from bellhop_cloud.api.boundary import BoundaryRoute, has_control, refuse
@@ -23,7 +22,7 @@ from bellhop_cloud.api.problems import responses
 from bellhop_cloud.auth.tokens import Principal
 from bellhop_cloud.errors import AuthError, Forbidden, NotFound, StoreUnavailable
 from bellhop_cloud.live.events import ID_MAX_LENGTH, Entry, EventId, format_id, parse_id
-from bellhop_cloud.live.stream import SEP, EventStream, Watch, events
+from bellhop_cloud.live.stream import EventStream, Watch
 from bellhop_cloud.rbac.permissions import Access, Permission
 from bellhop_cloud.relay import Relay
 
@@ -164,10 +163,6 @@ def _after(request: Request) -> EventId | None:
     return parse_id(text) or UNKNOWN_ID
 
 
-def _heartbeat() -> ServerSentEvent:
-    return ServerSentEvent(comment="heartbeat", sep=SEP)
-
-
 def _item(entry: Entry) -> EventOut:
     body = orjson.loads(entry.payload)
     return EventOut(
@@ -192,16 +187,14 @@ async def _answer(
     relay, who = view.relay, view.who
     if _wants_stream(request):
         watch = Watch(expires_at=who.expires_at, check=view.check, visible=view.visible)
-        heartbeat = relay.config.events_heartbeat_s
-        stream = events(
-            relay.live, org_id, hotel_id, after, watch, recheck_s=relay.config.events_recheck_s
-        )
         return EventStream(
-            stream,
-            ping=heartbeat,
-            ping_message_factory=_heartbeat,
-            send_timeout=2 * heartbeat,
-            sep=SEP,
+            relay.live,
+            org_id,
+            hotel_id,
+            after,
+            watch,
+            recheck_s=relay.config.events_recheck_s,
+            heartbeat=relay.config.events_heartbeat_s,
         )
     try:
         if after is None:

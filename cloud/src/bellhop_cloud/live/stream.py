@@ -1,15 +1,25 @@
 """One watcher's Server-Sent Events stream: resume, live events, re-checks, the end.
 
     watch = Watch(expires_at=principal.expires_at, check=..., visible=...)
-    return EventStream(events(live, org_id, hotel_id, after, watch, recheck_s=5), ...)
+    return EventStream(live, org_id, hotel_id, after, watch, recheck_s=5, heartbeat=15)
 
 The stream subscribes before it reads the log, so that nothing published
 meanwhile is lost; ids already sent are skipped, so nothing is sent twice.
 It ends with an `end` event naming why: `token_expired` at the access
 token's expiry, `session_ended` / `access_revoked` when a re-check finds so,
-`slow_consumer` when its queue overflowed, `shutting_down`, `unavailable`
-when the checks kept failing. A watcher that stops reading altogether is cut
-when a send cannot finish within `send_timeout` (no `end` can reach it).
+`slow_consumer` when its queue overflowed, `shutting_down` as soon as the
+server is asked to stop, `unavailable` when the checks kept failing. A watcher
+that stops reading altogether is cut when a send cannot finish within
+`send_timeout` (no `end` can reach it).
+
+Why the server's stop needs its own path: uvicorn runs the app's lifespan
+shutdown (where `LiveEvents.close` ends every subscription) only once every
+connection has closed, or its graceful timeout has passed, so that comes too
+late for open streams. sse-starlette learns of the stop itself (it wraps
+uvicorn's signal handling) and tells each answer through its
+`shutdown_event`; the stream's subscription is then ended at once, so its
+generator wakes, sends `end`, and the answer completes within
+`shutdown_grace_period` instead of being cancelled mid-stream.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
@@ -30,12 +41,24 @@ from bellhop_cloud.live.events import Entry, EventId, format_id, iso
 from bellhop_cloud.live.log import GAP, Subscription
 from bellhop_cloud.live.service import LiveEvents
 
-__all__ = ["SEP", "EventStream", "Watch", "end_event", "entry_event", "events", "gap_event"]
+__all__ = [
+    "SEP",
+    "SHUTDOWN_GRACE_S",
+    "EventStream",
+    "Watch",
+    "end_event",
+    "entry_event",
+    "gap_event",
+]
 
 log = logging.getLogger(__name__)
 
 SEP: Final = "\n"
 CHECK_FAILURES_MAX: Final = 3  # consecutive failed re-checks before the stream ends
+# How long a stream is given to send its `end` once the server is stopping, before it
+# is cut: only a client whose socket buffers are full needs it. Well under uvicorn's
+# graceful timeout (server.GRACEFUL_SHUTDOWN_S, 10 s), which bounds the whole drain.
+SHUTDOWN_GRACE_S: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -71,17 +94,8 @@ def end_event(reason: str) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(data).decode(), event="end", sep=SEP)
 
 
-def events(
-    live: LiveEvents,
-    org_id: str,
-    hotel_id: str | None,
-    after: EventId | None,
-    watch: Watch,
-    *,
-    recheck_s: float,
-) -> AsyncIterator[ServerSentEvent]:
-    """The stream's events, from `after` (the `Last-Event-ID`) when given."""
-    return _Run(live, org_id, hotel_id, watch, recheck_s).events(after)
+def heartbeat_event() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat", sep=SEP)
 
 
 class _Run:
@@ -92,14 +106,27 @@ class _Run:
         self.watch, self.recheck_s = watch, recheck_s
         self.sent: EventId | None = None  # the newest id passed (shown or not)
         self.ended = False
+        self.sub: Subscription | None = None
+        self.stopped: str | None = None  # why the relay stops this stream (shutting_down)
+
+    def stop(self, reason: str) -> None:
+        """End the stream with `reason` as soon as it can send: at once when it waits for
+        events, after its replay, or on subscribing if it has not yet."""
+        self.stopped = reason
+        if self.sub is not None:
+            self.sub.end(reason)
 
     async def events(self, after: EventId | None) -> AsyncIterator[ServerSentEvent]:
+        """The stream's events, from `after` (the `Last-Event-ID`) when given."""
         try:
             sub = await self.live.subscribe(self.org_id, self.hotel_id)
         except Exception:  # Redis is away: say so rather than stream nothing
             log.warning("live events: cannot subscribe now", exc_info=True)
             yield end_event("unavailable")
             return
+        self.sub = sub
+        if self.stopped is not None:  # stopped while subscribing
+            sub.end(self.stopped)
         try:
             yield ServerSentEvent(comment="open", sep=SEP)
             self.sent = after
@@ -110,6 +137,7 @@ class _Run:
                 async for event in self._follow(sub):
                     yield event
         finally:
+            self.sub = None
             self.live.unsubscribe(sub)
 
     def _new(self, entry: Entry) -> bool:
@@ -166,13 +194,46 @@ class _Run:
 
 
 class EventStream(EventSourceResponse):
-    """An SSE answer whose client stopped reading is cut, quietly, after `send_timeout`.
+    """One watcher's SSE answer: heartbeats, `end` when the server stops, and a client
+    that stopped reading cut, quietly, after `send_timeout`.
 
     Only heartbeats (comment lines) are sent under that timeout: a timer for every
     event cost a thousand streams as much as the events themselves (bench/sse_fanout.py),
     and a client that stopped reading is found all the same, by its next heartbeat
     send, which cancels the stream's other sends with it.
     """
+
+    def __init__(
+        self,
+        live: LiveEvents,
+        org_id: str,
+        hotel_id: str | None,
+        after: EventId | None,
+        watch: Watch,
+        *,
+        recheck_s: float,
+        heartbeat: float,
+    ) -> None:
+        """The stream of `org_id` (of `hotel_id` when given), from `after` when given."""
+        run = _Run(live, org_id, hotel_id, watch, recheck_s)
+        stopping = anyio.Event()  # set by sse-starlette when the server is stopping
+
+        async def farewell() -> None:
+            # Its own task: the generator may be waiting for events, which only its
+            # subscription can wake it from.
+            await stopping.wait()
+            run.stop("shutting_down")
+
+        super().__init__(
+            run.events(after),
+            ping=heartbeat,
+            ping_message_factory=heartbeat_event,
+            send_timeout=2 * heartbeat,
+            sep=SEP,
+            data_sender_callable=farewell,
+            shutdown_event=stopping,
+            shutdown_grace_period=SHUTDOWN_GRACE_S,
+        )
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if message.get("body", b"")[:1] == b":":
