@@ -64,7 +64,8 @@ import httpx
 import orjson
 import psutil
 from _load import broker, report
-from _pg import PG_ADMIN, create_database, drop_database
+from _pg import create_database, drop_database
+from _procs import bytecode_cached, pg_backends
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import frames
@@ -124,17 +125,9 @@ QUIET_S: Final = 2.5
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment of the processes this benchmark starts.
-
-    Their sources are compiled once into a cache of our own instead of at every start
-    (the relay starts twice per store), without writing into the source tree.
-    """
-    env = {**os.environ, **extra}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env.setdefault(
-        "PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "bellhop-bench-pycache")
-    )
-    return env
+    """The environment of the processes this benchmark starts, their bytecode cached (the
+    relay starts twice per store)."""
+    return bytecode_cached({**os.environ, **extra})
 
 
 def cpu_times(pids: list[int]) -> dict[int, float]:
@@ -145,22 +138,6 @@ def cpu_times(pids: list[int]) -> dict[int, float]:
             times = psutil.Process(pid).cpu_times()
             out[pid] = times.user + times.system
     return out
-
-
-async def pg_backends(database_url: str) -> list[int]:
-    """The PostgreSQL server processes serving one database (of this run alone)."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    conn = await asyncpg.connect(PG_ADMIN, timeout=5)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1",
-            database_url.rsplit("/", 1)[1],
-            timeout=5,
-        )
-    finally:
-        await conn.close()
-    return [int(row["pid"]) for row in rows]
 
 
 @dataclass
@@ -670,7 +647,7 @@ async def relay_rows(database: str, hotel_id: str) -> dict[str, int]:
             }
         finally:
             conn.close()
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     pg = await asyncpg.connect(database, timeout=5)
     try:
