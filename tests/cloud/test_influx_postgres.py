@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from bellhop_cloud.influx import RelaySink
 from bellhop_cloud.relay import Relay
 
 from tests.support.victoria import VictoriaMetrics, victoria_metrics
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.parametrize(
     "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
@@ -44,25 +44,14 @@ async def node(config: RelayConfig, name: str) -> AsyncIterator[tuple[Relay, Rel
         await relay.close()
 
 
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.02)
-
-
 async def arrived(vm: VictoriaMetrics, count: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    async def mine() -> list[Any] | None:
         have = await asyncio.to_thread(vm.samples, "(telemetry|device_event)_.*")
-        mine = [k for k in have if ("org", ORG) in k[1]]
-        if len(mine) >= count:
-            assert len(mine) == count
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(mine)} of {count} samples in InfluxDB")
-        await asyncio.sleep(0.1)
+        found = [k for k in have if ("org", ORG) in k[1]]
+        return found if len(found) >= count else None
+
+    found = await until(mine, timeout, f"{count} samples in InfluxDB", every=0.1)
+    assert len(found) == count
 
 
 async def applied(relay: Relay, first: int, count: int) -> None:
@@ -119,14 +108,12 @@ async def test_one_node_writes_at_a_time_and_the_other_takes_over(
             await applied(relays[other], base + 1000, 500)
             await arrived(vm, 2 * 501, 30)
             journal = sa.select(sa.func.count()).select_from(influx_journal)
-            deadline = time.monotonic() + 10
-            while True:
+
+            async def emptied() -> bool:
                 async with store.read() as conn:
-                    left = (await conn.execute(journal)).scalar_one()
-                if left == 0 or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            assert left == 0
+                    return bool((await conn.execute(journal)).scalar_one() == 0)
+
+            await until(emptied, 10, "the journal emptied")
             assert sinks[other].lag().lost == 0
         finally:
             for stack in stacks.values():

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +22,13 @@ import httpx
 import pytest
 
 from tests.sdk.conftest import SdkSite, sdk_site_at
-from tests.support.mosquitto import require_mosquitto
+from tests.support.mosquitto import free_port, require_mosquitto
+from tests.support.waiting import eventually
 
 CHROMIUM: Final = Path("/usr/bin/chromium")
 ROOT: Final = Path(__file__).resolve().parents[2]
 IMAGES: Final = ROOT / "docs" / "images"
 READY_S: Final = 20.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -53,23 +45,21 @@ class ConsoleProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()  # from this worker's own range
         argv = [sys.executable, "-m", "bellhop_cli.main", "console"]
         argv += ["--listen", f"127.0.0.1:{self.port}", *self.args]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_S
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the console exited {self.proc.returncode}:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the console did not start:\n{self.tail()}")
-            time.sleep(0.05)
+        eventually(self._ready, READY_S, "the console answering /healthz")
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the console exited {self.proc.returncode}:\n{self.tail()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, and the exit status (it must stop by itself within `timeout`)."""
