@@ -42,7 +42,7 @@ from google.protobuf import json_format
 from bellhop_edge import influx_client
 from bellhop_edge.config import EdgeConfig
 from bellhop_edge.store import outbox
-from bellhop_edge.store.influx_lines import telemetry_prefix
+from bellhop_edge.store.influx_lines import at_most, runs_after, telemetry_prefix
 from bellhop_edge.store.schema import Synchronous, connect, transaction
 
 __all__ = ["InfluxLag", "InfluxSink", "OutboxSource"]
@@ -95,10 +95,6 @@ FROM outbox WHERE seq > ? AND seq < ? AND kind IN ({_KINDS}) ORDER BY seq LIMIT 
 """  # noqa: S608 - constants
 _NO_BOUND: Final = 2**63 - 1
 _RECORD_KINDS: Final = frozenset(int(k) for k in _KINDS.split(","))
-# Rows of text that the writer stored for runs of points (store/influx_lines.py).
-_RUNS: Final = (
-    "SELECT first_seq, last_seq, lines FROM influx_lines WHERE last_seq > ? ORDER BY last_seq"
-)
 _RECORDS: Final = (
     "SELECT seq, kind FROM outbox WHERE seq > ? AND seq <= ? AND kind != 3 ORDER BY seq"
 )
@@ -178,9 +174,9 @@ class OutboxSource:
         await asyncio.to_thread(self._commit, batch.last)
 
     def _read(self, after: int | None, limit: int) -> list[Entry]:
-        """Up to about `limit` records after `after`: the runs of points the writer
-        stored as lines taken as they are (whole, so a read may give up to one run
-        more than `limit`), anything else read from the outbox's rows."""
+        """Up to `limit` records after `after`: the runs of points the writer stored
+        as lines taken as they are (the last one cut to what fits), anything else read
+        from the outbox's rows."""
         with self._lock:
             start = self.cursor if after is None else after
             self._count_backlog()
@@ -209,22 +205,13 @@ class OutboxSource:
             return entries
 
     def _stored(self, start: int, want: int) -> tuple[list[Entry], int | None]:
-        """Stored runs right after `start` and the records among them, in seq order;
-        else none, and the seq below which the outbox's rows are to be read first
-        (None: there is no stored run after `start`)."""
-        runs: list[tuple[int, int, str]] = []
-        got = 0
-        cursor = self._conn.execute(_RUNS, (start,))
-        try:
-            while got < want and (row := cursor.fetchone()) is not None:
-                if row[0] <= start:
-                    return [], row[1] + 1  # only this run's tail is left: from the outbox
-                runs.append(row)
-                got += row[1] - row[0] + 1
-        finally:
-            cursor.close()
+        """Stored runs right after `start` and the records among them, in seq order, at
+        most `want` records (a run cut if need be); else none, and the seq below which
+        the outbox's rows are to be read first (None: no stored run after `start`)."""
+        runs = runs_after(self._conn, start, want)
         if not runs:
             return [], None
+        got = sum(last - first + 1 for first, last, _ in runs)
         # A run is whole (retention deleting one of its points deletes it: the schema's
         # trigger), so the range's points are all in runs unless some were applied without
         # lines (the sink off or too far behind): those are read from the outbox first.
@@ -250,7 +237,7 @@ class OutboxSource:
                 self._add_record(entries, *record)
                 record = next(pending, None)
             entries.append(Entry(last, text, 0, last - first + 1))
-        return entries, None
+        return at_most(entries, want), None
 
     def _add_record(self, entries: list[Entry], seq: int, kind: int) -> None:
         if kind in _RECORD_KINDS:

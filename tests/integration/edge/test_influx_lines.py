@@ -6,12 +6,15 @@ it would make from the outbox's rows, device events in their place among
 them, points applied without lines (too far behind) read from the rows. The
 lines survive a restart and an InfluxDB outage and each point reaches a real
 server once; what retention deletes first is counted lost and never written
-from stale lines; a sink that is off keeps nothing.
+from stale lines; a sink that is off keeps nothing. A device the registry
+tool moves is tagged with its new room from then on, and a run larger than
+the sink's batch is sent in batches no larger, resuming inside a run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import sqlite3
 import time
@@ -19,13 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bellhop_bridge.influx_core import Batch
+from bellhop_bridge.influx_core import Batch, SinkCore
+from bellhop_bridge.influx_driver import ClientWriter, run_sink
 from bellhop_devices.messages import EventKind
+from bellhop_edge import influx_client
 from bellhop_edge.config import EdgeConfig, InfluxConfig, RetentionConfig
 from bellhop_edge.core.model import DeviceEvent, TelemetryPoint
 from bellhop_edge.core.ops import PutEvent, PutTelemetry, WriteOp
 from bellhop_edge.influx import InfluxSink, OutboxSource
-from bellhop_edge.store import history, influx_lines
+from bellhop_edge.store import EdgeStore, history, influx_lines
 from bellhop_edge.store.apply import Applier
 from bellhop_edge.store.retention import RetentionRun
 from bellhop_edge.store.schema import MIGRATIONS, Synchronous, connect, migrate, transaction
@@ -69,10 +74,10 @@ class Writer:
         self.events = 0
         self._sent = 0
 
-    def points(self, runs: int, *, event_between: bool = False) -> None:
+    def points(self, runs: int, *, event_between: bool = False, size: int = RUN) -> None:
         for _ in range(runs):
             ops: list[WriteOp] = []
-            for _ in range(RUN // 2):
+            for _ in range(size // 2):
                 self._sent += 1
                 ts = NOW + self._sent
                 value = 20 + self._sent % 7 + 0.1
@@ -301,5 +306,106 @@ async def test_a_backlog_from_before_stored_lines_is_written_first_from_the_rows
     assert writer.stored() == 2
     assert telemetry(await read_all(src, 70, commit=True)) == old + writer.expected
     assert writer.stored() == 0
+    src.close()
+    writer.close()
+
+
+async def test_a_device_moved_by_the_registry_tool_is_tagged_with_its_new_room(
+    database: Path,
+) -> None:
+    src = source(database)
+    writer = Writer(database)
+    writer.points(1)  # the writer now knows the device's room as 101
+    # `bellhop devices add` moves it, on a connection of its own, and bumps the version.
+    with EdgeStore.open(database) as tool:
+        device = tool.get_device(ENV)
+        assert device is not None
+        tool.upsert_device(dataclasses.replace(device, room_id="202"))
+        tool.bump_registry_version()
+    writer.points(1)
+    lines = telemetry(await read_all(src, 1000))
+    assert lines[:RUN] == writer.expected[:RUN]
+    moved = [text.replace("room=101", "room=202") for text in writer.expected[RUN:]]
+    assert lines[RUN:] == moved
+    src.close()
+    writer.close()
+
+
+async def test_reads_never_exceed_the_batch_and_resume_mid_run_after_a_restart(
+    database: Path,
+) -> None:
+    src = source(database)
+    writer = Writer(database)
+    writer.points(5, event_between=True)  # runs of 100 points, an event after each
+    assert writer.stored() == 5
+    got: list[str] = []
+    for _ in range(3):  # 70, 70 and 70 records: the cursor ends inside a run
+        entries = await src.read(src.cursor, 70)
+        assert sum(e.count for e in entries) == 70
+        got.extend(text for e in entries if e.line for text in e.line.split("\n"))
+        await src.commit(Batch(tuple(entries)))
+    src.close()
+    src = source(database)  # restarted: on from its cursor, inside a run
+    got.extend(await read_all(src, 70, commit=True))
+    assert telemetry(got) == writer.expected  # each point once, in order
+    assert len(got) - len(telemetry(got)) == writer.events
+    assert writer.stored() == 0
+    src.close()
+    writer.close()
+
+
+class _Counted(OutboxSource):
+    """The gateway's source, noting the records of each batch it commits (one request)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        super().__init__(conn, hotel_id=HOTEL, org=ORG)
+        self.sizes: list[int] = []
+
+    async def commit(self, batch: Batch) -> None:
+        self.sizes.append(batch.size)
+        await super().commit(batch)
+
+
+@pytest.mark.timeout(90)
+async def test_a_run_larger_than_batch_size_is_sent_in_batches_of_at_most_batch_size(
+    database: Path, tmp_path: Path
+) -> None:
+    writer = Writer(database)
+    src = _Counted(connect(database, Synchronous.NORMAL, cache_kib=2048))
+    src.open()
+    # Three transactions of 1,000 points: runs four times the batch, an event between.
+    writer.points(3, event_between=True, size=1000)
+    assert writer.stored() == 3
+    with victoria_metrics(tmp_path / "vm") as vm:
+        config = _config(database, vm.url)
+        assert config.influx.batch_size == 250
+        core = SinkCore(
+            batch_size=config.influx.batch_size,
+            flush_interval_s=config.influx.flush_interval_s,
+            retry_min_s=config.influx.retry_min_s,
+            retry_max_s=config.influx.retry_max_s,
+        )
+        client = influx_client.client(config.influx)
+        write = ClientWriter(influx_client.write_call(client, config.influx))
+        task = asyncio.create_task(run_sink(core, src, write, read_ahead=2))
+        try:
+            last = int(writer.conn.execute("SELECT max(seq) FROM outbox").fetchone()[0])
+            await _until("all written", lambda: src.cursor >= last)
+        finally:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+            client.close()  # type: ignore[no-untyped-call]
+
+        def arrived() -> bool:
+            return len(vm.samples("telemetry_.*")) >= len(writer.expected)
+
+        await _until("in VictoriaMetrics", arrived)
+        have = vm.samples("telemetry_.*")
+    assert max(src.sizes) <= 250
+    assert sum(src.sizes) == len(writer.expected) + writer.events == 3003
+    assert len(have) == len(writer.expected)
+    assert all(len(values) == 1 for values in have.values())
+    assert core.status.written == 3003
+    assert _lost(database) == 0
     src.close()
     writer.close()

@@ -17,9 +17,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from bellhop_bridge.influx_core import MEASUREMENT_TELEMETRY, escape, series_key
+from bellhop_bridge.influx_core import MEASUREMENT_TELEMETRY, Entry, escape, series_key
 
-__all__ = ["MAX_BACKLOG", "SCHEMA_V9", "InfluxLines", "telemetry_prefix"]
+__all__ = ["MAX_BACKLOG", "SCHEMA_V9", "InfluxLines", "at_most", "runs_after", "telemetry_prefix"]
 
 # Points behind the sink's cursor past which no more lines are stored: about 117 bytes a
 # point, so at most about 60 MB of text on top of the outbox during a long outage.
@@ -47,12 +47,57 @@ SCHEMA_V9: Final = (
     """,
 )
 
-_SINK: Final = "SELECT org, hotel, cursor FROM influx_sink WHERE id = 1 AND enabled"
+# The registry's version too: `bellhop devices` changes rooms and kinds on a connection of
+# its own and bumps it, so a change means the prefixes (rooms, kinds) are made again.
+_SINK: Final = (
+    "SELECT org, hotel, cursor, (SELECT version FROM registry_state)"
+    " FROM influx_sink WHERE id = 1 AND enabled"
+)
 _SERIES: Final = """
 SELECT s.series_id, s.device_id, s.metric, d.room_id, d.kind
 FROM series AS s LEFT JOIN devices AS d ON d.device_id = s.device_id
 """
 _INSERT: Final = "INSERT INTO influx_lines (last_seq, first_seq, lines) VALUES (?, ?, ?)"
+_RUNS: Final = (
+    "SELECT first_seq, last_seq, lines FROM influx_lines WHERE last_seq > ? ORDER BY last_seq"
+)
+
+
+def runs_after(conn: sqlite3.Connection, start: int, want: int) -> list[tuple[int, int, str]]:
+    """The stored runs after seq `start`, (first, last, lines), until they hold `want`
+    points or more. A run the cursor stopped inside (a batch ended in it) comes as its
+    tail: one line a seq, so its first `start - first + 1` lines are dropped."""
+    runs: list[tuple[int, int, str]] = []
+    got = 0
+    cursor = conn.execute(_RUNS, (start,))
+    try:
+        while got < want and (row := cursor.fetchone()) is not None:
+            first, last, text = row
+            if first <= start:
+                first, text = start + 1, text.split("\n", start - first + 1)[-1]
+            runs.append((first, last, text))
+            got += last - first + 1
+    finally:
+        cursor.close()
+    return runs
+
+
+def at_most(entries: list[Entry], limit: int) -> list[Entry]:
+    """The first `limit` records of `entries` (limit >= 1): a run that does not fit
+    whole is cut to its first lines, its key the last seq kept, so that no request
+    holds more than the sink's `batch_size` points and the cursor may stop inside a
+    run (the next read takes its tail: `runs_after`)."""
+    kept: list[Entry] = []
+    room = limit
+    for entry in entries:
+        if entry.count > room:
+            if room and entry.line:
+                head = "\n".join(entry.line.split("\n", room)[:room])
+                kept.append(Entry(entry.key - entry.count + room, head, entry.applied_ms, room))
+            break
+        kept.append(entry)
+        room -= entry.count
+    return kept
 
 
 def telemetry_prefix(
@@ -75,6 +120,7 @@ class InfluxLines:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._tags: tuple[str | None, str | None] | None = None
+        self._version: int | None = None
         self._prefixes: dict[int, str] = {}
 
     def forget(self) -> None:
@@ -89,8 +135,8 @@ class InfluxLines:
         if len(rows) != last_seq - first_seq + 1:
             return  # not one point per seq: the sink reads these from the outbox
         tags = (sink[0], sink[1])
-        if tags != self._tags:
-            self._tags = tags
+        if tags != self._tags or sink[3] != self._version:
+            self._tags, self._version = tags, sink[3]
             self._prefixes.clear()
         prefixes = self._prefixes
         try:
