@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_cloud import remote
+from bellhop_cloud.bridge import sent_marks
 from bellhop_cloud.bridge.downlink import CARRY_MAX, NUDGES, Item, ItemKind, now_ms
 from bellhop_cloud.bridge.items import carried, carry
 from bellhop_cloud.config import BusBackend, RelayConfig
@@ -175,8 +176,11 @@ async def test_a_relaxed_run_commits_without_waiting_for_the_disk_and_others_sti
     "backend", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
 async def test_items_sent_on_a_nudge_are_marked_sent_late_and_only_while_unanswered(
-    shared: RelayConfig, test_name: str
+    shared: RelayConfig, test_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The marks are written when the test says (flush), not when a loaded machine lets
+    # the quick command's answer come after the timer.
+    monkeypatch.setattr(sent_marks, "AFTER_S", 60.0)
     async with (
         node(shared, "node-a") as node_a,
         node(shared, "node-b") as node_b,
@@ -204,7 +208,13 @@ async def test_items_sent_on_a_nudge_are_marked_sent_late_and_only_while_unanswe
             command_id="quick", device_id="dev-1", status=common_pb2.COMMAND_STATUS_SUCCEEDED
         )
         await node_a.downlink.received(hotel_id, bridge_pb2.RemoteCommandResult(result=result))
-        # The one left unanswered reads sent soon after; the answered one never did.
+        # The one left unanswered reads sent once the marks are written; the answered
+        # one never did. While they are being written, neither is sent again.
+        flushing = asyncio.create_task(node_a.downlink.marks.flush())
+        await asyncio.sleep(0)  # one turn: the flush's transaction has begun
+        assert set(node_a.downlink.marks.pending(hotel_id)) == {"slow"}
+        assert await node_a.downlink.deliver(hotel_id) == 0
+        await flushing
         await until_state(node_a, hotel_id, "slow", "sent")
         async with node_a.store.read() as conn:
             rows = await conn.execute(

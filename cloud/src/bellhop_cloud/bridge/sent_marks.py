@@ -42,6 +42,9 @@ class SentMarks:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._unmarked: dict[str, dict[str, int]] = {}  # hotel -> item id -> sent at (ms)
+        # Being marked: taken by a flush whose transaction has not committed yet. Still
+        # pending for the sweep, whose read would find those rows queued meanwhile.
+        self._marking: dict[str, dict[str, int]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def later(self, hotel_id: str, item_ids: Sequence[str], now: int) -> None:
@@ -59,22 +62,38 @@ class SentMarks:
 
     def pending(self, hotel_id: str) -> Mapping[str, int]:
         """The hotel's items sent and not marked yet (the bridge has them)."""
-        return self._unmarked.get(hotel_id, {})
+        marking = self._marking.get(hotel_id)
+        unmarked = self._unmarked.get(hotel_id, {})
+        return {**marking, **unmarked} if marking else unmarked
 
     async def _soon(self) -> None:
-        await asyncio.sleep(AFTER_S)
-        try:
-            await self.flush()
-        except Exception:  # the rows stay queued: the sweep sends them again, harmless
-            log.warning("downlink: could not mark sent items", exc_info=True)
+        # Items sent while a flush runs find this task alive and start none: go on
+        # until nothing is left, so that none waits for the sweep instead.
+        while self._unmarked:
+            await asyncio.sleep(AFTER_S)
+            try:
+                await self.flush()
+            except Exception:  # the rows stay queued: the sweep sends them again, harmless
+                log.warning("downlink: could not mark sent items", exc_info=True)
 
     async def flush(self) -> None:
         """Write the marks still pending, one transaction per hotel (and CHUNK ids)."""
         pending, self._unmarked = self._unmarked, {}
         for hotel_id, sent in pending.items():
-            ids, at = list(sent), min(sent.values(), default=0)  # when the first went
-            for start in range(0, len(ids), CHUNK):
-                await self._store.run_relaxed(_mark_sent, hotel_id, ids[start : start + CHUNK], at)
+            self._marking.setdefault(hotel_id, {}).update(sent)
+        try:
+            for hotel_id, sent in pending.items():
+                ids, at = list(sent), min(sent.values(), default=0)  # when the first went
+                for start in range(0, len(ids), CHUNK):
+                    chunk = ids[start : start + CHUNK]
+                    await self._store.run_relaxed(_mark_sent, hotel_id, chunk, at)
+        finally:
+            for hotel_id, sent in pending.items():
+                marking = self._marking.get(hotel_id, {})
+                for item_id in sent:
+                    marking.pop(item_id, None)
+                if not marking:
+                    self._marking.pop(hotel_id, None)
 
     async def close(self) -> None:
         """Stop the timer and write what is pending (lost, the items are only sent again)."""
