@@ -41,11 +41,16 @@ async def test_close_waits_for_a_read_in_flight_then_refuses_new_work(
     task = asyncio.create_task(reader())
     await asyncio.wait_for(inside.wait(), 10)
     closing = asyncio.create_task(store.close())
-    await asyncio.sleep(0)  # one turn: the close has begun
+
+    async def refused() -> bool:
+        try:
+            async with store.read():
+                return False
+        except StoreUnavailable as exc:
+            return "closed" in str(exc)
+
     # The close is waiting for the read; new work is refused meanwhile.
-    with pytest.raises(StoreUnavailable, match="closed"):
-        async with store.read():
-            pass
+    await until(refused, 10, "new work refused once the close began")
     assert not closing.done()
     release.set()
     assert await asyncio.wait_for(task, 10) == 42

@@ -17,8 +17,6 @@ import asyncio
 import dataclasses
 import socket
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,6 +36,7 @@ from pydantic import SecretStr
 from sqlite_utils import Database
 
 from tests.support.victoria import victoria_metrics
+from tests.support.waiting import until
 
 HOTEL = "h-lines"
 ORG = "org-lines"
@@ -217,14 +216,6 @@ def _config(database: Path, url: str) -> EdgeConfig:
     return EdgeConfig(hotel_id=HOTEL, data_dir=database.parent, influx=influx)
 
 
-async def _until(what: str, check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.timeout(90)
 async def test_stored_lines_survive_a_restart_and_an_outage_and_are_written_once(
     database: Path, tmp_path: Path
@@ -235,7 +226,7 @@ async def test_stored_lines_survive_a_restart_and_an_outage_and_are_written_once
         assert sink is not None
         down = sink
         writer.points(6, event_between=True)
-        await _until("a failed write", lambda: down.core.status.failures >= 2)
+        await until(lambda: down.core.status.failures >= 2, 20, "a failed write", every=0.05)
         assert down.source.cursor == 0
     assert writer.stored() == 6
     # Started again, InfluxDB back: every point once, from the stored lines.
@@ -244,14 +235,14 @@ async def test_stored_lines_survive_a_restart_and_an_outage_and_are_written_once
             assert sink is not None
             up = sink
             last = int(writer.conn.execute("SELECT max(seq) FROM outbox").fetchone()[0])
-            await _until("all written", lambda: up.source.cursor >= last)
+            await until(lambda: up.source.cursor >= last, 20, "all written", every=0.05)
             assert up.core.status.written == len(writer.expected) + writer.events
         assert writer.stored() == 0
 
         def arrived() -> bool:
             return len(vm.samples("telemetry_.*")) >= len(writer.expected)
 
-        await _until("in VictoriaMetrics", arrived)
+        await until(arrived, 20, "in VictoriaMetrics", every=0.05)
         have = vm.samples("telemetry_.*")
     assert len(have) == len(writer.expected)
     assert all(len(values) == 1 for values in have.values())
@@ -390,7 +381,7 @@ async def test_a_run_larger_than_batch_size_is_sent_in_batches_of_at_most_batch_
         task = asyncio.create_task(run_sink(core, src, write, read_ahead=2))
         try:
             last = int(writer.conn.execute("SELECT max(seq) FROM outbox").fetchone()[0])
-            await _until("all written", lambda: src.cursor >= last)
+            await until(lambda: src.cursor >= last, 20, "all written", every=0.05)
         finally:
             task.cancel()
             await asyncio.wait([task], timeout=5)
@@ -399,7 +390,7 @@ async def test_a_run_larger_than_batch_size_is_sent_in_batches_of_at_most_batch_
         def arrived() -> bool:
             return len(vm.samples("telemetry_.*")) >= len(writer.expected)
 
-        await _until("in VictoriaMetrics", arrived)
+        await until(arrived, 20, "in VictoriaMetrics", every=0.05)
         have = vm.samples("telemetry_.*")
     assert max(src.sizes) <= 250
     assert sum(src.sizes) == len(writer.expected) + writer.events == 3003
