@@ -133,3 +133,22 @@ async def stream(
         assert first is not None
         assert first.comments == ["open"], first
         yield opened
+
+
+def answered(relay: Relay, route: str) -> float:
+    """GET requests of `route` the relay has finished answering with a 200."""
+    found = relay.metrics.registry.get_sample_value(
+        "bellhop_cloud_http_requests_total", {"method": "GET", "route": route, "status": "200"}
+    )
+    return found or 0.0
+
+
+async def drain(response: httpx.Response) -> bytes | None:
+    """The answer's last bytes, or None when the relay cut it."""
+    tail = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            tail = (tail + chunk)[-500:]
+    except httpx.HTTPError:
+        return None
+    return tail

@@ -20,12 +20,11 @@ from bellhop_cloud.live import LiveEvent, plan_events
 from bellhop_cloud.live.events import Entry, parse_id
 from bellhop_cloud.live.log import GAP, Draft, EventLog, Fanout, Subscription
 from bellhop_cloud.live.redis_log import _entry as redis_entry
-from bellhop_cloud.live.stream import Watch, _Run
 from bellhop_cloud.relay import Relay
 from redis.asyncio import Redis
 
 from tests.cloud.bridging import BULK, PRIORITY, RawGateway, bridge_server, cloud_hotel, until
-from tests.cloud.sse import Message, events, served, stream
+from tests.cloud.sse import Message, answered, drain, events, served, stream
 from tests.cloud.support import Api, expect
 from tests.support.redis import REDIS_URL, require_redis
 
@@ -390,69 +389,6 @@ async def test_a_consumer_that_never_reads_is_cut_and_holds_no_memory(api: Api) 
         # it and the request is over, while the client still has not read a byte.
         await until(lambda: answered(relay, "/v1/hotels/{hotel_id}/events") == 1)
         assert await asyncio.wait_for(drain(response), 20) is None  # cut, not ended
-
-
-@SQLITE_ONLY
-async def test_a_stopping_server_ends_each_open_stream_with_shutting_down(api: Api) -> None:
-    """uvicorn runs the app's shutdown only once its connections are closed: the streams
-    are told of the stop before that, and complete instead of being cut or waited out."""
-    hotel = await cloud_hotel(api)
-    relay, token = api.relay, hotel.owner.access_token
-    server = served(relay)
-    base = await server.__aenter__()
-    took: float | None = None
-    try:
-        async with (
-            stream(base, f"/v1/hotels/{hotel.hotel_id}/events", token) as of_hotel,
-            stream(base, f"/v1/orgs/{hotel.org_id}/events", token) as of_org,
-        ):
-            started = time.monotonic()
-            await server.__aexit__(None, None, None)  # should_exit, as on SIGTERM
-            took = time.monotonic() - started
-            for watcher in (of_hotel, of_org):
-                rest = await watcher.rest()  # read to a clean end: a cut would raise
-                assert [m.event for m in events(rest)] == ["end"], rest
-                assert events(rest)[0].json()["reason"] == "shutting_down"
-    finally:
-        if took is None:  # the test failed before stopping it
-            await server.__aexit__(None, None, None)
-    assert took < 2, f"the server waited {took:.1f} s: its graceful timeout, not the streams"
-    assert relay.live.subscribers == 0
-
-
-@SQLITE_ONLY
-async def test_a_stream_told_to_stop_before_it_subscribed_ends_once_it_has(api: Api) -> None:
-    hotel = await cloud_hotel(api)
-
-    async def fine() -> None:
-        return None
-
-    watch = Watch(expires_at=time.time() + 60, check=fine, visible=lambda _entry: True)
-    run = _Run(api.relay.live, hotel.org_id, hotel.hotel_id, watch, recheck_s=5)
-    run.stop("shutting_down")
-    sent = [event async for event in run.events(None)]
-    assert [(e.comment, e.event) for e in sent] == [("open", None), (None, "end")]
-    assert '"reason":"shutting_down"' in str(sent[-1].data)
-    assert api.relay.live.subscribers == 0
-
-
-def answered(relay: Relay, route: str) -> float:
-    """GET requests of `route` the relay has finished answering with a 200."""
-    found = relay.metrics.registry.get_sample_value(
-        "bellhop_cloud_http_requests_total", {"method": "GET", "route": route, "status": "200"}
-    )
-    return found or 0.0
-
-
-async def drain(response: httpx.Response) -> bytes | None:
-    """The answer's last bytes, or None when the relay cut it."""
-    tail = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            tail = (tail + chunk)[-500:]
-    except httpx.HTTPError:
-        return None
-    return tail
 
 
 # -- several relay nodes -----------------------------------------------------------------------
