@@ -166,10 +166,11 @@ class Tenant:
     headers: dict[str, str]
 
 
-async def tenant(relay: Relay) -> Tenant:
+async def tenant(base_url: str) -> Tenant:
+    """Register an owner on the relay at `base_url`, with an organisation and a hotel."""
     password = secrets.token_urlsafe(16)
     email = f"owner-{secrets.token_hex(4)}@example.com"
-    async with httpx.AsyncClient(base_url=relay.base_url, timeout=HTTP_TIMEOUT_S) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=HTTP_TIMEOUT_S) as http:
         account = {"email": email, "password": password, "display_name": "Owner"}
         _body(await http.post("/v1/auth/register", json=account), 201)
         login = {"email": email, "password": password}

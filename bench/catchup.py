@@ -66,6 +66,7 @@ import psutil
 from _load import broker, report
 from _pg import create_database, drop_database
 from _procs import bytecode_cached, pg_backends
+from _remote_sites import tenant
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge import frames
@@ -251,41 +252,21 @@ class RelayProcess:
                 await asyncio.sleep(0.05)
 
 
-def _body(response: httpx.Response, status: int) -> dict[str, Any]:
-    if response.status_code != status:
-        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def enrol_gateway(relay: RelayProcess, data_dir: Path) -> str:
     """An owner, an organisation, a hotel, and this gateway enrolled for it; the hotel id."""
-    password = secrets.token_urlsafe(16)
-    email = f"owner-{secrets.token_hex(4)}@example.com"
+    owner = await tenant(relay.base_url)
     async with httpx.AsyncClient(base_url=relay.base_url, timeout=HTTP_TIMEOUT_S) as http:
-        account = {"email": email, "password": password, "display_name": "Owner"}
-        _body(await http.post("/v1/auth/register", json=account), 201)
-        login = {"email": email, "password": password}
-        tokens = _body(await http.post("/v1/auth/login", json=login), 200)
-        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-        org = _body(await http.post("/v1/orgs", json={"name": "Bench"}, headers=headers), 201)
-        hotel = _body(
-            await http.post(
-                f"/v1/orgs/{org['id']}/hotels",
-                json={"name": "Bench Hotel", "timezone": "Europe/Lisbon"},
-                headers=headers,
-            ),
-            201,
+        answer = await http.post(
+            f"/v1/hotels/{owner.hotel_id}/enrolment-tokens", json={}, headers=owner.headers
         )
-        token = _body(
-            await http.post(f"/v1/hotels/{hotel['id']}/enrolment-tokens", json={}, headers=headers),
-            201,
-        )
+        if answer.status_code != 201:
+            raise RuntimeError(f"{answer.request.url}: {answer.status_code} {answer.text}")
+        token = answer.json()
     # The gateway's own enrolment (what `bellhop edge enrol` runs): key, proof, identity.
     await asyncio.to_thread(
         enrol, data_dir, relay_url=relay.base_url, token=str(token["token"]), name="bench-gw"
     )
-    return str(hotel["id"])
+    return owner.hotel_id
 
 
 # --- PostgreSQL databases of our own ---------------------------------------------------

@@ -170,7 +170,9 @@ async def measured_run(
     await asyncio.gather(solo.ready(), alone.ready(), pair())
     note(began, "relays ready")
 
-    owners = await asyncio.gather(tenant(solo), tenant(alone), tenant(node_b))
+    owners = await asyncio.gather(
+        tenant(solo.base_url), tenant(alone.base_url), tenant(node_b.base_url)
+    )
     one = Site("one-node", owners[0], workdir / "site-1", brokers[0])
     pg = Site("one-node-pg", owners[1], workdir / "site-pg", brokers[2])
     two = Site("two-node", owners[2], workdir / "site-2", brokers[1])
