@@ -6,7 +6,8 @@
 The stream subscribes before it reads the log, so that nothing published
 meanwhile is lost; ids already sent are skipped, so nothing is sent twice.
 It ends with an `end` event naming why: `token_expired` at the access
-token's expiry, `session_ended` / `access_revoked` when a re-check finds so,
+token's expiry, `session_ended` / `access_revoked` when a re-check finds so
+(every `recheck_s`, beside the stream: events keep flowing while it asks the store),
 `slow_consumer` when its queue overflowed, `shutting_down` as soon as the
 server is asked to stop, `unavailable` when the checks kept failing. A watcher
 that stops reading altogether is cut when a send cannot finish within
@@ -27,9 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import orjson
@@ -66,7 +67,7 @@ class Watch:
     """What one stream may see, kept current by `check` (None, or the reason to end)."""
 
     expires_at: float  # the access token's `exp`
-    check: Callable[[], Awaitable[str | None]]
+    check: Callable[[], Coroutine[Any, Any, str | None]]
     visible: Callable[[Entry], bool]
 
 
@@ -116,7 +117,7 @@ class _Run:
         if self.sub is not None:
             self.sub.end(reason)
 
-    async def events(self, after: EventId | None) -> AsyncIterator[ServerSentEvent]:
+    async def events(self, after: EventId | None) -> AsyncGenerator[ServerSentEvent, None]:
         """The stream's events, from `after` (the `Last-Event-ID`) when given."""
         try:
             sub = await self.live.subscribe(self.org_id, self.hotel_id)
@@ -165,32 +166,52 @@ class _Run:
         watch = self.watch
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self.recheck_s
+        checking: asyncio.Task[str | None] | None = None
         failures = 0
-        while True:
-            if time.time() >= watch.expires_at:
-                yield end_event("token_expired")
-                return
-            if loop.time() >= next_check:
-                try:
-                    reason = await watch.check()
-                    failures = 0
-                except Exception:  # the store is away: fail closed if it stays away
-                    failures += 1
-                    log.warning("live events: a stream's re-check failed", exc_info=True)
-                    reason = "unavailable" if failures >= CHECK_FAILURES_MAX else None
-                if reason is not None:
-                    yield end_event(reason)
+        try:
+            while True:
+                if time.time() >= watch.expires_at:
+                    yield end_event("token_expired")
                     return
-                next_check = loop.time() + self.recheck_s
-            # Woken by an event, or by the node's tick (service.TICK_S) to look at the clocks.
-            item = await sub.next()
-            if isinstance(item, str):
-                yield end_event(item)
-                return
-            if item is GAP:
-                yield gap_event(self.sent)
-            elif isinstance(item, Entry) and self._new(item) and watch.visible(item):
-                yield entry_event(item)
+                if checking is not None and checking.done():
+                    reason, failures = _outcome(checking, failures)
+                    checking = None
+                    if reason is not None:
+                        yield end_event(reason)
+                        return
+                    next_check = loop.time() + self.recheck_s
+                if checking is None and loop.time() >= next_check:
+                    # Beside the stream, not in its way: a check that waits for the
+                    # store (a lookup queued behind others) must not hold back the
+                    # events meanwhile; its end wakes the stream to act on it.
+                    checking = asyncio.create_task(watch.check(), name="live-events-recheck")
+                    checking.add_done_callback(lambda _: sub.tick())
+                # Woken by an event, a finished check, or the node's tick (service.TICK_S)
+                # to look at the clocks.
+                item = await sub.next()
+                if isinstance(item, str):
+                    yield end_event(item)
+                    return
+                if item is GAP:
+                    yield gap_event(self.sent)
+                elif isinstance(item, Entry) and self._new(item) and watch.visible(item):
+                    yield entry_event(item)
+        finally:
+            if checking is not None and not checking.cancel() and not checking.cancelled():
+                checking.exception()  # finished as the stream ended: its failure is moot
+
+
+def _outcome(check: asyncio.Task[str | None], failures: int) -> tuple[str | None, int]:
+    """A finished re-check's reason to end the stream (or None), and the failures so far:
+    a store that is away fails the stream closed only if it stays away."""
+    if check.cancelled():
+        return None, failures
+    error = check.exception()
+    if error is None:
+        return check.result(), 0
+    failures += 1
+    log.warning("live events: a stream's re-check failed", exc_info=error)
+    return ("unavailable" if failures >= CHECK_FAILURES_MAX else None), failures
 
 
 class EventStream(EventSourceResponse):
