@@ -26,7 +26,7 @@ from bellhop_edge.auth import LocalTokens, Role
 
 from tests.support.edge_process import EdgeProcess, until, write_config
 from tests.support.link_proxy import LinkProxy
-from tests.support.mosquitto import MosquittoBroker, device_client
+from tests.support.mosquitto import Credentials, MosquittoBroker, device_client
 from tests.support.relay_process import (
     RelayProcess,
     Tenant,
@@ -147,25 +147,68 @@ class Devices:
 
 
 # -- the gateway -----------------------------------------------------------------------------
-class Gateway:
-    """`bellhop edge run` for the hotel, and what its database says."""
+class EdgeGateway:
+    """`bellhop edge run` with its config in `workdir` (one room, `devices`, the `bridge`
+    section given), its store read directly; also the backup tests' gateway
+    (tests/e2e/test_backup_restore.py)."""
 
-    def __init__(self, workdir: Path, mosquitto: MosquittoBroker, hotel_id: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        mosquitto: MosquittoBroker,
+        hotel_id: str,
+        creds: Credentials,
+        devices: Mapping[str, str],
+        bridge: str,
+    ) -> None:
         workdir.mkdir(parents=True)
         self.config = workdir / "edge.toml"
-        creds = mosquitto.add_gateway(hotel_id)
         self.lan_port = write_config(
             self.config,
             hotel_id=hotel_id,
             mosquitto=mosquitto,
             gateway=creds,
-            devices=dict(DEVICES),
-            extra=BRIDGE,
+            devices=dict(devices),
+            extra=bridge,
         )
         self.data_dir = workdir / "edge"
-        self.token = LocalTokens(self.data_dir / "staff-tokens.json").create(STAFF, Role.STAFF)
         self.process = EdgeProcess(self.config)
         self.database = self.process.database
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if not self.database.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
+        try:
+            return [tuple(row) for row in db.execute(sql).fetchall()]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # the gateway has not created it yet
+                return []
+            raise
+        finally:
+            db.close()
+
+    def backlog(self) -> int:
+        """Outbox events the relay has not acknowledged yet, over both lanes."""
+        rows = self.query(
+            "SELECT count(*) FROM outbox, outbox_state WHERE"
+            " (lane = 1 AND seq > last_acked_seq) OR (lane = 2 AND seq > last_acked_priority_seq)"
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def alerts(self) -> dict[str, tuple[Any, ...]]:
+        rows = self.query("SELECT alert_id, kind, state, device_id, acknowledged_by FROM alerts")
+        return {str(r[0]): tuple(r[1:]) for r in rows}
+
+
+class Gateway(EdgeGateway):
+    """The fault tests' gateway: its own MQTT account, small batches, a staff token, and
+    what its database says."""
+
+    def __init__(self, workdir: Path, mosquitto: MosquittoBroker, hotel_id: str) -> None:
+        creds = mosquitto.add_gateway(hotel_id)
+        super().__init__(workdir, mosquitto, hotel_id, creds, DEVICES, BRIDGE)
+        self.token = LocalTokens(self.data_dir / "staff-tokens.json").create(STAFF, Role.STAFF)
 
     def start(self) -> None:
         self.process.start()
@@ -186,43 +229,18 @@ class Gateway:
         """Bridges opened, over all runs."""
         return self.logged("open; resuming after")
 
-    def _query(self, sql: str) -> list[tuple[Any, ...]]:
-        if not self.database.exists():
-            return []
-        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10)
-        try:
-            return [tuple(row) for row in db.execute(sql).fetchall()]
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # the gateway has not created it yet
-                return []
-            raise
-        finally:
-            db.close()
-
     def committed(self) -> int:
         """Readings and device events the gateway has stored (each once, however delivered)."""
-        points = self._query(
+        points = self.query(
             "SELECT count(*) FROM (SELECT series_id, ts FROM telemetry_recent"
             " UNION SELECT series_id, ts FROM telemetry)"
         )
-        events = self._query("SELECT count(*) FROM events")
+        events = self.query("SELECT count(*) FROM events")
         return (int(points[0][0]) if points else 0) + (int(events[0][0]) if events else 0)
-
-    def backlog(self) -> int:
-        """Outbox events the relay has not acknowledged yet, over both lanes."""
-        rows = self._query(
-            "SELECT count(*) FROM outbox, outbox_state WHERE"
-            " (lane = 1 AND seq > last_acked_seq) OR (lane = 2 AND seq > last_acked_priority_seq)"
-        )
-        return int(rows[0][0]) if rows else 0
 
     def events(self) -> list[tuple[Any, ...]]:
         """(device, kind, ts, data) of every device event, in the order the gateway stored them."""
-        return self._query("SELECT device_id, kind, ts, data FROM events ORDER BY event_id")
-
-    def alerts(self) -> dict[str, tuple[Any, ...]]:
-        rows = self._query("SELECT alert_id, kind, state, device_id, acknowledged_by FROM alerts")
-        return {str(r[0]): tuple(r[1:]) for r in rows}
+        return self.query("SELECT device_id, kind, ts, data FROM events ORDER BY event_id")
 
     @contextlib.asynccontextmanager
     async def lan(self) -> AsyncIterator[tuple[lan_pb2_grpc.LanServiceAsyncStub, Metadata]]:

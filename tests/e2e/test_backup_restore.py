@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -39,8 +38,9 @@ from bellhop_devices.messages import Channel
 from bellhop_edge.auth import LocalTokens, Role
 from google.protobuf import struct_pb2
 
+from tests.e2e.bridge_site import EdgeGateway
 from tests.support import waiting
-from tests.support.edge_process import EdgeProcess, until, write_config
+from tests.support.edge_process import until
 from tests.support.mosquitto import Credentials, MosquittoBroker, device_client
 from tests.support.relay_process import (
     RelayProcess,
@@ -143,24 +143,13 @@ class Devices:
         await self.report(1, temperature=45.0)
 
 
-class Gateway:
-    """`bellhop edge run` with its config in `workdir`, its store read directly."""
+class Gateway(EdgeGateway):
+    """`bellhop edge run` for the room's devices, on an account of the test's own."""
 
     def __init__(
         self, workdir: Path, mosquitto: MosquittoBroker, hotel_id: str, creds: Credentials
     ) -> None:
-        workdir.mkdir(parents=True)
-        self.config = workdir / "edge.toml"
-        self.lan_port = write_config(
-            self.config,
-            hotel_id=hotel_id,
-            mosquitto=mosquitto,
-            gateway=creds,
-            devices=dict(DEVICES),
-            extra=BRIDGE,
-        )
-        self.data_dir = workdir / "edge"
-        self.process = EdgeProcess(self.config)
+        super().__init__(workdir, mosquitto, hotel_id, creds, DEVICES, BRIDGE)
 
     async def start(self) -> None:
         runs = self.process.subscribed()
@@ -171,33 +160,11 @@ class Gateway:
         if self.process.proc is not None and self.process.proc.poll() is None:
             assert self.process.stop(signal.SIGTERM) == 0, self.process.log_tail()
 
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(f"file:{self.process.database}?mode=ro", uri=True, timeout=10)
-        try:
-            return [tuple(row) for row in db.execute(sql).fetchall()]
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise
-        finally:
-            db.close()
-
     def readings(self) -> int:
         rows = self.query(
             "SELECT count(*) FROM (SELECT ts FROM telemetry_recent UNION SELECT ts FROM telemetry)"
         )
         return int(rows[0][0]) if rows else 0
-
-    def backlog(self) -> int:
-        rows = self.query(
-            "SELECT count(*) FROM outbox, outbox_state WHERE"
-            " (lane = 1 AND seq > last_acked_seq) OR (lane = 2 AND seq > last_acked_priority_seq)"
-        )
-        return int(rows[0][0]) if rows else 0
-
-    def alerts(self) -> dict[str, tuple[Any, ...]]:
-        rows = self.query("SELECT alert_id, kind, state, device_id, acknowledged_by FROM alerts")
-        return {str(r[0]): tuple(r[1:]) for r in rows}
 
     @contextlib.asynccontextmanager
     async def lan(
