@@ -51,10 +51,17 @@ async def test_a_stream_told_to_stop_before_it_subscribed_ends_once_it_has(api: 
     async def fine() -> None:
         return None
 
-    watch = Watch(expires_at=time.time() + 60, check=fine, visible=lambda _entry: True)
-    run = _Run(api.relay.live, hotel.org_id, hotel.hotel_id, watch, recheck_s=5)
+    watch = Watch(
+        expires_at=time.time() + 60,
+        key=("s", "u", "hotel", hotel.hotel_id),
+        fetch=fine,
+        apply=lambda _found: None,
+        visible=lambda _entry: True,
+    )
+    run = _Run(api.relay.live, hotel.org_id, hotel.hotel_id, watch)
     run.stop("shutting_down")
     sent = [event async for event in run.events(None)]
     assert [(e.comment, e.event) for e in sent] == [("open", None), (None, "end")]
     assert '"reason":"shutting_down"' in str(sent[-1].data)
     assert api.relay.live.subscribers == 0
+    assert len(api.relay.live.rechecks) == 0

@@ -98,17 +98,24 @@ class _HotelView:
     def __init__(self, relay: Relay, who: Principal, hotel_id: str, found: Access) -> None:
         self.relay, self.who, self.hotel_id = relay, who, hotel_id
         self.rooms = found.visible_rooms(hotel_id)
+        self.key = (who.session_id, who.user_id, "hotel", hotel_id)
 
     def visible(self, entry: Entry) -> bool:
         return entry.hotel_id == self.hotel_id and _shows(self.rooms, entry)
 
-    async def check(self) -> str | None:
+    async def fetch(self) -> str | Access:
+        """The caller's access to the hotel now, or why the streams of this view end."""
         if await _session_ended(self.relay, self.who):
             return "session_ended"
         try:
             _, found = await self.relay.hotel_access(self.who.user_id, self.hotel_id)
         except NotFound:
             return "access_revoked"
+        return found
+
+    def apply(self, found: str | Access) -> str | None:
+        if isinstance(found, str):
+            return found
         if not _reads(found, self.hotel_id):
             return "access_revoked"
         self.rooms = found.visible_rooms(self.hotel_id)
@@ -118,6 +125,7 @@ class _HotelView:
 class _OrgView:
     def __init__(self, relay: Relay, who: Principal, org_id: str, found: Access) -> None:
         self.relay, self.who, self.org_id = relay, who, org_id
+        self.key = (who.session_id, who.user_id, "org", org_id)
         self._use(found)
 
     def _use(self, found: Access) -> None:
@@ -132,7 +140,8 @@ class _OrgView:
             self._rooms[hotel_id] = self.found.visible_rooms(hotel_id)
         return _shows(self._rooms[hotel_id], entry)
 
-    async def check(self) -> str | None:
+    async def fetch(self) -> str | Access:
+        """The caller's access to the organisation now, or why its streams end."""
         if await _session_ended(self.relay, self.who):
             return "session_ended"
         try:
@@ -140,6 +149,11 @@ class _OrgView:
                 _, found = await orgs.access(conn, self.who.user_id, self.org_id)
         except NotFound:
             return "access_revoked"
+        return found
+
+    def apply(self, found: str | Access) -> str | None:
+        if isinstance(found, str):
+            return found
         self._use(found)
         return None
 
@@ -186,15 +200,15 @@ async def _answer(
 ) -> Response | EventsPage:
     relay, who = view.relay, view.who
     if _wants_stream(request):
-        watch = Watch(expires_at=who.expires_at, check=view.check, visible=view.visible)
+        watch = Watch(
+            expires_at=who.expires_at,
+            key=view.key,
+            fetch=view.fetch,
+            apply=view.apply,
+            visible=view.visible,
+        )
         return EventStream(
-            relay.live,
-            org_id,
-            hotel_id,
-            after,
-            watch,
-            recheck_s=relay.config.events_recheck_s,
-            heartbeat=relay.config.events_heartbeat_s,
+            relay.live, org_id, hotel_id, after, watch, heartbeat=relay.config.events_heartbeat_s
         )
     try:
         if after is None:

@@ -10,7 +10,8 @@
 Modules: `events` (an event, its id and body, the events of an applied batch),
 `log` (the in-process log and watchers' bounded queues, sans-I/O), `redis_log`
 (one Redis Stream per organisation, for several nodes), `service`
-(`LiveEvents`), `stream` (one watcher's Server-Sent Events). The routes are
+(`LiveEvents`), `checks` (the streams' session and access re-checks, one per session
+and scope), `stream` (one watcher's Server-Sent Events). The routes are
 api/routes_events.py; the format is docs/live-events.md.
 """
 

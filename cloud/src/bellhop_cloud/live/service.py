@@ -23,6 +23,7 @@ from bellhop_cloud.config import BusBackend, RelayConfig
 from bellhop_cloud.db.schema import hotels
 from bellhop_cloud.db.store import Store
 from bellhop_cloud.errors import ConfigError
+from bellhop_cloud.live.checks import Rechecks
 from bellhop_cloud.live.events import DEVICE_ROOMED, Entry, EventId, LiveEvent, body
 from bellhop_cloud.live.log import Draft, EventLog, Fanout, Resume, Subscription
 from bellhop_cloud.live.redis_log import RedisLog
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 ORG_CACHE_MAX: Final = 100_000
 # Its own few connections for the look-ups (hotel -> organisation, device -> room).
 LOOKUP_POOL: Final = 2
-# Streams look at their clocks (token expiry, re-checks) at least this often.
+# Streams look at their clock (token expiry) at least this often.
 TICK_S: Final = 1.0
 
 
@@ -53,6 +54,8 @@ class LiveEvents:
         """
         self.config = config
         self.fanout = Fanout()
+        # The streams' session and access re-checks, one per session and scope.
+        self.rechecks = Rechecks(config.events_recheck_s)
         self._owns_store = store is None
         self._store = store or Store.open(config.model_copy(update={"db_pool_size": LOOKUP_POOL}))
         self._redis: RedisLog | None = None
@@ -89,8 +92,8 @@ class LiveEvents:
         self._ticker = asyncio.create_task(self._tick(), name="live-events-tick")
 
     async def _tick(self) -> None:
-        """Wake every stream once a tick, so each looks at its clocks (token expiry,
-        re-checks) without a timer of its own per wait."""
+        """Wake every stream once a tick, so each looks at its clock (token expiry)
+        without a timer of its own per wait."""
         while True:
             await asyncio.sleep(TICK_S)
             self.fanout.tick()
@@ -187,6 +190,7 @@ class LiveEvents:
         if self._ticker is not None:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
+        await self.rechecks.close()
         self.fanout.end_all("shutting_down")
         try:
             if self._redis is not None:

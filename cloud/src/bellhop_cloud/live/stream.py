@@ -1,13 +1,13 @@
 """One watcher's Server-Sent Events stream: resume, live events, re-checks, the end.
 
-    watch = Watch(expires_at=principal.expires_at, check=..., visible=...)
-    return EventStream(live, org_id, hotel_id, after, watch, recheck_s=5, heartbeat=15)
+    watch = Watch(expires_at=principal.expires_at, key=..., fetch=..., apply=..., visible=...)
+    return EventStream(live, org_id, hotel_id, after, watch, heartbeat=15)
 
 The stream subscribes before it reads the log, so that nothing published
 meanwhile is lost; ids already sent are skipped, so nothing is sent twice.
 It ends with an `end` event naming why: `token_expired` at the access
 token's expiry, `session_ended` / `access_revoked` when a re-check finds so
-(every `recheck_s`, beside the stream: events keep flowing while it asks the store),
+(checks.py: one per session and scope, beside the streams, never in their way),
 `slow_consumer` when its queue overflowed, `shutting_down` as soon as the
 server is asked to stop, `unavailable` when the checks kept failing. A watcher
 that stops reading altogether is cut when a send cannot finish within
@@ -25,12 +25,11 @@ generator wakes, sends `end`, and the answer completes within
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import orjson
@@ -38,6 +37,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
+from bellhop_cloud.live.checks import Apply, Fetch
 from bellhop_cloud.live.events import Entry, EventId, format_id, iso
 from bellhop_cloud.live.log import GAP, Subscription
 from bellhop_cloud.live.service import LiveEvents
@@ -55,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEP: Final = "\n"
-CHECK_FAILURES_MAX: Final = 3  # consecutive failed re-checks before the stream ends
 # How long a stream is given to send its `end` once the server is stopping, before it
 # is cut: only a client whose socket buffers are full needs it. Well under uvicorn's
 # graceful timeout (server.GRACEFUL_SHUTDOWN_S, 10 s), which bounds the whole drain.
@@ -64,10 +63,12 @@ SHUTDOWN_GRACE_S: Final = 5.0
 
 @dataclass(slots=True)
 class Watch:
-    """What one stream may see, kept current by `check` (None, or the reason to end)."""
+    """What one stream may see, kept current by its group's re-checks (checks.py)."""
 
     expires_at: float  # the access token's `exp`
-    check: Callable[[], Coroutine[Any, Any, str | None]]
+    key: Hashable  # its session and scope: the streams whose checks are one
+    fetch: Fetch  # the session and the grants, once per check of the group
+    apply: Apply  # this stream's verdict on what `fetch` found: None, or why it ends
     visible: Callable[[Entry], bool]
 
 
@@ -100,11 +101,9 @@ def heartbeat_event() -> ServerSentEvent:
 
 
 class _Run:
-    def __init__(
-        self, live: LiveEvents, org_id: str, hotel_id: str | None, watch: Watch, recheck_s: float
-    ) -> None:
+    def __init__(self, live: LiveEvents, org_id: str, hotel_id: str | None, watch: Watch) -> None:
         self.live, self.org_id, self.hotel_id = live, org_id, hotel_id
-        self.watch, self.recheck_s = watch, recheck_s
+        self.watch = watch
         self.sent: EventId | None = None  # the newest id passed (shown or not)
         self.ended = False
         self.sub: Subscription | None = None
@@ -128,6 +127,8 @@ class _Run:
         self.sub = sub
         if self.stopped is not None:  # stopped while subscribing
             sub.end(self.stopped)
+        watch = self.watch
+        self.live.rechecks.join(watch.key, watch.fetch, sub, watch.apply)
         try:
             yield ServerSentEvent(comment="open", sep=SEP)
             self.sent = after
@@ -139,6 +140,7 @@ class _Run:
                     yield event
         finally:
             self.sub = None
+            self.live.rechecks.leave(watch.key, sub)
             self.live.unsubscribe(sub)
 
     def _new(self, entry: Entry) -> bool:
@@ -164,54 +166,20 @@ class _Run:
 
     async def _follow(self, sub: Subscription) -> AsyncIterator[ServerSentEvent]:
         watch = self.watch
-        loop = asyncio.get_running_loop()
-        next_check = loop.time() + self.recheck_s
-        checking: asyncio.Task[str | None] | None = None
-        failures = 0
-        try:
-            while True:
-                if time.time() >= watch.expires_at:
-                    yield end_event("token_expired")
-                    return
-                if checking is not None and checking.done():
-                    reason, failures = _outcome(checking, failures)
-                    checking = None
-                    if reason is not None:
-                        yield end_event(reason)
-                        return
-                    next_check = loop.time() + self.recheck_s
-                if checking is None and loop.time() >= next_check:
-                    # Beside the stream, not in its way: a check that waits for the
-                    # store (a lookup queued behind others) must not hold back the
-                    # events meanwhile; its end wakes the stream to act on it.
-                    checking = asyncio.create_task(watch.check(), name="live-events-recheck")
-                    checking.add_done_callback(lambda _: sub.tick())
-                # Woken by an event, a finished check, or the node's tick (service.TICK_S)
-                # to look at the clocks.
-                item = await sub.next()
-                if isinstance(item, str):
-                    yield end_event(item)
-                    return
-                if item is GAP:
-                    yield gap_event(self.sent)
-                elif isinstance(item, Entry) and self._new(item) and watch.visible(item):
-                    yield entry_event(item)
-        finally:
-            if checking is not None and not checking.cancel() and not checking.cancelled():
-                checking.exception()  # finished as the stream ended: its failure is moot
-
-
-def _outcome(check: asyncio.Task[str | None], failures: int) -> tuple[str | None, int]:
-    """A finished re-check's reason to end the stream (or None), and the failures so far:
-    a store that is away fails the stream closed only if it stays away."""
-    if check.cancelled():
-        return None, failures
-    error = check.exception()
-    if error is None:
-        return check.result(), 0
-    failures += 1
-    log.warning("live events: a stream's re-check failed", exc_info=error)
-    return ("unavailable" if failures >= CHECK_FAILURES_MAX else None), failures
+        while True:
+            if time.time() >= watch.expires_at:
+                yield end_event("token_expired")
+                return
+            # Woken by an event, an end (a re-check's verdict, the relay stopping), or
+            # the node's tick (service.TICK_S) to look at the clock.
+            item = await sub.next()
+            if isinstance(item, str):
+                yield end_event(item)
+                return
+            if item is GAP:
+                yield gap_event(self.sent)
+            elif isinstance(item, Entry) and self._new(item) and watch.visible(item):
+                yield entry_event(item)
 
 
 class EventStream(EventSourceResponse):
@@ -232,11 +200,10 @@ class EventStream(EventSourceResponse):
         after: EventId | None,
         watch: Watch,
         *,
-        recheck_s: float,
         heartbeat: float,
     ) -> None:
         """The stream of `org_id` (of `hotel_id` when given), from `after` when given."""
-        run = _Run(live, org_id, hotel_id, watch, recheck_s)
+        run = _Run(live, org_id, hotel_id, watch)
         stopping = anyio.Event()  # set by sse-starlette when the server is stopping
 
         async def farewell() -> None:
