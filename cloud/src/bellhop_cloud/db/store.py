@@ -67,6 +67,12 @@ class Store:
         self.engine = engine
         # PostgreSQL: connections whose commits do not wait for the disk (`run_relaxed`).
         self._relaxed = relaxed_engine
+        # `run_alone`: the same connections in autocommit (set on the client, no round trip).
+        self._alone = (
+            None
+            if relaxed_engine is None
+            else relaxed_engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # PostgreSQL reads in autocommit: a read is its statements' round trips alone,
@@ -211,6 +217,40 @@ class Store:
         finally:
             self._leave()
 
+    async def run_alone(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`fn(connection, *args, **kwargs)` for work whose every statement stands alone: on
+        PostgreSQL in autocommit on a connection of `run_relaxed`'s, so that each statement
+        is a transaction of its own (atomic as any), committed without waiting for the
+        disk, in one round trip (no BEGIN, no COMMIT). Elsewhere `run_relaxed`."""
+        if self._alone is None:
+            return await self.run_relaxed(fn, *args, **kwargs)
+        self._enter()
+        try:
+            async with self._alone.connect() as connection:
+                return await connection.run_sync(fn, *args, **kwargs)
+        finally:
+            self._leave()
+
+    async def flushed(self) -> None:
+        """Return once every commit made before the call is on the disk: for a transaction
+        committed by `run_relaxed` that must be durable before someone is told of it
+        (a remote command's audit entry, docs/remote-control.md). PostgreSQL writes its
+        log in order, so a commit that waits for the disk flushes every commit before
+        it; this is one statement in autocommit whose commit writes a record (an empty
+        transactional logical message: a commit that wrote nothing to the log does not
+        wait) and waits. SQLite: nothing to wait for (its commits never wait, see
+        `_sqlite_pragmas`)."""
+        if self.is_sqlite:
+            return
+        self._enter()
+        try:
+            async with self._reads.connect() as connection:
+                await connection.execute(_FLUSH)
+        finally:
+            self._leave()
+
     def _transaction(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -268,6 +308,10 @@ def relaxed(connection: Connection) -> None:
     if connection.dialect.name == "postgresql" and not connection.info.get(_RELAXED):
         connection.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
 
+
+# `Store.flushed`: a log record in a transaction of its own, so that its commit waits for
+# the disk (PostgreSQL flushes at commit only a transaction that wrote to the log).
+_FLUSH = sa.text("SELECT pg_logical_emit_message(true, 'bellhop.flush', '')")
 
 _RELAXED = "bellhop_relaxed"  # a connection's info key: it was opened relaxed
 
