@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -32,7 +33,6 @@ from typing import Final
 
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop_bridge import (
-    LANES,
     BatchReceived,
     CloseCode,
     Closed,
@@ -53,14 +53,14 @@ from websockets.frames import CloseCode as CloseStatus
 from websockets.http11 import Request, Response
 from websockets.protocol import State as SocketState
 
-from bellhop_cloud.bridge import revocations, sync, trust
+from bellhop_cloud.bridge import revocations, trust
 from bellhop_cloud.bridge.admission import Admission
+from bellhop_cloud.bridge.batches import HEARD_EVERY_S, Applier, Batches
 from bellhop_cloud.bridge.identities import Identities
 from bellhop_cloud.bridge.links import Links
 from bellhop_cloud.bridge.resync import Resyncs
 from bellhop_cloud.bridge.session import Link, who
 from bellhop_cloud.config import RelayConfig
-from bellhop_cloud.live import plan_events
 from bellhop_cloud.live.events import gateway_event
 from bellhop_cloud.relay import Relay
 
@@ -74,8 +74,6 @@ log = logging.getLogger(__name__)
 _ws_log = logging.getLogger(f"{__name__}.websockets")
 _ws_log.setLevel(logging.WARNING)
 
-# A heartbeat's backlog figures are recorded at most this often per gateway.
-HEARD_EVERY_S: Final = 5.0
 # Handshakes worked on at once; the others wait their turn (docs/bridge.md).
 HANDSHAKES: Final = 100
 # Connections the kernel holds for the relay to accept (a SYN past it is dropped and sent
@@ -109,9 +107,7 @@ class BridgeEndpoint:
         self.links = Links(relay.store)
         self.identities = Identities(relay.store)
         self.resyncs = Resyncs(relay.store)  # gateways to ask for a snapshot (a restore)
-        self.applied_events = 0
-        self.rejected_events = 0
-        self.snapshots = 0
+        self.applier = Applier(relay, self.resyncs)
         self.closes: dict[str, int] = {}
         relay.downlink.attach(self._send_down, self._hotels.keys)
 
@@ -216,6 +212,18 @@ class BridgeEndpoint:
     def connected(self) -> int:
         return len(self._live)
 
+    @property
+    def applied_events(self) -> int:
+        return self.applier.applied_events
+
+    @property
+    def rejected_events(self) -> int:
+        return self.applier.rejected_events
+
+    @property
+    def snapshots(self) -> int:
+        return self.applier.snapshots
+
     async def handle(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
         conn = RelayConnection(
@@ -232,6 +240,8 @@ class BridgeEndpoint:
             if await self._await_hello(link) and await self._admit(link):
                 await self._serve(link)
         finally:
+            if link.batches is not None:
+                await link.batches.close()
             if link.admitted:
                 link.admitted = False
                 self.admission.leave()
@@ -347,12 +357,14 @@ class BridgeEndpoint:
                 conn.challenge(now)
         elif isinstance(event, ProofReceived):
             await self._proved(link, event, now)
-        elif isinstance(event, BatchReceived):
-            await self._apply(link, event, now)
+        elif isinstance(event, BatchReceived | SnapshotReceived) and link.identity is not None:
+            if link.batches is None:  # applied beside this reader (batches.py)
+                link.batches = Batches(
+                    functools.partial(self._applied, link), functools.partial(self._failed, link)
+                )
+            link.batches.put(event)
         elif isinstance(event, HeartbeatReceived):
             await self._heard(link, event, now)
-        elif isinstance(event, SnapshotReceived):
-            await self._snapshot(link, event)
         elif isinstance(event, CommandResultReceived) and link.identity is not None:
             # Straight from the gateway, ahead of batches (_drain): its outbox brings it durably.
             await self.relay.downlink.answered(link.identity.hotel_id, event.result)
@@ -400,39 +412,20 @@ class BridgeEndpoint:
         log.info("bridge of %s (hotel %s) open", identity.gateway_id, identity.hotel_id)
         await self.relay.live.tell(identity.hotel_id, [gateway_event(identity.gateway_id, "open")])
 
-    async def _apply(self, link: Link, event: BatchReceived, now: float) -> None:
-        identity = link.identity
-        assert identity is not None
-        # `last_seen` moves at most every few seconds: two updates per batch otherwise.
-        seen = now - link.seen_at >= HEARD_EVERY_S
-        # One transaction; the lanes' row lock orders it against any other connection
-        # of the gateway.
-        applied = await self.relay.store.run(
-            sync.apply_batch,
-            identity.gateway_id,
-            identity.hotel_id,
-            event.events,
-            datetime.now(UTC),
-            seen=seen,
-            stored=self.relay.downlink.stored(identity.hotel_id),
-        )
-        plan = applied.plan
-        if seen:
-            link.seen_at = now
-        await self.relay.live.tell(identity.hotel_id, plan_events(plan))
-        await self.relay.downlink.finished(identity.hotel_id, applied.answered)
-        self.applied_events += len(plan.telemetry) + len(plan.events)
-        if plan.rejected:
-            self.rejected_events += len(plan.rejected)
-            log.warning(
-                "gateway %s: %d events refused (%s)",
-                identity.gateway_id,
-                len(plan.rejected),
-                plan.rejected[0],
-            )
-        for lane in LANES:
-            if lane in applied.highest:
-                link.conn.ack(lane, applied.highest[lane], now)
+    async def _applied(self, link: Link, event: BatchReceived | SnapshotReceived) -> None:
+        await self.applier.apply(link, event)
+        await self._flush(link)  # its acknowledgements
+
+    def _failed(self, link: Link, exc: Exception) -> None:
+        """A batch or snapshot was not applied: the connection closes, as when the reader
+        applied them (nothing after it is acknowledged; the gateway sends it again)."""
+        if isinstance(exc, SQLAlchemyError):
+            log.error("bridge of %s: the database refused", who(link), exc_info=exc)
+            self._end(link, CloseCode.INTERNAL, "the relay could not store this; try again")
+        else:  # a bug here must cost one bridge a reconnect, never the node
+            log.error("bridge of %s: unexpected error", who(link), exc_info=exc)
+            self.closes["unexpected_error"] = self.closes.get("unexpected_error", 0) + 1
+            self._end(link, CloseCode.INTERNAL, "the relay failed; try again")
 
     async def _heard(self, link: Link, event: HeartbeatReceived, now: float) -> None:
         identity = link.identity
@@ -445,15 +438,6 @@ class BridgeEndpoint:
             oldest_unsent_ms=event.oldest_unsent_ms,
             now=datetime.now(UTC),
         )
-
-    async def _snapshot(self, link: Link, event: SnapshotReceived) -> None:
-        identity = link.identity
-        assert identity is not None
-        async with self.relay.store.write() as db:
-            await sync.apply_snapshot(db, identity.gateway_id, identity.hotel_id, event.snapshot)
-            await self.resyncs.done(db, identity.gateway_id)
-        self.snapshots += 1
-        log.info("gateway %s: snapshot applied", identity.gateway_id)
 
     async def _send_down(self, hotel_id: str, frames: Sequence[bridge_pb2.Frame]) -> bool:
         """Send the downlink's frames on this node's bridge of `hotel_id`, if it holds one."""

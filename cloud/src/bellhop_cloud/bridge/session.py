@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from bellhop_bridge import Event, RelayConnection
 from websockets.asyncio.server import ServerConnection
 
 from bellhop_cloud.bridge.identities import Identity
+
+if TYPE_CHECKING:
+    from bellhop_cloud.bridge.batches import Batches
 
 __all__ = ["Link", "who"]
 
@@ -17,6 +21,7 @@ class Link:
 
     __slots__ = (
         "admitted",
+        "batches",
         "close_reason",
         "conn",
         "heard_at",
@@ -37,6 +42,7 @@ class Link:
         self.admitted = False  # holds one of the Admission's slots
         self.held: list[Event] = []  # read before its handshake's turn, handled at it
         self.lock = asyncio.Lock()  # frames leave in the order they were made
+        self.batches: Batches | None = None  # applied beside the reader, once it is open
 
 
 def who(link: Link) -> str:
