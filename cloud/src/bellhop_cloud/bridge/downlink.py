@@ -291,7 +291,11 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        await self._store.run_relaxed(_store_results, plan)
+        if len(plan.commands) == 1 and sync.answered_ids(plan):
+            # One statement on PostgreSQL (sync.results): run alone, one round trip.
+            await self._store.run_alone(_store_results, plan)
+        else:
+            await self._store.run_relaxed(_store_results, plan)
         await self.finished(hotel_id, list(plan.commands), plan.commands)
 
     async def finished(
