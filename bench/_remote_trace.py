@@ -106,6 +106,7 @@ def trace_relay(marks: Marks) -> None:
     from bellhop_cloud import audit, remote, server
     from bellhop_cloud.app import create_app
     from bellhop_cloud.bridge import sync
+    from bellhop_cloud.bridge.batches import Applier
     from bellhop_cloud.bridge.downlink import Downlink
     from bellhop_cloud.bridge.endpoint import BridgeEndpoint
     from bellhop_cloud.bus import _Handlers
@@ -142,14 +143,15 @@ def trace_relay(marks: Marks) -> None:
     wrap(marks, audit, "record", "audit")  # in the store's thread on SQLite, still marked
     # A command's transaction body (in the store's thread on SQLite, in a greenlet on
     # PostgreSQL): its end, before the commit.
-    wrap(marks, remote, "_queue_commands", "queue_commands")
+    wrap(marks, remote, "queue_commands", "queue_commands")
+    wrap(marks, remote, "queue_alone", "queue_commands")  # its one statement, on PostgreSQL
     wrap(marks, sync, "results", "store_result")
     for attr in ("queue", "nudge", "wait", "_answered", "_nudged", "_deliver", "received"):
         wrap(marks, Downlink, attr, f"downlink.{attr.lstrip('_')}")
     for attr in ("finished", "_wake", "_result_heard"):
         wrap(marks, Downlink, attr, f"downlink.{attr.lstrip('_')}")
     wrap(marks, BridgeEndpoint, "_send_down", "bridge.send_down")
-    wrap(marks, BridgeEndpoint, "_apply", "bridge.apply_batch")
+    wrap(marks, Applier, "batch", "bridge.apply_batch")  # beside the reader (batches.py)
     deliver = _Handlers.deliver
 
     def delivered(self: Any, channel: str, message: str) -> None:

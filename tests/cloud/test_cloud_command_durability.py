@@ -1,0 +1,100 @@
+"""A remote command's path on a node: its transaction is on the disk before its caller
+hears (Store.flushed), and a gateway's direct answer is taken while a batch is applied
+(bridge/batches.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from bellhop.bridge.v1 import bridge_pb2
+from bellhop.common.v1 import common_pb2
+from bellhop_bridge import Acked, CommandReceived, Opened
+from bellhop_cloud import audit
+from bellhop_cloud.audit import AuditAction
+from bellhop_cloud.bridge.batches import Applier
+from bellhop_cloud.db.schema import audit_log
+from bellhop_cloud.relay import Relay
+from sqlalchemy.engine import Connection
+
+from tests.cloud.bridging import BULK, Bridge, CloudHotel, RawGateway
+from tests.cloud.support import expect
+
+
+def _write_entry(conn: Connection) -> None:
+    conn.execute(audit_log.insert(), audit.entry_rows(AuditAction.COMMAND_SENT, orgs=[None]))
+
+
+async def _scalar(relay: Relay, sql: str) -> Any:
+    async with relay.store.read() as conn:
+        return (await conn.execute(sa.text(sql))).scalar()
+
+
+async def test_flushed_puts_every_commit_before_it_on_the_disk(relay: Relay) -> None:
+    if relay.store.is_sqlite:
+        pytest.skip("SQLite's commits do not wait for the disk here (synchronous=NORMAL)")
+    # A commit that does not wait for the disk, as a command's own (`run_alone`).
+    await relay.store.run_alone(_write_entry)
+    written = await _scalar(relay, "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+    await relay.store.flushed()
+    flushed = await _scalar(relay, "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn")
+    assert flushed >= written
+
+
+async def test_a_direct_answer_is_taken_while_a_batch_is_being_applied(
+    hotel: CloudHotel, bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batches that follow the device's registry wait here until released: the
+    # bridge's reader must go on reading meanwhile (the apply runs beside it).
+    held, release = asyncio.Event(), asyncio.Event()
+    batch = Applier.batch
+
+    async def held_batch(self: Applier, *args: Any) -> None:
+        if held.is_set():
+            await release.wait()
+        await batch(self, *args)
+
+    monkeypatch.setattr(Applier, "batch", held_batch)
+    async with RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as raw:
+        await raw.until_event(Opened)
+        device = common_pb2.Device(
+            device_id="r101-thermostat",
+            room_id="101",
+            kind=common_pb2.DEVICE_KIND_THERMOSTAT,
+            registered=True,
+        )
+        await raw.send_batch([bridge_pb2.OutboxEvent(seq=1, lane=BULK, device=device)])
+        await raw.until_event(Acked)
+        await hotel.online("r101-thermostat")
+        held.set()
+        reading = bridge_pb2.OutboxEvent(seq=2, lane=BULK)
+        reading.telemetry.device_id = "r101-thermostat"
+        reading.telemetry.metric = "temperature_c"
+        reading.telemetry.value = 21.0
+        reading.telemetry.ts.FromMilliseconds(1_700_000_000_000)
+        await raw.send_batch([reading])
+
+        url = f"/v1/hotels/{hotel.hotel_id}/devices/r101-thermostat/commands"
+        body = {"name": "set_setpoint", "params": {"setpoint_c": 21.5}, "command_id": "c-1"}
+        post = hotel.api.http.post(url, json=body, headers=hotel.owner.headers)
+        answer = asyncio.create_task(post)
+        received = await raw.until_event(CommandReceived)
+        result = common_pb2.CommandResult(
+            command_id=received.command.command.command_id,
+            device_id="r101-thermostat",
+            status=common_pb2.COMMAND_STATUS_SUCCEEDED,
+        )
+        raw.conn.send_command_result(
+            bridge_pb2.RemoteCommandResult(result=result), asyncio.get_running_loop().time()
+        )
+        await raw.flush()
+        # Answered while the batch read before the answer waits to be applied (and so
+        # is not acknowledged yet).
+        assert expect(await answer, 200)["state"] == "succeeded"
+        assert raw.conn.in_flight() == 1
+        release.set()
+        acked = await raw.until_event(Acked)
+        assert (acked.lane, acked.seq) == (BULK, 2)
+        assert raw.conn.in_flight() == 0
