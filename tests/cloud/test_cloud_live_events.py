@@ -292,6 +292,12 @@ async def test_resume_gives_exactly_what_followed_and_a_gap_when_too_old(api: Ap
         # An id this relay never issued is older than anything kept.
         async with stream(base, path, token, last_event_id="not-an-id") as unknown:
             assert events(await unknown.until(lambda m: m.event == "gap"))
+        # One newer than any it issued (its clock stepped back): a gap, all held, then live.
+        async with stream(base, path, token, last_event_id="9999999999999-0") as ahead:
+            await relay.live.publish(hotel.hotel_id, [state(13)])
+            after_gap = events(await ahead.until(lambda m: m.event == "state" and number(m) == 13))
+        assert after_gap[0].event == "gap"
+        assert states(after_gap) == [8, 9, 10, 11, 12, 13]
     response = await api.http.get(path, headers={**hotel.owner.headers, "Last-Event-ID": "1\x7f-0"})
     assert (response.status_code, response.json()["code"]) == (422, "invalid_request")
     page = expect(

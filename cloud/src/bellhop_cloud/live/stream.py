@@ -160,6 +160,9 @@ class _Run:
             return
         if resumed.gap:
             yield gap_event(after)
+            # Everything held follows, whatever `after` said: an id newer than any issued
+            # (a clock stepped back, another relay's id) must not hide what comes next.
+            self.sent = None
         for entry in resumed.entries:
             if self._new(entry) and sub.wants(entry) and self.watch.visible(entry):
                 yield entry_event(entry)
