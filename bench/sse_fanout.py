@@ -126,6 +126,8 @@ def relay_config_file(
         "password_parallelism": 1,
         "register_address_limit": 100,
         "login_address_limit": 1000,
+        # A thousand streams of MANAGERS sessions: more per session than a person holds.
+        "events_streams_per_session": 1000,
     }
     if bus == "redis":
         values |= {"bus_backend": "redis", "redis_url": redis_url}

@@ -174,6 +174,9 @@ class RelayConfig(BaseSettings):
     events_recheck_s: float = Field(
         default=5.0, ge=0.05, le=60, description="a stream's session and access are re-checked"
     )
+    events_streams_per_session: int = Field(
+        default=100, ge=1, le=10_000, description="event streams one session may hold on a node"
+    )
 
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="largest request body"

@@ -20,7 +20,7 @@ from bellhop_cloud.api.boundary import BoundaryRoute, has_control, refuse
 from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.auth.tokens import Principal
-from bellhop_cloud.errors import AuthError, Forbidden, NotFound, StoreUnavailable
+from bellhop_cloud.errors import AuthError, Forbidden, NotFound, RateLimited, StoreUnavailable
 from bellhop_cloud.live.events import ID_MAX_LENGTH, Entry, EventId, format_id, parse_id
 from bellhop_cloud.live.stream import EventStream, Watch
 from bellhop_cloud.rbac.permissions import Access, Permission
@@ -30,7 +30,7 @@ router = APIRouter(tags=["events"], route_class=BoundaryRoute)
 STREAM: Final = "text/event-stream"
 PAGE_MAX: Final = 1000
 ANSWERS: Final = {
-    **responses(401, 403, 404, 422),
+    **responses(401, 403, 404, 422, 429),
     200: {
         "description": f"With `Accept: {STREAM}`, the stream; otherwise one JSON page",
         "content": {STREAM: {"schema": {"type": "string"}}},
@@ -207,9 +207,26 @@ async def _answer(
             apply=view.apply,
             visible=view.visible,
         )
-        return EventStream(
-            relay.live, org_id, hotel_id, after, watch, heartbeat=relay.config.events_heartbeat_s
-        )
+        session_id = who.session_id
+        if not relay.live.claim_stream(session_id):
+            limit_open = relay.config.events_streams_per_session
+            raise RateLimited(
+                relay.config.events_recheck_s,
+                f"this session holds {limit_open} event streams on this node: close one first",
+            )
+        try:
+            return EventStream(
+                relay.live,
+                org_id,
+                hotel_id,
+                after,
+                watch,
+                heartbeat=relay.config.events_heartbeat_s,
+                on_close=lambda: relay.live.release_stream(session_id),
+            )
+        except BaseException:
+            relay.live.release_stream(session_id)
+            raise
     try:
         if after is None:
             held = await relay.live.recent(org_id, relay.config.events_replay)

@@ -56,6 +56,7 @@ class LiveEvents:
         self.fanout = Fanout()
         # The streams' session and access re-checks, one per session and scope.
         self.rechecks = Rechecks(config.events_recheck_s)
+        self._streams: dict[str, int] = {}  # open streams by session, on this node
         self._owns_store = store is None
         self._store = store or Store.open(config.model_copy(update={"db_pool_size": LOOKUP_POOL}))
         self._redis: RedisLog | None = None
@@ -84,6 +85,28 @@ class LiveEvents:
     def subscribers(self) -> int:
         """Watchers on this node now."""
         return len(self.fanout)
+
+    @property
+    def open_streams(self) -> int:
+        """Streams counted by `claim_stream` on this node and not yet over."""
+        return sum(self._streams.values())
+
+    def claim_stream(self, session_id: str) -> bool:
+        """Count a stream opening for `session_id`; False past `events_streams_per_session`
+        (one session's scripts must not hold all of a node's memory and checks)."""
+        held = self._streams.get(session_id, 0)
+        if held >= self.config.events_streams_per_session:
+            return False
+        self._streams[session_id] = held + 1
+        return True
+
+    def release_stream(self, session_id: str) -> None:
+        """A stream counted by `claim_stream` has ended."""
+        held = self._streams.get(session_id, 0) - 1
+        if held > 0:
+            self._streams[session_id] = held
+        else:
+            self._streams.pop(session_id, None)
 
     async def start(self) -> None:
         self._start = (_now_ms(), 0)

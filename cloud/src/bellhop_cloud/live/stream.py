@@ -204,8 +204,11 @@ class EventStream(EventSourceResponse):
         watch: Watch,
         *,
         heartbeat: float,
+        on_close: Callable[[], None] = lambda: None,
     ) -> None:
-        """The stream of `org_id` (of `hotel_id` when given), from `after` when given."""
+        """The stream of `org_id` (of `hotel_id` when given), from `after` when given;
+        `on_close` is called once the answer is over, however it ends."""
+        self._on_close = on_close
         run = _Run(live, org_id, hotel_id, watch)
         stopping = anyio.Event()  # set by sse-starlette when the server is stopping
 
@@ -237,3 +240,5 @@ class EventStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             log.info("live events: a client stopped reading; its stream was cut")
+        finally:
+            self._on_close()
