@@ -124,7 +124,8 @@ async def send_commands(
     )
     # Committed without waiting for the disk, and made durable beside the delivery and
     # the wait, before the caller is told anything (docs/remote-control.md).
-    if relay.store.is_sqlite or not await relay.store.run_alone(queue_alone, sending):
+    alone = not relay.store.is_sqlite and len(requests) == 1
+    if not (alone and await relay.store.run_alone(queue_alone, sending)):
         await relay.store.run_relaxed(queue_commands, sending)
     durable = asyncio.ensure_future(relay.store.flushed())
     try:
