@@ -41,6 +41,8 @@ COMMANDS = [
     ("40 params", {"params": params(**{f"p{i}": i for i in range(40)})}, "params"),
     ("a bad name", {"name": "Bad Name!"}, "name"),
     ("a bad command id", {"command_id": "bad id/#"}, "command_id"),
+    # A `:` is for the relay's own items ("ack:<alert id>"): never a command's id.
+    ("a command id with a colon", {"command_id": "ack:al-1"}, "command_id"),
     ("a nested param", {"params": params(inner={"a": 1})}, "params.inner"),
     ("a control character", {"params": params(text="a\x00b")}, "params.text"),
     ("a ttl of 10^14 s", {"ttl": duration_pb2.Duration(seconds=10**14)}, "ttl"),
@@ -86,6 +88,7 @@ async def test_fleet_commands_check_their_limits_and_targets(harness: Harness) -
     call = harness.stub.SendFleetCommand
     await refused(harness, call, fleet(max_in_flight=-1), "max_in_flight")
     await refused(harness, call, fleet(fleet_id="f" * 41), "fleet_id")
+    await refused(harness, call, fleet(fleet_id="night:1"), "fleet_id")
     unknown_kind = lan_pb2.SendFleetCommandRequest(name="ping")
     unknown_kind.target.kinds.append(common_pb2.DeviceKind.ValueType(99))
     await refused(harness, call, unknown_kind, "target.kinds[0]")

@@ -7,8 +7,13 @@ interceptor sends as INVALID_ARGUMENT. Limits:
 
 - ids: a device id by the device protocol's rule; room ids 1-64 characters
   without spaces or control characters; alert ids 1-64 of letters, digits,
-  `-` and `_`; command and fleet ids by the protocol's command-id rule (a
-  fleet id at most 40, as each device's id is derived from it).
+  `-` and `_`; command and fleet ids 1-64 of letters, digits, `.`, `_` and
+  `-` starting with a letter or digit (a fleet id at most 40, as each
+  device's id is derived from it). No `:` (which the device protocol allows):
+  ids with a `:` are the relay's own items ("ack:<alert id>", "desired:<id>"),
+  and a command id must never equal one (docs/remote-control.md). A command
+  looked up (`existing_command_id`) may still hold one: ids made before the
+  rule are found.
 - names (metrics, commands): the protocol's name rule.
 - text (a note): at most 500 characters, no control characters but tab
   and newline.
@@ -35,6 +40,7 @@ from bellhop_edge.errors import InvalidRequest
 
 __all__ = [
     "alert_id",
+    "change_id",
     "command_id",
     "device_id",
     "device_ids",
@@ -55,7 +61,12 @@ T = TypeVar("T")
 _DEVICE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _ROOM_ID: Final = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 _ALERT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_COMMAND_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_COMMAND_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_COMMAND_RULE: Final = "1-64 of A-Z a-z 0-9 . _ - starting with a letter or digit (no :)"
+# What ids were before `:` was kept for the relay's items: a lookup still finds them.
+_ANY_COMMAND_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+# The relay's desired changes ("desired:<id>"), which are not command ids.
+_CHANGE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,79}")
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 NOTE_MAX: Final = 500
@@ -102,17 +113,22 @@ def command_id(value: str, field: str = "command_id", *, max_len: int = 64) -> s
         return None
     if len(value) > max_len:
         raise InvalidRequest(f"{field}: at most {max_len} characters, got {len(value)}")
-    return _matching(
-        value, field, _COMMAND_ID, "1-64 of A-Z a-z 0-9 . _ : - starting with a letter or digit"
-    )
+    return _matching(value, field, _COMMAND_ID, _COMMAND_RULE)
 
 
 def existing_command_id(value: str, field: str = "command_id") -> str:
-    """The id of a command to look up: required, by the same rule."""
-    checked = command_id(value, field)
-    if checked is None:
+    """The id of a command to look up: required; an id of before the no-`:` rule is
+    found too."""
+    if not value:
         raise InvalidRequest(f"{field}: required")
-    return checked
+    return _matching(value, field, _ANY_COMMAND_ID, "a command id")
+
+
+def change_id(value: str, field: str = "change_id") -> str:
+    """The id of a desired change from the relay ("desired:<id>"): required."""
+    if not value:
+        raise InvalidRequest(f"{field}: required")
+    return _matching(value, field, _CHANGE_ID, "1-80 of A-Z a-z 0-9 . _ : -")
 
 
 def name(value: str, field: str) -> str:

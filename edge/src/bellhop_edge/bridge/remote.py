@@ -140,10 +140,8 @@ class RemoteControl:
         (the relay sends what it has no answer for again after a reconnect) is not merged
         twice."""
         try:
-            change_id = validate.command_id(change.change_id, "change_id", max_len=80)
+            change_id = validate.change_id(change.change_id)
             device_id = validate.device_id(change.device_id)
-            if change_id is None:
-                raise ProtocolError(CloseCode.BAD_FRAME, "change_id: required")
             if change.base_version < 0:
                 raise ProtocolError(CloseCode.BAD_FRAME, "base_version: negative")
             remote = RemoteIntent(
