@@ -23,7 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bellhop_cloud import remote_sql
+from bellhop_cloud.bridge.answers import answered, answered_ids, left_to_the_gateway, results
 from bellhop_cloud.bridge.plan import Plan, valid_id
 from bellhop_cloud.db.schema import (
     UtcDateTime,
@@ -31,7 +31,6 @@ from bellhop_cloud.db.schema import (
     command_results,
     desired_states,
     devices,
-    downlink,
     gateway_links,
     gateways,
     hotels,
@@ -119,8 +118,8 @@ def apply_batch(
         for command_id, row in plan.commands.items()
         if stored is not None and stored(command_id) == row
     )
-    apply(conn, gateway_id, plan, now, seen=seen, repeats=repeats)
-    return Applied(plan, dict(dedup.highest), answered_ids(plan, repeats))
+    waiting = apply(conn, gateway_id, plan, now, seen=seen, repeats=repeats)
+    return Applied(plan, dict(dedup.highest), answered_ids(plan, repeats | waiting))
 
 
 def apply(
@@ -131,11 +130,12 @@ def apply(
     *,
     seen: bool = True,
     repeats: frozenset[str] = frozenset(),
-) -> None:
+) -> frozenset[str]:
     """Write the plan's rows and move the lanes forward, in the caller's transaction.
 
     `seen`: also move the gateway's and hotel's `last_seen` (the caller throttles it).
     `repeats`: command results already stored as they are in the plan (apply_batch).
+    Returns the results left for the gateway's direct answer (`left_to_the_gateway`).
     """
     link = {
         "gateway_id": gateway_id,
@@ -153,14 +153,15 @@ def apply(
         # The points, the device events and the link row in one statement.
         conn.execute(_HISTORY_POSTGRES, {**link, **_columns(plan)})
         _gaps(conn, gateway_id, plan, now)
-        _current(conn, plan, now, repeats)
+        waiting = _current(conn, plan, now, repeats)
     else:
         _history_sqlite(conn, plan)
         _gaps(conn, gateway_id, plan, now)
-        _current(conn, plan, now, repeats)
+        waiting = _current(conn, plan, now, repeats)
         conn.execute(_LINK_SQLITE, link)
     if seen:
         _seen(conn, gateway_id, plan.hotel_id, now)
+    return waiting
 
 
 def _gaps(conn: Connection, gateway_id: str, plan: Plan, now: datetime) -> None:
@@ -264,8 +265,9 @@ def _history_sqlite(conn: Connection, plan: Plan) -> None:
 
 def _current(
     conn: Connection, plan: Plan, now: datetime, repeats: frozenset[str] = frozenset()
-) -> None:
-    """What is kept as it is now: rooms, devices, state, alerts, command results."""
+) -> frozenset[str]:
+    """What is kept as it is now: rooms, devices, state, alerts, command results; returns
+    the results left for the gateway's direct answer (`left_to_the_gateway`)."""
     hotel_id = plan.hotel_id
     if plan.rooms:
         inline(conn, upsert_rooms)(
@@ -280,60 +282,22 @@ def _current(
         )
     if plan.states:
         _states(conn, hotel_id, plan.states)
+    waiting = left_to_the_gateway(conn, plan, repeats)
+    skipped = repeats | waiting
     latest = (
         (desired_states, [desired_states.c.hotel_id, desired_states.c.device_id], plan.desired),
         (alerts, [alerts.c.hotel_id, alerts.c.alert_id], plan.alerts),
         (
             command_results,
             [command_results.c.hotel_id, command_results.c.command_id],
-            {k: v for k, v in plan.commands.items() if k not in repeats},
+            {k: v for k, v in plan.commands.items() if k not in skipped},
         ),
     )
     for table, key, rows in latest:
         if rows:
             _replace(conn, table, key, list(rows.values()))
-    answered(conn, plan, repeats)
-
-
-def results(conn: Connection, plan: Plan) -> None:
-    """Store command results that came outside the outbox (a gateway's direct answer)."""
-    key = [command_results.c.hotel_id, command_results.c.command_id]
-    done = answered_ids(plan)
-    if conn.dialect.name == "postgresql" and len(plan.commands) == 1 and done:
-        # A direct answer is one result: stored and its row done in one statement, one
-        # round trip fewer on the path of a remote command.
-        (row,) = plan.commands.values()
-        parameters = {f"r_{name}": value for name, value in row.items()}
-        parameters.update(done_hotel=plan.hotel_id, done=done, done_state="done")
-        conn.execute(remote_sql.RESULT_DONE, parameters)
-        return
-    if plan.commands:
-        _replace(conn, command_results, key, list(plan.commands.values()))
-    answered(conn, plan)
-
-
-def answered(conn: Connection, plan: Plan, repeats: frozenset[str] = frozenset()) -> None:
-    """What the relay sent down is done once the edge's answer is stored (answered_ids)."""
-    done = answered_ids(plan, repeats)
-    if done:
-        conn.execute(
-            downlink.update()
-            .where(downlink.c.hotel_id == plan.hotel_id, downlink.c.item_id.in_(done))
-            .values(state="done")
-        )
-
-
-def answered_ids(plan: Plan, repeats: frozenset[str] = frozenset()) -> list[str]:
-    """The downlink items a batch answers: a command's result, an alert acknowledged (or
-    cleared) on the edge, a desired change merged (`repeats`: results answered before)."""
-    done = [command_id for command_id in plan.commands if command_id not in repeats]
-    done += [
-        f"ack:{alert_id}"
-        for alert_id, row in plan.alerts.items()
-        if row["state"] in ("acknowledged", "cleared")
-    ]
-    done += [row["change_id"] for row in plan.desired.values() if row["change_id"]]
-    return done
+    answered(conn, plan, skipped)
+    return waiting
 
 
 def _seen(conn: Connection, gateway_id: str, hotel_id: str, now: datetime) -> None:
