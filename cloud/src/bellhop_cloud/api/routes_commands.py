@@ -10,139 +10,46 @@ delivered when the gateway connects and never after `ttl_s`.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 import sqlalchemy as sa
 from bellhop_bridge import fleet_command_id
-from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from fastapi import APIRouter, Body, Response
 
 from bellhop_cloud import remote
 from bellhop_cloud.api.boundary import BoundaryRoute
+from bellhop_cloud.api.command_bodies import (
+    MAX_FLEET,
+    AckIn,
+    AckOut,
+    CommandIn,
+    CommandOut,
+    FleetIn,
+    FleetOut,
+    Name,
+    SendIn,
+    TargetIn,
+    Value,
+)
 from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
+from bellhop_cloud.bridge.answers import refused_for_reuse
 from bellhop_cloud.db.schema import alerts, devices, rooms
-from bellhop_cloud.errors import CommandTimedOut, Conflict, Forbidden, NotFound
+from bellhop_cloud.errors import CommandIdReused, CommandTimedOut, Conflict, Forbidden, NotFound
 from bellhop_cloud.hotels import Hotel
 from bellhop_cloud.rbac.permissions import Access, Permission
 from bellhop_cloud.relay import Relay
+
+# Name and Value: also the desired state's (api/routes_desired.py).
+__all__ = ["READ", "SEND", "Name", "Value", "at", "require_somewhere", "router", "visible_device"]
 
 router = APIRouter(tags=["commands"], route_class=BoundaryRoute)
 SEND = access_rule(Audience.HOTEL, Permission.SEND_COMMANDS)
 READ = access_rule(Audience.HOTEL, Permission.READ_STATE)
 ACK = access_rule(Audience.HOTEL, Permission.ACKNOWLEDGE_ALERTS)
-MAX_FLEET = 5000
-
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
-CommandId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
-FleetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,39}$")]
-DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
-RoomId = Annotated[str, StringConstraints(pattern=r"^[^\s\x00-\x1f\x7f-\x9f]{1,64}$")]
-Text = Annotated[str, StringConstraints(max_length=200)]
-Value = StrictBool | StrictInt | Annotated[float, Field(allow_inf_nan=False)] | Text | None
-
-
-class _Send(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    params: dict[Name, Value] = Field(
-        default_factory=dict,
-        max_length=32,
-        # Keys are names: said so in the schema too, not only by `patternProperties`.
-        json_schema_extra={"additionalProperties": False},
-    )
-    mode: Literal["wait", "queue"] = Field(
-        default="wait", description="wait for the result, or queue it (202) and poll"
-    )
-    timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="how long the device may take to answer"
-    )
-    ttl_s: float = Field(
-        default=60.0, ge=1, le=7 * 86_400, description="never delivered after this long"
-    )
-
-
-class CommandIn(_Send):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"name": "set_setpoint", "params": {"setpoint_c": 21.5}, "command_id": "c-1"}
-            ]
-        },
-    )
-
-    command_id: CommandId | None = Field(
-        default=None, description="the idempotency key on every path; default: a new one"
-    )
-
-
-class TargetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    room_ids: list[RoomId] = Field(default_factory=list, max_length=2000)
-    floors: list[Annotated[int, Field(ge=-100, le=1000)]] = Field(
-        default_factory=list, max_length=200
-    )
-    kinds: list[Name] = Field(default_factory=list, max_length=20)
-    device_ids: list[DeviceId] = Field(default_factory=list, max_length=MAX_FLEET)
-    all_devices: bool = False
-
-
-class FleetIn(_Send):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "set_light",
-                    "params": {"on": False},
-                    "fleet_id": "night",
-                    "target": {"floors": [1]},
-                    "mode": "queue",
-                }
-            ]
-        },
-    )
-
-    fleet_id: FleetId | None = Field(
-        default=None, description="each device's command id derives from it; retries dedup"
-    )
-    target: TargetIn
-
-
-class CommandOut(BaseModel):
-    command_id: str
-    device_id: str
-    name: str
-    state: str = Field(description="queued, sent, succeeded, failed, timed_out or expired")
-    result: dict[str, Any] | None
-    error: str | None
-    requested_by: str
-    requested_at: datetime
-    expires_at: datetime
-    completed_at: datetime | None
-
-
-class FleetOut(BaseModel):
-    fleet_id: str
-    targeted: int
-    states: dict[str, int]
-    commands: list[CommandOut]
-
-
-class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"note": "seen"}]})
-
-    note: str = Field(default="", max_length=500)
-
-
-class AckOut(BaseModel):
-    alert_id: str
-    outcome: Literal["acknowledged", "queued", "already_acknowledged", "already_cleared"]
 
 
 def at(ms: int) -> datetime:
@@ -164,7 +71,7 @@ def _out(s: remote.CommandStatus) -> CommandOut:
     )
 
 
-def _limits(relay: Relay, body: _Send) -> tuple[float, float]:
+def _limits(relay: Relay, body: SendIn) -> tuple[float, float]:
     """The time to wait and the time to live, within this relay's own limits (a caller
     asking for more gets the limit; the answer's `expires_at` says what was kept)."""
     config = relay.config
@@ -227,15 +134,20 @@ async def send_command(
         body.command_id or uuid.uuid4().hex, device_id, body.name, body.params
     )
     queue = body.mode == "queue"
-    (status,) = await remote.send_commands(
+    (status,) = await _unless_reused(
         relay,
-        hotel,
-        who.user_id,
-        [request],
-        queue=queue,
-        ttl_s=ttl_s,
-        timeout_s=timeout_s,
-        wait_s=0 if queue else timeout_s + 1.0,
+        hotel_id,
+        timeout_s,
+        await remote.send_commands(
+            relay,
+            hotel,
+            who.user_id,
+            [request],
+            queue=queue,
+            ttl_s=ttl_s,
+            timeout_s=timeout_s,
+            wait_s=0 if queue else timeout_s + 1.0,
+        ),
     )
     if queue and not status.finished:
         response.status_code = 202
@@ -284,6 +196,7 @@ async def send_fleet(
         wait_s=0 if queue else timeout_s + 1.0,
         fleet_id=fleet_id,
     )
+    statuses = await _unless_reused(relay, hotel_id, 0 if queue else timeout_s, statuses)
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -297,13 +210,67 @@ async def send_fleet(
     )
 
 
+async def _unless_reused(
+    relay: Relay, hotel_id: str, wait_s: float, statuses: list[remote.CommandStatus]
+) -> list[remote.CommandStatus]:
+    """The statuses, or 409 command_id_reused when the gateway refused one because its id
+    was used on the hotel LAN for another command (which the relay cannot know before it
+    asks: the LAN's command reaches it as a result, without its name and parameters).
+    Its row is gone (bridge/answers.results): the id's resource is the LAN's command alone.
+
+    A result complete before its command was requested is of an earlier run of the id
+    (on the LAN), which may be another command: the gateway's direct answer settles it
+    within `wait_s`, the row done (the same command: its result) or gone (another: 409)."""
+    settled = []
+    for given in statuses:
+        earlier = given.completed_at is not None and given.completed_at < given.requested_at
+        s = await _settle(relay, hotel_id, given, wait_s) if earlier and wait_s > 0 else given
+        if refused_for_reuse(s.command_id, s.state, s.error):
+            raise CommandIdReused(
+                f"command_id {s.command_id!r} was already used for another command"
+            )
+        settled.append(s)
+    return settled
+
+
+async def _settle(
+    relay: Relay, hotel_id: str, status: remote.CommandStatus, wait_s: float
+) -> remote.CommandStatus:
+    """`status` once the gateway has answered its command (see `_unless_reused`)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        # Short looks: a row deleted (the refusal) is never `done`, which is all
+        # `until_done` waits for.
+        done = await relay.downlink.until_done(
+            hotel_id, status.command_id, max(0.0, min(0.1, deadline - loop.time()))
+        )
+        found = await remote.command_statuses(relay, hotel_id, [status.command_id])
+        if not found:
+            raise CommandIdReused(
+                f"command_id {status.command_id!r} was already used for another command"
+            )
+        if done:
+            return found[0]
+        if loop.time() >= deadline:
+            raise CommandTimedOut(
+                f"no result within {wait_s:g} s; the command may still run until its"
+                f" expiry: follow /v1/hotels/{hotel_id}/commands/{status.command_id}"
+            )
+
+
 async def _select(relay: Relay, hotel_id: str, target: TargetIn, found: Access) -> list[str]:
-    """The devices the target names that the caller may command, in id order."""
+    """The devices the target names that the caller may command, in id order. Only the
+    devices the caller may see are matched and counted: one it may not see is answered
+    as one that does not exist (404 when nothing else matches), never 403."""
     if not (
         target.all_devices or target.room_ids or target.floors or target.kinds or target.device_ids
     ):
         return []  # a target that names nothing matches nothing
     query = sa.select(devices.c.device_id, devices.c.room_id).where(devices.c.hotel_id == hotel_id)
+    visible = found.visible_rooms(hotel_id)
+    if visible is not None:
+        query = query.where(devices.c.room_id.in_(sorted(visible)))
     if target.device_ids:
         query = query.where(devices.c.device_id.in_(target.device_ids))
     if target.room_ids:
@@ -366,13 +333,14 @@ async def acknowledge_alert(
     hotel_id: str,
     alert_id: str,
     *,
-    body: AckIn,
+    body: Annotated[AckIn | None, Body()] = None,
     relay: RelayDep,
     who: CallerDep,
     response: Response,
 ) -> AckOut:
     """Acknowledge an alert on the hotel's gateway, with the same id, who and when on both
-    sides. Acknowledging an acknowledged or cleared alert is harmless and says so."""
+    sides. Acknowledging an acknowledged or cleared alert is harmless and says so. The
+    body is optional (no body: no note)."""
     hotel, found = await _hotel(relay, who.user_id, hotel_id)
     require_somewhere(found, Permission.ACKNOWLEDGE_ALERTS, hotel_id)
     async with relay.store.read() as conn:
@@ -389,7 +357,12 @@ async def acknowledge_alert(
     if not found.can(Permission.ACKNOWLEDGE_ALERTS, hotel_id=hotel_id, room_id=alert.room_id):
         raise Forbidden(f"needs {Permission.ACKNOWLEDGE_ALERTS.value}")
     outcome = await remote.acknowledge(
-        relay, hotel, who.user_id, alert, body.note, ttl_s=relay.config.command_queue_max_s
+        relay,
+        hotel,
+        who.user_id,
+        alert,
+        "" if body is None else body.note,
+        ttl_s=relay.config.command_queue_max_s,
     )
     if outcome == "queued":
         response.status_code = 202
