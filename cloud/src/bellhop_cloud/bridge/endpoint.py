@@ -7,7 +7,8 @@
 Per connection: the gateway's Hello is checked against its enrolment (known,
 not revoked, this hotel), its proof against the public key it enrolled
 with; then batches are applied in one transaction each with the lanes' new
-positions (so each event once) and acknowledged after the commit. A second
+positions (so each event once) and acknowledged after the commit, in the order read, by
+a task of the connection's own beside its reader (batches.py). A second
 connection of the same gateway replaces the first. A revoked gateway is cut
 off within `bridge_revocation_check_s`, with a fatal close so that it stops
 retrying. Why websockets' own server: docs/bridge.md, "Where the relay serves bridges".
