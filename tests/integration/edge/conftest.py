@@ -77,6 +77,20 @@ def device_client(
     )
 
 
+async def stop_task(task: asyncio.Task[Any], *, every: float = 0.1) -> None:
+    """Cancel `task` until it is over.
+
+    One cancel is not enough for a task that publishes with aiomqtt: on Python 3.11,
+    `asyncio.wait_for` (aiomqtt's wait for the PUBACK) drops a cancellation that lands
+    after the PUBACK but before the waiting task resumes. The task then goes back to
+    reading messages, and an `await` of it never returns: under CPU load that window is
+    wide enough to hang a test now and then (until its 60-second timeout).
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=every)
+
+
 async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Poll `predicate` until it holds; TimeoutError after `timeout` seconds."""
     await until(predicate, timeout, "the condition", every=0.01)
@@ -118,7 +132,7 @@ class FakeDevice:
         try:
             yield
         finally:
-            server.cancel()
+            await stop_task(server)
             # A failure while answering (not the cancellation) fails the test.
             with contextlib.suppress(asyncio.CancelledError):
                 await server
