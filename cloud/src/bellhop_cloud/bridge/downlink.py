@@ -291,8 +291,9 @@ class Downlink:
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return
-        if len(plan.commands) == 1 and sync.answered_ids(plan):
-            # One statement on PostgreSQL (sync.results): run alone, one round trip.
+        if len(plan.commands) == 1:
+            # One result is one statement on PostgreSQL (answers.results: the result with
+            # its row done, or a refused id's row deleted): run alone, one round trip.
             await self._store.run_alone(_store_results, plan)
         else:
             await self._store.run_relaxed(_store_results, plan)
