@@ -220,11 +220,13 @@ async def _unless_reused(
 
     A result complete before its command was requested is of an earlier run of the id
     (on the LAN), which may be another command: the gateway's direct answer settles it
-    within `wait_s`, the row done (the same command: its result) or gone (another: 409)."""
+    within `wait_s` (for them all), the row done (the same command: its result) or gone
+    (another: 409)."""
+    deadline = asyncio.get_running_loop().time() + wait_s
     settled = []
     for given in statuses:
         earlier = given.completed_at is not None and given.completed_at < given.requested_at
-        s = await _settle(relay, hotel_id, given, wait_s) if earlier and wait_s > 0 else given
+        s = await _settle(relay, hotel_id, given, deadline) if earlier and wait_s > 0 else given
         if refused_for_reuse(s.command_id, s.state, s.error):
             raise CommandIdReused(
                 f"command_id {s.command_id!r} was already used for another command"
@@ -234,11 +236,11 @@ async def _unless_reused(
 
 
 async def _settle(
-    relay: Relay, hotel_id: str, status: remote.CommandStatus, wait_s: float
+    relay: Relay, hotel_id: str, status: remote.CommandStatus, deadline: float
 ) -> remote.CommandStatus:
-    """`status` once the gateway has answered its command (see `_unless_reused`)."""
+    """`status` once the gateway has answered its command, by the loop's time `deadline`
+    (see `_unless_reused`)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait_s
     while True:
         # Short looks: a row deleted (the refusal) is never `done`, which is all
         # `until_done` waits for.
@@ -254,7 +256,7 @@ async def _settle(
             return found[0]
         if loop.time() >= deadline:
             raise CommandTimedOut(
-                f"no result within {wait_s:g} s; the command may still run until its"
+                "no answer from the gateway in time; the command may still run until its"
                 f" expiry: follow /v1/hotels/{hotel_id}/commands/{status.command_id}"
             )
 
