@@ -3,7 +3,7 @@ by a task of the connection's own, while its reader goes on reading.
 
     applier = Applier(relay, resyncs)
     link.batches = Batches(functools.partial(applier.apply, link), failed)
-    link.batches.put(event)          # a BatchReceived or SnapshotReceived, from the reader
+    await link.batches.put(event)    # a BatchReceived or SnapshotReceived, from the reader
     await link.batches.close()       # the connection ended: what was not applied is dropped
 
 Why a task of its own: a batch is one transaction whose commit waits for the disk, and
@@ -13,7 +13,8 @@ time node A added to P3's two-node path). Now the reader takes the answer at onc
 
 What does not change: one batch at a time per connection, in the order read, each
 acknowledged to the gateway only after its commit (the acknowledgements leave in that
-order); the gateway's window (which the connection enforces) bounds how many can wait.
+order); the gateway's window (which the connection enforces) bounds how many batches can
+wait, and past WAITING_MAX waiting the reader waits too, as it did behind each one.
 A batch not applied when the connection ends is not acknowledged, so the gateway sends it
 again; one applied and not acknowledged is skipped as a repeat by its lanes' positions.
 """
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 # A heartbeat's backlog figures and `last_seen` are recorded at most this often per gateway.
 HEARD_EVERY_S: Final = 5.0
+# Batches and snapshots read and not yet applied, per connection; past it the reader waits
+# (the window bounds batches, but a gateway may send snapshots unasked, each up to a frame).
+WAITING_MAX: Final = 8
 
 Written = BatchReceived | SnapshotReceived
 
@@ -54,17 +58,18 @@ class Batches:
     ) -> None:
         self._apply = apply
         self._failed = failed
-        self._queue: asyncio.Queue[Written] = asyncio.Queue()
+        self._queue: asyncio.Queue[Written] = asyncio.Queue(WAITING_MAX)
         self._task: asyncio.Task[None] | None = None
         self._applying = False
         self._closed = False
 
-    def put(self, event: Written) -> None:
+    async def put(self, event: Written) -> None:
+        """Queue `event`; waits while WAITING_MAX are waiting (the reader reads no more)."""
         if self._closed:
             return
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="bridge-batches")
-        self._queue.put_nowait(event)
+        await self._queue.put(event)
 
     async def _run(self) -> None:
         while not self._closed:
@@ -75,6 +80,8 @@ class Batches:
             except Exception as exc:  # nothing later is applied: the connection is closed
                 self._closed = True
                 self._failed(exc)
+                while not self._queue.empty():  # a reader waiting to put goes on
+                    self._queue.get_nowait()
             finally:
                 self._applying = False
 

@@ -363,7 +363,7 @@ class BridgeEndpoint:
                 link.batches = Batches(
                     functools.partial(self._applied, link), functools.partial(self._failed, link)
                 )
-            link.batches.put(event)
+            await link.batches.put(event)
         elif isinstance(event, HeartbeatReceived):
             await self._heard(link, event, now)
         elif isinstance(event, CommandResultReceived) and link.identity is not None:
