@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bellhop_cloud.audit import AuditAction
@@ -125,7 +126,19 @@ async def send_commands(
     # Committed without waiting for the disk, and made durable beside the delivery and
     # the wait, before the caller is told anything (docs/remote-control.md).
     alone = not relay.store.is_sqlite and len(requests) == 1
-    if not (alone and await relay.store.run_alone(queue_alone, sending)):
+    try:
+        if not (alone and await relay.store.run_alone(queue_alone, sending)):
+            await relay.store.run_relaxed(queue_commands, sending)
+    except IntegrityError as exc:
+        if not _taken_meanwhile(exc):
+            raise
+        # A request of the same ids committed between this one's look and its insert
+        # (PostgreSQL runs them side by side): all rolled back; the second look finds
+        # those rows, and this request joins them, or is told the ids were reused.
+        sending.asked.clear()
+        sending.queued.clear()
+        sending.results.clear()
+        sending.tried_alone = True
         await relay.store.run_relaxed(queue_commands, sending)
     durable = asyncio.ensure_future(relay.store.flushed())
     try:
@@ -228,6 +241,11 @@ async def command_status(relay: Relay, hotel_id: str, command_id: str) -> Comman
     return found[0]
 
 
+def _taken_meanwhile(exc: IntegrityError) -> bool:
+    """A unique key taken by a request that committed meanwhile (PostgreSQL's 23505)."""
+    return getattr(exc.orig, "sqlstate", None) == "23505"
+
+
 async def acknowledge(
     relay: Relay, hotel: Hotel, user_id: str, alert: Any, note: str, *, ttl_s: float
 ) -> str:
@@ -239,18 +257,40 @@ async def acknowledge(
     if alert.state == "cleared":
         return "already_cleared"
     item_id = f"ack:{alert.alert_id}"
+    try:
+        up, queued = await _queue_ack(
+            relay, hotel, user_id, alert, item_id=item_id, note=note, ttl_s=ttl_s
+        )
+    except IntegrityError as exc:
+        if not _taken_meanwhile(exc):
+            raise
+        # Acknowledged by another request at the same moment: its row stands (and its
+        # audit entry); this one's second look finds it.
+        up, queued = await _queue_ack(
+            relay, hotel, user_id, alert, item_id=item_id, note=note, ttl_s=ttl_s
+        )
+    await relay.downlink.nudge(hotel.hotel_id, queued)
+    if up and await relay.downlink.until_done(hotel.hotel_id, item_id, ACK_WAIT_S):
+        return "acknowledged"
+    return "queued"
+
+
+async def _queue_ack(
+    relay: Relay, hotel: Hotel, user_id: str, alert: Any, *, item_id: str, note: str, ttl_s: float
+) -> tuple[bool, list[Item]]:
+    """The acknowledgement's downlink row and audit entry, unless one is on its way or
+    done; whether a gateway of the hotel is connected, and the items queued."""
     asker = Request(hotel, user_id)
     queued: list[Item] = []
     async with relay.store.write() as conn:
         up = await online(relay, conn, hotel.hotel_id)
-        pending = (
-            await conn.execute(
-                sa.select(downlink.c.state).where(
-                    downlink.c.hotel_id == hotel.hotel_id, downlink.c.item_id == item_id
-                )
-            )
-        ).scalar()
-        if pending is None:
+        where = (downlink.c.hotel_id == hotel.hotel_id, downlink.c.item_id == item_id)
+        before = (await conn.execute(sa.select(downlink.c.state).where(*where))).scalar()
+        if before == ItemState.EXPIRED.value:
+            # Its time ran out before the gateway had it: a new acknowledgement replaces it.
+            await conn.execute(downlink.delete().where(*where))
+            before = None
+        if before is None:
             body = {"alert_id": alert.alert_id, "by": await who_is(conn, user_id), "note": note}
             item = asker.item(item_id, ItemKind.ALERT_ACK, alert.device_id, body, ttl_s=ttl_s)
             await relay.downlink.queue(conn, item)
@@ -263,10 +303,7 @@ async def acknowledge(
             )
         # Escalation stops now, not when the gateway confirms (it may be away).
         await conn.run_sync(notify_queue.stop_escalation, hotel.hotel_id, alert.alert_id)
-    await relay.downlink.nudge(hotel.hotel_id, queued)
-    if up and await relay.downlink.until_done(hotel.hotel_id, item_id, ACK_WAIT_S):
-        return "acknowledged"
-    return "queued"
+    return up, queued
 
 
 async def set_desired(
