@@ -123,6 +123,11 @@ async def test_desired_state_is_refused_by_field_and_read_by_room(
         ({"values": {"setpoint": 20}, "extra": 1}, "extra"),
         ({"values": {"setpoint": 99}}, "setpoint"),  # past what a thermostat takes
         ({"values": {"brightness": 50}}, "brightness"),  # a light's, not a thermostat's
+        # Strict JSON: no number or boolean written as something else.
+        ({"values": {"setpoint": 20}, "ttl_s": "60"}, "ttl_s"),
+        ({"values": {"setpoint": 20}, "base_version": True}, "base_version"),
+        ({"values": {"setpoint": 20}, "base_version": "3"}, "base_version"),
+        ({"values": {"setpoint": 20}, "base_version": 2.5}, "base_version"),
     ):
         problem = await put(hotel, body, 422)
         assert problem["code"] == "invalid_request"

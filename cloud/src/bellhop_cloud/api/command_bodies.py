@@ -63,7 +63,7 @@ Value = Annotated[
 ]
 
 
-def _whole(value: object) -> object:
+def whole(value: object) -> object:
     """A whole JSON number is an integer however it is written (2.0 is 2, as JSON
     Schema says); anything else goes on to be refused."""
     if type(value) is float and value.is_integer():
@@ -71,7 +71,7 @@ def _whole(value: object) -> object:
     return value
 
 
-Floor = Annotated[int, Field(ge=-100, le=1000), BeforeValidator(_whole)]
+Floor = Annotated[int, Field(ge=-100, le=1000), BeforeValidator(whole)]
 
 
 class SendIn(BaseModel):

@@ -4,16 +4,17 @@ set on site, by the policy of docs/conflicts.md)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from bellhop_devices.kinds import check_desired
 from bellhop_devices.messages import DeviceKind
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from bellhop_cloud import remote
 from bellhop_cloud.api.boundary import BoundaryRoute
+from bellhop_cloud.api.command_bodies import whole
 from bellhop_cloud.api.deps import CallerDep, RelayDep
 from bellhop_cloud.api.problems import responses
 from bellhop_cloud.api.routes_commands import READ, SEND, Name, Value, at, visible_device
@@ -27,8 +28,11 @@ router = APIRouter(tags=["desired state"], route_class=BoundaryRoute)
 
 
 class DesiredIn(BaseModel):
+    # Strict JSON, as the command bodies (api/command_bodies.py): "21" or true is no number.
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"values": {"setpoint": 21.5}}]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"values": {"setpoint": 21.5}}]},
     )
 
     values: dict[Name, Value] = Field(
@@ -37,7 +41,7 @@ class DesiredIn(BaseModel):
         description="fields to set; null removes one",
         json_schema_extra={"additionalProperties": False},
     )
-    base_version: int | None = Field(
+    base_version: Annotated[int | None, BeforeValidator(whole)] = Field(
         default=None, ge=1, le=10**15, description="the version this change was made against"
     )
     ttl_s: float = Field(
