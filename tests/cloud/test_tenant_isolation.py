@@ -45,6 +45,8 @@ def operations(schema: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 
 
 def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "anyOf" in node:  # an optional body: the body it may be
+        node = next(n for n in node["anyOf"] if n.get("type") != "null")
     while "$ref" in node:
         name = node["$ref"].rsplit("/", 1)[-1]
         node = schema["components"]["schemas"][name]
