@@ -15,7 +15,7 @@ from bellhop.common.v1 import common_pb2
 from bellhop_cloud.bridge import sync
 from bellhop_cloud.bridge.items import Item, ItemKind, frame_of, now_ms, unsendable
 from bellhop_cloud.bridge.plan import Plan
-from bellhop_cloud.db.schema import downlink
+from bellhop_cloud.db.schema import command_results, downlink
 from bellhop_edge.core.commands import CommandRequest
 from bellhop_edge.gateway import Gateway
 
@@ -163,3 +163,39 @@ async def test_each_answer_marks_only_its_own_kind_of_item_done(hotel: CloudHote
     acks = Plan.of([_acknowledged(hotel_id, "al-1"), _acknowledged(hotel_id, "al-2")], hotel_id)
     await store.run(sync.apply, hotel.gateway_id, acks, datetime.now(UTC), seen=False)
     assert await states() == {"ack:al-1": "done", "ack:al-2": "queued"}
+
+
+async def test_a_result_the_gateway_clock_dates_before_its_request_is_stored_all_the_same(
+    hotel: CloudHotel,
+) -> None:
+    """Its batch is acknowledged, so the gateway forgets it: a result that looks older
+    than the relay's request (the gateway's clock behind) is kept, and only leaves the
+    relay's command to the gateway's direct answer."""
+    store, hotel_id = hotel.api.relay.store, hotel.hotel_id
+    now = now_ms()
+    row = _command(hotel_id, "c-skew", {"setpoint_c": 21.5}).row(now)
+    async with store.write() as conn:
+        await conn.execute(downlink.insert(), [row])
+    result = common_pb2.CommandResult(
+        command_id="c-skew", device_id="r101-thermostat", status=common_pb2.COMMAND_STATUS_SUCCEEDED
+    )
+    result.completed_at.FromMilliseconds(row["requested_at"] + 100 - 2000)  # 2 s behind
+    event = bridge_pb2.OutboxEvent(command_result=result, seq=1)
+    applied = await store.run(
+        sync.apply_batch, hotel.gateway_id, hotel_id, [event], datetime.now(UTC), seen=False
+    )
+    assert applied.highest  # acknowledged: the gateway drops its copy
+    async with store.read() as conn:
+        stored = (
+            await conn.execute(
+                sa.select(command_results.c.status).where(
+                    command_results.c.hotel_id == hotel_id,
+                    command_results.c.command_id == "c-skew",
+                )
+            )
+        ).scalar_one()
+        state = (
+            await conn.execute(sa.select(downlink.c.state).where(downlink.c.item_id == "c-skew"))
+        ).scalar_one()
+    assert stored == "succeeded"  # kept
+    assert state == "sent"  # the gateway's direct answer settles the relay's command

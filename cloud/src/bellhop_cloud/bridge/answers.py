@@ -81,13 +81,15 @@ def results(conn: Connection, plan: Plan) -> None:
 
 
 def left_to_the_gateway(conn: Connection, plan: Plan, repeats: frozenset[str]) -> frozenset[str]:
-    """The outbox's command results (but `repeats`) that neither stand as nor answer the
-    relay's command of the same id: that command was requested after the result was
-    complete, so the result is of an earlier command of that id, run on the LAN, which
-    may be another command. Only the gateway can tell, and it answers the relay's
-    command directly: from its record of that run (the same command: stored then) or
-    refused (another: api/routes_commands.py answers 409). One look, for results this
-    node did not store from a direct answer already (those of the LAN)."""
+    """The outbox's command results (but `repeats`) that do not answer the relay's
+    command of the same id: that command was requested after the result was complete,
+    so the result may be of an earlier command of that id, run on the LAN, which may be
+    another command. Only the gateway can tell, and it answers the relay's command
+    directly: from its record of that run (the same command) or refused (another:
+    api/routes_commands.py answers 409). Such a result is stored all the same (its batch
+    is acknowledged): "complete before requested" compares the gateway's clock with the
+    relay's, so it may be the relay's own command's, which must not be lost. One look,
+    for results this node did not store from a direct answer already."""
     fresh = [c for c in plan.commands if c not in repeats and ":" not in c]
     if not fresh:
         return frozenset()

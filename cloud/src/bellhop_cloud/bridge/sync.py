@@ -282,21 +282,24 @@ def _current(
         )
     if plan.states:
         _states(conn, hotel_id, plan.states)
+    # Stored all the same (this batch is acknowledged: the gateway forgets it), but
+    # answering nothing: the gateway's direct answer settles the relay's command. The
+    # comparison behind `waiting` is of two clocks (the gateway's completion, the
+    # relay's request), so a result of the relay's own command may land there.
     waiting = left_to_the_gateway(conn, plan, repeats)
-    skipped = repeats | waiting
     latest = (
         (desired_states, [desired_states.c.hotel_id, desired_states.c.device_id], plan.desired),
         (alerts, [alerts.c.hotel_id, alerts.c.alert_id], plan.alerts),
         (
             command_results,
             [command_results.c.hotel_id, command_results.c.command_id],
-            {k: v for k, v in plan.commands.items() if k not in skipped},
+            {k: v for k, v in plan.commands.items() if k not in repeats},
         ),
     )
     for table, key, rows in latest:
         if rows:
             _replace(conn, table, key, list(rows.values()))
-    answered(conn, plan, skipped)
+    answered(conn, plan, repeats | waiting)
     return waiting
 
 
