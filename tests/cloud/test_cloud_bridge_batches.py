@@ -8,8 +8,13 @@ import asyncio
 from typing import Any
 
 from bellhop.bridge.v1 import bridge_pb2
-from bellhop_bridge import SnapshotReceived
+from bellhop_bridge import RelayConnection, SnapshotReceived
+from bellhop_bridge.frames import NONCE_BYTES
 from bellhop_cloud.bridge.batches import WAITING_MAX, Batches
+from bellhop_cloud.bridge.endpoint import BridgeEndpoint
+from bellhop_cloud.bridge.session import Link
+from bellhop_cloud.relay import Relay
+from websockets.exceptions import ConnectionClosedError
 
 from tests.support.waiting import until
 
@@ -68,3 +73,33 @@ async def test_after_a_failure_nothing_more_is_applied_and_the_reader_goes_on() 
     await batches.close()
     assert applied == []
     assert str(failures[0]) == "refused"
+
+
+class _GoneSocket:
+    """The socket of a gateway that left while its batch was applied: sends fail as
+    websockets' do once the peer has closed."""
+
+    async def send(self, data: Any) -> None:
+        raise ConnectionClosedError(None, None)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_gateway_gone_when_its_acknowledgements_are_sent_is_no_relay_fault(
+    relay: Relay,
+) -> None:
+    endpoint = BridgeEndpoint(relay)
+    conn = RelayConnection(
+        now=0.0, nonce=bytes(NONCE_BYTES), window_events=100, window_bytes=1 << 20
+    )
+    conn.request_snapshot("something to send", 0.0)
+    link = Link(_GoneSocket(), conn)  # type: ignore[arg-type]
+
+    async def committed(_link: Link, _event: Any) -> None:
+        return None  # the batch's commit: what follows it is what is tested
+
+    endpoint.applier.apply = committed  # type: ignore[method-assign,assignment]
+    await endpoint._applied(link, snapshot(1))  # raises nothing: the link is just lost
+    assert conn.closed
+    assert endpoint.closes.get("unexpected_error", 0) == 0

@@ -415,7 +415,11 @@ class BridgeEndpoint:
 
     async def _applied(self, link: Link, event: BatchReceived | SnapshotReceived) -> None:
         await self.applier.apply(link, event)
-        await self._flush(link)  # its acknowledgements
+        try:
+            await self._flush(link)  # its acknowledgements
+        except (TimeoutError, ConnectionClosed):  # as in `_serve`: a gateway gone, no fault
+            link.conn.connection_lost("the gateway stopped reading")
+            await self._drain(link)
 
     def _failed(self, link: Link, exc: Exception) -> None:
         """A batch or snapshot was not applied: the connection closes, as when the reader
