@@ -5,6 +5,8 @@ hears (Store.flushed), and a gateway's direct answer is taken while a batch is a
 from __future__ import annotations
 
 import asyncio
+import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +17,15 @@ from bellhop_bridge import Acked, CommandReceived, Opened
 from bellhop_cloud import audit
 from bellhop_cloud.audit import AuditAction
 from bellhop_cloud.bridge.batches import Applier
+from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import audit_log
+from bellhop_cloud.db.store import Store
 from bellhop_cloud.relay import Relay
 from sqlalchemy.engine import Connection
 
 from tests.cloud.bridging import BULK, Bridge, CloudHotel, RawGateway
 from tests.cloud.support import expect
+from tests.support.postgres import admin, url
 
 
 def _write_entry(conn: Connection) -> None:
@@ -98,3 +103,28 @@ async def test_a_direct_answer_is_taken_while_a_batch_is_being_applied(
         acked = await raw.until_event(Acked)
         assert (acked.lane, acked.seq) == (BULK, 2)
         assert raw.conn.in_flight() == 0
+
+
+@pytest.mark.postgres
+async def test_commits_wait_for_the_disk_whatever_the_database_says(tmp_path: Path) -> None:
+    """An operator's `synchronous_commit = off` on the database (or the role) would make
+    every commit, and `flushed` with them, return before the disk has them: the store
+    sets it back for its own connections, but for `run_relaxed`'s."""
+    name = f"bellhop_sync_{secrets.token_hex(6)}"
+    await admin(f'CREATE DATABASE "{name}"')
+    try:
+        await admin(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+        config = RelayConfig(database_url=url(name), signing_key_path=tmp_path / "key.pem")
+        store = Store.open(config)
+        try:
+            show = sa.text("SHOW synchronous_commit")
+            async with store.read() as conn:
+                read = (await conn.execute(show)).scalar()
+            async with store.write() as conn:
+                written = (await conn.execute(show)).scalar()
+            relaxed = await store.run_relaxed(lambda conn: conn.execute(show).scalar())
+        finally:
+            await store.close()
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert (read, written, relaxed) == ("on", "on", "off")

@@ -195,7 +195,11 @@ class PostgresDeviceReader:
 
     def __init__(self, url: URL, *, schema: str | None, pool_size: int, timeout_s: float) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._settings = {"search_path": schema} if schema else None
+        # `Store.flushed` commits through these: its commit must wait for the disk
+        # whatever the server's default.
+        self._settings = {"synchronous_commit": "on"}
+        if schema:
+            self._settings["search_path"] = schema
         self._timeout_s = timeout_s
         # A turn comes with an idle slot: a connection, or None until one is
         # opened for it. The semaphore queues fairly; asyncio.Queue would let a

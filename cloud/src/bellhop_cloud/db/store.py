@@ -124,8 +124,12 @@ class Store:
             "timeout": config.db_timeout_s,
             "command_timeout": config.db_timeout_s,
         }
+        # Commits wait for the disk unless a transaction says otherwise (`run_relaxed`),
+        # whatever the server's or the role's default: `flushed` and every durability
+        # promise rest on it.
+        connect_args["server_settings"] = {"synchronous_commit": "on"}
         if config.database_schema:
-            connect_args["server_settings"] = {"search_path": config.database_schema}
+            connect_args["server_settings"]["search_path"] = config.database_schema
         engine = create_async_engine(
             config.database_url,
             pool_size=config.db_pool_size,
