@@ -37,9 +37,10 @@ async def _scalar(relay: Relay, sql: str) -> Any:
         return (await conn.execute(sa.text(sql))).scalar()
 
 
+# SQLite's commits never wait for the disk here (synchronous=NORMAL): nothing to flush.
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_flushed_puts_every_commit_before_it_on_the_disk(relay: Relay) -> None:
-    if relay.store.is_sqlite:
-        pytest.skip("SQLite's commits do not wait for the disk here (synchronous=NORMAL)")
     # A commit that does not wait for the disk, as a command's own (`run_alone`).
     await relay.store.run_alone(_write_entry)
     written = await _scalar(relay, "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
