@@ -50,9 +50,10 @@ class LinkState(enum.Enum):
 def _honour_cancellation() -> None:
     """Raise the cancellation that Python 3.11's `asyncio.wait_for` may have swallowed.
 
-    aiomqtt waits for a SUBACK with `wait_for`; a cancellation that lands as
-    the SUBACK arrives is lost there (fixed in 3.12), and the link would go
-    on reading messages while the gateway waits for it to stop.
+    aiomqtt waits for a SUBACK or a PUBACK with `wait_for`; a cancellation that
+    lands as the answer arrives is lost there (fixed in 3.12): the link would go on
+    reading messages, or a command's task on waiting for its device, while the
+    gateway waits for them to stop.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -232,3 +233,4 @@ class MqttLink:
             )
         except aiomqtt.MqttError as exc:
             raise Unavailable(f"publish failed: {exc}") from exc
+        _honour_cancellation()
