@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from bellhop_cloud import hotels
 from bellhop_cloud.auth.keys import b64url, raw_public_bytes
+from bellhop_cloud.db.schema import alerts
 from bellhop_cloud.enrolment import ENROLMENT_CONTEXT
 from bellhop_cloud.relay import Relay
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -119,6 +120,23 @@ class Api:
                     )
                     for n in range(count)
                 ],
+            )
+
+    async def raise_alert(self, hotel_id: str, alert_id: str, device_id: str = "dev-0000") -> None:
+        """An alert raised on a seeded device (`seed_devices`), as the bridge stores one."""
+        async with self.relay.store.write() as conn:
+            await conn.execute(
+                alerts.insert().values(
+                    hotel_id=hotel_id,
+                    alert_id=alert_id,
+                    kind="breach",
+                    severity="critical",
+                    state="raised",
+                    device_id=device_id,
+                    room_id="r000",
+                    message="too warm",
+                    raised_at=int(datetime.now(UTC).timestamp() * 1000),
+                )
             )
 
     async def enrolment_token(self, admin: Account, hotel_id: str) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import time
 
 import sqlalchemy as sa
-from bellhop_cloud.db.schema import alerts, audit_log, downlink
+from bellhop_cloud.db.schema import audit_log, downlink
 
 from tests.cloud.support import Account, Api, expect
 
@@ -62,20 +62,7 @@ async def test_the_same_fleet_sent_at_once_is_queued_once_and_every_caller_answe
 
 async def test_the_same_alert_acknowledged_at_once_is_queued_once(api: Api) -> None:
     owner, hotel_id = await _hotel(api)
-    async with api.relay.store.write() as conn:
-        await conn.execute(
-            alerts.insert().values(
-                hotel_id=hotel_id,
-                alert_id="al-1",
-                kind="breach",
-                severity="critical",
-                state="raised",
-                device_id="dev-0000",
-                room_id="r000",
-                message="too warm",
-                raised_at=int(time.time() * 1000),
-            )
-        )
+    await api.raise_alert(hotel_id, "al-1")
     url = f"/v1/hotels/{hotel_id}/alerts/al-1/acknowledge"
     before = await _audited(api, "alert.acknowledged")
     answers = await asyncio.gather(

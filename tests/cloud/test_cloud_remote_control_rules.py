@@ -4,13 +4,12 @@ nothing learnt about what a room-limited caller cannot see."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from bellhop_cloud.api import routes_commands
-from bellhop_cloud.db.schema import alerts, downlink
+from bellhop_cloud.db.schema import downlink
 
 from tests.cloud.support import Account, Api, expect
 
@@ -129,20 +128,7 @@ async def test_a_fleet_target_is_strict_json(api: Api) -> None:
 
 async def test_an_acknowledgement_needs_no_body(api: Api) -> None:
     owner, _, hotel = await world(api)
-    async with api.relay.store.write() as conn:
-        await conn.execute(
-            alerts.insert().values(
-                hotel_id=hotel,
-                alert_id="al-1",
-                kind="breach",
-                severity="critical",
-                state="raised",
-                device_id="dev-0000",
-                room_id="r000",
-                message="x",
-                raised_at=int(time.time() * 1000),
-            )
-        )
+    await api.raise_alert(hotel, "al-1")
     url = f"/v1/hotels/{hotel}/alerts/al-1/acknowledge"
     answer = expect(await api.http.post(url, headers=owner.headers), 202)
     assert answer == {"alert_id": "al-1", "outcome": "queued"}
