@@ -242,7 +242,8 @@ async def test_a_stopping_relay_ends_each_stream_with_shutting_down_and_exits(
 async def test_a_relay_with_many_streams_ends_them_all_and_exits_promptly(
     tmp_path: Path,
 ) -> None:
-    relay = RelayProcess(tmp_path / "relay")
+    # One session's streams: more than a session may hold by default (100 per node).
+    relay = RelayProcess(tmp_path / "relay", settings={"events_streams_per_session": MANY})
     relay.start()
     try:
         tenant = relay.tenant()
