@@ -47,16 +47,23 @@ class LinkState(enum.Enum):
     WAITING = "waiting to reconnect"
 
 
-def _honour_cancellation() -> None:
-    """Raise the cancellation that Python 3.11's `asyncio.wait_for` may have swallowed.
+def _cancellations() -> int:
+    """How many cancellations of the current task are pending (for `_honour_cancellation`)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def _honour_cancellation(before: int) -> None:
+    """Raise a cancellation asked for during an aiomqtt call that Python 3.11's
+    `asyncio.wait_for` swallowed (`before`: `_cancellations()` before the call).
 
     aiomqtt waits for a SUBACK or a PUBACK with `wait_for`; a cancellation that
     lands as the answer arrives is lost there (fixed in 3.12): the link would go on
     reading messages, or a command's task on waiting for its device, while the
-    gateway waits for them to stop.
+    gateway waits for them to stop. Only one asked for during the call counts: 3.11's
+    TaskGroup may leave a task's count raised after one of its children failed.
     """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if _cancellations() > before:
         raise asyncio.CancelledError
 
 
@@ -154,8 +161,9 @@ class MqttLink:
                 async with client:
                     self._client = client
                     for topic in self._subscriptions:
+                        before = _cancellations()
                         await client.subscribe(topic, qos=1, timeout=self._config.connect_timeout_s)
-                        _honour_cancellation()
+                        _honour_cancellation(before)
                     self.connects += 1
                     delays = self._delays()
                     self._set_state(LinkState.CONNECTED)
@@ -227,10 +235,11 @@ class MqttLink:
         client = self._client
         if client is None or not self.connected.is_set():
             raise Unavailable("not connected to the broker")
+        before = _cancellations()
         try:
             await client.publish(
                 topic, payload, qos=qos, retain=retain, timeout=self._config.connect_timeout_s
             )
         except aiomqtt.MqttError as exc:
             raise Unavailable(f"publish failed: {exc}") from exc
-        _honour_cancellation()
+        _honour_cancellation(before)
