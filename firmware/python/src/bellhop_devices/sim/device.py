@@ -387,11 +387,8 @@ class SimulatedDevice:
         task = asyncio.current_task()
         asked = task.cancelling() if task is not None else 0
         await client.publish(self.topic(channel), payload, qos=qos, retain=retain)
-        # aiomqtt waits for the PUBACK with asyncio.wait_for, which in Python 3.11 drops a
-        # cancellation landing as the PUBACK arrives (fixed in 3.12): one asked for during
-        # the call is raised here, or the loop goes on publishing and the task group
-        # cancelling it never ends. (Not any pending one: 3.11's TaskGroup may leave its
-        # parent's count raised after a child's failure.)
+        # Python 3.11's wait_for (aiomqtt's, for the PUBACK) drops a cancellation landing
+        # as the PUBACK arrives: raise one asked for during the call (not one left pending).
         if task is not None and task.cancelling() > asked:
             raise asyncio.CancelledError
         self.stats.published += 1
