@@ -10,7 +10,8 @@
      │    └── UnknownDeviceError      no broker account for this device
      ├── Conflict                     a version or idempotency-id clash
      │    ├── AlertClearedError       the alert was cleared: too late to acknowledge
-     │    └── AlreadyProvisionedError the device already has credentials
+     │    ├── AlreadyProvisionedError the device already has credentials
+     │    └── CommandIdReusedError    a command id already used for another command
      ├── InvalidRequest               a request that can never succeed as sent
      │    ├── InvalidAckError         an outbox ack beyond the last sequence appended
      │    └── InvalidDeviceError      a device, room or setting that cannot be provisioned
@@ -40,6 +41,7 @@ __all__ = [
     "AlertClearedError",
     "AlreadyProvisionedError",
     "AuthError",
+    "CommandIdReusedError",
     "ConfigError",
     "Conflict",
     "DeadlineExceeded",
@@ -113,6 +115,20 @@ class AlertClearedError(Conflict):
     def __init__(self, alert_id: str) -> None:
         super().__init__(f"alert {alert_id!r} was already cleared")
         self.alert_id = alert_id
+
+
+# -- commands -------------------------------------------------------------------------
+class CommandIdReusedError(Conflict):
+    """A command id already used for another command (another device, name or
+    parameters): refused before anything runs; the id's earlier command stands. Its own
+    class so that callers tell it by type (the bridge flags it to the relay), never by
+    its words, which are for people."""
+
+    def __init__(self, command_id: str, first_name: str, first_device_id: str) -> None:
+        super().__init__(
+            f"command id {command_id!r} was already used for {first_name!r} on {first_device_id!r}"
+        )
+        self.command_id = command_id
 
 
 # -- the store ------------------------------------------------------------------------

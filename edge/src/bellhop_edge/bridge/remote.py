@@ -32,7 +32,7 @@ from bellhop_edge.api import validate
 from bellhop_edge.clock import now_ms
 from bellhop_edge.config import CommandsConfig
 from bellhop_edge.core.commands import CommandRecord, CommandRequest
-from bellhop_edge.errors import EdgeError
+from bellhop_edge.errors import CommandIdReusedError, EdgeError
 
 __all__ = ["Control", "RemoteControl"]
 
@@ -81,7 +81,10 @@ class RemoteControl:
             answer.result.CopyFrom(convert.command_result(record.result))
         except (EdgeError, ProtocolError) as exc:
             # Refused before it ran (a bad field, an unknown device): said back, not stored.
+            # An id used before for another command is flagged, so that the relay tells
+            # it from a failure by the flag, never by the error's words.
             self.refused += 1
+            answer.id_reused = isinstance(exc, CommandIdReusedError)
             answer.result.status = common_pb2.COMMAND_STATUS_FAILED
             answer.result.error = str(exc)[:500]
             answer.result.completed_at.FromMilliseconds(now_ms())

@@ -30,7 +30,7 @@ from bellhop_devices.errors import DecodeError
 from bellhop_devices.messages import Ack, AckStatus, Command
 
 from bellhop_edge.core.model import CommandResult, CommandStatus
-from bellhop_edge.errors import Conflict, InvalidRequest, Unavailable
+from bellhop_edge.errors import CommandIdReusedError, InvalidRequest, Unavailable
 
 FINAL = frozenset({CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.EXPIRED})
 
@@ -212,10 +212,7 @@ class CommandBook:
     @staticmethod
     def _check_same(first: CommandRequest, again: CommandRequest) -> None:
         if not first.same_as(again):
-            raise Conflict(
-                f"command id {again.command_id!r} was already used for "
-                f"{first.name!r} on {first.device_id!r}"
-            )
+            raise CommandIdReusedError(again.command_id, first.name, first.device_id)
 
 
 def command_payload(request: CommandRequest) -> bytes:

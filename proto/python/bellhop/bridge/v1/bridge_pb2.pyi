@@ -476,16 +476,24 @@ class RemoteCommandResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULT_FIELD_NUMBER: _builtins.int
+    ID_REUSED_FIELD_NUMBER: _builtins.int
+    id_reused: _builtins.bool
+    """The command was refused because its id was used before, on this gateway, for
+    another command (another device, name or parameters). Nothing ran and nothing is
+    stored: the id's earlier command stands. The result is then `failed`, its error
+    words for people only; this flag, never those words, is what says so.
+    """
     @_builtins.property
     def result(self) -> _common_pb2.CommandResult: ...
     def __init__(
         self,
         *,
         result: _common_pb2.CommandResult | None = ...,
+        id_reused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_reused", b"id_reused", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
