@@ -315,7 +315,7 @@ async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None
         await harness.stub.SendCommand(
             lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"),
             metadata=harness.auth,
-            timeout=2,
+            timeout=10,  # the gateway waits CONNECTED_WAIT_S for the broker, then says so
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     harness.mosquitto.start()

@@ -16,13 +16,14 @@ be is decided by `core.delivery`. Every private aiomqtt/paho access is in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
 import socket
 import ssl
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 
@@ -45,6 +46,10 @@ class LinkState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     WAITING = "waiting to reconnect"
+
+
+# How long a publish waits for a connection before it fails (`Link.publish`).
+CONNECTED_WAIT_S: Final = 2.0
 
 
 def _cancellations() -> int:
@@ -232,6 +237,14 @@ class MqttLink:
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False
     ) -> None:
+        """Publish on the current connection, waiting up to CONNECTED_WAIT_S for one: a
+        gateway that is starting, or reconnecting after a broker restart, is connected
+        within moments, and a command given meanwhile (a queued remote command sent as
+        the bridge opens) must not fail for that; a broker that stays away fails it."""
+        if not self.connected.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONNECTED_WAIT_S):  # not wait_for: see below
+                    await self.connected.wait()
         client = self._client
         if client is None or not self.connected.is_set():
             raise Unavailable("not connected to the broker")
