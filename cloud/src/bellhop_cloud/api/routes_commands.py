@@ -36,7 +36,6 @@ from bellhop_cloud.api.command_bodies import (
 )
 from bellhop_cloud.api.deps import Audience, CallerDep, RelayDep, access_rule
 from bellhop_cloud.api.problems import responses
-from bellhop_cloud.bridge.answers import refused_for_reuse
 from bellhop_cloud.db.schema import alerts, devices, rooms
 from bellhop_cloud.errors import CommandIdReused, CommandTimedOut, Conflict, Forbidden, NotFound
 from bellhop_cloud.hotels import Hotel
@@ -216,7 +215,10 @@ async def _unless_reused(
     """The statuses, or 409 command_id_reused when the gateway refused one because its id
     was used on the hotel LAN for another command (which the relay cannot know before it
     asks: the LAN's command reaches it as a result, without its name and parameters).
-    Its row is gone (bridge/answers.results): the id's resource is the LAN's command alone.
+    Its row is gone (bridge/answers.results deletes it, on the answer's `id_reused` flag):
+    the id's resource is the LAN's command alone. So a failed command whose row is gone
+    is that refusal, and one whose row stands is a failure like any other, whatever its
+    error's words (a device's own may read like the refusal).
 
     A result complete before its command was requested is of an earlier run of the id
     (on the LAN), which may be another command: the gateway's direct answer settles it
@@ -227,11 +229,15 @@ async def _unless_reused(
     for given in statuses:
         earlier = given.completed_at is not None and given.completed_at < given.requested_at
         s = await _settle(relay, hotel_id, given, deadline) if earlier and wait_s > 0 else given
-        if refused_for_reuse(s.command_id, s.state, s.error):
-            raise CommandIdReused(
-                f"command_id {s.command_id!r} was already used for another command"
-            )
         settled.append(s)
+    failed = [s.command_id for s in settled if s.state == "failed"]
+    if failed:  # one look for them all, and none when nothing failed
+        standing = {s.command_id for s in await remote.command_statuses(relay, hotel_id, failed)}
+        for command_id in failed:
+            if command_id not in standing:
+                raise CommandIdReused(
+                    f"command_id {command_id!r} was already used for another command"
+                )
     return settled
 
 

@@ -22,31 +22,20 @@ from bellhop_cloud.bridge.items import OUTSTANDING, ItemKind
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.db.schema import command_results, downlink
 
-__all__ = ["answered", "answered_ids", "left_to_the_gateway", "refused_for_reuse", "results"]
-
-
-def refused_for_reuse(command_id: str, status: str, error: str | None) -> bool:
-    """Whether a gateway's direct answer refuses the command because its id was used
-    before for another command (on the hotel LAN): the words of the edge's command
-    service (bellhop_edge.core.commands), which refuses so before anything runs and
-    keeps no record of it."""
-    return status == "failed" and (error or "").startswith(
-        f"command id {command_id!r} was already used for "
-    )
+__all__ = ["answered", "answered_ids", "left_to_the_gateway", "results"]
 
 
 def results(conn: Connection, plan: Plan) -> None:
     """Store command results that came outside the outbox (a gateway's direct answer).
 
-    A refusal of a reused id (`refused_for_reuse`) is not a result of the command that
-    the id names, which the LAN sent and ran: it is not stored, and the relay's row of
-    the id is deleted, so that the id's resource never shows one command's request with
-    another's result (the caller waiting is told 409, api/routes_commands.py)."""
-    refused = frozenset(
-        command_id
-        for command_id, row in plan.commands.items()
-        if refused_for_reuse(command_id, row["status"], row["error"])
-    )
+    A refusal of a reused id (`Plan.reused`: the answer's `id_reused` flag, set by the
+    edge's command service, which refuses so before anything runs and keeps no record of
+    it) is not a result of the command that the id names, which the LAN sent and ran: it
+    is not stored, and the relay's row of the id is deleted, so that the id's resource
+    never shows one command's request with another's result (the caller waiting is told
+    409, api/routes_commands.py). A failure is told from it by the flag alone, never by
+    its error's words: a device's own error may read the same."""
+    refused = frozenset(plan.reused & plan.commands.keys())
     if refused:
         conn.execute(
             downlink.delete().where(

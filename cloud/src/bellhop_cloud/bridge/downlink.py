@@ -285,9 +285,9 @@ class Downlink:
 
     async def received(self, hotel_id: str, answer: bridge_pb2.RemoteCommandResult) -> None:
         """A gateway's direct answer to a command: checked as its outbox events are,
-        stored, and its waiters woken."""
-        carried = bridge_pb2.OutboxEvent(command_result=answer.result)
-        plan = Plan.of([carried], hotel_id)
+        stored, and its waiters woken. A refusal of a reused id comes by the answer's
+        flag (`Plan.answer`), which the result alone does not carry."""
+        plan = Plan.answer(answer, hotel_id)
         if plan.rejected:
             log.warning("hotel %s: a command result refused (%s)", hotel_id, plan.rejected[0])
             return

@@ -202,6 +202,9 @@ class Plan:
     gaps: list[dict[str, Any]] = field(default_factory=list)
     last_seq: dict[int, int] = field(default_factory=dict)
     rejected: list[str] = field(default_factory=list)
+    # Commands the gateway refused because their id was used before for another command
+    # (`RemoteCommandResult.id_reused`): their rows in `commands` are no results of theirs.
+    reused: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.telemetry = Points(self.hotel_id)
@@ -245,6 +248,16 @@ class Plan:
                 plan._add(event)
             except _Skip as why:
                 plan.rejected.append(f"seq {event.seq}: {why}")
+        return plan
+
+    @classmethod
+    def answer(cls, answer: bridge_pb2.RemoteCommandResult, hotel_id: str) -> Plan:
+        """A gateway's direct answer to a command, checked as its outbox events are. A
+        refusal of a reused id is known by the answer's flag alone (in `reused`), never by
+        its error's words, which a device's own failure may repeat."""
+        plan = cls.of([bridge_pb2.OutboxEvent(command_result=answer.result)], hotel_id)
+        if answer.id_reused:
+            plan.reused.update(plan.commands)
         return plan
 
     @property
