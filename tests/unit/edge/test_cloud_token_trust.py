@@ -61,6 +61,10 @@ REFUSED: dict[str, bridge_pb2.TokenTrust] = {
         audience=AUDIENCE,
     ),
     "not JSON": bridge_pb2.TokenTrust(jwks="{keys", issuer=ISSUER, audience=AUDIENCE),
+    # Nested past the parser's depth, within the size limit: RecursionError, not ValueError.
+    "not JSON ": bridge_pb2.TokenTrust(
+        jwks="[" * 30_000 + "]" * 30_000, issuer=ISSUER, audience=AUDIENCE
+    ),
     "1-16 keys": sent([]),
     "1-16 keys ": sent([jwk(KEY, f"k{n}") for n in range(trust.MAX_KEYS + 1)]),
     "only Ed25519": sent([{"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "k1"}]),
@@ -97,6 +101,7 @@ def test_the_cache_is_replaced_whole_only_when_it_changes(tmp_path: Path) -> Non
     assert not cache.keep(sent([jwk(KEY)]))  # the same: untouched
     assert not cache.keep(None)  # an older relay: kept
     assert not cache.keep(REFUSED["private part"])  # refused: kept
+    assert not cache.keep(REFUSED["not JSON "])  # never raises, whatever it holds
     assert (cache.path.read_bytes(), cache.path.stat().st_mtime_ns) == before
     assert cache.keep(sent([jwk(Ed25519PrivateKey.generate(), "k2")]))
     assert [key["kid"] for key in (trust.read(cache.path) or {})["keys"]] == ["k2"]

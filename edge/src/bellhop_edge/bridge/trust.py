@@ -61,8 +61,8 @@ def validate(trust: bridge_pb2.TokenTrust) -> dict[str, Any]:
         raise TrustError(f"the JWKS is larger than {MAX_JWKS_BYTES} bytes")
     try:
         doc = json.loads(trust.jwks)
-    except ValueError:
-        raise TrustError("the JWKS is not JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise TrustError("the JWKS is not JSON this gateway reads") from None
     keys = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
         raise TrustError(f"the JWKS must hold 1-{MAX_KEYS} keys")
@@ -158,6 +158,9 @@ class TrustCache:
             data = json.dumps(validate(trust), sort_keys=True, indent=1).encode() + b"\n"
         except TrustError as exc:
             log.error("the relay's token keys were refused; keeping the cached ones: %s", exc)
+            return False
+        except Exception:  # a case the checks missed must not keep the bridge down
+            log.exception("the relay's token keys could not be read; keeping the cached ones")
             return False
         try:
             with contextlib.suppress(FileNotFoundError):
