@@ -12,6 +12,7 @@ import pytest
 from bellhop.common.v1 import common_pb2
 from bellhop.lan.v1 import lan_pb2
 from bellhop_devices.messages import Channel
+from bellhop_edge.mqtt.link import CONNECTED_WAIT_S
 from google.protobuf import duration_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -318,6 +319,15 @@ async def test_lan_api_serves_through_a_broker_restart(harness: Harness) -> None
             timeout=10,  # the gateway waits CONNECTED_WAIT_S for the broker, then says so
         )
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    started = time.monotonic()  # past that grace, the next command fails at once
+    with pytest.raises(grpc.aio.AioRpcError) as again:
+        await harness.stub.SendCommand(
+            lan_pb2.SendCommandRequest(device_id="r101-light", name="set_light"),
+            metadata=harness.auth,
+            timeout=10,
+        )
+    assert again.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < CONNECTED_WAIT_S
     harness.mosquitto.start()
     await harness.wait_for(harness.gateway.link.connected.is_set, timeout=10)
     async with harness.device_client("r101-thermostat") as client:

@@ -22,6 +22,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -48,7 +49,8 @@ class LinkState(enum.Enum):
     WAITING = "waiting to reconnect"
 
 
-# How long a publish waits for a connection before it fails (`Link.publish`).
+# How long after the link went down (or the gateway started) a publish still waits for
+# the connection instead of failing (`Link.publish`).
 CONNECTED_WAIT_S: Final = 2.0
 
 
@@ -109,6 +111,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self.state = LinkState.CONNECTING
         self.connected = asyncio.Event()
+        self._down_since = time.monotonic()  # not connected since (the start, or a drop)
         self.connects = 0
         self.drops = 0
         self._paho: Any = None  # the paho client of the current socket, for acks
@@ -120,8 +123,9 @@ class MqttLink:
         self.state = state
         if state is LinkState.CONNECTED:
             self.connected.set()
-        else:
+        elif self.connected.is_set():
             self.connected.clear()
+            self._down_since = time.monotonic()
         self._on_state(state)
 
     def _make_client(self) -> aiomqtt.Client:
@@ -237,13 +241,15 @@ class MqttLink:
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False
     ) -> None:
-        """Publish on the current connection, waiting up to CONNECTED_WAIT_S for one: a
-        gateway that is starting, or reconnecting after a broker restart, is connected
-        within moments, and a command given meanwhile (a queued remote command sent as
-        the bridge opens) must not fail for that; a broker that stays away fails it."""
+        """Publish on the current connection. In the first CONNECTED_WAIT_S without one
+        (the gateway starting, or the broker just gone), wait for it until then: it is
+        usually back within moments, and a command given meanwhile (a queued remote
+        command sent as the bridge opens) must not fail for that. Past that, fail at once:
+        a fleet or a burst must not wait in turn on a broker that stays away."""
         if not self.connected.is_set():
+            left = self._down_since + CONNECTED_WAIT_S - time.monotonic()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CONNECTED_WAIT_S):  # not wait_for: see below
+                async with asyncio.timeout(max(left, 0.0)):  # not wait_for: see below
                     await self.connected.wait()
         client = self._client
         if client is None or not self.connected.is_set():
