@@ -38,6 +38,7 @@ class RelayDouble:
     public_key: Ed25519PublicKey
     heartbeat_s: float = 15.0
     window_events: int = 2000
+    window_bytes: int = 16 << 20
     refuse: CloseCode | None = None  # close every handshake with this code
     ack: bool = True  # acknowledge what was applied
     apply: bool = True  # False: take batches and forget them (a relay that dies before commit)
@@ -85,7 +86,7 @@ class RelayDouble:
             now=loop.time(),
             nonce=os.urandom(32),
             window_events=self.window_events,
-            window_bytes=16 << 20,
+            window_bytes=self.window_bytes,
             heartbeat_interval_s=self.heartbeat_s,
         )
         try:

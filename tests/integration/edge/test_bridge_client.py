@@ -196,3 +196,20 @@ async def test_a_silent_link_is_noticed_by_heartbeats_and_the_bridge_recovers(
         await double.wait(lambda: bridge.stats.closes.get("peer_timeout", 0) >= 1, timeout=10)
         await double.wait(lambda: len(points(double)) >= 20)
     assert len(points(double)) == len(set(points(double))) == 20
+
+
+async def test_a_window_smaller_than_the_next_event_ends_the_bridge_with_that_reason(
+    site: Site,
+) -> None:
+    # A relay misconfigured (or hostile) with a window no event fits: the gateway says so
+    # and reconnects, instead of holding the bridge open and sending nothing.
+    async with (
+        RelayDouble(KEY.public_key(), window_bytes=40).running() as relay,
+        Gateway(site.config(relay.port)) as gateway,
+    ):
+        await subscribed(gateway)
+        await site.telemetry(5)
+        bridge = gateway.bridge
+        assert bridge is not None
+        await relay.wait(lambda: bridge.stats.closes.get("window_exceeded", 0) >= 1)
+        assert "window cannot hold the next event" in (bridge.stats.last_close or "")

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from bellhop_edge.bridge.backlog import cannot_fit, read
 from bellhop_edge.bridge.identity import Identity
 from bellhop_edge.bridge.mark import SentMark
 from bellhop_edge.bridge.remote import Control, RemoteControl
@@ -414,8 +415,18 @@ class BridgeClient:
                 next_backlog = loop.time() + BACKLOG_EVERY_S
             left_events, left_bytes = conn.window_left()
             limit = min(left_events, self._config.batch_events)
-            batch = await asyncio.to_thread(self._read, cursors, limit, left_bytes) if limit else []
+            store = self._store
+            batch = (
+                await asyncio.to_thread(read, store, cursors, limit, left_bytes) if limit else []
+            )
             if not batch:
+                # Nothing in flight and still no room: the relay's window is smaller than
+                # the next event, and the bridge would stall without a word.
+                if limit and not conn.in_flight() and await cannot_fit(store, cursors, left_bytes):
+                    log.error("bridge: a window of %d bytes cannot hold the next event", left_bytes)
+                    conn.close(CloseCode.WINDOW_EXCEEDED, "the window cannot hold the next event")
+                    await self._flush(ws, conn)
+                    return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(BACKLOG_EVERY_S):
                         await self._more.wait()
@@ -428,21 +439,6 @@ class BridgeClient:
             for lane, seq, _ in batch:
                 cursors[lane] = max(cursors[lane], seq)
             await self._flush(ws, conn)
-
-    def _read(
-        self, cursors: dict[int, int], limit: int, bytes_left: int
-    ) -> list[tuple[int, int, bytes]]:
-        """Up to `limit` events (and `bytes_left` bytes), priority lane first. In a thread."""
-        out: list[tuple[int, int, bytes]] = []
-        for lane in LANES:
-            if len(out) >= limit:
-                break
-            for entry in self._store.outbox_after(cursors[lane], limit - len(out), lane):
-                if len(entry.data) > bytes_left:
-                    return out
-                bytes_left -= len(entry.data)
-                out.append((lane, entry.seq, entry.data))
-        return out
 
     async def _flush(self, ws: ClientConnection, conn: EdgeConnection) -> None:
         # One sender at a time: frames must leave in the order they were made.
