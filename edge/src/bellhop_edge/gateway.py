@@ -138,6 +138,7 @@ class Gateway:
             receipts_kept=config.store.replay_receipts,
         )
         self.writer.add_listener(self._on_writer_report)
+        self.hotel.keep_desired = lambda state: self.writer.submit(PutDesired(state))
         await self.writer.start()
         self.commands = CommandService(
             hotel_id=config.hotel_id,
@@ -449,16 +450,11 @@ class Gateway:
         """`options`: expected_version; safety=True (and safety_until, ms) for an override."""
         if not values:
             raise InvalidRequest("values must not be empty")
-        state = self.hotel.set_desired(device_id, values, by=by, now=now_ms(), **options)
-        self.writer.submit(PutDesired(state))
-        return state
+        return self.hotel.set_desired(device_id, values, by=by, now=now_ms(), **options)
 
     def merge_desired(self, device_id: str, remote: RemoteIntent, change_id: str) -> DesiredState:
-        before = self.hotel.desired.get(device_id)
-        state = self.hotel.merge_desired(device_id, remote, change_id=change_id, now=now_ms())
-        if state is not before:  # not a change merged already
-            self.writer.submit(PutDesired(state))
-        return state
+        # Written (Hotel.keep_desired) unless it is a change merged already.
+        return self.hotel.merge_desired(device_id, remote, change_id=change_id, now=now_ms())
 
     def list_alerts(self, states: list[AlertState], room_id: str | None, limit: int) -> list[Alert]:
         return self.store.list_alerts(states=states or None, room_id=room_id, limit=limit)

@@ -24,8 +24,8 @@ from bellhop_edge.core.hotel import (
     StateChanged,
     TelemetryAccepted,
 )
-from bellhop_edge.core.model import Connectivity, Room
-from bellhop_edge.errors import Conflict, InvalidRequest, NotFound
+from bellhop_edge.core.model import Connectivity, DesiredState, Room
+from bellhop_edge.errors import Conflict, InvalidRequest, NotFound, WriterFullError
 
 NOW = 1_700_000_000_000
 
@@ -92,6 +92,25 @@ def test_desired_state_version_check(hotel: Hotel) -> None:
         "setpoint": 20,
         "mode": "cool",
     }
+
+
+def test_a_desired_state_the_store_refuses_takes_no_effect_and_comes_again(hotel: Hotel) -> None:
+    kept: list[int] = []
+
+    def full(state: DesiredState) -> None:
+        raise WriterFullError("the store's writer is full")
+
+    hotel.keep_desired = full
+    with pytest.raises(WriterFullError):
+        hotel.set_desired("r101-thermostat", {"setpoint": 20}, by="desk", now=NOW)
+    remote = RemoteIntent({"setpoint": 22.0}, NOW + 10, "cloud:ops", None)
+    with pytest.raises(WriterFullError):
+        hotel.merge_desired("r101-thermostat", remote, change_id="desired:1", now=NOW + 11)
+    assert "r101-thermostat" not in hotel.desired  # as it was: nothing unsaved in effect
+    # The relay sends it again: merged now, not taken for a change merged already.
+    hotel.keep_desired = lambda state: kept.append(state.version)
+    merged = hotel.merge_desired("r101-thermostat", remote, change_id="desired:1", now=NOW + 20)
+    assert (merged.values, kept) == ({"setpoint": 22.0}, [1])
 
 
 def test_a_cloud_change_meets_a_safety_override_and_is_merged_once(hotel: Hotel) -> None:

@@ -11,7 +11,7 @@ Whether a message was seen before is `replay`'s business, asked by `ingest`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -123,6 +123,9 @@ class Hotel:
         self.latest: dict[tuple[str, str], TelemetryPoint] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
+        # The store's write of a desired state, given before the state takes effect here:
+        # a write refused (the writer full) leaves it as it was, never changed but unsaved.
+        self.keep_desired: Callable[[DesiredState], None] = lambda _state: None
 
     # -- registry -----------------------------------------------------------
     def upsert_room(self, room: Room) -> Room:
@@ -285,6 +288,7 @@ class Hotel:
             raise InvalidRequest("values." + "; values.".join(problems))
 
     def _put_desired(self, state: DesiredState) -> DesiredState:
+        self.keep_desired(state)
         self.desired[state.device_id] = state
         return state
 
