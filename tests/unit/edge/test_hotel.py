@@ -113,6 +113,17 @@ def test_a_desired_state_the_store_refuses_takes_no_effect_and_comes_again(hotel
     assert (merged.values, kept) == ({"setpoint": 22.0}, [1])
 
 
+def test_a_cloud_change_sent_again_after_a_later_one_is_not_merged_over_it(hotel: Hotel) -> None:
+    first = RemoteIntent({"setpoint": 22.0}, NOW + 10, "cloud:ops", None)
+    later = RemoteIntent({"setpoint": 19.0}, NOW + 20, "cloud:ops", None)
+    hotel.merge_desired("r101-thermostat", first, change_id="desired:A", now=NOW + 11)
+    merged = hotel.merge_desired("r101-thermostat", later, change_id="desired:B", now=NOW + 21)
+    # A reconnect with neither answered: the relay sends both again, oldest first.
+    again = hotel.merge_desired("r101-thermostat", first, change_id="desired:A", now=NOW + 30)
+    assert again is merged
+    assert (again.version, again.values["setpoint"]) == (2, 19.0)
+
+
 def test_a_cloud_change_meets_a_safety_override_and_is_merged_once(hotel: Hotel) -> None:
     hotel.set_desired("r101-thermostat", {"mode": "off"}, by="maint", now=NOW, safety=True)
     remote = RemoteIntent({"mode": "heat", "setpoint": 22.0}, NOW + 10, "cloud:ops", None)

@@ -10,10 +10,10 @@ Whether a message was seen before is `replay`'s business, asked by `ingest`.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from bellhop_bridge.desired import FieldIntent, RemoteIntent, local_set, merge
 from bellhop_devices.kinds import check_desired
@@ -37,6 +37,8 @@ from bellhop_edge.core.model import (
     TelemetryPoint,
 )
 from bellhop_edge.errors import Conflict, InvalidRequest, NotFound
+
+MERGED_KEPT: Final = 64  # cloud changes remembered per device as merged (`merge_desired`)
 
 
 # Changes the core reports; the driver persists and publishes them.
@@ -126,6 +128,9 @@ class Hotel:
         # The store's write of a desired state, given before the state takes effect here:
         # a write refused (the writer full) leaves it as it was, never changed but unsaved.
         self.keep_desired: Callable[[DesiredState], None] = lambda _state: None
+        # The cloud changes merged lately, per device: one sent again after a later one
+        # (a reconnect with neither answered) is not merged a second time over it.
+        self._merged: dict[str, deque[str]] = {}
 
     # -- registry -----------------------------------------------------------
     def upsert_room(self, room: Room) -> Room:
@@ -259,7 +264,8 @@ class Hotel:
         """A change made through the cloud, merged with what staff set here by the policy
         of docs/conflicts.md; the state returned carries each field's outcome."""
         current = self.desired.get(device_id)
-        if current is not None and current.change_id == change_id:
+        merged = self._merged.get(device_id, ())
+        if current is not None and (current.change_id == change_id or change_id in merged):
             return current  # merged already: the relay sent it again after a reconnect
         self._check_settable(device_id, {k: v for k, v in remote.fields.items() if v is not None})
         version = current.version if current else 0
@@ -277,7 +283,9 @@ class Hotel:
             result.outcomes,
             change_id,
         )
-        return self._put_desired(state)
+        self._put_desired(state)
+        self._merged.setdefault(device_id, deque(maxlen=MERGED_KEPT)).append(change_id)
+        return state
 
     def _check_settable(self, device_id: str, values: dict[str, Any]) -> None:
         device = self.registered(device_id)
