@@ -91,7 +91,9 @@ class CommandService:
                 await self._publish(topic, codec.encode_command(decision.command), 1)
             except BaseException as exc:
                 # Sent or not, the command must not stay "in flight" for ever.
-                record = self._book.on_deadline(request.command_id, self._clock(), str(exc))
+                gone = isinstance(exc, asyncio.CancelledError)  # no words of its own
+                why = "the caller went away while it was being sent" if gone else str(exc)
+                record = self._book.on_deadline(request.command_id, self._clock(), why)
                 if record is not None:
                     self._record(record)
                 if isinstance(exc, Exception):

@@ -205,3 +205,32 @@ async def test_a_caller_that_goes_away_frees_its_in_flight_slot() -> None:
     assert book.in_flight == 0
     record = await service.execute(request("b"), timeout=0.01)
     assert record.result.status is CommandStatus.TIMED_OUT
+
+
+async def test_a_caller_gone_while_its_command_is_sent_leaves_a_record_saying_so() -> None:
+    import asyncio
+
+    from bellhop_edge.commands import CommandService
+
+    sending, never = asyncio.Event(), asyncio.Event()
+    recorded: list[str | None] = []
+
+    async def publish(topic: str, payload: bytes, qos: int) -> None:
+        sending.set()
+        await never.wait()  # the broker link not back yet
+
+    service = CommandService(
+        hotel_id="h1",
+        book=CommandBook(max_in_flight=1),
+        publish=publish,
+        load=lambda _: None,
+        persist=lambda record: recorded.append(record.result.error),
+        notify=lambda _: None,
+        clock=lambda: NOW,
+    )
+    waiting = asyncio.create_task(service.execute(request("a"), timeout=30))
+    await asyncio.wait_for(sending.wait(), 5)
+    waiting.cancel()  # a LAN call's deadline
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert recorded[-1] == "the caller went away while it was being sent"
