@@ -12,6 +12,7 @@ from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
 from bellhop_bridge.desired import RemoteIntent
 from bellhop_edge.bridge.remote import RemoteControl
+from bellhop_edge.clock import now_ms
 from bellhop_edge.config import CommandsConfig
 from bellhop_edge.core.commands import CommandRecord, CommandRequest
 from bellhop_edge.core.model import CommandResult, CommandStatus
@@ -178,6 +179,17 @@ def test_any_acknowledgement_is_taken_with_its_who_and_when_or_left_alone(
     RemoteControl(gateway, CommandsConfig()).acknowledge(ack)  # never raises
     for taken in gateway.acks:
         assert taken == (alert_id, by, note, at)
+
+
+def test_an_acknowledgement_dated_far_ahead_takes_the_gateways_time() -> None:
+    gateway = Gateway()
+    ack = bridge_pb2.AlertAcknowledgement(alert_id="al-1", acknowledged_by="cloud:ops")
+    ack.acknowledged_at.FromMilliseconds(253_402_300_799_000)  # 9999-12-31
+    before = now_ms()
+    RemoteControl(gateway, CommandsConfig()).acknowledge(ack)
+    ((_, _, _, at),) = gateway.acks
+    assert at is not None
+    assert before <= at <= now_ms()
 
 
 def test_a_well_formed_command_runs_with_its_expiry_capped_and_its_result_said() -> None:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from bellhop.bridge.v1 import bridge_pb2
 from bellhop.common.v1 import common_pb2
@@ -35,6 +35,10 @@ from bellhop_edge.core.commands import CommandRecord, CommandRequest
 from bellhop_edge.errors import CommandIdReusedError, EdgeError
 
 __all__ = ["Control", "RemoteControl"]
+
+# How far ahead of the gateway's clock the relay's time of an acknowledgement is taken
+# as it is (clocks a little apart); past that, the gateway's own time is kept.
+ACK_AHEAD_MAX_MS: Final = 24 * 3600 * 1000
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +132,14 @@ class RemoteControl:
             alert_id = validate.alert_id(ack.alert_id)
             by = frames.check_text(ack.acknowledged_by, "acknowledged_by", max_len=200)
             note = validate.note(ack.note)
+            now = now_ms()
             at = (
                 frames.millis(ack.acknowledged_at, "acknowledged_at")
                 if ack.HasField("acknowledged_at")
-                else now_ms()
+                else now
             )
+            if at > now + ACK_AHEAD_MAX_MS:  # a clock far off: the edge's own time instead
+                at = now
             self._control.acknowledge_alert(alert_id, by=by, note=note, at=at)
         except (EdgeError, ProtocolError) as exc:
             log.info("remote acknowledgement of %r left alone: %s", ack.alert_id[:64], exc)
