@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bellhop.bridge.v1 import bridge_pb2
-from bellhop_bridge import EdgeConnection, frames
+from bellhop.common.v1 import common_pb2
+from bellhop_bridge import Acked, EdgeConnection, frames
 from bellhop_cloud.bridge.endpoint import BRIDGE_PATH, BridgeEndpoint
 from bellhop_cloud.relay import Relay
 from bellhop_devices.messages import Channel
 from bellhop_edge.bridge.identity import Identity
 from bellhop_edge.config import EdgeConfig
+from bellhop_edge.core.commands import CommandRequest
 from bellhop_edge.files import write_atomic
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -200,6 +202,15 @@ class EdgeSite:
             await device.send(Channel.EVENT, body)
 
 
+def lan_setpoint(command_id: str, setpoint_c: float = 21.5) -> CommandRequest:
+    """Staff's setpoint command for r101-thermostat, as the LAN API makes one."""
+    expires_at = int(time.time() * 1000) + 60_000
+    params = {"setpoint_c": setpoint_c}
+    return CommandRequest(
+        command_id, "r101-thermostat", "set_setpoint", params, expires_at, "staff"
+    )
+
+
 class RawGateway:
     """A gateway driven by hand: a real handshake, then any bytes the test wants to send."""
 
@@ -248,6 +259,18 @@ class RawGateway:
         loop = asyncio.get_running_loop()
         self.conn.send_events([(e.lane, e.seq, e.SerializeToString()) for e in events], loop.time())
         await self.flush()
+
+    async def register_thermostat(self, device_id: str = "r101-thermostat") -> None:
+        """Report a registered thermostat in room 101 (the bulk lane's first event) and
+        wait for the relay's acknowledgement: it is stored."""
+        device = common_pb2.Device(
+            device_id=device_id,
+            room_id="101",
+            kind=common_pb2.DEVICE_KIND_THERMOSTAT,
+            registered=True,
+        )
+        await self.send_batch([bridge_pb2.OutboxEvent(seq=1, lane=BULK, device=device)])
+        await self.until_event(Acked)
 
     async def send_raw_batch(self, events: list[bridge_pb2.OutboxEvent]) -> None:
         """A batch frame as is, past the edge's own checks; read answers with `frame()`."""

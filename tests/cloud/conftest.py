@@ -85,8 +85,14 @@ async def relay_config(
 
 
 @pytest.fixture
-async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
-    opened = await Relay.open(relay_config)
+def relay_settings() -> dict[str, Any]:
+    """Settings a test module gives its relay over `relay_config`'s: override this fixture."""
+    return {}
+
+
+@pytest.fixture
+async def relay(relay_config: RelayConfig, relay_settings: dict[str, Any]) -> AsyncIterator[Relay]:
+    opened = await Relay.open(relay_config.model_copy(update=relay_settings))
     try:
         yield opened
     finally:

@@ -19,6 +19,10 @@ from websockets.exceptions import ConnectionClosedError
 from tests.support.waiting import until
 
 
+async def _marker() -> None:
+    """Nothing: a task that is over once the tasks started before it have had a turn."""
+
+
 def snapshot(n: int) -> Any:
     return SnapshotReceived(bridge_pb2.Snapshot(request_id=str(n)))
 
@@ -41,8 +45,7 @@ async def test_batches_are_applied_in_order_one_at_a_time_and_hold_the_reader_ba
         await batches.put(snapshot(n))
     await until(lambda: running == 1, 5, "the first batch being applied")
     held = asyncio.create_task(batches.put(snapshot(WAITING_MAX + 1)))
-    for _ in range(3):  # turns of the loop (not a wait for time): the put stays held
-        await asyncio.sleep(0)
+    await asyncio.create_task(_marker())  # started after the put: runs once it had its turn
     assert not held.done(), "the reader went on past WAITING_MAX waiting"
     gate.set()
     await held

@@ -65,14 +65,7 @@ async def test_a_direct_answer_is_taken_while_a_batch_is_being_applied(
     monkeypatch.setattr(Applier, "batch", held_batch)
     async with RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as raw:
         await raw.until_event(Opened)
-        device = common_pb2.Device(
-            device_id="r101-thermostat",
-            room_id="101",
-            kind=common_pb2.DEVICE_KIND_THERMOSTAT,
-            registered=True,
-        )
-        await raw.send_batch([bridge_pb2.OutboxEvent(seq=1, lane=BULK, device=device)])
-        await raw.until_event(Acked)
+        await raw.register_thermostat()
         await hotel.online("r101-thermostat")
         held.set()
         reading = bridge_pb2.OutboxEvent(seq=2, lane=BULK)

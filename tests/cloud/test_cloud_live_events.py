@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -39,12 +38,8 @@ SQLITE_ONLY = pytest.mark.parametrize("backend", [("sqlite", None)], ids=["sqlit
 
 
 @pytest.fixture
-async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
-    opened = await Relay.open(relay_config.model_copy(update=LIVE))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def relay_settings() -> dict[str, Any]:
+    return LIVE
 
 
 def draft(n: int, hotel_id: str = "h1") -> Draft:

@@ -5,12 +5,10 @@ Retry-After, and a stream that ends gives its place back.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from bellhop_cloud.config import RelayConfig
-from bellhop_cloud.relay import Relay
 
 from tests.cloud.bridging import cloud_hotel
 from tests.cloud.sse import STREAM, served, stream
@@ -22,13 +20,8 @@ PER_SESSION = 2
 
 
 @pytest.fixture
-async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
-    limited = relay_config.model_copy(update={"events_streams_per_session": PER_SESSION})
-    opened = await Relay.open(limited)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def relay_settings() -> dict[str, Any]:
+    return {"events_streams_per_session": PER_SESSION}
 
 
 async def _refused(base: str, path: str, token: str) -> httpx.Response:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 import pytest
-from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.live.checks import FAILURES_MAX, Rechecks
 from bellhop_cloud.live.events import LiveEvent
 from bellhop_cloud.live.log import Subscription
 from bellhop_cloud.live.stream import Watch, _Run
-from bellhop_cloud.relay import Relay
 from sse_starlette import ServerSentEvent
 
 from tests.cloud.bridging import cloud_hotel
@@ -29,12 +27,8 @@ EVERY_S = 0.05
 
 
 @pytest.fixture
-async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
-    opened = await Relay.open(relay_config.model_copy(update={"events_recheck_s": EVERY_S}))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def relay_settings() -> dict[str, Any]:
+    return {"events_recheck_s": EVERY_S}
 
 
 def _subs(count: int) -> list[Subscription]:

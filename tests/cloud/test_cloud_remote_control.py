@@ -4,27 +4,23 @@ back, with a real gateway, a real Mosquitto and a device that answers."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from bellhop.bridge.v1 import bridge_pb2
-from bellhop.common.v1 import common_pb2
-from bellhop_bridge import Acked, CommandReceived, Opened
+from bellhop_bridge import CommandReceived, Opened
 from bellhop_cloud.db.schema import audit_log
-from bellhop_edge.core.commands import CommandRequest
 from bellhop_edge.core.model import AlertState
 from bellhop_edge.gateway import Gateway
 
 from tests.cloud.bridging import (
-    BULK,
     Bridge,
     CloudHotel,
     EdgeSite,
     RawGateway,
     eventually,
+    lan_setpoint,
 )
 from tests.cloud.support import expect
 from tests.support.mosquitto import MosquittoBroker
@@ -88,14 +84,7 @@ async def test_one_id_on_the_lan_and_through_the_cloud_runs_once(
     async with Gateway(site.config(bridge.url)) as gateway, site.device("r101-thermostat") as dev:
         await connected(hotel)
         async with dev.serving():
-            request = CommandRequest(
-                "shared-1",
-                "r101-thermostat",
-                "set_setpoint",
-                {"setpoint_c": 21.5},
-                int(time.time() * 1000) + 60_000,
-                "staff",
-            )
+            request = lan_setpoint("shared-1")
             lan = await gateway.send_command(request, timeout=5)
             cloud = await command(
                 hotel, "r101-thermostat", {**SETPOINT, "command_id": "shared-1"}, 200
@@ -151,14 +140,7 @@ async def test_a_gateway_that_never_answers_gives_504_with_where_to_follow(
 ) -> None:
     async with RawGateway.opened(bridge.url, hotel.gateway_id, hotel.hotel_id, hotel.key) as raw:
         await raw.until_event(Opened)
-        device = common_pb2.Device(
-            device_id="r101-thermostat",
-            room_id="101",
-            kind=common_pb2.DEVICE_KIND_THERMOSTAT,
-            registered=True,
-        )
-        await raw.send_batch([bridge_pb2.OutboxEvent(seq=1, lane=BULK, device=device)])
-        await raw.until_event(Acked)
+        await raw.register_thermostat()
         await connected(hotel)
         answer = asyncio.create_task(
             command(hotel, "r101-thermostat", {**SETPOINT, "timeout_s": 0.5}, 504)

@@ -5,7 +5,6 @@ own kind of item done (docs/remote-control.md)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -16,10 +15,9 @@ from bellhop_cloud.bridge import sync
 from bellhop_cloud.bridge.items import Item, ItemKind, frame_of, now_ms, unsendable
 from bellhop_cloud.bridge.plan import Plan
 from bellhop_cloud.db.schema import command_results, downlink
-from bellhop_edge.core.commands import CommandRequest
 from bellhop_edge.gateway import Gateway
 
-from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, eventually
+from tests.cloud.bridging import Bridge, CloudHotel, EdgeSite, eventually, lan_setpoint
 from tests.cloud.support import expect
 
 SETPOINT = {"name": "set_setpoint", "params": {"setpoint_c": 21.5}}
@@ -78,14 +76,7 @@ async def test_an_id_used_on_the_lan_is_refused_through_the_cloud_for_another_co
     async with Gateway(site.config(bridge.url)) as gateway, site.device("r101-thermostat") as dev:
         await hotel.online("r101-thermostat")
         async with dev.serving():
-            request = CommandRequest(
-                "lan-1",
-                "r101-thermostat",
-                "set_setpoint",
-                {"setpoint_c": 21.5},
-                int(time.time() * 1000) + 60_000,
-                "staff",
-            )
+            request = lan_setpoint("lan-1")
             lan = await gateway.send_command(request, timeout=5)
             assert lan.result.status.value == "succeeded"
             other = {"name": "set_setpoint", "params": {"setpoint_c": 30}, "command_id": "lan-1"}

@@ -19,7 +19,6 @@ import httpx
 import jwt
 import pytest
 from bellhop_cloud.app import create_app
-from bellhop_cloud.config import RelayConfig
 from bellhop_cloud.db.schema import refresh_tokens, users
 from bellhop_cloud.errors import InvalidToken
 from bellhop_cloud.relay import Relay
@@ -31,12 +30,8 @@ MARGIN_S = 2.0  # scheduling on a busy machine
 
 
 @pytest.fixture
-async def relay(relay_config: RelayConfig) -> AsyncIterator[Relay]:
-    opened = await Relay.open(relay_config.model_copy(update={"session_cache_s": BOUND_S}))
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def relay_settings() -> dict[str, Any]:
+    return {"session_cache_s": BOUND_S}
 
 
 @pytest.fixture

@@ -145,6 +145,11 @@ class CommandIdReused(Conflict):
     code = "command_id_reused"
     title = "The command id was used for another command"
 
+    @classmethod
+    def of(cls, command_id: str) -> CommandIdReused:
+        """The refusal of `command_id`, in the same words on every path."""
+        return cls(f"command_id {command_id!r} was already used for another command")
+
 
 class CommandTimedOut(RelayError):
     status = 504

@@ -166,9 +166,7 @@ def queue_commands(conn: Connection, sending: Sending) -> Sending:
             request.name,
             dict(request.params),
         ):
-            raise CommandIdReused(
-                f"command_id {request.command_id!r} was already used for another command"
-            )
+            raise CommandIdReused.of(request.command_id)
     if rows:
         conn.execute(downlink.insert(), rows)
     conn.execute(audit_log.insert(), _entries(sending))

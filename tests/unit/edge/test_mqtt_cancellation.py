@@ -20,13 +20,15 @@ async def _cancelled_as_answered(*, honour: bool) -> list[str]:
 
     async def publishing() -> None:
         before = _cancellations()
+        waiting.set()  # and nothing in between: the test runs again once this task waits
         await asyncio.wait_for(answer, 10)
         if honour:
             _honour_cancellation(before)
         after.append("went on")
 
+    waiting = asyncio.Event()
     task = asyncio.create_task(publishing())
-    await asyncio.sleep(0)  # one turn of the loop: the task now waits for its answer
+    await asyncio.wait_for(waiting.wait(), 5)  # the task now waits for its answer
     answer.set_result(None)
     task.cancel()  # lands before the task resumes
     await asyncio.gather(task, return_exceptions=True)

@@ -235,9 +235,7 @@ async def _unless_reused(
         standing = {s.command_id for s in await remote.command_statuses(relay, hotel_id, failed)}
         for command_id in failed:
             if command_id not in standing:
-                raise CommandIdReused(
-                    f"command_id {command_id!r} was already used for another command"
-                )
+                raise CommandIdReused.of(command_id)
     return settled
 
 
@@ -255,9 +253,7 @@ async def _settle(
         )
         found = await remote.command_statuses(relay, hotel_id, [status.command_id])
         if not found:
-            raise CommandIdReused(
-                f"command_id {status.command_id!r} was already used for another command"
-            )
+            raise CommandIdReused.of(status.command_id)
         if done:
             return found[0]
         if loop.time() >= deadline:
